@@ -1,0 +1,10 @@
+//! `clinic-deletions`: see the crate documentation.
+
+fn main() -> std::process::ExitCode {
+    clinic::telemetry::init();
+    tracing::error!(
+        processor = clinic_deletions::NAME,
+        "The deletions processor is not implemented yet; nothing was consumed."
+    );
+    std::process::ExitCode::from(2)
+}

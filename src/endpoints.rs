@@ -1,0 +1,88 @@
+//! Where the services the suite talks to are, read from the environment with defaults that match
+//! the local stack (`scripts/stack env` prints the same variables).
+
+use std::env;
+
+/// Addresses of Kafka, the schema registry, Kafka Connect, MongoDB and SMTP (plus Mailpit's API,
+/// which only tests and the demo use to read back what was mailed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoints {
+    /// Kafka bootstrap servers (`CLINIC_KAFKA_BROKERS`, default `127.0.0.1:9092`).
+    pub kafka_brokers: String,
+    /// Apicurio Registry root URL, without an API path (`CLINIC_REGISTRY_URL`, default
+    /// `http://127.0.0.1:8081`). Producers use its Confluent-compatible API
+    /// ([`Endpoints::schema_registry_url`]); Connect's converter uses its native v2 API.
+    pub registry_url: String,
+    /// Kafka Connect REST API (`CLINIC_CONNECT_URL`, default `http://127.0.0.1:8083`).
+    pub connect_url: String,
+    /// MongoDB connection string (`CLINIC_MONGO_URI`, default `mongodb://127.0.0.1:27017`).
+    pub mongo_uri: String,
+    /// SMTP host (`CLINIC_SMTP_HOST`, default `127.0.0.1`).
+    pub smtp_host: String,
+    /// SMTP port (`CLINIC_SMTP_PORT`, default `1025`).
+    pub smtp_port: u16,
+    /// Mailpit's HTTP API (`CLINIC_MAILPIT_URL`, default `http://127.0.0.1:8025`).
+    pub mailpit_url: String,
+}
+
+impl Endpoints {
+    /// Reads every address from its environment variable, falling back to the local stack's.
+    ///
+    /// # Errors
+    /// When `CLINIC_SMTP_PORT` is set but is not a port number.
+    pub fn from_env() -> anyhow::Result<Self> {
+        let var = |name: &str, default: &str| env::var(name).unwrap_or_else(|_| default.to_owned());
+        let smtp_port = var("CLINIC_SMTP_PORT", "1025");
+        Ok(Self {
+            kafka_brokers: var("CLINIC_KAFKA_BROKERS", "127.0.0.1:9092"),
+            registry_url: trim_slash(var("CLINIC_REGISTRY_URL", "http://127.0.0.1:8081")),
+            connect_url: trim_slash(var("CLINIC_CONNECT_URL", "http://127.0.0.1:8083")),
+            mongo_uri: var("CLINIC_MONGO_URI", "mongodb://127.0.0.1:27017"),
+            smtp_host: var("CLINIC_SMTP_HOST", "127.0.0.1"),
+            smtp_port: smtp_port.parse().map_err(|_| {
+                anyhow::anyhow!("CLINIC_SMTP_PORT must be a port number, got {smtp_port:?}")
+            })?,
+            mailpit_url: trim_slash(var("CLINIC_MAILPIT_URL", "http://127.0.0.1:8025")),
+        })
+    }
+
+    /// The registry's Confluent-compatible API, the one `schema_registry_converter` speaks.
+    pub fn schema_registry_url(&self) -> String {
+        format!("{}/apis/ccompat/v7", self.registry_url)
+    }
+
+    /// The registry's native v2 API, the one Apicurio's Kafka Connect converter speaks.
+    pub fn apicurio_v2_url(&self) -> String {
+        format!("{}/apis/registry/v2", self.registry_url)
+    }
+}
+
+fn trim_slash(url: String) -> String {
+    url.trim_end_matches('/').to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_api_urls_are_derived_from_the_root() {
+        let endpoints = Endpoints {
+            kafka_brokers: String::new(),
+            registry_url: trim_slash("http://registry:8081/".to_owned()),
+            connect_url: String::new(),
+            mongo_uri: String::new(),
+            smtp_host: String::new(),
+            smtp_port: 25,
+            mailpit_url: String::new(),
+        };
+        assert_eq!(
+            endpoints.schema_registry_url(),
+            "http://registry:8081/apis/ccompat/v7"
+        );
+        assert_eq!(
+            endpoints.apicurio_v2_url(),
+            "http://registry:8081/apis/registry/v2"
+        );
+    }
+}

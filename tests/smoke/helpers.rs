@@ -1,0 +1,63 @@
+//! Shared set-up for the smoke tests: endpoints, and a loud failure when a service is down.
+
+use std::time::Duration;
+
+use clinic::endpoints::Endpoints;
+use tokio::net::TcpStream;
+
+/// The stack's endpoints, after checking that each named service accepts connections.
+///
+/// # Panics
+/// When a service does not answer, naming it and how to start the stack.
+pub async fn stack(services: &[&str]) -> Endpoints {
+    let endpoints = Endpoints::from_env().expect("endpoint settings");
+    for service in services {
+        let address = match *service {
+            "kafka" => endpoints
+                .kafka_brokers
+                .split(',')
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+            "registry" => host_port(&endpoints.registry_url),
+            "connect" => host_port(&endpoints.connect_url),
+            "mongodb" => host_port(&endpoints.mongo_uri),
+            "smtp" => format!("{}:{}", endpoints.smtp_host, endpoints.smtp_port),
+            "mailpit" => host_port(&endpoints.mailpit_url),
+            other => panic!("BUG: unknown service {other}"),
+        };
+        let connected =
+            tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(&address)).await;
+        assert!(
+            matches!(connected, Ok(Ok(_))),
+            "{service} is not reachable at {address}: start the local stack with `scripts/stack up` \
+             (or point the CLINIC_* variables of `scripts/stack env` at running services)"
+        );
+    }
+    endpoints
+}
+
+/// `host:port` of a URL such as `http://127.0.0.1:8081/x` or `mongodb://127.0.0.1:27017`.
+fn host_port(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    rest.split(['/', '?']).next().unwrap_or_default().to_owned()
+}
+
+/// The id of the latest schema registered under `subject`, from the ccompat API.
+pub async fn registered_schema_id(endpoints: &Endpoints, subject: &str) -> u32 {
+    let url = format!(
+        "{}/subjects/{subject}/versions/latest",
+        endpoints.schema_registry_url()
+    );
+    let body: serde_json::Value = reqwest::get(&url)
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .json()
+        .await
+        .expect("registry answers JSON");
+    let id = body["id"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no id in {body}"));
+    u32::try_from(id).expect("schema id fits u32")
+}
