@@ -6,6 +6,7 @@
 //! rely on ([`smoke`]). The streams runtime, the CDC codecs, the CRUD API and the operators'
 //! commands join it as their issues land (see `README.md`).
 
+pub mod cdc;
 pub mod endpoints;
 pub mod smoke;
 pub mod telemetry;

@@ -14,7 +14,7 @@ use schema_registry_converter::schema_registry_common::{
     SchemaType, SubjectNameStrategy, SuppliedSchema,
 };
 
-use super::{ROUND_TRIP_TIMEOUT, SMOKE_RECORD_SCHEMA, SmokeRecord, create_topic, delete_topic};
+use super::{ROUND_TRIP_TIMEOUT, SMOKE_RECORD_SCHEMA, SmokeRecord, clean_up_topic, create_topic};
 use crate::endpoints::Endpoints;
 
 /// What the Avro round trip sent and got back.
@@ -40,7 +40,7 @@ pub async fn round_trip(endpoints: &Endpoints) -> anyhow::Result<AvroRoundTrip> 
     let topic = super::unique("avro");
     create_topic(&endpoints.kafka_brokers, &topic).await?;
     let result = produce_and_consume(endpoints, &topic).await;
-    delete_topic(&endpoints.kafka_brokers, &topic).await;
+    clean_up_topic(endpoints, &topic).await;
     result
 }
 

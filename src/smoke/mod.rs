@@ -97,7 +97,25 @@ async fn create_topic(brokers: &str, topic: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Deletes a topic; failures are logged, not returned, since this is clean-up.
+/// Removes what a check created on Kafka and in the registry: the topic and its value subject.
+/// Failures are logged, not returned, since this is clean-up.
+async fn clean_up_topic(endpoints: &crate::endpoints::Endpoints, topic: &str) {
+    delete_topic(&endpoints.kafka_brokers, topic).await;
+    let subject = format!("{}/subjects/{topic}-value", endpoints.schema_registry_url());
+    let http = reqwest::Client::new();
+    // The registry only hard-deletes (`permanent=true`) what was soft-deleted first.
+    for url in [subject.clone(), format!("{subject}?permanent=true")] {
+        if let Err(error) = http
+            .delete(&url)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+        {
+            tracing::warn!(topic, error = %error, "Could not delete the smoke subject.");
+        }
+    }
+}
+
 async fn delete_topic(brokers: &str, topic: &str) {
     let outcome = match admin(brokers) {
         Ok(admin) => admin

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use mongodb::bson::doc;
 use serde_json::{Value, json};
 
-use super::{ROUND_TRIP_TIMEOUT, SmokeRecord, avro, create_topic, delete_topic};
+use super::{ROUND_TRIP_TIMEOUT, SmokeRecord, avro, clean_up_topic, create_topic};
 use crate::endpoints::Endpoints;
 
 /// The database the sink check writes into.
@@ -56,7 +56,7 @@ pub async fn round_trip(endpoints: &Endpoints) -> anyhow::Result<SinkRoundTrip> 
     if let Err(error) = delete_connector(endpoints, &http, &connector).await {
         tracing::warn!(connector, error = %error, "Could not delete the smoke connector.");
     }
-    delete_topic(&endpoints.kafka_brokers, &topic).await;
+    clean_up_topic(endpoints, &topic).await;
     if let Ok(client) = mongodb::Client::with_uri_str(&endpoints.mongo_uri).await {
         let dropped = client
             .database(SMOKE_DATABASE)

@@ -1,0 +1,243 @@
+//! MongoDB Extended JSON in the three dialects CDC producers use, to and from typed BSON.
+//!
+//! - **canonical** (`{"$numberLong": "5"}`, `{"$date": {"$numberLong": "…"}}`): type-preserving,
+//!   the source connector's `ExtendedJson` formatter;
+//! - **relaxed** (plain numbers, `{"$date": "2024-01-01T00:00:00Z"}`): `SimplifiedJson`, and what
+//!   most tools print;
+//! - **legacy** strict mode (`{"$date": <millis>}`, plain 32-bit ints and doubles,
+//!   `{"$numberLong": "…"}`): the connector's default `DefaultJson` formatter.
+//!
+//! Parsing accepts all three (and any mix) through the `bson` crate's Extended JSON reader, so
+//! ObjectIds, dates, 64-bit integers and the rest stay typed.
+
+use bson::{Bson, Document};
+use serde_json::{Map, Value};
+
+/// Which dialect [`to_string`] writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// Canonical Extended JSON v2.
+    Canonical,
+    /// Relaxed Extended JSON v2.
+    Relaxed,
+    /// The legacy strict mode of the Java driver (`JsonMode.STRICT`), `DefaultJson`'s output.
+    Legacy,
+}
+
+/// Why a JSON text is not an Extended JSON document.
+#[derive(Debug, thiserror::Error)]
+pub enum ExtJsonError {
+    /// The text is not JSON.
+    #[error("not JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// JSON, but not valid Extended JSON (a malformed `$oid`, `$date`, …).
+    #[error("invalid Extended JSON: {0}")]
+    ExtJson(#[from] bson::extjson::de::Error),
+    /// Valid, but not a document where a document is required.
+    #[error("expected a JSON object, found {0}")]
+    NotADocument(&'static str),
+}
+
+/// Parses an Extended JSON text that must hold a document.
+pub fn parse_document(text: &str) -> Result<Document, ExtJsonError> {
+    document_from_value(serde_json::from_str(text)?)
+}
+
+/// Converts already-parsed JSON that must be an object into a typed document.
+pub fn document_from_value(value: Value) -> Result<Document, ExtJsonError> {
+    match upgrade_legacy(value) {
+        Value::Object(map) => Ok(Document::try_from(map)?),
+        other => Err(ExtJsonError::NotADocument(json_kind(&other))),
+    }
+}
+
+/// Parses any Extended JSON value (document, array, scalar).
+pub fn parse_value(text: &str) -> Result<Bson, ExtJsonError> {
+    bson_from_value(serde_json::from_str::<Value>(text)?)
+}
+
+/// Converts already-parsed JSON of any shape into a typed value.
+pub fn bson_from_value(value: Value) -> Result<Bson, ExtJsonError> {
+    Ok(Bson::try_from(upgrade_legacy(value))?)
+}
+
+/// Rewrites the legacy forms the `bson` reader does not accept into their v2 equivalents:
+/// `{"$binary": "<base64>", "$type": "<hex>"}` and `{"$regex": "…", "$options": "…"}`, both of
+/// which the Java driver's strict mode (the connector's `DefaultJson`) writes.
+fn upgrade_legacy(value: Value) -> Value {
+    match value {
+        Value::Array(items) => Value::Array(items.into_iter().map(upgrade_legacy).collect()),
+        Value::Object(map) => {
+            if map.len() == 2 {
+                let pair = |a: &str, b: &str| match (map.get(a), map.get(b)) {
+                    (Some(Value::String(x)), Some(Value::String(y))) => {
+                        Some((x.clone(), y.clone()))
+                    }
+                    _ => None,
+                };
+                if let Some((base64, sub_type)) = pair("$binary", "$type") {
+                    return serde_json::json!({ "$binary": { "base64": base64, "subType": sub_type } });
+                }
+                if let Some((pattern, options)) = pair("$regex", "$options") {
+                    return serde_json::json!({ "$regularExpression": { "pattern": pattern, "options": options } });
+                }
+            }
+            Value::Object(
+                map.into_iter()
+                    .map(|(k, v)| (k, upgrade_legacy(v)))
+                    .collect(),
+            )
+        }
+        other => other,
+    }
+}
+
+/// Renders a document as JSON in the given dialect.
+pub fn to_value(document: &Document, dialect: Dialect) -> Value {
+    bson_to_value(Bson::Document(document.clone()), dialect)
+}
+
+/// Renders a document as JSON text in the given dialect.
+pub fn to_string(document: &Document, dialect: Dialect) -> String {
+    to_value(document, dialect).to_string()
+}
+
+/// Renders any BSON value as JSON in the given dialect.
+pub fn bson_to_value(value: Bson, dialect: Dialect) -> Value {
+    match dialect {
+        Dialect::Canonical => value.into_canonical_extjson(),
+        Dialect::Relaxed => value.into_relaxed_extjson(),
+        Dialect::Legacy => canonical_to_legacy(value.into_canonical_extjson()),
+    }
+}
+
+/// Legacy strict mode differs from canonical v2 in three places: 32-bit integers and finite
+/// doubles are plain numbers, and dates are `{"$date": <millis>}`.
+fn canonical_to_legacy(value: Value) -> Value {
+    match value {
+        Value::Array(items) => Value::Array(items.into_iter().map(canonical_to_legacy).collect()),
+        Value::Object(map) => {
+            if let Some(plain) = legacy_scalar(&map) {
+                return plain;
+            }
+            Value::Object(
+                map.into_iter()
+                    .map(|(k, v)| (k, canonical_to_legacy(v)))
+                    .collect(),
+            )
+        }
+        other => other,
+    }
+}
+
+fn legacy_scalar(map: &Map<String, Value>) -> Option<Value> {
+    if map.len() != 1 {
+        return None;
+    }
+    let (key, inner) = map.iter().next()?;
+    match (key.as_str(), inner) {
+        ("$numberInt", Value::String(s)) => s.parse::<i32>().ok().map(Value::from),
+        ("$numberDouble", Value::String(s)) => s
+            .parse::<f64>()
+            .ok()
+            .filter(|f| f.is_finite())
+            .and_then(serde_json::Number::from_f64)
+            .map(Value::Number),
+        ("$date", Value::Object(date)) => match date.get("$numberLong") {
+            Some(Value::String(ms)) => ms
+                .parse::<i64>()
+                .ok()
+                .map(|ms| serde_json::json!({ "$date": ms })),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bson::oid::ObjectId;
+    use bson::{DateTime, doc};
+
+    use super::*;
+
+    fn sample() -> Document {
+        doc! {
+            "_id": ObjectId::parse_str("5f1a2b3c4d5e6f7081920a1b").expect("valid oid"),
+            "at": DateTime::from_millis(1_700_000_000_123),
+            "small": 7_i32,
+            "big": 9_000_000_000_i64,
+            "ratio": 2.5_f64,
+            "tags": ["a", "b"],
+            "nested": { "permissions": { "view": {} } },
+        }
+    }
+
+    #[test]
+    fn every_dialect_parses_back_to_the_same_typed_document() {
+        for dialect in [Dialect::Canonical, Dialect::Relaxed, Dialect::Legacy] {
+            let text = to_string(&sample(), dialect);
+            let parsed = parse_document(&text).expect("parses");
+            assert_eq!(parsed, sample(), "{dialect:?}: {text}");
+        }
+    }
+
+    #[test]
+    fn legacy_dates_are_millis_and_ints_are_plain() {
+        let text = to_string(&sample(), Dialect::Legacy);
+        assert!(text.contains(r#""at":{"$date":1700000000123}"#), "{text}");
+        assert!(text.contains(r#""small":7"#), "{text}");
+        assert!(
+            text.contains(r#""big":{"$numberLong":"9000000000"}"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn legacy_date_millis_from_the_java_driver_parse_as_dates() {
+        let parsed =
+            parse_document(r#"{"createdTime": {"$date": 1584533425000}}"#).expect("parses");
+        assert_eq!(
+            parsed
+                .get_datetime("createdTime")
+                .expect("a date")
+                .timestamp_millis(),
+            1_584_533_425_000
+        );
+    }
+
+    #[test]
+    fn relaxed_iso_dates_parse_as_dates() {
+        let parsed =
+            parse_document(r#"{"t": {"$date": "2020-03-18T12:10:25.000Z"}}"#).expect("parses");
+        assert_eq!(
+            parsed.get_datetime("t").expect("a date").timestamp_millis(),
+            1_584_533_425_000
+        );
+    }
+
+    #[test]
+    fn a_json_array_is_not_a_document() {
+        let error = parse_document("[1]").expect_err("not a document");
+        assert!(matches!(error, ExtJsonError::NotADocument("an array")));
+    }
+
+    #[test]
+    fn a_malformed_object_id_is_an_error() {
+        assert!(matches!(
+            parse_document(r#"{"_id": {"$oid": "nothex"}}"#),
+            Err(ExtJsonError::ExtJson(_))
+        ));
+    }
+}

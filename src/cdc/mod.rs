@@ -1,0 +1,100 @@
+//! CDC codecs: every change-event form of DESIGN.md 2.2 into one typed [`ChangeEvent`], and the
+//! encoders that write those forms exactly as their producers do (FerretDB has no change streams,
+//! so tests and the demo play the connector's part with them).
+//!
+//! | form | producer | decode with |
+//! |---|---|---|
+//! | Avro, default change-stream schema (sub-documents as JSON strings) | MongoDB source connector, `output.format.value=schema` | registry → [`avro_json::to_json`] → [`mongo::decode`] |
+//! | JSON text | MongoDB source connector, `json` + StringConverter | [`parse_json_text`] → [`mongo::decode`] |
+//! | JSON string literal holding the JSON text | `json` + JsonConverter (existing Tidepool deployments) | same: [`parse_json_text`] unwraps it |
+//! | Debezium envelope, Avro or JSON, tombstones | Debezium MongoDB connector | [`debezium::decode`] |
+//!
+//! Extended JSON in the canonical, relaxed and legacy dialects is accepted anywhere
+//! ([`extjson`]); ObjectIds, dates and 64-bit integers stay typed. [`Format`] and
+//! [`decode_json`] tie it together for a topic configured with one form.
+
+pub mod avro_json;
+pub mod debezium;
+mod error;
+mod event;
+pub mod extjson;
+mod fields;
+pub mod mongo;
+
+pub use error::DecodeError;
+pub use event::{CdcRecord, ChangeEvent, Namespace, Operation, SourcePosition};
+pub use fields::parse_json_text;
+
+use serde::Deserialize;
+
+/// The envelope a topic carries, set per topic in a processor's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Envelope {
+    /// The MongoDB source connector's change event.
+    MongoChangeStream,
+    /// Debezium's MongoDB envelope.
+    Debezium,
+}
+
+/// How a topic's values are serialized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Encoding {
+    /// Confluent-framed Avro resolved through the schema registry.
+    Avro,
+    /// JSON text, plain or double-encoded.
+    Json,
+}
+
+/// A topic's CDC format: envelope and encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct Format {
+    /// Which producer's envelope.
+    pub envelope: Envelope,
+    /// How it is serialized.
+    pub encoding: Encoding,
+}
+
+/// Decodes a record whose key and value are JSON (plain or double-encoded).
+///
+/// For the MongoDB envelope the key is not needed (the value carries `documentKey`) and a missing
+/// value is an error; for Debezium a missing value is a tombstone.
+pub fn decode_json(
+    envelope: Envelope,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+) -> Result<CdcRecord, DecodeError> {
+    match envelope {
+        Envelope::MongoChangeStream => {
+            let value = value.ok_or(DecodeError::Missing("value"))?;
+            Ok(CdcRecord::Change(mongo::decode(parse_json_text(value)?)?))
+        }
+        Envelope::Debezium => debezium::decode(
+            key.map(parse_json_text).transpose()?,
+            value.map(parse_json_text).transpose()?,
+        ),
+    }
+}
+
+/// Decodes a record whose key and value were Avro, already resolved through the registry.
+pub fn decode_avro(
+    envelope: Envelope,
+    key: Option<&apache_avro::types::Value>,
+    value: Option<&apache_avro::types::Value>,
+) -> Result<CdcRecord, DecodeError> {
+    match envelope {
+        Envelope::MongoChangeStream => {
+            let value = value.ok_or(DecodeError::Missing("value"))?;
+            Ok(CdcRecord::Change(mongo::decode(avro_json::to_json(value))?))
+        }
+        Envelope::Debezium => {
+            debezium::decode(key.map(avro_json::to_json), value.map(avro_json::to_json))
+        }
+    }
+}
+
+#[cfg(test)]
+mod golden;
+#[cfg(test)]
+mod roundtrip;

@@ -1,0 +1,212 @@
+//! The MongoDB Kafka source connector's change events, in its `schema` (Avro) and `json` output
+//! formats.
+//!
+//! With `output.format.value = schema` and the default `output.schema.value`, the value is an Avro
+//! record whose sub-documents (`fullDocument`, `documentKey`, `updateDescription.updatedFields`,
+//! `_id`, `clusterTime`) are *strings* of JSON in the configured formatter's dialect
+//! ([`MONGO_CHANGE_STREAM_SCHEMA`]). With `output.format.value = json` the value is the event as
+//! JSON text, and JsonConverter double-encodes that text as a JSON string literal; both are read
+//! by [`super::fields::parse_json_text`] and decoded here.
+
+use apache_avro::types::Value as Avro;
+use bson::{Bson, Document};
+use serde_json::{Map, Value, json};
+
+use super::avro_json::{nullable, record, string};
+use super::error::DecodeError;
+use super::event::{ChangeEvent, Namespace, Operation, SourcePosition};
+use super::extjson::{self, Dialect};
+use super::fields::{self, into_object};
+
+/// The connector's default change-stream value schema as the Avro converter registers it:
+/// optional fields are `["null", T]` unions defaulting to null.
+pub const MONGO_CHANGE_STREAM_SCHEMA: &str = r#"{
+  "type": "record", "name": "ChangeStream",
+  "fields": [
+    {"name": "_id", "type": "string"},
+    {"name": "operationType", "type": ["null", "string"], "default": null},
+    {"name": "fullDocumentBeforeChange", "type": ["null", "string"], "default": null},
+    {"name": "fullDocument", "type": ["null", "string"], "default": null},
+    {"name": "ns", "type": ["null", {"type": "record", "name": "ns", "fields": [
+      {"name": "db", "type": "string"},
+      {"name": "coll", "type": ["null", "string"], "default": null}]}], "default": null},
+    {"name": "to", "type": ["null", {"type": "record", "name": "to", "fields": [
+      {"name": "db", "type": "string"},
+      {"name": "coll", "type": ["null", "string"], "default": null}]}], "default": null},
+    {"name": "documentKey", "type": ["null", "string"], "default": null},
+    {"name": "updateDescription", "type": ["null", {"type": "record", "name": "updateDescription", "fields": [
+      {"name": "updatedFields", "type": ["null", "string"], "default": null},
+      {"name": "removedFields", "type": ["null", {"type": "array", "items": "string"}], "default": null},
+      {"name": "truncatedArrays", "type": ["null", {"type": "array", "items": {"type": "record", "name": "truncatedArray", "fields": [
+        {"name": "field", "type": "string"},
+        {"name": "newSize", "type": "int"}]}}], "default": null},
+      {"name": "disambiguatedPaths", "type": ["null", "string"], "default": null}]}], "default": null},
+    {"name": "clusterTime", "type": ["null", "string"], "default": null},
+    {"name": "txnNumber", "type": ["null", "long"], "default": null},
+    {"name": "lsid", "type": ["null", {"type": "record", "name": "lsid", "fields": [
+      {"name": "id", "type": "string"},
+      {"name": "uid", "type": "string"}]}], "default": null},
+    {"name": "wallTime", "type": ["null", "long"], "default": null}
+  ]
+}"#;
+
+/// Decodes a change event from its JSON form (the `json` output, or the Avro record turned into
+/// JSON by [`super::avro_json::to_json`]).
+pub fn decode(value: Value) -> Result<ChangeEvent, DecodeError> {
+    let mut event = into_object(value, "change event")?;
+    let operation = Operation::from_mongo(
+        &fields::take_str(&mut event, "operationType")?
+            .ok_or(DecodeError::Missing("operationType"))?,
+    );
+    let document_key = match fields::take_document(&mut event, "documentKey")? {
+        Some(key) => key,
+        None if matches!(operation, Operation::Other(_)) => Document::new(),
+        None => return Err(DecodeError::Missing("documentKey")),
+    };
+    let full_document = fields::take_document(&mut event, "fullDocument")?;
+    let (updated_fields, removed_fields) =
+        match fields::take_object(&mut event, "updateDescription")? {
+            None => (Document::new(), Vec::new()),
+            Some(mut update) => (
+                fields::take_document(&mut update, "updatedFields")?.unwrap_or_default(),
+                fields::take_strings(&mut update, "removedFields")?,
+            ),
+        };
+    let namespace = match fields::take_object(&mut event, "ns")? {
+        None => None,
+        Some(mut ns) => Some(Namespace {
+            db: fields::take_str(&mut ns, "db")?.ok_or(DecodeError::Missing("ns.db"))?,
+            coll: fields::take_str(&mut ns, "coll")?,
+        }),
+    };
+    let source = SourcePosition {
+        resume_token: fields::take_document(&mut event, "_id")?.filter(|token| !token.is_empty()),
+        cluster_time: fields::take_timestamp(&mut event, "clusterTime")?,
+        wall_time: fields::take_datetime(&mut event, "wallTime")?,
+    };
+    Ok(ChangeEvent {
+        operation,
+        namespace,
+        document_key,
+        full_document,
+        updated_fields,
+        removed_fields,
+        source,
+    })
+}
+
+/// The event as the connector's `json` output writes it (sub-documents as objects), in `dialect`.
+pub fn to_json(event: &ChangeEvent, dialect: Dialect) -> Value {
+    let doc = |d: &Document| extjson::to_value(d, dialect);
+    let mut out = Map::new();
+    if let Some(token) = &event.source.resume_token {
+        out.insert("_id".into(), doc(token));
+    }
+    out.insert("operationType".into(), json!(event.operation.as_str()));
+    if let Some(ts) = event.source.cluster_time {
+        out.insert(
+            "clusterTime".into(),
+            extjson::bson_to_value(Bson::Timestamp(ts), dialect),
+        );
+    }
+    if let Some(at) = event.source.wall_time {
+        out.insert(
+            "wallTime".into(),
+            extjson::bson_to_value(Bson::DateTime(at), dialect),
+        );
+    }
+    if let Some(full) = &event.full_document {
+        out.insert("fullDocument".into(), doc(full));
+    }
+    if let Some(ns) = &event.namespace {
+        out.insert("ns".into(), json!({"db": ns.db, "coll": ns.coll}));
+    }
+    if !event.document_key.is_empty() {
+        out.insert("documentKey".into(), doc(&event.document_key));
+    }
+    if event.operation == Operation::Update {
+        out.insert(
+            "updateDescription".into(),
+            json!({
+                "updatedFields": doc(&event.updated_fields),
+                "removedFields": event.removed_fields,
+                "truncatedArrays": [],
+            }),
+        );
+    }
+    Value::Object(out)
+}
+
+/// The event as the Avro record of [`MONGO_CHANGE_STREAM_SCHEMA`], sub-documents as JSON strings
+/// in `dialect` (the connector's `output.json.formatter`).
+pub fn to_avro(event: &ChangeEvent, dialect: Dialect) -> Avro {
+    let text = |d: &Document| string(extjson::to_string(d, dialect));
+    let token = event
+        .source
+        .resume_token
+        .as_ref()
+        .map_or_else(|| string("{}"), text);
+    let update = (event.operation == Operation::Update).then(|| {
+        record(vec![
+            ("updatedFields", nullable(Some(text(&event.updated_fields)))),
+            (
+                "removedFields",
+                nullable(Some(Avro::Array(
+                    event
+                        .removed_fields
+                        .iter()
+                        .map(|f| string(f.as_str()))
+                        .collect(),
+                ))),
+            ),
+            ("truncatedArrays", nullable(Some(Avro::Array(Vec::new())))),
+            ("disambiguatedPaths", nullable(None)),
+        ])
+    });
+    let namespace = event.namespace.as_ref().map(|ns| {
+        record(vec![
+            ("db", string(ns.db.as_str())),
+            ("coll", nullable(ns.coll.as_deref().map(string))),
+        ])
+    });
+    let cluster_time = event
+        .source
+        .cluster_time
+        .map(|ts| string(extjson::bson_to_value(Bson::Timestamp(ts), dialect).to_string()));
+    record(vec![
+        ("_id", token),
+        (
+            "operationType",
+            nullable(Some(string(event.operation.as_str()))),
+        ),
+        ("fullDocumentBeforeChange", nullable(None)),
+        (
+            "fullDocument",
+            nullable(event.full_document.as_ref().map(text)),
+        ),
+        ("ns", nullable(namespace)),
+        ("to", nullable(None)),
+        (
+            "documentKey",
+            nullable((!event.document_key.is_empty()).then(|| text(&event.document_key))),
+        ),
+        ("updateDescription", nullable(update)),
+        ("clusterTime", nullable(cluster_time)),
+        ("txnNumber", nullable(None)),
+        ("lsid", nullable(None)),
+        (
+            "wallTime",
+            nullable(
+                event
+                    .source
+                    .wall_time
+                    .map(|at| Avro::Long(at.timestamp_millis())),
+            ),
+        ),
+    ])
+}
+
+/// The connector's key for an event with `change.stream.document.key.as.key`: the document key.
+pub fn key_json(event: &ChangeEvent, dialect: Dialect) -> Value {
+    extjson::to_value(&event.document_key, dialect)
+}
