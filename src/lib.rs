@@ -9,4 +9,5 @@
 pub mod cdc;
 pub mod endpoints;
 pub mod smoke;
+pub mod streams;
 pub mod telemetry;

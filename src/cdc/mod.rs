@@ -20,10 +20,12 @@ mod event;
 pub mod extjson;
 mod fields;
 pub mod mongo;
+mod update;
 
 pub use error::DecodeError;
 pub use event::{CdcRecord, ChangeEvent, Namespace, Operation, SourcePosition};
 pub use fields::parse_json_text;
+pub use update::apply_update;
 
 use serde::Deserialize;
 

@@ -22,8 +22,10 @@ use crate::endpoints::Endpoints;
 pub struct AvroRoundTrip {
     /// Topic used (deleted afterwards).
     pub topic: String,
-    /// Schema id the registry gave the value schema, as framed into the record.
+    /// Schema id framed into the record.
     pub schema_id: u32,
+    /// The id the registry reports for the latest version of `<topic>-value`.
+    pub registered_id: u32,
     /// The five framing bytes: magic byte 0 and the big-endian schema id.
     pub frame: [u8; 5],
     /// What was produced.
@@ -124,12 +126,34 @@ async fn produce_and_consume(endpoints: &Endpoints, topic: &str) -> anyhow::Resu
         .context("decoding the consumed record through the registry")?;
     let received: SmokeRecord = apache_avro::from_value(&decoded.value)
         .context("the decoded value does not have the smoke record's shape")?;
+    let registered_id = latest_schema_id(endpoints, &format!("{topic}-value")).await?;
     Ok(AvroRoundTrip {
         topic: topic.to_owned(),
         schema_id,
+        registered_id,
         frame,
         sent,
         received,
         elapsed: started.elapsed(),
     })
+}
+
+/// The id of the latest schema registered under `subject`, from the ccompat API.
+async fn latest_schema_id(endpoints: &Endpoints, subject: &str) -> anyhow::Result<u32> {
+    #[derive(serde::Deserialize)]
+    struct Latest {
+        id: u32,
+    }
+    let url = format!(
+        "{}/subjects/{subject}/versions/latest",
+        endpoints.schema_registry_url()
+    );
+    let latest: Latest = reqwest::get(&url)
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .with_context(|| format!("GET {url}"))?
+        .json()
+        .await
+        .with_context(|| format!("reading {url}"))?;
+    Ok(latest.id)
 }

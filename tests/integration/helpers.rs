@@ -42,22 +42,3 @@ fn host_port(url: &str) -> String {
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
     rest.split(['/', '?']).next().unwrap_or_default().to_owned()
 }
-
-/// The id of the latest schema registered under `subject`, from the ccompat API.
-pub async fn registered_schema_id(endpoints: &Endpoints, subject: &str) -> u32 {
-    let url = format!(
-        "{}/subjects/{subject}/versions/latest",
-        endpoints.schema_registry_url()
-    );
-    let body: serde_json::Value = reqwest::get(&url)
-        .await
-        .and_then(reqwest::Response::error_for_status)
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
-        .json()
-        .await
-        .expect("registry answers JSON");
-    let id = body["id"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no id in {body}"));
-    u32::try_from(id).expect("schema id fits u32")
-}

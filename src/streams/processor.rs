@@ -1,0 +1,233 @@
+//! The processor API: what a processor implements and what it can touch.
+
+use std::sync::Arc;
+
+use apache_avro::types::Value as Avro;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::store::{StoreWrite, Stores};
+use super::topology::Topology;
+use crate::cdc::CdcRecord;
+
+/// A decoded input record's value, by its topic's declared format.
+#[derive(Debug, Clone, PartialEq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "CDC changes are the common payload; boxing would allocate per record"
+)]
+pub enum Payload {
+    /// A CDC record (change or tombstone).
+    Cdc(CdcRecord),
+    /// A JSON value (`None` for a null value).
+    Json(Option<serde_json::Value>),
+    /// A generic Avro value resolved through the registry (`None` for a null value).
+    Avro(Option<Avro>),
+}
+
+/// One input record as the processor sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Input<'a> {
+    /// Source topic.
+    pub topic: &'a str,
+    /// Source partition.
+    pub partition: i32,
+    /// Source offset.
+    pub offset: i64,
+    /// The record's timestamp, epoch milliseconds.
+    pub timestamp_ms: Option<i64>,
+    /// The raw key.
+    pub key: Option<&'a [u8]>,
+    /// The decoded value.
+    pub payload: Payload,
+}
+
+/// A value to write to an output topic; the runtime serializes it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutValue {
+    /// Avro with this writer schema (JSON text), registered under `<topic>-value` and
+    /// Confluent-framed.
+    Avro {
+        /// The writer schema.
+        schema: Arc<str>,
+        /// The value.
+        value: Avro,
+    },
+    /// JSON text.
+    Json(serde_json::Value),
+}
+
+/// A record a processor emits: keyed by the target document's id; no value is a tombstone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputRecord {
+    /// Destination topic (one of the topology's outputs).
+    pub topic: String,
+    /// Key (the target document's id).
+    pub key: String,
+    /// Value; `None` deletes the key downstream.
+    pub value: Option<OutValue>,
+}
+
+/// Why a processor could not process a record.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ProcessError {
+    /// The record is bad (valid encoding, invalid content): it goes to the DLQ and processing
+    /// continues.
+    #[error("{0}")]
+    Poison(String),
+    /// A bug or a misconfiguration: the processor stops and exits non-zero.
+    #[error("{0}")]
+    Fatal(String),
+}
+
+/// A processor: a pure function of (input, state) → outputs. It does no I/O.
+pub trait Processor: Send {
+    /// What it reads, writes and stores.
+    fn topology(&self) -> Topology;
+
+    /// Handles one record of a stream input. Store writes and emitted records take effect only
+    /// when this returns `Ok`.
+    fn process(&mut self, input: Input<'_>, ctx: &mut Context<'_>) -> Result<(), ProcessError>;
+}
+
+/// What a processor may touch while handling a record: its stores (reads see the record's own
+/// earlier writes) and its output topics.
+pub struct Context<'a> {
+    pub(crate) topology: &'a Topology,
+    pub(crate) stores: &'a Stores,
+    pub(crate) writes: Vec<StoreWrite>,
+    pub(crate) outputs: Vec<OutputRecord>,
+}
+
+impl<'a> Context<'a> {
+    pub(crate) fn new(topology: &'a Topology, stores: &'a Stores) -> Self {
+        Self {
+            topology,
+            stores,
+            writes: Vec::new(),
+            outputs: Vec::new(),
+        }
+    }
+
+    /// The raw value under `key` in `store`.
+    ///
+    /// # Errors
+    /// [`ProcessError::Fatal`] when the store is not declared.
+    pub fn get(&self, store: &str, key: &str) -> Result<Option<&[u8]>, ProcessError> {
+        let committed = self
+            .stores
+            .get(store)
+            .ok_or_else(|| undeclared("store", store))?;
+        match self
+            .writes
+            .iter()
+            .rev()
+            .find(|w| w.store == store && w.key == key)
+        {
+            Some(write) => Ok(write.value.as_deref()),
+            None => Ok(committed.get(key)),
+        }
+    }
+
+    /// The JSON value under `key` in `store`, deserialized.
+    ///
+    /// # Errors
+    /// Fatal when the store is undeclared or holds something that does not deserialize (state is
+    /// only ever written by this processor, so that is a bug).
+    pub fn get_json<T: DeserializeOwned>(
+        &self,
+        store: &str,
+        key: &str,
+    ) -> Result<Option<T>, ProcessError> {
+        self.get(store, key)?
+            .map(|bytes| {
+                serde_json::from_slice(bytes).map_err(|e| {
+                    ProcessError::Fatal(format!("store {store} key {key}: unreadable value: {e}"))
+                })
+            })
+            .transpose()
+    }
+
+    /// The document under `key` in a table store (canonical Extended JSON).
+    ///
+    /// # Errors
+    /// As [`Context::get_json`].
+    pub fn get_document(
+        &self,
+        store: &str,
+        key: &str,
+    ) -> Result<Option<bson::Document>, ProcessError> {
+        self.get(store, key)?
+            .map(|bytes| {
+                std::str::from_utf8(bytes)
+                    .map_err(|e| e.to_string())
+                    .and_then(|text| {
+                        crate::cdc::extjson::parse_document(text).map_err(|e| e.to_string())
+                    })
+                    .map_err(|e| {
+                        ProcessError::Fatal(format!(
+                            "store {store} key {key}: unreadable document: {e}"
+                        ))
+                    })
+            })
+            .transpose()
+    }
+
+    /// Writes `value` as JSON under `key` in `store`.
+    ///
+    /// # Errors
+    /// Fatal when the store is undeclared or the value does not serialize.
+    pub fn put_json<T: Serialize>(
+        &mut self,
+        store: &str,
+        key: &str,
+        value: &T,
+    ) -> Result<(), ProcessError> {
+        let bytes = serde_json::to_vec(value)
+            .map_err(|e| ProcessError::Fatal(format!("store {store}: {e}")))?;
+        self.write(store, key, Some(bytes))
+    }
+
+    /// Deletes `key` from `store`.
+    ///
+    /// # Errors
+    /// Fatal when the store is undeclared.
+    pub fn delete(&mut self, store: &str, key: &str) -> Result<(), ProcessError> {
+        self.write(store, key, None)
+    }
+
+    pub(crate) fn write(
+        &mut self,
+        store: &str,
+        key: &str,
+        value: Option<Vec<u8>>,
+    ) -> Result<(), ProcessError> {
+        if self.stores.get(store).is_none() {
+            return Err(undeclared("store", store));
+        }
+        self.writes.push(StoreWrite {
+            store: store.to_owned(),
+            key: key.to_owned(),
+            value,
+        });
+        Ok(())
+    }
+
+    /// Emits a record to one of the topology's output topics.
+    ///
+    /// # Errors
+    /// Fatal when the topic is not a declared output.
+    pub fn emit(&mut self, record: OutputRecord) -> Result<(), ProcessError> {
+        if !self.topology.outputs.contains(&record.topic) {
+            return Err(undeclared("output topic", &record.topic));
+        }
+        self.outputs.push(record);
+        Ok(())
+    }
+}
+
+fn undeclared(what: &str, name: &str) -> ProcessError {
+    ProcessError::Fatal(format!(
+        "BUG: {what} {name} is not declared in the topology"
+    ))
+}

@@ -1,0 +1,259 @@
+//! One processor and its stores, handling one record at a time: decode, materialize or process,
+//! then commit the record's writes or dead-letter it. Pure: the runner does the Kafka I/O
+//! around it, the test driver calls it directly.
+
+use apache_avro::types::Value as Avro;
+
+use super::dlq::{self, ProducedRecord, RawRecord};
+use super::processor::{Context, Input, OutputRecord, Payload, ProcessError, Processor};
+use super::store::{StoreWrite, Stores, table_key};
+use super::topology::{InputFormat, InputKind, Topology};
+use crate::cdc::{self, CdcRecord, Encoding, Operation};
+
+/// What handling one record produced, to be written in one transaction with the input's offset.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Outcome {
+    /// Records for the output topics (serialized by the runner).
+    pub outputs: Vec<OutputRecord>,
+    /// Changelog records of the store writes.
+    pub changelog: Vec<ProducedRecord>,
+    /// The dead-letter record, when the input was poison (then there is nothing else).
+    pub dead_letter: Option<ProducedRecord>,
+}
+
+/// A failure that must stop the processor.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("fatal error on {topic}/{partition}@{offset}: {message}")]
+pub struct FatalError {
+    /// Source topic of the record being handled.
+    pub topic: String,
+    /// Its partition.
+    pub partition: i32,
+    /// Its offset.
+    pub offset: i64,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// The Avro key and value the runner resolved through the registry for a record of an Avro topic.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AvroResolved {
+    /// The key, when the topic's keys are Avro too.
+    pub key: Option<Avro>,
+    /// The value (`None` for a tombstone).
+    pub value: Option<Avro>,
+}
+
+/// A processor with its topology and stores.
+pub struct Task<P> {
+    processor: P,
+    topology: Topology,
+    stores: Stores,
+}
+
+impl<P: Processor> Task<P> {
+    /// A task with empty stores (restore fills them through [`Task::restore`]).
+    pub fn new(processor: P) -> Self {
+        let topology = processor.topology();
+        let stores = Stores::new(&topology.stores);
+        Self {
+            processor,
+            topology,
+            stores,
+        }
+    }
+
+    /// The processor's topology.
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// The stores, for inspection.
+    pub fn stores(&self) -> &Stores {
+        &self.stores
+    }
+
+    /// Applies one changelog record to its store, during restore.
+    ///
+    /// # Errors
+    /// When the store is unknown.
+    pub fn restore(
+        &mut self,
+        store: &str,
+        key: String,
+        value: Option<Vec<u8>>,
+    ) -> Result<(), String> {
+        let target = self
+            .stores
+            .get_mut(store)
+            .ok_or_else(|| format!("no store {store}"))?;
+        target.apply(key, value);
+        Ok(())
+    }
+
+    /// Handles one record. `avro` carries what the runner resolved through the registry for an
+    /// Avro topic; JSON topics are decoded here.
+    ///
+    /// # Errors
+    /// [`FatalError`] when the processor reports a bug or the record's topic is not an input.
+    pub fn handle(
+        &mut self,
+        record: &RawRecord,
+        avro: Option<AvroResolved>,
+    ) -> Result<Outcome, FatalError> {
+        let fatal = |message: String| FatalError {
+            topic: record.topic.clone(),
+            partition: record.partition,
+            offset: record.offset,
+            message,
+        };
+        let input = self.topology.input(&record.topic).cloned().ok_or_else(|| {
+            fatal(format!(
+                "BUG: {} is not an input of {}",
+                record.topic, self.topology.name
+            ))
+        })?;
+        let payload = match decode(input.format, record, avro) {
+            Ok(payload) => payload,
+            Err(message) => return Ok(self.dead_letter(record, &message)),
+        };
+        let mut ctx = Context::new(&self.topology, &self.stores);
+        let result = match (&input.kind, payload) {
+            (InputKind::Table { store }, Payload::Cdc(change)) => {
+                materialize(&mut ctx, store, change)
+            }
+            (InputKind::Table { .. }, _) => Err(ProcessError::Fatal(
+                "BUG: a table input must be a CDC topic".into(),
+            )),
+            (InputKind::Stream, payload) => {
+                let input = Input {
+                    topic: &record.topic,
+                    partition: record.partition,
+                    offset: record.offset,
+                    timestamp_ms: record.timestamp_ms,
+                    key: record.key.as_deref(),
+                    payload,
+                };
+                self.processor.process(input, &mut ctx)
+            }
+        };
+        match result {
+            Ok(()) => {
+                let Context {
+                    writes, outputs, ..
+                } = ctx;
+                Ok(self.commit(writes, outputs))
+            }
+            Err(ProcessError::Poison(message)) => Ok(self.dead_letter(record, &message)),
+            Err(ProcessError::Fatal(message)) => Err(fatal(message)),
+        }
+    }
+
+    /// The outcome for a record the runner could not even hand over (undecodable Avro: bad magic
+    /// byte, unknown schema id): its dead letter.
+    pub fn dead_letter(&self, record: &RawRecord, message: &str) -> Outcome {
+        Outcome {
+            dead_letter: Some(dlq::dead_letter(
+                &self.topology.dlq_topic(),
+                &self.topology.name,
+                record,
+                message,
+            )),
+            ..Outcome::default()
+        }
+    }
+
+    fn commit(&mut self, writes: Vec<StoreWrite>, outputs: Vec<OutputRecord>) -> Outcome {
+        let mut changelog = Vec::with_capacity(writes.len());
+        for write in writes {
+            changelog.push(ProducedRecord {
+                topic: self.topology.changelog_topic(&write.store),
+                key: Some(write.key.clone().into_bytes()),
+                value: write.value.clone(),
+                headers: Vec::new(),
+            });
+            self.stores
+                .get_mut(&write.store)
+                .expect("BUG: writes are checked against declared stores")
+                .apply(write.key, write.value);
+        }
+        Outcome {
+            outputs,
+            changelog,
+            dead_letter: None,
+        }
+    }
+}
+
+fn decode(
+    format: InputFormat,
+    record: &RawRecord,
+    avro: Option<AvroResolved>,
+) -> Result<Payload, String> {
+    let key = record.key.as_deref();
+    let value = record.value.as_deref();
+    match format {
+        InputFormat::Cdc(cdc_format) => match cdc_format.encoding {
+            Encoding::Json => cdc::decode_json(cdc_format.envelope, key, value),
+            Encoding::Avro => {
+                let resolved = avro.unwrap_or_default();
+                cdc::decode_avro(
+                    cdc_format.envelope,
+                    resolved.key.as_ref(),
+                    resolved.value.as_ref(),
+                )
+            }
+        }
+        .map(Payload::Cdc)
+        .map_err(|e| e.to_string()),
+        InputFormat::Json => value
+            .map(cdc::parse_json_text)
+            .transpose()
+            .map(Payload::Json)
+            .map_err(|e| e.to_string()),
+        InputFormat::Avro => Ok(Payload::Avro(avro.and_then(|a| a.value))),
+    }
+}
+
+/// Keeps a CDC table: the full document under its `_id`; an update without `fullDocument`
+/// is applied to the stored document path by path; deletes and tombstones remove the entry.
+fn materialize(ctx: &mut Context<'_>, store: &str, change: CdcRecord) -> Result<(), ProcessError> {
+    let (document_key, event) = match change {
+        CdcRecord::Tombstone { document_key } => (document_key, None),
+        CdcRecord::Change(event) => (event.document_key.clone(), Some(event)),
+    };
+    let Some(id) = document_key.get("_id") else {
+        return Err(ProcessError::Poison(
+            "change event without a document _id".into(),
+        ));
+    };
+    let key = table_key(id);
+    let Some(event) = event else {
+        return ctx.delete(store, &key);
+    };
+    let document = match event.operation {
+        Operation::Delete => return ctx.delete(store, &key),
+        Operation::Other(_) => return Ok(()),
+        Operation::Insert | Operation::Replace | Operation::Snapshot | Operation::Update => {
+            match event.full_document {
+                Some(document) => document,
+                None if event.operation == Operation::Update => {
+                    let Some(mut stored) = ctx.get_document(store, &key)? else {
+                        // Nothing to patch: the document was never seen here, and is gone already.
+                        return Ok(());
+                    };
+                    cdc::apply_update(&mut stored, &event.updated_fields, &event.removed_fields);
+                    stored
+                }
+                None => {
+                    return Err(ProcessError::Poison(format!(
+                        "{} event without fullDocument",
+                        event.operation.as_str()
+                    )));
+                }
+            }
+        }
+    };
+    let text = cdc::extjson::to_string(&document, cdc::extjson::Dialect::Canonical);
+    ctx.write(store, &key, Some(text.into_bytes()))
+}

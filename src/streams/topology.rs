@@ -1,0 +1,129 @@
+//! What a processor declares about itself: the topics it reads (and how they are encoded), the
+//! topics it writes, and its stores. The runtime creates consumers, decoders and changelogs from
+//! it; `clinic topology` and the consistency tests read it.
+
+use crate::cdc;
+
+/// How an input topic's records are encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputFormat {
+    /// A CDC topic in one of the forms of DESIGN.md 2.2, decoded to [`cdc::CdcRecord`].
+    Cdc(cdc::Format),
+    /// Plain JSON values (plain or double-encoded text).
+    Json,
+    /// Confluent-framed Avro values, decoded through the registry to a generic Avro value.
+    Avro,
+}
+
+/// Whether an input is processed record by record or materialized into a store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InputKind {
+    /// Every record goes to [`super::Processor::process`].
+    Stream,
+    /// A CDC topic kept as a table in `store`: inserts, replaces and updates upsert the document
+    /// under its `_id`, deletes remove it. The processor reads the table; it is not called.
+    Table {
+        /// The store holding the table.
+        store: String,
+    },
+}
+
+/// One input topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputTopic {
+    /// Topic name (without the deployment's global prefix).
+    pub topic: String,
+    /// Its encoding.
+    pub format: InputFormat,
+    /// Stream or table.
+    pub kind: InputKind,
+}
+
+/// A processor's declared shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    /// The processor's name: consumer group `clinic-<name>`, DLQ `<name>.dlq`, changelogs
+    /// `<name>.<store>.changelog`.
+    pub name: String,
+    /// Topics read.
+    pub inputs: Vec<InputTopic>,
+    /// Topics written (besides the DLQ and changelogs).
+    pub outputs: Vec<String>,
+    /// Stores, by name.
+    pub stores: Vec<String>,
+}
+
+impl Topology {
+    /// An empty topology for the processor `name`.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            stores: Vec::new(),
+        }
+    }
+
+    /// Adds a stream input.
+    #[must_use]
+    pub fn stream(mut self, topic: impl Into<String>, format: InputFormat) -> Self {
+        self.inputs.push(InputTopic {
+            topic: topic.into(),
+            format,
+            kind: InputKind::Stream,
+        });
+        self
+    }
+
+    /// Adds a CDC table input materialized into the store `store` (declared here too).
+    #[must_use]
+    pub fn table(
+        mut self,
+        topic: impl Into<String>,
+        format: cdc::Format,
+        store: impl Into<String>,
+    ) -> Self {
+        let store = store.into();
+        self.stores.push(store.clone());
+        self.inputs.push(InputTopic {
+            topic: topic.into(),
+            format: InputFormat::Cdc(format),
+            kind: InputKind::Table { store },
+        });
+        self
+    }
+
+    /// Declares an output topic.
+    #[must_use]
+    pub fn output(mut self, topic: impl Into<String>) -> Self {
+        self.outputs.push(topic.into());
+        self
+    }
+
+    /// Declares a store the processor writes itself.
+    #[must_use]
+    pub fn store(mut self, name: impl Into<String>) -> Self {
+        self.stores.push(name.into());
+        self
+    }
+
+    /// The dead-letter topic: `<name>.dlq`.
+    pub fn dlq_topic(&self) -> String {
+        format!("{}.dlq", self.name)
+    }
+
+    /// The changelog topic of `store`: `<name>.<store>.changelog`.
+    pub fn changelog_topic(&self, store: &str) -> String {
+        format!("{}.{store}.changelog", self.name)
+    }
+
+    /// The consumer group: `clinic-<name>`.
+    pub fn group_id(&self) -> String {
+        format!("clinic-{}", self.name)
+    }
+
+    /// The declared input for `topic`.
+    pub fn input(&self, topic: &str) -> Option<&InputTopic> {
+        self.inputs.iter().find(|input| input.topic == topic)
+    }
+}

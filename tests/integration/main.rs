@@ -1,0 +1,10 @@
+//! Integration tests of the `clinic` crate.
+//!
+//! Tests that talk to services need the local stack running (`scripts/stack up`); endpoints come
+//! from the environment with the stack's defaults (`scripts/stack env`). A missing service fails
+//! the test with the service's name and how to start it; nothing is skipped. The example
+//! processor's tests run through the in-process test driver and need no service.
+
+mod example_processor;
+mod helpers;
+mod smoke;
