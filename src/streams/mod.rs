@@ -12,6 +12,7 @@
 //! broker; the Kafka runner (transactions, rebalancing, admin endpoint) is the next step and will
 //! drive the same `Task`.
 
+pub mod codec;
 pub mod dlq;
 pub mod driver;
 pub mod processor;

@@ -1,0 +1,101 @@
+//! The streams runtime's Avro codec against the real registry: framing, caching and the
+//! poison / transient classification the runtime acts on.
+
+use std::sync::Arc;
+
+use apache_avro::types::Value as Avro;
+use clinic::smoke::unique;
+use clinic::streams::OutValue;
+use clinic::streams::codec::{AvroCodec, CodecError};
+
+use crate::helpers;
+
+const SCHEMA: &str = r#"{"type": "record", "name": "Permission", "namespace": "clinic.test",
+  "fields": [{"name": "_id", "type": "string"}, {"name": "upload", "type": "boolean"}]}"#;
+
+fn record(id: &str) -> OutValue {
+    OutValue::Avro {
+        schema: Arc::from(SCHEMA),
+        value: Avro::Record(vec![
+            ("_id".into(), Avro::String(id.into())),
+            ("upload".into(), Avro::Boolean(true)),
+        ]),
+    }
+}
+
+#[tokio::test]
+async fn encoded_values_decode_back_through_the_registry() {
+    let endpoints = helpers::stack(&["registry"]).await;
+    let codec = AvroCodec::new(&endpoints.schema_registry_url());
+    let topic = unique("codec");
+
+    let bytes = codec.encode(&topic, &record("p1")).await.expect("encodes");
+    let decoded = codec.decode(Some(&bytes)).await.expect("decodes");
+
+    assert_eq!(bytes[0], 0);
+    let OutValue::Avro { value, .. } = record("p1") else {
+        unreachable!()
+    };
+    assert_eq!(decoded, Some(value));
+    assert_eq!(
+        codec.decode(None).await,
+        Ok(None),
+        "a tombstone stays a tombstone"
+    );
+}
+
+#[tokio::test]
+async fn bad_framing_and_unknown_schema_ids_are_poison() {
+    let endpoints = helpers::stack(&["registry"]).await;
+    let codec = AvroCodec::new(&endpoints.schema_registry_url());
+
+    let bad_magic = codec.decode(Some(&[7, 0, 0, 0, 1, 2])).await;
+    let too_short = codec.decode(Some(&[0, 0, 1])).await;
+    let unknown_id = codec.decode(Some(&[0, 0x7f, 0xff, 0xff, 0xf0, 2])).await;
+
+    assert!(
+        matches!(bad_magic, Err(CodecError::Poison(ref m)) if m.contains("magic byte 0x07")),
+        "{bad_magic:?}"
+    );
+    assert!(
+        matches!(too_short, Err(CodecError::Poison(_))),
+        "{too_short:?}"
+    );
+    assert!(
+        matches!(unknown_id, Err(CodecError::Poison(_))),
+        "{unknown_id:?}"
+    );
+}
+
+#[tokio::test]
+async fn bytes_that_do_not_match_their_schema_are_poison() {
+    let endpoints = helpers::stack(&["registry"]).await;
+    let codec = AvroCodec::new(&endpoints.schema_registry_url());
+    let mut bytes = codec
+        .encode(&unique("codec"), &record("p2"))
+        .await
+        .expect("encodes");
+    bytes.truncate(6); // the frame, then a string length with no string
+
+    let result = codec.decode(Some(&bytes)).await;
+
+    assert!(matches!(result, Err(CodecError::Poison(_))), "{result:?}");
+}
+
+#[tokio::test]
+async fn an_unreachable_registry_is_transient() {
+    // Port 9 (discard) on loopback: nothing listens there.
+    let codec = AvroCodec::new("http://127.0.0.1:9/apis/ccompat/v7");
+
+    let decoded = codec.decode(Some(&[0, 0, 0, 0, 1, 2])).await;
+    let encoded = codec.encode("t", &record("p3")).await;
+
+    assert!(
+        matches!(decoded, Err(CodecError::Transient(_))),
+        "{decoded:?}"
+    );
+    assert!(
+        matches!(encoded, Err(CodecError::Transient(_))),
+        "{encoded:?}"
+    );
+}
