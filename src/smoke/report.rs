@@ -19,7 +19,7 @@ pub async fn run(endpoints: &Endpoints) -> anyhow::Result<()> {
     );
     match avro::round_trip(endpoints).await {
         Ok(r) => {
-            let ok = r.sent == r.received;
+            let ok = r.sent == r.received && r.schema_id == r.registered_id;
             println!(
                 "  {} record {} decoded back {} in {:.0?}",
                 mark(ok),
@@ -28,8 +28,8 @@ pub async fn run(endpoints: &Endpoints) -> anyhow::Result<()> {
                 r.elapsed
             );
             println!(
-                "     schema id {} framed as {:02x?} on topic {}",
-                r.schema_id, r.frame, r.topic
+                "     schema id {} framed as {:02x?} (the registry's id for the subject: {}) on topic {}",
+                r.schema_id, r.frame, r.registered_id, r.topic
             );
             if !ok {
                 failed.push("avro");
