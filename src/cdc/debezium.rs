@@ -67,14 +67,7 @@ pub fn decode(key: Option<Value>, value: Option<Value>) -> Result<CdcRecord, Dec
         None => return Err(DecodeError::Missing("op")),
     };
     let full_document = fields::take_document(&mut envelope, "after")?;
-    let (updated_fields, removed_fields) =
-        match fields::take_object(&mut envelope, "updateDescription")? {
-            None => (Document::new(), Vec::new()),
-            Some(mut update) => (
-                fields::take_document(&mut update, "updatedFields")?.unwrap_or_default(),
-                fields::take_strings(&mut update, "removedFields")?,
-            ),
-        };
+    let (updated_fields, removed_fields) = fields::take_update_description(&mut envelope)?;
     let document_key = match (key, &full_document) {
         (Some(key), _) => key,
         (None, Some(after)) => match after.get("_id") {

@@ -115,6 +115,20 @@ pub(crate) fn take_i64(map: &mut Object, field: &'static str) -> Result<Option<i
     }
 }
 
+/// `updateDescription`: its `updatedFields` (dotted keys kept) and `removedFields`; both empty
+/// when absent (every operation but an update). Both envelopes shape it alike.
+pub(crate) fn take_update_description(
+    map: &mut Object,
+) -> Result<(Document, Vec<String>), DecodeError> {
+    match take_object(map, "updateDescription")? {
+        None => Ok((Document::new(), Vec::new())),
+        Some(mut update) => Ok((
+            take_document(&mut update, "updatedFields")?.unwrap_or_default(),
+            take_strings(&mut update, "removedFields")?,
+        )),
+    }
+}
+
 /// `clusterTime`: `{"$timestamp": …}` as an object or a string.
 pub(crate) fn take_timestamp(
     map: &mut Object,

@@ -64,14 +64,7 @@ pub fn decode(value: Value) -> Result<ChangeEvent, DecodeError> {
         None => return Err(DecodeError::Missing("documentKey")),
     };
     let full_document = fields::take_document(&mut event, "fullDocument")?;
-    let (updated_fields, removed_fields) =
-        match fields::take_object(&mut event, "updateDescription")? {
-            None => (Document::new(), Vec::new()),
-            Some(mut update) => (
-                fields::take_document(&mut update, "updatedFields")?.unwrap_or_default(),
-                fields::take_strings(&mut update, "removedFields")?,
-            ),
-        };
+    let (updated_fields, removed_fields) = fields::take_update_description(&mut event)?;
     let namespace = match fields::take_object(&mut event, "ns")? {
         None => None,
         Some(mut ns) => Some(Namespace {
