@@ -16,6 +16,7 @@ pub mod codec;
 pub mod dlq;
 pub mod driver;
 pub mod processor;
+pub mod runner;
 pub mod store;
 pub mod task;
 pub mod topology;

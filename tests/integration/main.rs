@@ -8,4 +8,5 @@
 mod codec;
 mod example_processor;
 mod helpers;
+mod runner;
 mod smoke;

@@ -1,0 +1,138 @@
+//! Settings of the Kafka runner, shared by every processor binary (section `streams`).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Processing guarantee.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Guarantee {
+    /// Outputs, changelog writes and input offsets in one Kafka transaction per commit interval;
+    /// downstream consumers read `read_committed`.
+    ExactlyOnce,
+    /// Input offsets are committed only after every output of the interval was delivered;
+    /// a crash can repeat the records since the last commit.
+    AtLeastOnce,
+}
+
+/// How the runner consumes, produces and commits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunnerConfig {
+    /// Kafka bootstrap servers.
+    #[serde(default = "default_brokers")]
+    pub brokers: String,
+    /// Schema registry, Confluent-compatible API (e.g. `http://registry:8081/apis/ccompat/v7`).
+    #[serde(default = "default_registry")]
+    pub schema_registry_url: String,
+    /// Processing guarantee.
+    #[serde(default = "default_guarantee")]
+    pub guarantee: Guarantee,
+    /// How often to commit (a transaction, or offsets after delivery).
+    #[serde(default = "default_commit_interval", with = "humantime_serde")]
+    pub commit_interval: Duration,
+    /// This instance's stable name; with exactly-once it makes the transactional id
+    /// `<prefix>clinic-<processor>-<instance_id>` (also the static group member id), so a restarted instance fences its predecessor at once
+    /// instead of leaving its open transaction to time out. Defaults to the host name.
+    #[serde(default = "default_instance_id")]
+    pub instance_id: String,
+    /// Prefix in front of every topic name (Tidepool deployments use `<namespace>.`).
+    #[serde(default)]
+    pub topic_prefix: String,
+    /// Address of the admin endpoint (`/healthz`, `/readyz`, `/metrics`); `None` serves none.
+    #[serde(default = "default_admin_addr")]
+    pub admin_addr: Option<SocketAddr>,
+    /// How long SIGTERM may take to finish the current commit before the process exits anyway.
+    #[serde(default = "default_shutdown_deadline", with = "humantime_serde")]
+    pub shutdown_deadline: Duration,
+    /// Longest wait between retries of a transient failure (registry unavailable).
+    #[serde(default = "default_max_backoff", with = "humantime_serde")]
+    pub max_backoff: Duration,
+    /// librdkafka properties passed through to the consumer and the producer.
+    #[serde(default)]
+    pub librdkafka: BTreeMap<String, String>,
+}
+
+fn default_brokers() -> String {
+    "127.0.0.1:9092".into()
+}
+fn default_registry() -> String {
+    "http://127.0.0.1:8081/apis/ccompat/v7".into()
+}
+fn default_guarantee() -> Guarantee {
+    Guarantee::ExactlyOnce
+}
+fn default_commit_interval() -> Duration {
+    Duration::from_millis(100)
+}
+fn default_instance_id() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "0".into())
+}
+fn default_admin_addr() -> Option<SocketAddr> {
+    Some(SocketAddr::from(([0, 0, 0, 0], 9100)))
+}
+fn default_shutdown_deadline() -> Duration {
+    Duration::from_secs(20)
+}
+fn default_max_backoff() -> Duration {
+    Duration::from_secs(30)
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        Self {
+            brokers: default_brokers(),
+            schema_registry_url: default_registry(),
+            guarantee: default_guarantee(),
+            commit_interval: default_commit_interval(),
+            instance_id: default_instance_id(),
+            topic_prefix: String::new(),
+            admin_addr: default_admin_addr(),
+            shutdown_deadline: default_shutdown_deadline(),
+            max_backoff: default_max_backoff(),
+            librdkafka: BTreeMap::new(),
+        }
+    }
+}
+
+impl RunnerConfig {
+    /// Checks what can be checked before any connection opens.
+    ///
+    /// # Errors
+    /// A message naming the first bad setting.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.brokers.trim().is_empty() {
+            return Err("streams.brokers is empty".into());
+        }
+        if self.commit_interval.is_zero() {
+            return Err("streams.commit_interval must be positive".into());
+        }
+        if self.instance_id.is_empty() || self.instance_id.contains(char::is_whitespace) {
+            return Err(format!(
+                "streams.instance_id {:?} must be a non-empty word",
+                self.instance_id
+            ));
+        }
+        for key in [
+            "transactional.id",
+            "group.id",
+            "enable.auto.commit",
+            "isolation.level",
+        ] {
+            if self.librdkafka.contains_key(key) {
+                return Err(format!(
+                    "streams.librdkafka.{key} is set by the runner and cannot be overridden"
+                ));
+            }
+        }
+        Ok(())
+    }
+}

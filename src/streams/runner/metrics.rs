@@ -1,0 +1,23 @@
+//! Metric names of the streams runtime (one place, per the house style). Labels are bounded:
+//! topic, partition, error class, store.
+
+/// Records consumed (`topic`).
+pub const RECORDS_IN: &str = "clinic_streams_records_in_total";
+/// Records produced to output topics (`topic`).
+pub const RECORDS_OUT: &str = "clinic_streams_records_out_total";
+/// Errors (`class`: poison, transient, fatal).
+pub const ERRORS: &str = "clinic_streams_errors_total";
+/// Records sent to the DLQ.
+pub const DLQ: &str = "clinic_streams_dlq_records_total";
+/// Commits done.
+pub const COMMITS: &str = "clinic_streams_commits_total";
+/// Commit latency, seconds.
+pub const COMMIT_LATENCY: &str = "clinic_streams_commit_latency_seconds";
+/// Time to handle one record (decode, process, produce), seconds.
+pub const PROCESS_LATENCY: &str = "clinic_streams_process_latency_seconds";
+/// Consumer lag per assigned partition (`topic`, `partition`).
+pub const LAG: &str = "clinic_streams_consumer_lag_records";
+/// Entries per store (`store`).
+pub const STORE_ENTRIES: &str = "clinic_streams_store_entries";
+/// Changelog records applied while restoring.
+pub const RESTORED: &str = "clinic_streams_restored_records_total";

@@ -1,0 +1,103 @@
+//! Restoring a task's stores from their changelog partitions before it processes anything.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message as _;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+use super::super::processor::Processor;
+use super::super::task::Task;
+use super::metrics as names;
+
+/// Replays every store's changelog partition `partition` into `task` (read_committed, from the
+/// beginning to the end). Returns the number of records applied.
+pub(super) fn restore<P: Processor>(
+    client: &ClientConfig,
+    prefix: &str,
+    task: &mut Task<P>,
+    partition: i32,
+) -> anyhow::Result<u64> {
+    let stores = task.topology().stores.clone();
+    let mut applied = 0;
+    for store in stores {
+        let topic = format!("{prefix}{}", task.topology().changelog_topic(&store));
+        let consumer: BaseConsumer<EndOfPartitionIsExpected> = client
+            .clone()
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .set("isolation.level", "read_committed")
+            .set(
+                "group.id",
+                format!("{}-restore", task.topology().group_id()),
+            )
+            .create_with_context(EndOfPartitionIsExpected)?;
+        let (low, high) = consumer.fetch_watermarks(&topic, partition, Duration::from_secs(30))?;
+        if high <= low {
+            continue;
+        }
+        let mut assignment = TopicPartitionList::new();
+        assignment.add_partition_offset(&topic, partition, Offset::Beginning)?;
+        consumer.assign(&assignment)?;
+        let started = Instant::now();
+        loop {
+            match consumer.poll(Duration::from_millis(500)) {
+                Some(Ok(message)) => {
+                    let key = message
+                        .key()
+                        .map(|k| String::from_utf8_lossy(k).into_owned())
+                        .unwrap_or_default();
+                    task.restore(&store, key, message.payload().map(<[u8]>::to_vec))
+                        .map_err(anyhow::Error::msg)?;
+                    applied += 1;
+                }
+                Some(Err(KafkaError::PartitionEOF(_))) => break,
+                Some(Err(error)) => return Err(error.into()),
+                None => {
+                    // Transaction markers take offsets too, so the position can reach the high
+                    // watermark without a last message.
+                    let position = consumer.position()?;
+                    let at = position
+                        .find_partition(&topic, partition)
+                        .map(|p| p.offset());
+                    if matches!(at, Some(Offset::Offset(o)) if o >= high) {
+                        break;
+                    }
+                    if started.elapsed() > Duration::from_secs(300) {
+                        anyhow::bail!("restoring {topic}[{partition}] made no progress for 300 s");
+                    }
+                }
+            }
+        }
+        if let Err(error) = consumer.unassign() {
+            // Not worth failing the restore over; the consumer is dropped next.
+            if error.rdkafka_error_code() != Some(RDKafkaErrorCode::NoError) {
+                tracing::debug!(error = %error, "Unassigning the restore consumer failed.");
+            }
+        }
+    }
+    metrics::counter!(names::RESTORED).increment(applied);
+    Ok(applied)
+}
+
+/// Restore reads to the end of each partition on purpose; librdkafka also reports reaching it as a
+/// client error, which would otherwise be logged as one.
+struct EndOfPartitionIsExpected;
+
+impl ClientContext for EndOfPartitionIsExpected {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if matches!(
+            error,
+            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+        ) {
+            tracing::debug!(reason, "Changelog partition read to its end.");
+        } else {
+            tracing::warn!(error = %error, reason, "Restore consumer error.");
+        }
+    }
+}
+
+impl ConsumerContext for EndOfPartitionIsExpected {}
