@@ -17,9 +17,9 @@ use clinic::streams::{
 };
 use serde::{Deserialize, Serialize};
 
-const CLINICS: &str = "clinic.clinics";
+pub(crate) const CLINICS: &str = "clinic.clinics";
 const CLINICIANS: &str = "clinic.clinicians";
-const OUTPUT: &str = "example.clinic_names";
+pub(crate) const OUTPUT: &str = "example.clinic_names";
 const PROJECTIONS: &str = "projections";
 const CLINICIANS_TABLE: &str = "clinicians";
 const OUTPUT_SCHEMA: &str = r#"{"type": "record", "name": "ClinicName", "namespace": "clinic.example",
@@ -33,13 +33,13 @@ struct Projection {
     created_by: Option<String>,
 }
 
-struct ClinicNames {
+pub(crate) struct ClinicNames {
     clinics_format: Format,
     schema: Arc<str>,
 }
 
 impl ClinicNames {
-    fn new(clinics_encoding: Encoding) -> Self {
+    pub(crate) fn new(clinics_encoding: Encoding) -> Self {
         Self {
             clinics_format: Format {
                 envelope: Envelope::MongoChangeStream,

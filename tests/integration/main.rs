@@ -9,4 +9,5 @@ mod codec;
 mod example_processor;
 mod helpers;
 mod runner;
+mod runner_avro;
 mod smoke;

@@ -28,15 +28,24 @@ pub struct Fixture {
 }
 
 impl Fixture {
+    /// The counter processor's topics.
     pub async fn new(partitions: i32) -> Self {
+        Self::with_topics(
+            partitions,
+            &["in", "out", "counter.dlq", "counter.counts.changelog"],
+        )
+        .await
+    }
+
+    /// These topics (`*.changelog` compacted), `partitions` each, under a fresh prefix.
+    pub async fn with_topics(partitions: i32, names: &[&str]) -> Self {
         let endpoints = helpers::stack(&["kafka"]).await;
         let prefix = format!("{}.", unique("runner"));
         let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
             .set("bootstrap.servers", &endpoints.kafka_brokers)
             .create()
             .expect("admin client");
-        let names = ["in", "out", "counter.dlq", "counter.counts.changelog"]
-            .map(|t| format!("{prefix}{t}"));
+        let names: Vec<String> = names.iter().map(|t| format!("{prefix}{t}")).collect();
         let topics: Vec<NewTopic<'_>> = names
             .iter()
             .map(|name| {
@@ -93,13 +102,18 @@ impl Fixture {
 
     /// Produces raw bytes to `in` (for poison records).
     pub async fn produce_raw(&self, key: &str, value: &[u8]) {
+        self.produce_to("in", key, value).await;
+    }
+
+    /// Produces raw bytes to the topic `name` (prefixed).
+    pub async fn produce_to(&self, name: &str, key: &str, value: &[u8]) {
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", &self.endpoints.kafka_brokers)
             .create()
             .expect("producer");
         producer
             .send(
-                FutureRecord::to(&self.topic("in")).key(key).payload(value),
+                FutureRecord::to(&self.topic(name)).key(key).payload(value),
                 Duration::from_secs(30),
             )
             .await
@@ -167,6 +181,45 @@ impl Fixture {
             std::thread::sleep(Duration::from_millis(500));
         }
         self.read(name, usize::MAX, Duration::from_secs(3))
+    }
+
+    /// The headers of the first record of `name`, as text.
+    pub fn read_headers(&self, name: &str, timeout: Duration) -> Vec<(String, String)> {
+        use rdkafka::message::Headers as _;
+        let topic = self.topic(name);
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.endpoints.kafka_brokers)
+            .set("group.id", unique("reader"))
+            .set("isolation.level", "read_committed")
+            .create()
+            .expect("consumer");
+        let mut assignment = TopicPartitionList::new();
+        assignment
+            .add_partition_offset(&topic, 0, Offset::Beginning)
+            .expect("offset");
+        consumer.assign(&assignment).expect("assign");
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(message) = consumer.poll(Duration::from_millis(200)) {
+                let message = message.expect("consume");
+                return message
+                    .headers()
+                    .map(|headers| {
+                        headers
+                            .iter()
+                            .map(|h| {
+                                (
+                                    h.key.to_owned(),
+                                    String::from_utf8_lossy(h.value.unwrap_or_default())
+                                        .into_owned(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+            }
+        }
+        panic!("no record on {topic} within {timeout:?}");
     }
 
     /// Starts the counter processor as a child process.
