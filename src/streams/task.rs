@@ -107,25 +107,29 @@ impl<P: Processor> Task<P> {
             offset: record.offset,
             message,
         };
-        let input = self.topology.input(&record.topic).cloned().ok_or_else(|| {
+        let input = self.topology.input(&record.topic).ok_or_else(|| {
             fatal(format!(
                 "BUG: {} is not an input of {}",
                 record.topic, self.topology.name
             ))
         })?;
-        let payload = match decode(input.format, record, avro) {
+        // Only what the match below needs, so the processor can borrow `self` mutably.
+        let format = input.format;
+        let table = match &input.kind {
+            InputKind::Table { store } => Some(store.clone()),
+            InputKind::Stream => None,
+        };
+        let payload = match decode(format, record, avro) {
             Ok(payload) => payload,
             Err(message) => return Ok(self.dead_letter(record, &message)),
         };
         let mut ctx = Context::new(&self.topology, &self.stores);
-        let result = match (&input.kind, payload) {
-            (InputKind::Table { store }, Payload::Cdc(change)) => {
-                materialize(&mut ctx, store, change)
-            }
-            (InputKind::Table { .. }, _) => Err(ProcessError::Fatal(
+        let result = match (table, payload) {
+            (Some(store), Payload::Cdc(change)) => materialize(&mut ctx, &store, change),
+            (Some(_), _) => Err(ProcessError::Fatal(
                 "BUG: a table input must be a CDC topic".into(),
             )),
-            (InputKind::Stream, payload) => {
+            (None, payload) => {
                 let input = Input {
                     topic: &record.topic,
                     partition: record.partition,
