@@ -758,7 +758,7 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
                     KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
                     back,
                 )) => {
-                    self.producer.poll(Duration::from_millis(10));
+                    self.producer.poll(Duration::from_millis(1));
                     base = back;
                 }
                 Err((error, _)) => {
