@@ -4,7 +4,8 @@
 //!   same partition number of every input topic lands on the same instance (co-partitioning,
 //!   which tables need; librdkafka offers no custom assignor, so the eager protocol it is).
 //! - One [`Task`] per assigned partition number, each with its own stores, restored from the
-//!   same partition of the stores' changelog topics before it sees a record.
+//!   same partition of the stores' changelog topics before it sees a record, and run by its own
+//!   worker thread: partitions are processed in parallel, each in order.
 //! - **Exactly-once**: one transactional producer (`transactional.id` =
 //!   `<prefix>clinic-<processor>-<instance_id>`); outputs, changelog and DLQ records and the input offsets
 //!   of a commit interval go in one transaction (`send_offsets_to_transaction`). A failed commit
@@ -25,30 +26,28 @@ pub mod admin;
 pub mod config;
 pub mod metrics;
 mod restore;
+mod worker;
 
-use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use backon::{BackoffBuilder, ExponentialBuilder};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Header, Headers as _, Message as _, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::message::{BorrowedMessage, Headers as _, Message as _};
+use rdkafka::producer::{BaseProducer, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
 pub use config::{Guarantee, RunnerConfig};
 
-use super::codec::{AvroCodec, CodecError};
-use super::dlq::{ProducedRecord, RawRecord};
+use super::dlq::RawRecord;
 use super::processor::Processor;
-use super::task::{AvroResolved, Outcome, Task};
-use super::topology::{InputFormat, Topology};
-use crate::cdc::{Encoding, Envelope};
+use super::task::Task;
 use metrics as names;
+use worker::{Event, Job, Shop, Worker};
 
 /// Readiness and liveness the admin endpoint reports.
 #[derive(Debug, Default)]
@@ -142,62 +141,103 @@ where
 
 /// What the loop and the rebalance callbacks share. The loop never holds the lock across `poll`,
 /// so the callbacks (which run inside `poll`, on the same thread) always get it at once.
-struct Shared<P> {
-    tasks: BTreeMap<i32, Task<P>>,
+struct Shared {
+    /// One worker per assigned partition number.
+    workers: BTreeMap<i32, Worker>,
+    /// Jobs handed to workers and not yet reported back.
+    in_flight: usize,
+    /// Workers' reports.
+    events: Receiver<Event>,
     /// Next offset to commit per input partition, for the records handled since the last commit.
     pending: BTreeMap<(String, i32), i64>,
     transaction_open: bool,
-    /// Assigned input partitions (prefixed topic names).
-    assignment: BTreeSet<(String, i32)>,
     /// Partitions whose tasks must be created and restored before their records are handled.
     to_restore: BTreeSet<i32>,
     /// A commit in a callback failed: the loop must rewind.
     commit_failed: Option<String>,
+    /// A worker failed fatally.
+    fatal: Option<anyhow::Error>,
+    /// A worker stopped handling records because shutdown interrupted a retry.
+    interrupted: bool,
 }
 
-struct Context<P> {
-    shared: Arc<Mutex<Shared<P>>>,
+impl Shared {
+    fn record(&mut self, event: Event) {
+        self.in_flight -= 1;
+        match event {
+            Event::Done {
+                prefixed_topic,
+                partition,
+                next_offset,
+            } => {
+                self.pending
+                    .insert((prefixed_topic, partition), next_offset);
+            }
+            Event::Interrupted => self.interrupted = true,
+            Event::Fatal(error) => {
+                if self.fatal.is_none() {
+                    self.fatal = Some(error);
+                }
+            }
+        }
+    }
+
+    /// Takes the reports that are already there.
+    fn collect(&mut self) {
+        while let Ok(event) = self.events.try_recv() {
+            self.record(event);
+        }
+    }
+
+    /// Waits until every job handed out is reported back.
+    fn drain(&mut self) {
+        while self.in_flight > 0 {
+            match self.events.recv() {
+                Ok(event) => self.record(event),
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+struct Context {
+    shared: Arc<Mutex<Shared>>,
     producer: Arc<BaseProducer<DeliveryCounter>>,
     guarantee: Guarantee,
 }
 
-impl<P: Send + 'static> ClientContext for Context<P> {}
+impl ClientContext for Context {}
 
-impl<P: Processor + 'static> ConsumerContext for Context<P> {
+impl ConsumerContext for Context {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(_) = rebalance {
             let mut shared = lock(&self.shared);
             if let Err(error) = commit(&mut shared, consumer, &self.producer, self.guarantee) {
-                tracing::warn!(error = %error, "Commit before revocation failed; work since the last commit will be redone.");
+                tracing::warn!(error = %format!("{error:#}"), "Commit before revocation failed; work since the last commit will be redone.");
                 shared.commit_failed = Some(error.to_string());
             }
         }
     }
 
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let mut shared = lock(&self.shared);
         match rebalance {
             Rebalance::Assign(assigned) => {
-                shared.assignment = assigned
-                    .elements()
-                    .iter()
-                    .map(|e| (e.topic().to_owned(), e.partition()))
-                    .collect();
-                let partitions: BTreeSet<i32> = shared.assignment.iter().map(|(_, p)| *p).collect();
+                let partitions: BTreeSet<i32> =
+                    assigned.elements().iter().map(|e| e.partition()).collect();
+                let mut shared = lock(&self.shared);
                 // Eager protocol: everything was revoked and committed; a partition we keep was
-                // processed by nobody else in between, so its task and stores stay valid.
-                shared.tasks.retain(|p, _| partitions.contains(p));
+                // processed by nobody else in between, so its worker and stores stay valid.
+                // Dropping a worker waits for it; it has no jobs left after the revoke's drain.
+                shared.workers.retain(|p, _| partitions.contains(p));
                 let missing: Vec<i32> = partitions
                     .iter()
-                    .filter(|p| !shared.tasks.contains_key(p))
+                    .filter(|p| !shared.workers.contains_key(p))
                     .copied()
                     .collect();
                 shared.to_restore.extend(missing);
                 tracing::info!(partitions = ?partitions, "Partitions assigned.");
             }
-            Rebalance::Revoke(_) => {
-                shared.assignment.clear();
-            }
+            Rebalance::Revoke(_) => {}
             Rebalance::Error(error) => tracing::warn!(error = %error, "Rebalance error."),
         }
     }
@@ -205,7 +245,7 @@ impl<P: Processor + 'static> ConsumerContext for Context<P> {
 
 /// Counts failed deliveries, so at-least-once commits only what was delivered.
 #[derive(Default)]
-struct DeliveryCounter {
+pub(crate) struct DeliveryCounter {
     failed: AtomicU64,
 }
 
@@ -221,7 +261,7 @@ impl ProducerContext for DeliveryCounter {
     }
 }
 
-fn lock<P>(shared: &Mutex<Shared<P>>) -> MutexGuard<'_, Shared<P>> {
+fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
     // A panic while holding the lock already ends the runner; the state is not used after it.
     shared
         .lock()
@@ -230,14 +270,18 @@ fn lock<P>(shared: &Mutex<Shared<P>>) -> MutexGuard<'_, Shared<P>> {
 
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Commits the interval: the transaction with its offsets, or (at-least-once) the offsets once
-/// every record is delivered.
-fn commit<P, C: ConsumerContext>(
-    shared: &mut Shared<P>,
+/// Commits the interval once every job handed out is done: the transaction with its offsets, or
+/// (at-least-once) the offsets once every record is delivered.
+fn commit<C: ConsumerContext>(
+    shared: &mut Shared,
     consumer: &BaseConsumer<C>,
     producer: &BaseProducer<DeliveryCounter>,
     guarantee: Guarantee,
 ) -> anyhow::Result<()> {
+    shared.drain();
+    if let Some(error) = shared.fatal.take() {
+        return Err(error.context("a partition worker failed"));
+    }
     let started = Instant::now();
     let mut offsets = TopicPartitionList::new();
     for ((topic, partition), next) in &shared.pending {
@@ -306,27 +350,16 @@ fn flush(producer: &BaseProducer<DeliveryCounter>, timeout: Duration) -> Result<
     Ok(())
 }
 
-struct Runner<P: Processor + 'static, F> {
-    config: RunnerConfig,
+struct Runner<P, F> {
     factory: F,
-    topology: Topology,
     client: ClientConfig,
-    consumer: BaseConsumer<Context<P>>,
-    producer: Arc<BaseProducer<DeliveryCounter>>,
-    shared: Arc<Mutex<Shared<P>>>,
-    codec: AvroCodec,
-    runtime: tokio::runtime::Handle,
-    shutdown: Arc<AtomicBool>,
+    consumer: BaseConsumer<Context>,
+    shared: Arc<Mutex<Shared>>,
+    events: Sender<Event>,
+    shop: Arc<Shop>,
     health: Arc<Health>,
     transaction_started: Instant,
-    /// Per-topic counters by metric name, cached (see `Runner::count`).
-    counters: RefCell<HashMap<&'static str, HashMap<String, ::metrics::Counter>>>,
-}
-
-enum Handled {
-    Done,
-    /// Shutdown arrived while a transient failure was being retried; the record is not handled.
-    Interrupted,
+    processor: std::marker::PhantomData<fn() -> P>,
 }
 
 impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
@@ -368,20 +401,24 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
                 .init_transactions(COMMIT_TIMEOUT)
                 .context("initialising transactions")?;
         }
+        let (events, reports) = std::sync::mpsc::channel();
         let shared = Arc::new(Mutex::new(Shared {
-            tasks: BTreeMap::new(),
+            workers: BTreeMap::new(),
+            in_flight: 0,
+            events: reports,
             pending: BTreeMap::new(),
             transaction_open: false,
-            assignment: BTreeSet::new(),
             to_restore: BTreeSet::new(),
             commit_failed: None,
+            fatal: None,
+            interrupted: false,
         }));
         let context = Context {
             shared: Arc::clone(&shared),
             producer: Arc::clone(&producer),
             guarantee: config.guarantee,
         };
-        let consumer: BaseConsumer<Context<P>> = client
+        let consumer: BaseConsumer<Context> = client
             .clone()
             .set("group.id", &group_id)
             .set("enable.auto.commit", "false")
@@ -393,40 +430,35 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
             .set("group.instance.id", &member_id)
             .create_with_context(context)
             .context("creating the consumer")?;
+        let shop = Arc::new(Shop::new(producer, runtime, config, topology, shutdown));
         let runner = Self {
-            codec: AvroCodec::new(&config.schema_registry_url),
-            config,
             factory,
-            topology,
             client,
             consumer,
-            producer,
             shared,
-            runtime,
-            shutdown,
+            events,
+            shop,
             health,
             transaction_started: Instant::now(),
-            counters: RefCell::default(),
+            processor: std::marker::PhantomData,
         };
         runner.check_topics()?;
         let topics: Vec<String> = runner
+            .shop
             .topology
             .inputs
             .iter()
-            .map(|i| runner.prefixed(&i.topic))
+            .map(|i| runner.shop.prefixed(&i.topic))
             .collect();
         let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
         runner.consumer.subscribe(&topics).context("subscribing")?;
         Ok(runner)
     }
 
-    fn prefixed(&self, topic: &str) -> String {
-        format!("{}{topic}", self.config.topic_prefix)
-    }
-
     /// Every input and changelog topic must exist with the same partition count (tasks are
     /// per partition number across all of them); outputs and the DLQ must exist.
     fn check_topics(&self) -> anyhow::Result<()> {
+        let topology = &self.shop.topology;
         let metadata = self
             .consumer
             .fetch_metadata(None, Duration::from_secs(30))
@@ -438,17 +470,16 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
                 .find(|t| t.name() == topic && t.error().is_none())
                 .map(|t| t.partitions().len())
         };
-        let mut aligned: Vec<String> = self
-            .topology
+        let mut aligned: Vec<String> = topology
             .inputs
             .iter()
-            .map(|i| self.prefixed(&i.topic))
+            .map(|i| self.shop.prefixed(&i.topic))
             .collect();
         aligned.extend(
-            self.topology
+            topology
                 .stores
                 .iter()
-                .map(|s| self.prefixed(&self.topology.changelog_topic(s))),
+                .map(|s| self.shop.prefixed(&topology.changelog_topic(s))),
         );
         let mut counts = BTreeMap::new();
         for topic in &aligned {
@@ -461,13 +492,12 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
             distinct.len() <= 1,
             "input and changelog topics must have the same partition count, found {counts:?}"
         );
-        let mut others: Vec<String> = self
-            .topology
+        let mut others: Vec<String> = topology
             .outputs
             .iter()
-            .map(|t| self.prefixed(t))
+            .map(|t| self.shop.prefixed(t))
             .collect();
-        others.push(self.prefixed(&self.topology.dlq_topic()));
+        others.push(self.shop.prefixed(&topology.dlq_topic()));
         for topic in others {
             partitions(&topic).with_context(|| format!("topic {topic} does not exist"))?;
         }
@@ -476,41 +506,71 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
 
     fn run(mut self) -> anyhow::Result<()> {
         let mut last_report = Instant::now();
-        loop {
-            if self.shutdown.load(Ordering::SeqCst) {
-                break;
-            }
-            let polled = self
-                .consumer
-                .poll(Duration::from_millis(50))
-                .map(|r| r.map(|m| (to_raw(&m, &self.config.topic_prefix), m.topic().to_owned())));
+        while !self.shop.shutdown.load(Ordering::SeqCst) {
+            let polled = self.consumer.poll(Duration::from_millis(50)).map(|r| {
+                r.map(|m| {
+                    (
+                        to_raw(&m, &self.shop.config.topic_prefix),
+                        m.topic().to_owned(),
+                    )
+                })
+            });
             self.after_callbacks()?;
             match polled {
-                Some(Ok((record, prefixed_topic))) => {
-                    match self.handle(record, &prefixed_topic)? {
-                        Handled::Done => {}
-                        Handled::Interrupted => break,
-                    }
-                }
+                Some(Ok((record, prefixed_topic))) => self.dispatch(Job {
+                    record,
+                    prefixed_topic,
+                })?,
                 Some(Err(error)) => {
                     ::metrics::counter!(names::ERRORS, "class" => "transient").increment(1);
                     tracing::warn!(error = %error, "Consumer error.");
                 }
                 None => {}
             }
-            let due = self.transaction_started.elapsed() >= self.config.commit_interval;
-            if due {
+            {
+                let mut shared = lock(&self.shared);
+                shared.collect();
+                if let Some(error) = shared.fatal.take() {
+                    return Err(error.context("a partition worker failed"));
+                }
+                if shared.interrupted {
+                    break;
+                }
+            }
+            if self.transaction_started.elapsed() >= self.shop.config.commit_interval {
                 self.commit_now()?;
             }
-            self.producer.poll(Duration::ZERO);
+            self.shop.producer.poll(Duration::ZERO);
             if last_report.elapsed() >= Duration::from_secs(5) {
-                self.report();
+                self.report_lag();
                 last_report = Instant::now();
             }
         }
         self.commit_now()?;
-        flush(&self.producer, COMMIT_TIMEOUT).context("flushing on shutdown")?;
+        flush(&self.shop.producer, COMMIT_TIMEOUT).context("flushing on shutdown")?;
+        lock(&self.shared).workers.clear();
         tracing::info!("Stopped after the last commit.");
+        Ok(())
+    }
+
+    /// Hands a record to its partition's worker, opening the interval's transaction first.
+    fn dispatch(&mut self, job: Job) -> anyhow::Result<()> {
+        let mut shared = lock(&self.shared);
+        if self.shop.config.guarantee == Guarantee::ExactlyOnce && !shared.transaction_open {
+            self.shop
+                .producer
+                .begin_transaction()
+                .context("beginning a transaction")?;
+            shared.transaction_open = true;
+            self.transaction_started = Instant::now();
+        }
+        let partition = job.record.partition;
+        let worker = shared
+            .workers
+            .get(&partition)
+            .with_context(|| format!("BUG: no worker for assigned partition {partition}"))?;
+        worker.send(job)?;
+        shared.in_flight += 1;
         Ok(())
     }
 
@@ -520,12 +580,15 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
             commit(
                 &mut shared,
                 &self.consumer,
-                &self.producer,
-                self.config.guarantee,
+                &self.shop.producer,
+                self.shop.config.guarantee,
             )
         };
         self.transaction_started = Instant::now();
         if let Err(error) = result {
+            if lock(&self.shared).fatal.is_some() || error.to_string().contains("worker failed") {
+                return Err(error);
+            }
             ::metrics::counter!(names::ERRORS, "class" => "transient").increment(1);
             tracing::warn!(error = %format!("{error:#}"), "Commit failed; rewinding to the last commit.");
             self.rewind()?;
@@ -550,21 +613,31 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
             let started = Instant::now();
             let applied = restore::restore(
                 &self.client,
-                &self.config.topic_prefix,
+                &self.shop.config.topic_prefix,
                 &mut task,
                 partition,
             )
             .with_context(|| format!("restoring the stores of partition {partition}"))?;
             tracing::info!(partition, records = applied, elapsed = ?started.elapsed(), "Stores restored.");
-            lock(&self.shared).tasks.insert(partition, task);
+            let worker =
+                Worker::start(partition, task, Arc::clone(&self.shop), self.events.clone())?;
+            lock(&self.shared).workers.insert(partition, worker);
         }
         self.health.ready.store(true, Ordering::SeqCst);
         Ok(())
     }
 
-    /// After an aborted transaction or undelivered records: forget all in-memory state, seek back
-    /// to the committed offsets and restore the stores from their changelogs.
+    /// After an aborted transaction or undelivered records: stop the workers (forgetting their
+    /// state), seek back to the committed offsets and restore the stores from their changelogs.
     fn rewind(&mut self) -> anyhow::Result<()> {
+        {
+            let mut shared = lock(&self.shared);
+            shared.drain();
+            let partitions: Vec<i32> = shared.workers.keys().copied().collect();
+            shared.workers.clear();
+            shared.pending.clear();
+            shared.to_restore.extend(partitions);
+        }
         let assignment = self
             .consumer
             .assignment()
@@ -582,217 +655,10 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
                 .seek(element.topic(), element.partition(), offset, COMMIT_TIMEOUT)
                 .with_context(|| format!("seeking {}[{}]", element.topic(), element.partition()))?;
         }
-        let mut shared = lock(&self.shared);
-        let partitions: Vec<i32> = shared.tasks.keys().copied().collect();
-        shared.tasks.clear();
-        shared.pending.clear();
-        shared.to_restore.extend(partitions);
-        drop(shared);
         self.after_callbacks()
     }
 
-    fn handle(&mut self, record: RawRecord, prefixed_topic: &str) -> anyhow::Result<Handled> {
-        let started = Instant::now();
-        self.count(names::RECORDS_IN, &record.topic);
-        let format = self
-            .topology
-            .input(&record.topic)
-            .with_context(|| format!("BUG: consumed {} which is not an input", record.topic))?
-            .format;
-        if self.config.guarantee == Guarantee::ExactlyOnce && !lock(&self.shared).transaction_open {
-            self.producer
-                .begin_transaction()
-                .context("beginning a transaction")?;
-            lock(&self.shared).transaction_open = true;
-            self.transaction_started = Instant::now();
-        }
-        let avro_key = matches!(format, InputFormat::Cdc(f) if f.encoding == Encoding::Avro && f.envelope == Envelope::Debezium);
-        let avro_value = matches!(format, InputFormat::Avro)
-            || matches!(format, InputFormat::Cdc(f) if f.encoding == Encoding::Avro);
-        let outcome = if avro_value {
-            let key = if avro_key {
-                self.decode_avro(record.key.as_deref())?
-            } else {
-                Some(Ok(None))
-            };
-            let value = self.decode_avro(record.value.as_deref())?;
-            match (key, value) {
-                (None, _) | (_, None) => return Ok(Handled::Interrupted),
-                (Some(Err(message)), _) | (_, Some(Err(message))) => {
-                    self.task(record.partition)?.dead_letter(&record, &message)
-                }
-                (Some(Ok(key)), Some(Ok(value))) => self
-                    .task(record.partition)?
-                    .handle(&record, Some(AvroResolved { key, value }))?,
-            }
-        } else {
-            self.task(record.partition)?.handle(&record, None)?
-        };
-        if !self.produce(outcome, record.partition)? {
-            return Ok(Handled::Interrupted);
-        }
-        lock(&self.shared).pending.insert(
-            (prefixed_topic.to_owned(), record.partition),
-            record.offset + 1,
-        );
-        ::metrics::histogram!(names::PROCESS_LATENCY).record(started.elapsed().as_secs_f64());
-        Ok(Handled::Done)
-    }
-
-    fn task(&self, partition: i32) -> anyhow::Result<TaskRef<'_, P>> {
-        let shared = lock(&self.shared);
-        anyhow::ensure!(
-            shared.tasks.contains_key(&partition),
-            "BUG: no task for assigned partition {partition}"
-        );
-        Ok(TaskRef { shared, partition })
-    }
-
-    /// Decodes through the registry, retrying transient failures. `None`: interrupted by
-    /// shutdown; `Some(Err)`: poison.
-    fn decode_avro(
-        &self,
-        bytes: Option<&[u8]>,
-    ) -> anyhow::Result<Option<Result<Option<apache_avro::types::Value>, String>>> {
-        self.retry(|| self.runtime.block_on(self.codec.decode(bytes)))
-            .map(|r| r.map(|r| r.map_err(|e| e.to_string())))
-    }
-
-    /// Runs `attempt` until it is not transient. Fatal is an error, poison is returned.
-    fn retry<T>(
-        &self,
-        attempt: impl Fn() -> Result<T, CodecError>,
-    ) -> anyhow::Result<Option<Result<T, CodecError>>> {
-        let mut delays = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(100))
-            .with_max_delay(self.config.max_backoff)
-            .with_jitter()
-            .without_max_times()
-            .build();
-        loop {
-            match attempt() {
-                Err(CodecError::Transient(message)) => {
-                    ::metrics::counter!(names::ERRORS, "class" => "transient").increment(1);
-                    let delay = delays.next().unwrap_or(self.config.max_backoff);
-                    tracing::warn!(error = %message, retry_in = ?delay, "Registry unavailable; retrying.");
-                    let until = Instant::now() + delay;
-                    while Instant::now() < until {
-                        if self.shutdown.load(Ordering::SeqCst) {
-                            return Ok(None);
-                        }
-                        std::thread::sleep(Duration::from_millis(50).min(until - Instant::now()));
-                    }
-                }
-                Err(CodecError::Fatal(message)) => {
-                    ::metrics::counter!(names::ERRORS, "class" => "fatal").increment(1);
-                    anyhow::bail!("fatal: {message}");
-                }
-                Err(poison @ CodecError::Poison(_)) => return Ok(Some(Err(poison))),
-                Ok(value) => return Ok(Some(Ok(value))),
-            }
-        }
-    }
-
-    /// Sends an outcome's records; `false` when shutdown interrupted a retry.
-    fn produce(&self, outcome: Outcome, partition: i32) -> anyhow::Result<bool> {
-        let mut records: Vec<ProducedRecord> =
-            Vec::with_capacity(outcome.outputs.len() + outcome.changelog.len() + 1);
-        for output in outcome.outputs {
-            let topic = self.prefixed(&output.topic);
-            let value = match &output.value {
-                None => None,
-                Some(value) => {
-                    match self.retry(|| self.runtime.block_on(self.codec.encode(&topic, value)))? {
-                        None => return Ok(false),
-                        Some(Ok(bytes)) => Some(bytes),
-                        Some(Err(error)) => anyhow::bail!("encoding for {topic}: {error}"),
-                    }
-                }
-            };
-            self.count(names::RECORDS_OUT, &output.topic);
-            records.push(ProducedRecord {
-                topic,
-                key: Some(output.key.into_bytes()),
-                value,
-                headers: Vec::new(),
-            });
-        }
-        for mut record in outcome.changelog {
-            record.topic = self.prefixed(&record.topic);
-            self.send(&record, Some(partition))?;
-        }
-        if let Some(mut dead) = outcome.dead_letter {
-            ::metrics::counter!(names::DLQ).increment(1);
-            ::metrics::counter!(names::ERRORS, "class" => "poison").increment(1);
-            dead.topic = self.prefixed(&dead.topic);
-            records.push(dead);
-        }
-        for record in &records {
-            self.send(record, None)?;
-        }
-        Ok(true)
-    }
-
-    fn send(&self, record: &ProducedRecord, partition: Option<i32>) -> anyhow::Result<()> {
-        let mut headers = OwnedHeaders::new();
-        for (name, value) in &record.headers {
-            headers = headers.insert(Header {
-                key: name,
-                value: Some(value),
-            });
-        }
-        let mut base = BaseRecord::<[u8], [u8]>::to(&record.topic).headers(headers);
-        if let Some(key) = &record.key {
-            base = base.key(key.as_slice());
-        }
-        if let Some(value) = &record.value {
-            base = base.payload(value.as_slice());
-        }
-        if let Some(partition) = partition {
-            base = base.partition(partition);
-        }
-        loop {
-            match self.producer.send(base) {
-                Ok(()) => return Ok(()),
-                Err((
-                    KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
-                    back,
-                )) => {
-                    self.producer.poll(Duration::from_millis(1));
-                    base = back;
-                }
-                Err((error, _)) => {
-                    return Err(error).with_context(|| format!("producing to {}", record.topic));
-                }
-            }
-        }
-    }
-
-    /// Increments a per-topic counter through a cached handle: building labels per record costs
-    /// allocations the hot path does not need.
-    fn count(&self, name: &'static str, topic: &str) {
-        let mut counters = self.counters.borrow_mut();
-        let by_topic = counters.entry(name).or_default();
-        if let Some(counter) = by_topic.get(topic) {
-            counter.increment(1);
-            return;
-        }
-        let counter = ::metrics::counter!(name, "topic" => topic.to_owned());
-        counter.increment(1);
-        by_topic.insert(topic.to_owned(), counter);
-    }
-
-    fn report(&self) {
-        let shared = lock(&self.shared);
-        let mut sizes: BTreeMap<&str, usize> = BTreeMap::new();
-        for task in shared.tasks.values() {
-            for (store, size) in task.stores().sizes() {
-                *sizes.entry(store).or_default() += size;
-            }
-        }
-        for (store, size) in sizes {
-            ::metrics::gauge!(names::STORE_ENTRIES, "store" => store.to_owned()).set(size as f64);
-        }
+    fn report_lag(&self) {
         let Ok(position) = self.consumer.position() else {
             return;
         };
@@ -809,30 +675,6 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
                     .set((high - at).max(0) as f64);
             }
         }
-    }
-}
-
-/// A task borrowed through the shared lock.
-struct TaskRef<'a, P> {
-    shared: MutexGuard<'a, Shared<P>>,
-    partition: i32,
-}
-
-impl<P: Processor> TaskRef<'_, P> {
-    fn handle(mut self, record: &RawRecord, avro: Option<AvroResolved>) -> anyhow::Result<Outcome> {
-        let task = self
-            .shared
-            .tasks
-            .get_mut(&self.partition)
-            .expect("BUG: checked in Runner::task");
-        task.handle(record, avro).map_err(|fatal| {
-            ::metrics::counter!(names::ERRORS, "class" => "fatal").increment(1);
-            anyhow::Error::new(fatal)
-        })
-    }
-
-    fn dead_letter(self, record: &RawRecord, message: &str) -> Outcome {
-        self.shared.tasks[&self.partition].dead_letter(record, message)
     }
 }
 
