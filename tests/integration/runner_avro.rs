@@ -242,3 +242,57 @@ mod counter {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fatal_processor_error_stops_the_runner_with_that_error() {
+    struct Broken;
+    impl clinic::streams::Processor for Broken {
+        fn topology(&self) -> clinic::streams::Topology {
+            clinic::streams::Topology::new("counter")
+                .stream("in", clinic::streams::InputFormat::Json)
+                .output("out")
+                .store("counts")
+        }
+        fn process(
+            &mut self,
+            _: clinic::streams::Input<'_>,
+            _: &mut clinic::streams::Context<'_>,
+        ) -> Result<(), clinic::streams::ProcessError> {
+            Err(clinic::streams::ProcessError::Fatal(
+                "invariant broken".into(),
+            ))
+        }
+    }
+    let fixture = Fixture::new(1).await;
+    fixture.produce(0, 3).await;
+    let config = RunnerConfig {
+        brokers: fixture.endpoints.kafka_brokers.clone(),
+        topic_prefix: fixture.prefix.clone(),
+        admin_addr: None,
+        ..RunnerConfig::default()
+    };
+
+    let result = tokio::time::timeout(
+        Duration::from_secs(60),
+        runner::run_until(
+            config,
+            || Broken,
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(Health::default()),
+        ),
+    )
+    .await
+    .expect("the runner stops by itself");
+
+    let error = result.expect_err("a fatal error ends the runner with an error");
+    assert!(
+        format!("{error:#}").contains("invariant broken"),
+        "{error:#}"
+    );
+    let outputs =
+        tokio::task::block_in_place(|| fixture.read("out", usize::MAX, Duration::from_secs(2)));
+    assert!(
+        outputs.is_empty(),
+        "nothing of the failed transaction is visible"
+    );
+}

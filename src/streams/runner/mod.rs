@@ -279,9 +279,11 @@ fn commit<C: ConsumerContext>(
     guarantee: Guarantee,
 ) -> anyhow::Result<()> {
     shared.drain();
-    if let Some(error) = shared.fatal.take() {
-        return Err(error.context("a partition worker failed"));
-    }
+    // The runner stops on a worker's fatal error (see `Runner::take_fatal`); never commit then.
+    anyhow::ensure!(
+        shared.fatal.is_none(),
+        "not committing: a partition worker failed"
+    );
     let started = Instant::now();
     let mut offsets = TopicPartitionList::new();
     for ((topic, partition), next) in &shared.pending {
@@ -527,15 +529,14 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
                 }
                 None => {}
             }
-            {
+            let interrupted = {
                 let mut shared = lock(&self.shared);
                 shared.collect();
-                if let Some(error) = shared.fatal.take() {
-                    return Err(error.context("a partition worker failed"));
-                }
-                if shared.interrupted {
-                    break;
-                }
+                shared.interrupted
+            };
+            self.take_fatal()?;
+            if interrupted {
+                break;
             }
             if self.transaction_started.elapsed() >= self.shop.config.commit_interval {
                 self.commit_now()?;
@@ -586,9 +587,7 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
         };
         self.transaction_started = Instant::now();
         if let Err(error) = result {
-            if lock(&self.shared).fatal.is_some() || error.to_string().contains("worker failed") {
-                return Err(error);
-            }
+            self.take_fatal()?;
             ::metrics::counter!(names::ERRORS, "class" => "transient").increment(1);
             tracing::warn!(error = %format!("{error:#}"), "Commit failed; rewinding to the last commit.");
             self.rewind()?;
@@ -596,9 +595,18 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
         Ok(())
     }
 
+    /// The first fatal error a worker reported, as this runner's error.
+    fn take_fatal(&self) -> anyhow::Result<()> {
+        match lock(&self.shared).fatal.take() {
+            Some(error) => Err(error.context("a partition worker failed")),
+            None => Ok(()),
+        }
+    }
+
     /// Handles what the rebalance callbacks left: a failed commit (rewind) and partitions to
     /// restore.
     fn after_callbacks(&mut self) -> anyhow::Result<()> {
+        self.take_fatal()?;
         let failed = lock(&self.shared).commit_failed.take();
         if failed.is_some() {
             self.rewind()?;
