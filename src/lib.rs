@@ -13,6 +13,7 @@
 
 pub mod cdc;
 pub mod endpoints;
+pub mod ops;
 pub mod smoke;
 pub mod streams;
 pub mod telemetry;

@@ -1,7 +1,11 @@
 //! The `clinic` command: operators' tools for the suite.
 
-use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
 use clinic::endpoints::Endpoints;
+use clinic::ops::cli::{self, Output, TopicsArgs};
 
 /// Operators' tools for the clinic suite.
 #[derive(Parser)]
@@ -17,13 +21,96 @@ enum Command {
     /// Kafka, a MongoDB sink connector in Kafka Connect writing to MongoDB, and SMTP. Uses
     /// throwaway topics, connectors and collections and removes them. Exit 0 when all pass.
     Smoke,
+    /// Topics as desired state (`topics.yaml`). Brokers from CLINIC_KAFKA_BROKERS.
+    ///
+    /// Exit codes: 0 done (plan: no changes, or changes without --detailed-exitcode);
+    /// 1 error; 2 plan --detailed-exitcode found changes; 3 a difference cannot be changed in
+    /// place (fewer partitions, replication factor).
+    Topics {
+        #[command(subcommand)]
+        action: TopicsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TopicsCommand {
+    /// Show what apply would change.
+    Plan {
+        #[command(flatten)]
+        common: TopicsCommon,
+        /// Exit 2 when there are changes (for CI drift checks).
+        #[arg(long)]
+        detailed_exitcode: bool,
+    },
+    /// Make the cluster match the file.
+    Apply {
+        #[command(flatten)]
+        common: TopicsCommon,
+        /// Confirm deletions without asking (needed off a terminal).
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Args)]
+struct TopicsCommon {
+    /// The desired-state file.
+    #[arg(long, default_value = "topics.yaml")]
+    file: PathBuf,
+    /// Environment overlay from the file (e.g. `local`).
+    #[arg(long, env = "CLINIC_ENV")]
+    env: Option<String>,
+    /// Also delete topics under the prefix that the file does not list.
+    #[arg(long)]
+    prune: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    output: Output,
+}
+
+impl TopicsCommon {
+    fn into_args(self) -> TopicsArgs {
+        TopicsArgs {
+            file: self.file,
+            env: self.env,
+            prune: self.prune,
+            output: self.output,
+        }
+    }
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     clinic::telemetry::init();
-    match cli.command {
-        Command::Smoke => clinic::smoke::report::run(&Endpoints::from_env()?).await,
-    }
+    let endpoints = Endpoints::from_env()?;
+    let code = match cli.command {
+        Command::Smoke => {
+            clinic::smoke::report::run(&endpoints).await?;
+            cli::exit::OK
+        }
+        Command::Topics { action } => {
+            let result = match action {
+                TopicsCommand::Plan {
+                    common,
+                    detailed_exitcode,
+                } => {
+                    cli::plan_topics(
+                        &endpoints.kafka_brokers,
+                        &common.into_args(),
+                        detailed_exitcode,
+                    )
+                    .await
+                }
+                TopicsCommand::Apply { common, yes } => {
+                    cli::apply_topics(&endpoints.kafka_brokers, &common.into_args(), yes).await
+                }
+            };
+            result.unwrap_or_else(|error| {
+                eprintln!("error: {error}");
+                cli::exit::ERROR
+            })
+        }
+    };
+    Ok(ExitCode::from(code))
 }

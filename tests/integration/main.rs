@@ -11,3 +11,4 @@ mod helpers;
 mod runner;
 mod runner_avro;
 mod smoke;
+mod topics;

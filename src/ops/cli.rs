@@ -1,0 +1,149 @@
+//! The `clinic topics …` commands: load the file, observe the cluster, print the plan, apply it.
+
+use std::io::{IsTerminal as _, Write as _};
+use std::path::PathBuf;
+
+use super::topics::{TopicsFile, plan};
+use super::{PlanError, kafka};
+
+/// Output format for people or machines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// Aligned text, coloured on a terminal.
+    Text,
+    /// One JSON document.
+    Json,
+}
+
+/// What `clinic topics plan|apply` is asked to do.
+#[derive(Debug, Clone)]
+pub struct TopicsArgs {
+    /// The desired-state file.
+    pub file: PathBuf,
+    /// The environment overlay to use.
+    pub env: Option<String>,
+    /// Plan deletion of topics under the prefix that the file does not list.
+    pub prune: bool,
+    /// Output format.
+    pub output: Output,
+}
+
+/// Exit codes (also in `clinic topics --help`).
+pub mod exit {
+    /// Done; for `plan`, also: no changes (or changes without `--detailed-exitcode`).
+    pub const OK: u8 = 0;
+    /// An error: the file, the cluster, or a refused request.
+    pub const ERROR: u8 = 1;
+    /// `plan --detailed-exitcode`: there are changes to apply.
+    pub const CHANGES: u8 = 2;
+    /// Some difference cannot be changed in place (fewer partitions, replication factor); for
+    /// `apply`, everything else was applied.
+    pub const BLOCKED: u8 = 3;
+}
+
+/// `clinic topics plan`: prints the plan; returns the exit code.
+///
+/// # Errors
+/// File, cluster or refused-request errors.
+pub async fn plan_topics(
+    brokers: &str,
+    args: &TopicsArgs,
+    detailed_exitcode: bool,
+) -> Result<u8, PlanError> {
+    let desired = TopicsFile::load(&args.file)?.desired(args.env.as_deref())?;
+    let observed = kafka::observe(brokers).await?;
+    let plan = plan(&desired, &observed, args.prune)?;
+    print(&plan, args.output);
+    Ok(if plan.has_blockers() {
+        exit::BLOCKED
+    } else if detailed_exitcode && plan.has_changes() {
+        exit::CHANGES
+    } else {
+        exit::OK
+    })
+}
+
+/// `clinic topics apply`: prints the plan, asks before deleting (unless `yes`), applies it with
+/// progress lines, and prints the plan left afterwards.
+///
+/// # Errors
+/// File, cluster or refused-request errors.
+pub async fn apply_topics(brokers: &str, args: &TopicsArgs, yes: bool) -> Result<u8, PlanError> {
+    let desired = TopicsFile::load(&args.file)?.desired(args.env.as_deref())?;
+    let observed = kafka::observe(brokers).await?;
+    let plan = plan(&desired, &observed, args.prune)?;
+    print(&plan, args.output);
+    if !plan.has_changes() {
+        return Ok(if plan.has_blockers() {
+            exit::BLOCKED
+        } else {
+            exit::OK
+        });
+    }
+    let deletes = plan
+        .actions
+        .iter()
+        .filter(|a| matches!(a, super::topics::Action::Delete { .. }))
+        .count();
+    if deletes > 0 && !yes && !confirm(deletes)? {
+        return Err(PlanError::Refused(
+            "deletion not confirmed; nothing was applied".into(),
+        ));
+    }
+    let text = args.output == Output::Text;
+    kafka::apply(brokers, &plan, |action| {
+        if text {
+            eprintln!("applying: {}", describe(action));
+        }
+    })
+    .await?;
+    let after = super::topics::plan(&desired, &kafka::observe(brokers).await?, args.prune)?;
+    if text {
+        println!(
+            "Applied. {}",
+            after.render(false).lines().last().unwrap_or_default()
+        );
+    }
+    Ok(if after.has_blockers() {
+        exit::BLOCKED
+    } else {
+        exit::OK
+    })
+}
+
+fn print(plan: &super::topics::TopicsPlan, output: Output) {
+    match output {
+        Output::Text => println!("{}", plan.render(std::io::stdout().is_terminal())),
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(plan).expect("BUG: plans serialize")
+        ),
+    }
+}
+
+fn describe(action: &super::topics::Action) -> String {
+    super::topics::TopicsPlan {
+        actions: vec![action.clone()],
+    }
+    .render(false)
+    .lines()
+    .next()
+    .unwrap_or_default()
+    .to_owned()
+}
+
+/// Asks on the terminal; refuses when there is none.
+fn confirm(deletes: usize) -> Result<bool, PlanError> {
+    if !std::io::stdin().is_terminal() {
+        return Err(PlanError::Refused(format!(
+            "{deletes} topic(s) would be deleted; pass --yes to confirm when not on a terminal"
+        )));
+    }
+    print!("Delete {deletes} topic(s) and their data? Type 'yes' to confirm: ");
+    let _ = std::io::stdout().flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .read_line(&mut answer)
+        .map_err(|e| PlanError::Refused(e.to_string()))?;
+    Ok(answer.trim() == "yes")
+}
