@@ -30,6 +30,30 @@ enum Command {
         #[command(subcommand)]
         action: TopicsCommand,
     },
+    /// Avro schemas named in `topics.yaml`, as subjects in the schema registry (CLINIC_REGISTRY_URL).
+    ///
+    /// Exit codes as for `topics`; 3: a schema is incompatible with its subject's latest version.
+    Schemas {
+        #[command(subcommand)]
+        action: SchemasCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SchemasCommand {
+    /// Show what apply would register.
+    Plan {
+        #[command(flatten)]
+        common: TopicsCommon,
+        /// Exit 2 when there are changes (for CI drift checks).
+        #[arg(long)]
+        detailed_exitcode: bool,
+    },
+    /// Register new schemas and set compatibility levels; refuse incompatible ones.
+    Apply {
+        #[command(flatten)]
+        common: TopicsCommon,
+    },
 }
 
 #[derive(Subcommand)]
@@ -60,7 +84,7 @@ struct TopicsCommon {
     /// Environment overlay from the file (e.g. `local`).
     #[arg(long, env = "CLINIC_ENV")]
     env: Option<String>,
-    /// Also delete topics under the prefix that the file does not list.
+    /// Also delete topics under the prefix that the file does not list (topics only).
     #[arg(long)]
     prune: bool,
     /// Output format.
@@ -77,6 +101,11 @@ impl TopicsCommon {
             output: self.output,
         }
     }
+}
+
+fn report(error: clinic::ops::PlanError) -> u8 {
+    eprintln!("error: {error}");
+    cli::exit::ERROR
 }
 
 #[tokio::main]
@@ -106,10 +135,20 @@ async fn main() -> anyhow::Result<ExitCode> {
                     cli::apply_topics(&endpoints.kafka_brokers, &common.into_args(), yes).await
                 }
             };
-            result.unwrap_or_else(|error| {
-                eprintln!("error: {error}");
-                cli::exit::ERROR
-            })
+            result.unwrap_or_else(report)
+        }
+        Command::Schemas { action } => {
+            let registry = endpoints.schema_registry_url();
+            let result = match action {
+                SchemasCommand::Plan {
+                    common,
+                    detailed_exitcode,
+                } => cli::plan_schemas(&registry, &common.into_args(), detailed_exitcode).await,
+                SchemasCommand::Apply { common } => {
+                    cli::apply_schemas(&registry, &common.into_args()).await
+                }
+            };
+            result.unwrap_or_else(report)
         }
     };
     Ok(ExitCode::from(code))

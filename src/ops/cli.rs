@@ -1,4 +1,5 @@
-//! The `clinic topics …` commands: load the file, observe the cluster, print the plan, apply it.
+//! The `clinic topics …` and `clinic schemas …` commands: load the file, observe the cluster or
+//! registry, print the plan, apply it.
 
 use std::io::{IsTerminal as _, Write as _};
 use std::path::PathBuf;
@@ -146,4 +147,76 @@ fn confirm(deletes: usize) -> Result<bool, PlanError> {
         .read_line(&mut answer)
         .map_err(|e| PlanError::Refused(e.to_string()))?;
     Ok(answer.trim() == "yes")
+}
+
+/// `clinic schemas plan`: prints the plan; returns the exit code.
+///
+/// # Errors
+/// File or registry errors.
+pub async fn plan_schemas(
+    registry_url: &str,
+    args: &TopicsArgs,
+    detailed_exitcode: bool,
+) -> Result<u8, PlanError> {
+    let registry = super::schemas::Registry::new(registry_url);
+    let plan = registry
+        .plan(&super::schemas::desired(&args.file, args.env.as_deref())?)
+        .await?;
+    print_schemas(&plan, args.output);
+    Ok(if plan.has_blockers() {
+        exit::BLOCKED
+    } else if detailed_exitcode && plan.has_changes() {
+        exit::CHANGES
+    } else {
+        exit::OK
+    })
+}
+
+/// `clinic schemas apply`: prints the plan and applies it; an incompatible schema is refused with
+/// the registry's reason.
+///
+/// # Errors
+/// File or registry errors, and the refusal.
+pub async fn apply_schemas(registry_url: &str, args: &TopicsArgs) -> Result<u8, PlanError> {
+    let registry = super::schemas::Registry::new(registry_url);
+    let desired = super::schemas::desired(&args.file, args.env.as_deref())?;
+    let plan = registry.plan(&desired).await?;
+    print_schemas(&plan, args.output);
+    let text = args.output == Output::Text;
+    registry
+        .apply(&plan, |action| {
+            if text {
+                let one = super::schemas::SchemasPlan {
+                    actions: vec![action.clone()],
+                };
+                eprintln!(
+                    "applying: {}",
+                    one.render(false).lines().next().unwrap_or_default()
+                );
+            }
+        })
+        .await?;
+    if text && plan.has_changes() {
+        println!(
+            "Applied. {}",
+            registry
+                .plan(&desired)
+                .await?
+                .render(false)
+                .lines()
+                .last()
+                .unwrap_or_default()
+        );
+    }
+    Ok(exit::OK)
+}
+
+fn print_schemas(plan: &super::schemas::SchemasPlan, output: Output) {
+    match output {
+        Output::Text => println!("{}", plan.render(std::io::stdout().is_terminal())),
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(plan).expect("BUG: plans serialize")
+        ),
+    }
 }

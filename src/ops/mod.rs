@@ -4,10 +4,13 @@
 //! - [`topics`]: `topics.yaml` → [`topics::TopicsPlan`] against the cluster ([`kafka`]); the
 //!   `clinic topics` commands in [`cli`].
 //!
-//! Schemas, connectors and the topology command are not built yet (see `README.md`).
+//! - [`schemas`]: the Avro schema files `topics.yaml` names → subjects in the registry.
+//!
+//! Connectors and the topology command are not built yet (see `README.md`).
 
 pub mod cli;
 pub mod kafka;
+pub mod schemas;
 pub mod topics;
 
 /// Why a plan could not be made or applied.

@@ -46,9 +46,13 @@ impl Settings {
 pub struct Serialization {
     /// `avro`, `json`, `string`, …
     pub format: String,
-    /// The Avro schema file, for topics the suite produces.
+    /// The Avro schema file (relative to `topics.yaml`), for topics the suite produces;
+    /// `clinic schemas` registers it under `<topic>-key` / `<topic>-value`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<String>,
+    /// The subject's compatibility level (default `BACKWARD`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compatibility: Option<String>,
 }
 
 /// One topic in the file. (Its settings are spelled out rather than a flattened [`Settings`],

@@ -10,5 +10,6 @@ mod example_processor;
 mod helpers;
 mod runner;
 mod runner_avro;
+mod schemas;
 mod smoke;
 mod topics;
