@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use clinic::endpoints::Endpoints;
-use clinic::ops::cli::{self, Output, TopicsArgs};
+use clinic::ops::cli::{self, ConnectorsArgs, Output, TopicsArgs};
 
 /// Operators' tools for the clinic suite.
 #[derive(Parser)]
@@ -37,6 +37,76 @@ enum Command {
         #[command(subcommand)]
         action: SchemasCommand,
     },
+    /// Kafka Connect connectors, one JSON file each in `connectors/` (CLINIC_CONNECT_URL).
+    ///
+    /// Exit codes: 0 done; 1 error; 2 plan --detailed-exitcode found changes; 3 status: not all
+    /// RUNNING, validate: a field has errors.
+    Connectors {
+        #[command(subcommand)]
+        action: ConnectorsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConnectorsCommand {
+    /// Show what apply would change.
+    Plan {
+        #[command(flatten)]
+        common: ConnectorsCommon,
+        /// Exit 2 when there are changes (for CI drift checks).
+        #[arg(long)]
+        detailed_exitcode: bool,
+    },
+    /// Create or update connectors with idempotent PUTs (and delete with --prune).
+    Apply {
+        #[command(flatten)]
+        common: ConnectorsCommon,
+    },
+    /// States of the connectors in the directory (or of NAME), with a failed task's trace.
+    Status {
+        #[command(flatten)]
+        common: ConnectorsCommon,
+        /// One connector.
+        name: Option<String>,
+    },
+    /// Restart a connector and its failed tasks.
+    Restart {
+        /// The connector.
+        name: String,
+    },
+    /// Check every file's config with its plugin's validate endpoint; errors per field.
+    Validate {
+        #[command(flatten)]
+        common: ConnectorsCommon,
+    },
+    /// Delete a connector from Connect (its file stays).
+    Delete {
+        /// The connector.
+        name: String,
+    },
+}
+
+#[derive(Args)]
+struct ConnectorsCommon {
+    /// The directory of connector files.
+    #[arg(long, default_value = "connectors")]
+    dir: PathBuf,
+    /// Also delete connectors no file describes.
+    #[arg(long)]
+    prune: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    output: Output,
+}
+
+impl ConnectorsCommon {
+    fn into_args(self) -> ConnectorsArgs {
+        ConnectorsArgs {
+            dir: self.dir,
+            prune: self.prune,
+            output: self.output,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -147,6 +217,27 @@ async fn main() -> anyhow::Result<ExitCode> {
                 SchemasCommand::Apply { common } => {
                     cli::apply_schemas(&registry, &common.into_args()).await
                 }
+            };
+            result.unwrap_or_else(report)
+        }
+        Command::Connectors { action } => {
+            let url = &endpoints.connect_url;
+            let result = match action {
+                ConnectorsCommand::Plan {
+                    common,
+                    detailed_exitcode,
+                } => cli::connectors_plan(url, &common.into_args(), false, detailed_exitcode).await,
+                ConnectorsCommand::Apply { common } => {
+                    cli::connectors_plan(url, &common.into_args(), true, false).await
+                }
+                ConnectorsCommand::Status { common, name } => {
+                    cli::connectors_status(url, &common.into_args(), name.as_deref()).await
+                }
+                ConnectorsCommand::Restart { name } => cli::connectors_restart(url, &name).await,
+                ConnectorsCommand::Validate { common } => {
+                    cli::connectors_validate(url, &common.into_args()).await
+                }
+                ConnectorsCommand::Delete { name } => cli::connectors_delete(url, &name).await,
             };
             result.unwrap_or_else(report)
         }

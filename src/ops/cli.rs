@@ -220,3 +220,184 @@ fn print_schemas(plan: &super::schemas::SchemasPlan, output: Output) {
         ),
     }
 }
+
+/// What `clinic connectors …` is asked to do.
+#[derive(Debug, Clone)]
+pub struct ConnectorsArgs {
+    /// The directory of connector files.
+    pub dir: PathBuf,
+    /// With plan/apply: delete connectors no file describes.
+    pub prune: bool,
+    /// Output format.
+    pub output: Output,
+}
+
+/// `clinic connectors plan` (`apply == false`) or `apply`: prints the plan, applies it.
+///
+/// # Errors
+/// File or Connect errors.
+pub async fn connectors_plan(
+    connect_url: &str,
+    args: &ConnectorsArgs,
+    apply: bool,
+    detailed_exitcode: bool,
+) -> Result<u8, PlanError> {
+    let connect = super::connectors::Connect::new(connect_url);
+    let desired = super::connectors::desired(&args.dir)?;
+    let plan = connect.plan(&desired, args.prune).await?;
+    match args.output {
+        Output::Text => println!("{}", plan.render(std::io::stdout().is_terminal())),
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&plan).expect("BUG: plans serialize")
+        ),
+    }
+    if !apply {
+        return Ok(if detailed_exitcode && plan.has_changes() {
+            exit::CHANGES
+        } else {
+            exit::OK
+        });
+    }
+    let text = args.output == Output::Text;
+    connect
+        .apply(&plan, |action| {
+            if text {
+                let one = super::connectors::ConnectorsPlan {
+                    actions: vec![action.clone()],
+                };
+                eprintln!(
+                    "applying: {}",
+                    one.render(false).lines().next().unwrap_or_default()
+                );
+            }
+        })
+        .await?;
+    if text && plan.has_changes() {
+        println!(
+            "Applied. {}",
+            connect
+                .plan(&desired, args.prune)
+                .await?
+                .render(false)
+                .lines()
+                .last()
+                .unwrap_or_default()
+        );
+    }
+    Ok(exit::OK)
+}
+
+/// `clinic connectors status [NAME]`: each connector's and task's state, with the trace of a
+/// failed one; exit 3 when any is not RUNNING.
+///
+/// # Errors
+/// Connect errors.
+pub async fn connectors_status(
+    connect_url: &str,
+    args: &ConnectorsArgs,
+    name: Option<&str>,
+) -> Result<u8, PlanError> {
+    let connect = super::connectors::Connect::new(connect_url);
+    let names = match name {
+        Some(name) => vec![name.to_owned()],
+        None => super::connectors::desired(&args.dir)?
+            .into_iter()
+            .map(|c| c.name)
+            .collect(),
+    };
+    let mut statuses = Vec::new();
+    let mut healthy = true;
+    for name in names {
+        let status = connect.status(&name).await?;
+        healthy &= status.as_ref().is_some_and(|s| {
+            s.connector.state == "RUNNING" && s.tasks.iter().all(|t| t.state == "RUNNING")
+        });
+        if args.output == Output::Text {
+            match &status {
+                None => println!("{name}  not deployed"),
+                Some(s) => {
+                    println!("{name}  {}", s.connector.state);
+                    for task in &s.tasks {
+                        println!("  task {}  {}", task.id, task.state);
+                        if let Some(trace) = &task.trace {
+                            println!(
+                                "    {}",
+                                trace.lines().take(12).collect::<Vec<_>>().join("\n    ")
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        statuses.push((name, status));
+    }
+    if args.output == Output::Json {
+        let map: std::collections::BTreeMap<_, _> = statuses.into_iter().collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&map).expect("BUG: statuses serialize")
+        );
+    }
+    Ok(if healthy { exit::OK } else { exit::BLOCKED })
+}
+
+/// `clinic connectors restart NAME`.
+///
+/// # Errors
+/// Connect errors.
+pub async fn connectors_restart(connect_url: &str, name: &str) -> Result<u8, PlanError> {
+    super::connectors::Connect::new(connect_url)
+        .restart(name)
+        .await?;
+    println!("{name}: restart of the connector and its failed tasks requested.");
+    Ok(exit::OK)
+}
+
+/// `clinic connectors delete NAME`.
+///
+/// # Errors
+/// Connect errors.
+pub async fn connectors_delete(connect_url: &str, name: &str) -> Result<u8, PlanError> {
+    super::connectors::Connect::new(connect_url)
+        .delete(name)
+        .await?;
+    println!("{name}: deleted.");
+    Ok(exit::OK)
+}
+
+/// `clinic connectors validate`: every file's config through its plugin's validate endpoint,
+/// errors printed per field; exit 3 when any field has one.
+///
+/// # Errors
+/// File or Connect errors.
+pub async fn connectors_validate(
+    connect_url: &str,
+    args: &ConnectorsArgs,
+) -> Result<u8, PlanError> {
+    let connect = super::connectors::Connect::new(connect_url);
+    let mut valid = true;
+    let mut report = std::collections::BTreeMap::new();
+    for connector in super::connectors::desired(&args.dir)? {
+        let errors = connect.validate(&connector).await?;
+        valid &= errors.is_empty();
+        if args.output == Output::Text {
+            if errors.is_empty() {
+                println!("{}  valid", connector.name);
+            }
+            for field in &errors {
+                for error in &field.errors {
+                    println!("{}  {}: {error}", connector.name, field.field);
+                }
+            }
+        }
+        report.insert(connector.name, errors);
+    }
+    if args.output == Output::Json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("BUG: reports serialize")
+        );
+    }
+    Ok(if valid { exit::OK } else { exit::BLOCKED })
+}

@@ -6,9 +6,12 @@
 //!
 //! - [`schemas`]: the Avro schema files `topics.yaml` names → subjects in the registry.
 //!
-//! Connectors and the topology command are not built yet (see `README.md`).
+//! - [`connectors`]: `connectors/*.json` → Kafka Connect's REST API.
+//!
+//! The topology command is not built yet (see `README.md`).
 
 pub mod cli;
+pub mod connectors;
 pub mod kafka;
 pub mod schemas;
 pub mod topics;

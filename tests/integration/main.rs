@@ -6,6 +6,7 @@
 //! processor's tests run through the in-process test driver and need no service.
 
 mod codec;
+mod connectors;
 mod example_processor;
 mod helpers;
 mod runner;
