@@ -45,6 +45,27 @@ enum Command {
         #[command(subcommand)]
         action: ConnectorsCommand,
     },
+    /// The dataflow (source topics → processors → sink topics → connectors → collections) from
+    /// `topics.yaml` and the connector files, and the checks that they agree.
+    ///
+    /// Exit codes: 0 consistent; 1 error; 3 the files disagree (each problem printed).
+    Topology {
+        /// `text` or `mermaid`.
+        #[arg(long, value_enum, default_value = "text")]
+        format: GraphFormat,
+        /// The topics file.
+        #[arg(long, default_value = "topics.yaml")]
+        file: PathBuf,
+        /// Connector directories.
+        #[arg(long = "connectors", default_values = ["connectors", "connectors/source"])]
+        connectors: Vec<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum GraphFormat {
+    Text,
+    Mermaid,
 }
 
 #[derive(Subcommand)]
@@ -240,6 +261,32 @@ async fn main() -> anyhow::Result<ExitCode> {
                 ConnectorsCommand::Delete { name } => cli::connectors_delete(url, &name).await,
             };
             result.unwrap_or_else(report)
+        }
+        Command::Topology {
+            format,
+            file,
+            connectors,
+        } => {
+            let dirs: Vec<&std::path::Path> = connectors.iter().map(PathBuf::as_path).collect();
+            match clinic::ops::topology::Dataflow::load(&file, &dirs) {
+                Ok(dataflow) => {
+                    match format {
+                        GraphFormat::Text => print!("{}", dataflow.render_text()),
+                        GraphFormat::Mermaid => print!("{}", dataflow.render_mermaid()),
+                    }
+                    let problems =
+                        dataflow.problems(&clinic::ops::topology::declared_by_processors());
+                    for problem in &problems {
+                        eprintln!("inconsistent: {problem}");
+                    }
+                    if problems.is_empty() {
+                        cli::exit::OK
+                    } else {
+                        cli::exit::BLOCKED
+                    }
+                }
+                Err(error) => report(error),
+            }
         }
     };
     Ok(ExitCode::from(code))

@@ -7,14 +7,14 @@
 //! - [`schemas`]: the Avro schema files `topics.yaml` names → subjects in the registry.
 //!
 //! - [`connectors`]: `connectors/*.json` → Kafka Connect's REST API.
-//!
-//! The topology command is not built yet (see `README.md`).
+//! - [`topology`]: the dataflow those files describe, and the checks that they agree.
 
 pub mod cli;
 pub mod connectors;
 pub mod kafka;
 pub mod schemas;
 pub mod topics;
+pub mod topology;
 
 /// Why a plan could not be made or applied.
 #[derive(Debug, thiserror::Error)]
