@@ -4,7 +4,10 @@
 use std::io::{IsTerminal as _, Write as _};
 use std::path::PathBuf;
 
-use super::topics::{TopicsFile, plan};
+use super::Plan;
+use super::connectors::ConnectorsPlan;
+use super::schemas::SchemasPlan;
+use super::topics::{TopicsFile, TopicsPlan, plan};
 use super::{PlanError, kafka};
 
 /// Output format for people or machines.
@@ -92,12 +95,7 @@ pub async fn apply_topics(brokers: &str, args: &TopicsArgs, yes: bool) -> Result
         ));
     }
     let text = args.output == Output::Text;
-    kafka::apply(brokers, &plan, |action| {
-        if text {
-            eprintln!("applying: {}", describe(action));
-        }
-    })
-    .await?;
+    kafka::apply(brokers, &plan, progress::<TopicsPlan>(args.output)).await?;
     let after = super::topics::plan(&desired, &kafka::observe(brokers).await?, args.prune)?;
     if text {
         println!(
@@ -112,7 +110,7 @@ pub async fn apply_topics(brokers: &str, args: &TopicsArgs, yes: bool) -> Result
     })
 }
 
-fn print(plan: &super::topics::TopicsPlan, output: Output) {
+fn print<P: Plan>(plan: &P, output: Output) {
     match output {
         Output::Text => println!("{}", plan.render(std::io::stdout().is_terminal())),
         Output::Json => println!(
@@ -122,15 +120,14 @@ fn print(plan: &super::topics::TopicsPlan, output: Output) {
     }
 }
 
-fn describe(action: &super::topics::Action) -> String {
-    super::topics::TopicsPlan {
-        actions: vec![action.clone()],
+/// The progress callback for `apply`: each step's plan line on stderr (text output only).
+fn progress<P: Plan>(output: Output) -> impl FnMut(&P::Action) {
+    move |action| {
+        if output == Output::Text {
+            let line = P::of(vec![action.clone()]).render(false);
+            eprintln!("applying: {}", line.lines().next().unwrap_or_default());
+        }
     }
-    .render(false)
-    .lines()
-    .next()
-    .unwrap_or_default()
-    .to_owned()
 }
 
 /// Asks on the terminal; refuses when there is none.
@@ -162,7 +159,7 @@ pub async fn plan_schemas(
     let plan = registry
         .plan(&super::schemas::desired(&args.file, args.env.as_deref())?)
         .await?;
-    print_schemas(&plan, args.output);
+    print(&plan, args.output);
     Ok(if plan.has_blockers() {
         exit::BLOCKED
     } else if detailed_exitcode && plan.has_changes() {
@@ -181,20 +178,10 @@ pub async fn apply_schemas(registry_url: &str, args: &TopicsArgs) -> Result<u8, 
     let registry = super::schemas::Registry::new(registry_url);
     let desired = super::schemas::desired(&args.file, args.env.as_deref())?;
     let plan = registry.plan(&desired).await?;
-    print_schemas(&plan, args.output);
+    print(&plan, args.output);
     let text = args.output == Output::Text;
     registry
-        .apply(&plan, |action| {
-            if text {
-                let one = super::schemas::SchemasPlan {
-                    actions: vec![action.clone()],
-                };
-                eprintln!(
-                    "applying: {}",
-                    one.render(false).lines().next().unwrap_or_default()
-                );
-            }
-        })
+        .apply(&plan, progress::<SchemasPlan>(args.output))
         .await?;
     if text && plan.has_changes() {
         println!(
@@ -209,16 +196,6 @@ pub async fn apply_schemas(registry_url: &str, args: &TopicsArgs) -> Result<u8, 
         );
     }
     Ok(exit::OK)
-}
-
-fn print_schemas(plan: &super::schemas::SchemasPlan, output: Output) {
-    match output {
-        Output::Text => println!("{}", plan.render(std::io::stdout().is_terminal())),
-        Output::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(plan).expect("BUG: plans serialize")
-        ),
-    }
 }
 
 /// What `clinic connectors …` is asked to do.
@@ -245,13 +222,7 @@ pub async fn connectors_plan(
     let connect = super::connectors::Connect::new(connect_url);
     let desired = super::connectors::desired(&args.dir)?;
     let plan = connect.plan(&desired, args.prune).await?;
-    match args.output {
-        Output::Text => println!("{}", plan.render(std::io::stdout().is_terminal())),
-        Output::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&plan).expect("BUG: plans serialize")
-        ),
-    }
+    print(&plan, args.output);
     if !apply {
         return Ok(if detailed_exitcode && plan.has_changes() {
             exit::CHANGES
@@ -261,17 +232,7 @@ pub async fn connectors_plan(
     }
     let text = args.output == Output::Text;
     connect
-        .apply(&plan, |action| {
-            if text {
-                let one = super::connectors::ConnectorsPlan {
-                    actions: vec![action.clone()],
-                };
-                eprintln!(
-                    "applying: {}",
-                    one.render(false).lines().next().unwrap_or_default()
-                );
-            }
-        })
+        .apply(&plan, progress::<ConnectorsPlan>(args.output))
         .await?;
     if text && plan.has_changes() {
         println!(

@@ -34,3 +34,44 @@ pub enum PlanError {
     #[error("{0}")]
     Refused(String),
 }
+
+/// What the three plans (topics, schemas, connectors) share, so the commands print and report
+/// progress alike.
+pub trait Plan: serde::Serialize {
+    /// One step.
+    type Action: Clone;
+    /// A plan of just these steps (used to print one step as it is applied).
+    fn of(actions: Vec<Self::Action>) -> Self;
+    /// Aligned text, coloured when `colour`, ending with a summary line.
+    fn render(&self, colour: bool) -> String;
+}
+
+impl Plan for topics::TopicsPlan {
+    type Action = topics::Action;
+    fn of(actions: Vec<Self::Action>) -> Self {
+        Self { actions }
+    }
+    fn render(&self, colour: bool) -> String {
+        topics::TopicsPlan::render(self, colour)
+    }
+}
+
+impl Plan for schemas::SchemasPlan {
+    type Action = schemas::SchemaAction;
+    fn of(actions: Vec<Self::Action>) -> Self {
+        Self { actions }
+    }
+    fn render(&self, colour: bool) -> String {
+        schemas::SchemasPlan::render(self, colour)
+    }
+}
+
+impl Plan for connectors::ConnectorsPlan {
+    type Action = connectors::ConnectorAction;
+    fn of(actions: Vec<Self::Action>) -> Self {
+        Self { actions }
+    }
+    fn render(&self, colour: bool) -> String {
+        connectors::ConnectorsPlan::render(self, colour)
+    }
+}
