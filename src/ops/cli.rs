@@ -98,10 +98,7 @@ pub async fn apply_topics(brokers: &str, args: &TopicsArgs, yes: bool) -> Result
     kafka::apply(brokers, &plan, progress::<TopicsPlan>(args.output)).await?;
     let after = super::topics::plan(&desired, &kafka::observe(brokers).await?, args.prune)?;
     if text {
-        println!(
-            "Applied. {}",
-            after.render(false).lines().last().unwrap_or_default()
-        );
+        applied(&after);
     }
     Ok(if after.has_blockers() {
         exit::BLOCKED
@@ -118,6 +115,14 @@ fn print<P: Plan>(plan: &P, output: Output) {
             serde_json::to_string_pretty(plan).expect("BUG: plans serialize")
         ),
     }
+}
+
+/// The closing line after an apply: the summary of the plan made again afterwards.
+fn applied<P: Plan>(after: &P) {
+    println!(
+        "Applied. {}",
+        after.render(false).lines().last().unwrap_or_default()
+    );
 }
 
 /// The progress callback for `apply`: each step's plan line on stderr (text output only).
@@ -184,16 +189,7 @@ pub async fn apply_schemas(registry_url: &str, args: &TopicsArgs) -> Result<u8, 
         .apply(&plan, progress::<SchemasPlan>(args.output))
         .await?;
     if text && plan.has_changes() {
-        println!(
-            "Applied. {}",
-            registry
-                .plan(&desired)
-                .await?
-                .render(false)
-                .lines()
-                .last()
-                .unwrap_or_default()
-        );
+        applied(&registry.plan(&desired).await?);
     }
     Ok(exit::OK)
 }
@@ -235,16 +231,7 @@ pub async fn connectors_plan(
         .apply(&plan, progress::<ConnectorsPlan>(args.output))
         .await?;
     if text && plan.has_changes() {
-        println!(
-            "Applied. {}",
-            connect
-                .plan(&desired, args.prune)
-                .await?
-                .render(false)
-                .lines()
-                .last()
-                .unwrap_or_default()
-        );
+        applied(&connect.plan(&desired, args.prune).await?);
     }
     Ok(exit::OK)
 }

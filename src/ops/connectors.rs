@@ -415,13 +415,7 @@ impl ConnectorsPlan {
         if self.actions.is_empty() {
             return "Connectors: no changes; Connect matches connectors/.".to_owned();
         }
-        let paint = |code: &str, text: &str| {
-            if colour {
-                format!("\x1b[{code}m{text}\x1b[0m")
-            } else {
-                text.to_owned()
-            }
-        };
+        let paint = |code: &str, text: &str| super::paint(colour, code, text);
         let mut out = String::new();
         let (mut create, mut update, mut delete) = (0, 0, 0);
         for action in &self.actions {

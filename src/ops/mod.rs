@@ -35,6 +35,15 @@ pub enum PlanError {
     Refused(String),
 }
 
+/// `text` in the ANSI colour `code` when `colour` (plans on a terminal), else as it is.
+pub(crate) fn paint(colour: bool, code: &str, text: &str) -> String {
+    if colour {
+        format!("\x1b[{code}m{text}\x1b[0m")
+    } else {
+        text.to_owned()
+    }
+}
+
 /// What the three plans (topics, schemas, connectors) share, so the commands print and report
 /// progress alike.
 pub trait Plan: serde::Serialize {

@@ -361,13 +361,7 @@ impl SchemasPlan {
         if self.actions.is_empty() {
             return "Schemas: no changes; the registry matches the files.".to_owned();
         }
-        let paint = |code: &str, text: &str| {
-            if colour {
-                format!("\x1b[{code}m{text}\x1b[0m")
-            } else {
-                text.to_owned()
-            }
-        };
+        let paint = |code: &str, text: &str| super::paint(colour, code, text);
         let mut out = String::new();
         let (mut register, mut levels, mut refused) = (0, 0, 0);
         for action in &self.actions {

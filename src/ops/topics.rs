@@ -395,13 +395,7 @@ impl TopicsPlan {
     /// The plan as aligned text: `+` create, `~` change, `-` delete, `!` cannot change; coloured
     /// when `colour`. Ends with a summary line.
     pub fn render(&self, colour: bool) -> String {
-        let paint = |code: &str, text: &str| {
-            if colour {
-                format!("\x1b[{code}m{text}\x1b[0m")
-            } else {
-                text.to_owned()
-            }
-        };
+        let paint = |code: &str, text: &str| super::paint(colour, code, text);
         let width = self
             .actions
             .iter()
