@@ -14,6 +14,7 @@
 pub mod cdc;
 pub mod endpoints;
 pub mod ops;
+pub mod settings;
 pub mod smoke;
 pub mod streams;
 pub mod telemetry;

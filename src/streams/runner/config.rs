@@ -51,8 +51,9 @@ pub struct RunnerConfig {
     /// Longest wait between retries of a transient failure (registry unavailable).
     #[serde(default = "default_max_backoff", with = "humantime_serde")]
     pub max_backoff: Duration,
-    /// librdkafka properties passed through to the consumer and the producer.
-    #[serde(default)]
+    /// librdkafka properties passed through to the consumer and the producer (`fetch.min.bytes`,
+    /// or `fetch_min_bytes` where dots cannot be written, as in environment variables).
+    #[serde(default, deserialize_with = "crate::settings::string_map")]
     pub librdkafka: BTreeMap<String, String>,
 }
 

@@ -380,7 +380,8 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
         let mut client = ClientConfig::new();
         client.set("bootstrap.servers", &config.brokers);
         for (key, value) in &config.librdkafka {
-            client.set(key, value);
+            // `fetch_min_bytes` from the environment means `fetch.min.bytes` (see `settings`).
+            client.set(key.replace('_', "."), value);
         }
         let mut producer_config = client.clone();
         if config.guarantee == Guarantee::ExactlyOnce {
