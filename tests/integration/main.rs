@@ -12,5 +12,6 @@ mod helpers;
 mod runner;
 mod runner_avro;
 mod schemas;
+mod sink_shapes;
 mod smoke;
 mod topics;
