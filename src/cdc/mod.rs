@@ -27,10 +27,10 @@ pub use event::{CdcRecord, ChangeEvent, Namespace, Operation, SourcePosition};
 pub use fields::parse_json_text;
 pub use update::apply_update;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The envelope a topic carries, set per topic in a processor's settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Envelope {
     /// The MongoDB source connector's change event.
@@ -40,7 +40,7 @@ pub enum Envelope {
 }
 
 /// How a topic's values are serialized.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Encoding {
     /// Confluent-framed Avro resolved through the schema registry.
@@ -50,7 +50,7 @@ pub enum Encoding {
 }
 
 /// A topic's CDC format: envelope and encoding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 pub struct Format {
     /// Which producer's envelope.
     pub envelope: Envelope,

@@ -1,13 +1,22 @@
-//! The **permissions** processor (binary `clinic-permissions`, consumer group `clinic-permissions`, DLQ `permissions.dlq`).
+//! The **permissions** processor (binary `clinic-permissions`, consumer group
+//! `clinic-permissions`, DLQ `permissions.dlq`).
 //!
-//! - Consumes: `clinic.patients`, `clinic.clinicians`.
-//! - Does: projects each patient's grant and each clinician's membership into the records gatekeeper reads.
-//! - Produces: `sink.gatekeeper.patient_permissions`, `sink.gatekeeper.clinician_permissions` (upserts keyed by document id, tombstones on delete).
-//!
-//! Status: the crate and its binary exist so the workspace and CI have their final shape; the
-//! processing itself is not built yet (the streams runtime, CDC codecs and operators' CLI it
-//! builds on are in the `clinic` library now). Until then the binary refuses to start rather than
-//! pretend.
+//! - Consumes: `clinic.patients`, `clinic.clinicians` (any CDC form, per [`config::Inputs`]).
+//! - Produces: `sink.gatekeeper.patient_permissions` — per patient document with a user and at
+//!   least one permission, `{userId, clinicId, permissions}` with each granted key an empty
+//!   document; `sink.gatekeeper.clinician_permissions` — per clinician document with a user,
+//!   `{userId, clinicId, roles}`. Keys are `{"_id": <document id>}`; a tombstone when the document
+//!   is deleted, loses its last permission, or (clinician) its user.
+//! - Emits only when the projection changes (a summary refresh or a name edit emits nothing),
+//!   using the stores `patients` / `clinicians` of what it last emitted. An update without
+//!   `fullDocument` is applied, dotted paths and all, to the stored projection.
+//! - Guarantees: those of the streams runner (exactly-once by default); a malformed record goes
+//!   to the DLQ and the partition continues.
+//! - Settings: [`config::Settings`].
+
+pub mod config;
+pub mod model;
+pub mod processor;
 
 /// This processor's name, as used in its consumer group, DLQ and changelog topic names.
 pub const NAME: &str = "permissions";

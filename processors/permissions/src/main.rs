@@ -1,10 +1,13 @@
 //! `clinic-permissions`: see the crate documentation.
 
-fn main() -> std::process::ExitCode {
+use clinic_permissions::config::Settings;
+use clinic_permissions::processor::Permissions;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let file = std::env::var_os("CLINIC_SETTINGS").map(std::path::PathBuf::from);
+    let settings: Settings = clinic::settings::load(file.as_deref())?;
     clinic::telemetry::init();
-    tracing::error!(
-        processor = clinic_permissions::NAME,
-        "The permissions processor is not implemented yet; nothing was consumed."
-    );
-    std::process::ExitCode::from(2)
+    let inputs = settings.inputs;
+    clinic::streams::runner::run(settings.streams, move || Permissions::new(inputs)).await
 }

@@ -1,0 +1,135 @@
+//! What the processor projects out of patient and clinician documents: exactly the fields
+//! gatekeeper reads, so it can tell when a change matters.
+
+use std::collections::BTreeSet;
+
+use bson::{Bson, Document, doc};
+use clinic::streams::ProcessError;
+use serde::{Deserialize, Serialize};
+
+/// A patient's grants to a clinic (`sink.gatekeeper.patient_permissions`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PatientGrant {
+    /// The patient's user id.
+    pub user_id: String,
+    /// The clinic's id (hex for ObjectIds).
+    pub clinic_id: String,
+    /// Granted permission names (`custodian`, `view`, `upload`, `note`).
+    pub permissions: BTreeSet<String>,
+}
+
+/// A clinician's membership of a clinic (`sink.gatekeeper.clinician_permissions`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Membership {
+    /// The clinician's user id.
+    pub user_id: String,
+    /// The clinic's id (hex for ObjectIds).
+    pub clinic_id: String,
+    /// Roles (`CLINIC_ADMIN`, `CLINIC_MEMBER`, …), in document order.
+    pub roles: Vec<String>,
+}
+
+/// An id as text: an ObjectId as hex, a string as is.
+fn id_text(value: &Bson, field: &str) -> Result<String, ProcessError> {
+    match value {
+        Bson::ObjectId(oid) => Ok(oid.to_hex()),
+        Bson::String(s) if !s.is_empty() => Ok(s.clone()),
+        other => Err(ProcessError::Poison(format!(
+            "{field} should be an id, found {other}"
+        ))),
+    }
+}
+
+/// The user id, or `None` when the document has none (an invite not yet accepted).
+fn user_id(document: &Document) -> Option<String> {
+    match document.get("userId") {
+        Some(Bson::String(user)) if !user.is_empty() => Some(user.clone()),
+        _ => None,
+    }
+}
+
+fn clinic_id(document: &Document) -> Result<String, ProcessError> {
+    let clinic = document
+        .get("clinicId")
+        .ok_or_else(|| ProcessError::Poison("no clinicId".into()))?;
+    id_text(clinic, "clinicId")
+}
+
+impl PatientGrant {
+    /// The grant a patient document makes; `None` when it grants nothing (no user, or no
+    /// permission left).
+    ///
+    /// # Errors
+    /// Poison when the document's `clinicId` or `permissions` has the wrong shape.
+    pub fn of(document: &Document) -> Result<Option<Self>, ProcessError> {
+        let Some(user_id) = user_id(document) else {
+            return Ok(None);
+        };
+        let permissions: BTreeSet<String> = match document.get("permissions") {
+            None | Some(Bson::Null) => BTreeSet::new(),
+            Some(Bson::Document(map)) => map.keys().cloned().collect(),
+            Some(other) => {
+                return Err(ProcessError::Poison(format!(
+                    "permissions should be a document, found {other}"
+                )));
+            }
+        };
+        if permissions.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Self {
+            user_id,
+            clinic_id: clinic_id(document)?,
+            permissions,
+        }))
+    }
+
+    /// Back to the document fields it came from, so an update without `fullDocument` can be
+    /// applied to it.
+    pub fn to_document(&self) -> Document {
+        let permissions: Document = self
+            .permissions
+            .iter()
+            .map(|p| (p.clone(), Bson::Document(Document::new())))
+            .collect();
+        doc! { "userId": &self.user_id, "clinicId": &self.clinic_id, "permissions": permissions }
+    }
+}
+
+impl Membership {
+    /// The membership a clinician document makes; `None` for an invite with no user yet.
+    ///
+    /// # Errors
+    /// Poison when `clinicId` or `roles` has the wrong shape.
+    pub fn of(document: &Document) -> Result<Option<Self>, ProcessError> {
+        let Some(user_id) = user_id(document) else {
+            return Ok(None);
+        };
+        let roles = match document.get("roles") {
+            None | Some(Bson::Null) => Vec::new(),
+            Some(Bson::Array(items)) => items
+                .iter()
+                .map(|r| {
+                    r.as_str().map(str::to_owned).ok_or_else(|| {
+                        ProcessError::Poison(format!("roles should hold strings, found {r}"))
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+            Some(other) => {
+                return Err(ProcessError::Poison(format!(
+                    "roles should be an array, found {other}"
+                )));
+            }
+        };
+        Ok(Some(Self {
+            user_id,
+            clinic_id: clinic_id(document)?,
+            roles,
+        }))
+    }
+
+    /// Back to document fields, for updates without `fullDocument`.
+    pub fn to_document(&self) -> Document {
+        doc! { "userId": &self.user_id, "clinicId": &self.clinic_id, "roles": &self.roles }
+    }
+}
