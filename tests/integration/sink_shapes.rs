@@ -5,7 +5,6 @@
 //! with the same key deletes the document.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,7 +40,10 @@ async fn produce(brokers: &str, topic: &str, key: &str, value: Option<&[u8]>) {
 #[tokio::test]
 async fn patient_permissions_land_as_gatekeeper_reads_them_and_tombstones_delete() {
     let endpoints = helpers::stack(&["kafka", "registry", "connect", "mongodb"]).await;
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR")
+            .expect("run through cargo, which sets CARGO_MANIFEST_DIR"),
+    );
     let topic = unique("patient-permissions");
     let collection = unique("patient_permissions");
     // The connector's own topic, and the DLQ every sink connector names (topics.yaml lists it;

@@ -3,7 +3,6 @@
 //! and the gatekeeper collections end up exactly as expected.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -117,7 +116,11 @@ async fn avro_change_events_reach_the_gatekeeper_collections_through_the_sink_co
         .expect("topics");
 
     // The repository's two gatekeeper sinks, pointed at the prefixed topics and a fresh database.
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../connectors");
+    let root = std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR")
+            .expect("run through cargo, which sets CARGO_MANIFEST_DIR"),
+    )
+    .join("../../connectors");
     let connect = Connect::new(&endpoints.connect_url);
     let mut deployed = Vec::new();
     for connector in desired(&root).expect("connector files") {
