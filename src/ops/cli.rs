@@ -58,13 +58,7 @@ pub async fn plan_topics(
     let observed = kafka::observe(brokers).await?;
     let plan = plan(&desired, &observed, args.prune)?;
     print(&plan, args.output);
-    Ok(if plan.has_blockers() {
-        exit::BLOCKED
-    } else if detailed_exitcode && plan.has_changes() {
-        exit::CHANGES
-    } else {
-        exit::OK
-    })
+    Ok(plan_exit(&plan, detailed_exitcode))
 }
 
 /// `clinic topics apply`: prints the plan, asks before deleting (unless `yes`), applies it with
@@ -117,6 +111,17 @@ fn print<P: Plan>(plan: &P, output: Output) {
     }
 }
 
+/// The exit code of a `plan` command (see [`exit`]).
+fn plan_exit<P: Plan>(plan: &P, detailed_exitcode: bool) -> u8 {
+    if plan.has_blockers() {
+        exit::BLOCKED
+    } else if detailed_exitcode && plan.has_changes() {
+        exit::CHANGES
+    } else {
+        exit::OK
+    }
+}
+
 /// The closing line after an apply: the summary of the plan made again afterwards.
 fn applied<P: Plan>(after: &P) {
     println!(
@@ -165,13 +170,7 @@ pub async fn plan_schemas(
         .plan(&super::schemas::desired(&args.file, args.env.as_deref())?)
         .await?;
     print(&plan, args.output);
-    Ok(if plan.has_blockers() {
-        exit::BLOCKED
-    } else if detailed_exitcode && plan.has_changes() {
-        exit::CHANGES
-    } else {
-        exit::OK
-    })
+    Ok(plan_exit(&plan, detailed_exitcode))
 }
 
 /// `clinic schemas apply`: prints the plan and applies it; an incompatible schema is refused with
@@ -220,11 +219,7 @@ pub async fn connectors_plan(
     let plan = connect.plan(&desired, args.prune).await?;
     print(&plan, args.output);
     if !apply {
-        return Ok(if detailed_exitcode && plan.has_changes() {
-            exit::CHANGES
-        } else {
-            exit::OK
-        });
+        return Ok(plan_exit(&plan, detailed_exitcode));
     }
     let text = args.output == Output::Text;
     connect

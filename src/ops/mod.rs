@@ -53,6 +53,10 @@ pub trait Plan: serde::Serialize {
     fn of(actions: Vec<Self::Action>) -> Self;
     /// Aligned text, coloured when `colour`, ending with a summary line.
     fn render(&self, colour: bool) -> String;
+    /// Whether applying would change anything.
+    fn has_changes(&self) -> bool;
+    /// Whether some difference cannot be applied.
+    fn has_blockers(&self) -> bool;
 }
 
 impl Plan for topics::TopicsPlan {
@@ -62,6 +66,12 @@ impl Plan for topics::TopicsPlan {
     }
     fn render(&self, colour: bool) -> String {
         topics::TopicsPlan::render(self, colour)
+    }
+    fn has_changes(&self) -> bool {
+        topics::TopicsPlan::has_changes(self)
+    }
+    fn has_blockers(&self) -> bool {
+        topics::TopicsPlan::has_blockers(self)
     }
 }
 
@@ -73,6 +83,12 @@ impl Plan for schemas::SchemasPlan {
     fn render(&self, colour: bool) -> String {
         schemas::SchemasPlan::render(self, colour)
     }
+    fn has_changes(&self) -> bool {
+        schemas::SchemasPlan::has_changes(self)
+    }
+    fn has_blockers(&self) -> bool {
+        schemas::SchemasPlan::has_blockers(self)
+    }
 }
 
 impl Plan for connectors::ConnectorsPlan {
@@ -82,5 +98,11 @@ impl Plan for connectors::ConnectorsPlan {
     }
     fn render(&self, colour: bool) -> String {
         connectors::ConnectorsPlan::render(self, colour)
+    }
+    fn has_changes(&self) -> bool {
+        connectors::ConnectorsPlan::has_changes(self)
+    }
+    fn has_blockers(&self) -> bool {
+        false
     }
 }

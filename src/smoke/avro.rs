@@ -8,7 +8,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message as _;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
-use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
+use schema_registry_converter::async_impl::avro::AvroEncoder;
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
 use schema_registry_converter::schema_registry_common::{
     SchemaType, SubjectNameStrategy, SuppliedSchema,
@@ -119,12 +119,12 @@ async fn produce_and_consume(endpoints: &Endpoints, topic: &str) -> anyhow::Resu
         .with_context(|| format!("no record arrived on {topic} within {ROUND_TRIP_TIMEOUT:?}"))?
         .with_context(|| format!("consuming from {topic}"))?;
 
-    let decoder = AvroDecoder::new(SrSettings::new(endpoints.schema_registry_url()));
-    let decoded = decoder
+    let decoded = crate::streams::codec::AvroCodec::new(&endpoints.schema_registry_url())
         .decode(message.payload())
         .await
-        .context("decoding the consumed record through the registry")?;
-    let received: SmokeRecord = apache_avro::from_value(&decoded.value)
+        .context("decoding the consumed record through the registry")?
+        .context("the consumed record has no value")?;
+    let received: SmokeRecord = apache_avro::from_value(&decoded)
         .context("the decoded value does not have the smoke record's shape")?;
     let registered_id = latest_schema_id(endpoints, &format!("{topic}-value")).await?;
     Ok(AvroRoundTrip {
