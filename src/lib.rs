@@ -18,3 +18,4 @@ pub mod settings;
 pub mod smoke;
 pub mod streams;
 pub mod telemetry;
+pub mod testkit;

@@ -47,6 +47,25 @@ impl<P: Processor> TestDriver<P> {
         self.handle(&record, None)
     }
 
+    /// Pipes a record with headers (CloudEvents binary mode carries its attributes there).
+    ///
+    /// # Errors
+    /// When the processor fails fatally.
+    pub fn pipe_with_headers(
+        &mut self,
+        topic: &str,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[(&str, &[u8])],
+    ) -> Result<(), FatalError> {
+        let mut record = self.raw(topic, key.map(<[u8]>::to_vec), value.map(<[u8]>::to_vec));
+        record.headers = headers
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), value.to_vec()))
+            .collect();
+        self.handle(&record, None)
+    }
+
     /// Pipes a record of an Avro topic as the runner hands it over after resolving it through the
     /// registry: the generic Avro key and value. (The raw bytes of such a record are not kept, so
     /// its dead letter, if any, carries no value.)

@@ -38,6 +38,8 @@ pub struct Input<'a> {
     pub timestamp_ms: Option<i64>,
     /// The raw key.
     pub key: Option<&'a [u8]>,
+    /// The record's headers, in order (CloudEvents binary mode carries its attributes here).
+    pub headers: &'a [(String, Vec<u8>)],
     /// The decoded value.
     pub payload: Payload,
 }
@@ -129,6 +131,36 @@ impl<'a> Context<'a> {
         }
     }
 
+    /// Every entry of `store` whose key starts with `prefix`, in key order, as this record's own
+    /// earlier writes left them. For secondary indexes kept as composite keys
+    /// (`<user id>|<document key>`).
+    ///
+    /// # Errors
+    /// [`ProcessError::Fatal`] when the store is not declared.
+    pub fn scan_prefix(
+        &self,
+        store: &str,
+        prefix: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, ProcessError> {
+        let committed = self
+            .stores
+            .get(store)
+            .ok_or_else(|| undeclared("store", store))?;
+        let mut entries: std::collections::BTreeMap<String, Option<Vec<u8>>> = committed
+            .range_prefix(prefix)
+            .map(|(k, v)| (k.to_owned(), Some(v.to_vec())))
+            .collect();
+        for write in &self.writes {
+            if write.store == store && write.key.starts_with(prefix) {
+                entries.insert(write.key.clone(), write.value.clone());
+            }
+        }
+        Ok(entries
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .collect())
+    }
+
     /// The JSON value under `key` in `store`, deserialized.
     ///
     /// # Errors
@@ -186,6 +218,19 @@ impl<'a> Context<'a> {
         let bytes = serde_json::to_vec(value)
             .map_err(|e| ProcessError::Fatal(format!("store {store}: {e}")))?;
         self.write(store, key, Some(bytes))
+    }
+
+    /// Writes raw bytes under `key` in `store` (index entries, documents as Extended JSON text).
+    ///
+    /// # Errors
+    /// Fatal when the store is undeclared.
+    pub fn write_raw(
+        &mut self,
+        store: &str,
+        key: &str,
+        value: Vec<u8>,
+    ) -> Result<(), ProcessError> {
+        self.write(store, key, Some(value))
     }
 
     /// Deletes `key` from `store`.

@@ -5,14 +5,15 @@
 //! bytes (JSON, or canonical Extended JSON for documents). The runtime applies a record's writes
 //! only after the processor succeeded, so a poison record leaves no trace in any store.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use bson::Bson;
 
 /// One in-memory table.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct KeyValueStore {
-    entries: HashMap<String, Vec<u8>>,
+    // Ordered, so secondary indexes can be read by key prefix.
+    entries: BTreeMap<String, Vec<u8>>,
 }
 
 impl KeyValueStore {
@@ -31,7 +32,21 @@ impl KeyValueStore {
         self.entries.is_empty()
     }
 
-    /// All entries, in no particular order.
+    /// The entries whose keys start with `prefix`, in key order.
+    pub fn range_prefix<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> impl Iterator<Item = (&'a str, &'a [u8])> {
+        self.entries
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(move |(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.as_str(), v.as_slice()))
+    }
+
+    /// All entries, in key order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
         self.entries.iter().map(|(k, v)| (k.as_str(), v.as_slice()))
     }

@@ -63,6 +63,13 @@ impl<P: Processor> Task<P> {
         }
     }
 
+    /// Scopes the task's changelogs to an application id (see [`Topology::with_application_id`]).
+    #[must_use]
+    pub fn with_application_id(mut self, id: Option<String>) -> Self {
+        self.topology = self.topology.with_application_id(id);
+        self
+    }
+
     /// The processor's topology.
     pub fn topology(&self) -> &Topology {
         &self.topology
@@ -136,6 +143,7 @@ impl<P: Processor> Task<P> {
                     offset: record.offset,
                     timestamp_ms: record.timestamp_ms,
                     key: record.key.as_deref(),
+                    headers: &record.headers,
                     payload,
                 };
                 self.processor.process(input, &mut ctx)

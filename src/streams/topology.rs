@@ -51,6 +51,11 @@ pub struct Topology {
     pub outputs: Vec<String>,
     /// Stores, by name.
     pub stores: Vec<String>,
+    /// Whether one task handles every partition of every input (see [`Topology::single_task`]).
+    pub single_task: bool,
+    /// Kafka Streams' `application.id`: scopes the consumer group, the transactional ids and the
+    /// changelog topics. `None`: `clinic-<name>` and `<name>.<store>.changelog`.
+    pub application_id: Option<String>,
 }
 
 impl Topology {
@@ -61,7 +66,33 @@ impl Topology {
             inputs: Vec::new(),
             outputs: Vec::new(),
             stores: Vec::new(),
+            single_task: false,
+            application_id: None,
         }
+    }
+
+    /// One task handles every partition of every input, with one set of stores (changelog
+    /// partition 0). For processors whose lookups cannot be co-partitioned with their streams
+    /// (deletions looks patients up by user and by clinic, while the CDC topics are partitioned
+    /// by document id). Such a processor runs as one instance: the runner refuses an assignment
+    /// that lacks any input partition.
+    #[must_use]
+    pub fn single_task(mut self) -> Self {
+        self.single_task = true;
+        self
+    }
+
+    /// The task a partition's records go to.
+    pub fn task_of(&self, partition: i32) -> i32 {
+        if self.single_task { 0 } else { partition }
+    }
+
+    /// Scopes group, transactional ids and changelogs to `id` (a fresh id means fresh state and a
+    /// replay of the inputs from the beginning, as a new Kafka Streams `application.id` does).
+    #[must_use]
+    pub fn with_application_id(mut self, id: Option<String>) -> Self {
+        self.application_id = id;
+        self
     }
 
     /// Adds a stream input.
@@ -112,14 +143,19 @@ impl Topology {
         format!("{}.dlq", self.name)
     }
 
-    /// The changelog topic of `store`: `<name>.<store>.changelog`.
+    /// The changelog topic of `store`: `<name>.<store>.changelog` (`<application id>.…` when
+    /// one is set).
     pub fn changelog_topic(&self, store: &str) -> String {
-        format!("{}.{store}.changelog", self.name)
+        let scope = self.application_id.as_deref().unwrap_or(&self.name);
+        format!("{scope}.{store}.changelog")
     }
 
-    /// The consumer group: `clinic-<name>`.
+    /// The consumer group: `clinic-<name>`, or the application id when one is set.
     pub fn group_id(&self) -> String {
-        format!("clinic-{}", self.name)
+        match &self.application_id {
+            Some(id) => id.clone(),
+            None => format!("clinic-{}", self.name),
+        }
     }
 
     /// The declared input for `topic`.

@@ -1,13 +1,36 @@
-//! The **deletions** processor (binary `clinic-deletions`, consumer group `clinic-deletions`, DLQ `deletions.dlq`).
+//! The **deletions** processor (binary `clinic-deletions`, consumer group `clinic-deletions`,
+//! DLQ `deletions.dlq`).
 //!
-//! - Consumes: `user.events` (CloudEvents `users:delete`) and/or a Debezium user-table topic; `clinic.patients`, `clinic.clinicians` as tables by user id.
-//! - Does: deletes every patient and clinician record of a deleted user, archiving each first.
-//! - Produces: `sink.clinic.patients` / `sink.clinic.clinicians` tombstones, `sink.clinic.patient_deletions` / `sink.clinic.clinician_deletions` archive records.
-//!
-//! Status: the crate and its binary exist so the workspace and CI have their final shape; the
-//! processing itself is not built yet (the streams runtime, CDC codecs and operators' CLI it
-//! builds on are in the `clinic` library now). Until then the binary refuses to start rather than
-//! pretend.
+//! - Consumes: `user.events` (CloudEvents `users:delete`, binary or structured Kafka binding;
+//!   the data's `userid` names the user) and/or, by [`config::UserTable`], a Debezium topic of
+//!   the identity system's user table whose row deletes (`op = d`) delete the user;
+//!   `clinic.patients` and `clinic.clinicians`, kept as tables indexed by user and by clinic.
+//! - On a user's deletion, for each of their patient and clinician documents: an archive record
+//!   `{_id, deletedTime, patient|clinician: <full document>}` to `sink.clinic.patient_deletions`
+//!   / `sink.clinic.clinician_deletions` (canonical Extended JSON, so ObjectIds and dates keep
+//!   their types; `_id` = the deleted document's, so a replay archives nothing twice) and a
+//!   tombstone to `sink.clinic.patients` / `sink.clinic.clinicians`, all in the record's
+//!   transaction. A clinic left without a member (a clinician with a user; invites are not
+//!   members) then loses its non-custodial patients the same way, as in the reference service.
+//!   A document of a deleted user that arrives later (its topic lagging) is removed on arrival.
+//! - Other event types are ignored and counted (`clinic_deletions_events_ignored_total`);
+//!   malformed events go to the DLQ.
+//! - Runs as **one task over every partition** ([`clinic::streams::Topology::single_task`]): the
+//!   lookups are by user and by clinic, the CDC topics are partitioned by document id, and user
+//!   deletions are rare. Run one replica; a second instance in the group makes both stop with an
+//!   error rather than each see half the tables.
+//! - Guarantees: those of the streams runner (exactly-once by default).
+//! - Settings: [`config::Settings`].
+
+pub mod config;
+pub mod model;
+pub mod processor;
 
 /// This processor's name, as used in its consumer group, DLQ and changelog topic names.
 pub const NAME: &str = "deletions";
+
+/// Metric names of this processor.
+pub mod metrics {
+    /// User events of other types (and Debezium non-deletes), ignored.
+    pub const IGNORED: &str = "clinic_deletions_events_ignored_total";
+}

@@ -42,6 +42,12 @@ pub struct RunnerConfig {
     /// Prefix in front of every topic name (Tidepool deployments use `<namespace>.`).
     #[serde(default)]
     pub topic_prefix: String,
+    /// Kafka Streams' `application.id`: the consumer group, the transactional id's stem and the
+    /// changelog topics' stem (`<application_id>.<store>.changelog`, which must exist). Unset:
+    /// `clinic-<processor>` and `<processor>.<store>.changelog`. A new id reprocesses the inputs
+    /// from the beginning with empty state; use it for a deliberate replay.
+    #[serde(default)]
+    pub application_id: Option<String>,
     /// Address of the admin endpoint (`/healthz`, `/readyz`, `/metrics`); `None` serves none.
     #[serde(default = "default_admin_addr")]
     pub admin_addr: Option<SocketAddr>,
@@ -96,6 +102,7 @@ impl Default for RunnerConfig {
             commit_interval: default_commit_interval(),
             instance_id: default_instance_id(),
             topic_prefix: String::new(),
+            application_id: None,
             admin_addr: default_admin_addr(),
             shutdown_deadline: default_shutdown_deadline(),
             max_backoff: default_max_backoff(),
@@ -120,6 +127,14 @@ impl RunnerConfig {
             return Err(format!(
                 "streams.instance_id {:?} must be a non-empty word",
                 self.instance_id
+            ));
+        }
+        if let Some(id) = &self.application_id
+            && (id.is_empty()
+                || id.contains(|c: char| !(c.is_ascii_alphanumeric() || "._-".contains(c))))
+        {
+            return Err(format!(
+                "streams.application_id {id:?} must be a non-empty topic-name word ([A-Za-z0-9._-])"
             ));
         }
         for key in [

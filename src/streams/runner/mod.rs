@@ -201,6 +201,9 @@ impl Shared {
 }
 
 struct Context {
+    topology: super::Topology,
+    /// The input topics, prefixed.
+    inputs: Vec<String>,
     shared: Arc<Mutex<Shared>>,
     producer: Arc<BaseProducer<DeliveryCounter>>,
     guarantee: Guarantee,
@@ -219,12 +222,22 @@ impl ConsumerContext for Context {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(assigned) => {
-                let partitions: BTreeSet<i32> =
-                    assigned.elements().iter().map(|e| e.partition()).collect();
                 let mut shared = lock(&self.shared);
+                if self.topology.single_task
+                    && let Err(error) =
+                        covers_every_input(consumer, assigned, &self.topology.name, &self.inputs)
+                {
+                    shared.fatal.get_or_insert(error);
+                    return;
+                }
+                let partitions: BTreeSet<i32> = assigned
+                    .elements()
+                    .iter()
+                    .map(|e| self.topology.task_of(e.partition()))
+                    .collect();
                 // Eager protocol: everything was revoked and committed; a partition we keep was
                 // processed by nobody else in between, so its worker and stores stay valid.
                 // Dropping a worker waits for it; it has no jobs left after the revoke's drain.
@@ -241,6 +254,37 @@ impl ConsumerContext for Context {
             Rebalance::Error(error) => tracing::warn!(error = %error, "Rebalance error."),
         }
     }
+}
+
+/// A single-task processor needs every partition of every input: a second instance in the group
+/// would split them and each would see half the tables.
+fn covers_every_input<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    assigned: &TopicPartitionList,
+    name: &str,
+    inputs: &[String],
+) -> anyhow::Result<()> {
+    let metadata = consumer
+        .fetch_metadata(None, Duration::from_secs(30))
+        .context("fetching metadata")?;
+    for topic in metadata
+        .topics()
+        .iter()
+        .filter(|t| inputs.iter().any(|i| i == t.name()))
+    {
+        let have = assigned
+            .elements()
+            .iter()
+            .filter(|e| e.topic() == topic.name())
+            .count();
+        let want = topic.partitions().len();
+        anyhow::ensure!(
+            have == want,
+            "{name} runs as a single task and needs every input partition, but was assigned {have} of the {want} of {}: another instance is in its group (run one replica)",
+            topic.name()
+        );
+    }
+    Ok(())
 }
 
 /// Counts failed deliveries, so at-least-once commits only what was delivered.
@@ -372,7 +416,9 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
         health: Arc<Health>,
         runtime: tokio::runtime::Handle,
     ) -> anyhow::Result<Self> {
-        let topology = factory().topology();
+        let topology = factory()
+            .topology()
+            .with_application_id(config.application_id.clone());
         // The topic prefix namespaces a deployment; its group and transactional ids must be
         // namespaced alike, or two deployments on one cluster would fence each other.
         let group_id = format!("{}{}", config.topic_prefix, topology.group_id());
@@ -417,6 +463,12 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
             interrupted: false,
         }));
         let context = Context {
+            inputs: topology
+                .inputs
+                .iter()
+                .map(|i| format!("{}{}", config.topic_prefix, i.topic))
+                .collect(),
+            topology: topology.clone(),
             shared: Arc::clone(&shared),
             producer: Arc::clone(&producer),
             guarantee: config.guarantee,
@@ -459,7 +511,8 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
     }
 
     /// Every input and changelog topic must exist with the same partition count (tasks are
-    /// per partition number across all of them); outputs and the DLQ must exist.
+    /// per partition number across all of them; a single-task processor is exempt); outputs and
+    /// the DLQ must exist.
     fn check_topics(&self) -> anyhow::Result<()> {
         let topology = &self.shop.topology;
         let metadata = self
@@ -491,8 +544,9 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
             counts.insert(topic.clone(), count);
         }
         let distinct: BTreeSet<usize> = counts.values().copied().collect();
+        // A single task reads every partition and writes changelog partition 0: nothing to align.
         anyhow::ensure!(
-            distinct.len() <= 1,
+            topology.single_task || distinct.len() <= 1,
             "input and changelog topics must have the same partition count, found {counts:?}"
         );
         let mut others: Vec<String> = topology
@@ -566,7 +620,7 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
             shared.transaction_open = true;
             self.transaction_started = Instant::now();
         }
-        let partition = job.record.partition;
+        let partition = self.shop.topology.task_of(job.record.partition);
         let worker = shared
             .workers
             .get(&partition)
@@ -618,7 +672,8 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
         }
         self.health.ready.store(false, Ordering::SeqCst);
         for partition in to_restore {
-            let mut task = Task::new((self.factory)());
+            let mut task = Task::new((self.factory)())
+                .with_application_id(self.shop.config.application_id.clone());
             let started = Instant::now();
             let applied = restore::restore(
                 &self.client,

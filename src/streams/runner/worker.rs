@@ -220,7 +220,8 @@ fn handle<P: Processor>(
     } else {
         handled(task, &record, None)?
     };
-    if !produce(shop, outcome, record.partition)? {
+    // Changelog records go to the task's partition (0 for a single-task processor).
+    if !produce(shop, outcome, shop.topology.task_of(record.partition))? {
         return Ok(None);
     }
     ::metrics::histogram!(names::PROCESS_LATENCY).record(started.elapsed().as_secs_f64());

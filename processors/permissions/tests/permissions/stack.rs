@@ -1,32 +1,22 @@
 //! On the local stack: change events in the source connector's Avro form flow through the
 //! processor (the real runner) and the repository's two gatekeeper sink connectors into FerretDB,
-//! and the gatekeeper collections end up exactly as expected.
+//! and the gatekeeper collections end up exactly as expected; again after the collections are
+//! dropped and the inputs replayed from the beginning by a fresh application id (consumer group
+//! and state).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bson::oid::ObjectId;
 use bson::{Document, doc};
-use clinic::cdc::extjson::Dialect;
-use clinic::cdc::{self, ChangeEvent, Namespace, Operation, SourcePosition};
+use clinic::cdc::{ChangeEvent, Namespace, Operation, SourcePosition};
 use clinic::endpoints::Endpoints;
-use clinic::ops::connectors::{Connect, ConnectorAction, ConnectorsPlan, desired};
-use clinic::ops::kafka;
-use clinic::ops::topics::{Action, Desired, DesiredTopic, TopicsPlan, plan};
-use clinic::streams::OutValue;
-use clinic::streams::codec::AvroCodec;
 use clinic::streams::runner::{self, Health, RunnerConfig};
+use clinic::testkit;
 use clinic_permissions::config::Inputs;
 use clinic_permissions::processor::Permissions;
-use futures::TryStreamExt as _;
-use rdkafka::ClientConfig;
-use rdkafka::producer::{FutureProducer, FutureRecord};
-
-fn unique(what: &str) -> String {
-    format!("perm-{what}-{}", uuid::Uuid::new_v4().simple())
-}
 
 fn change(
     operation: Operation,
@@ -52,12 +42,42 @@ fn change(
     }
 }
 
+/// Runs the processor until `expected` is in the database (or two minutes pass); returns what
+/// the collections held.
+async fn run_until_synced(
+    config: RunnerConfig,
+    db: &mongodb::Database,
+    expected: &BTreeMap<&str, Vec<Document>>,
+) -> BTreeMap<String, Vec<Document>> {
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let running = tokio::spawn(runner::run_until(
+        config,
+        || Permissions::new(Inputs::default()),
+        Arc::clone(&shutdown),
+        Arc::new(Health::default()),
+    ));
+    let seen = testkit::await_collections(db, expected, Duration::from_secs(120))
+        .await
+        .expect("mongo");
+    shutdown.store(true, Ordering::SeqCst);
+    running
+        .await
+        .expect("joined")
+        .expect("the runner stops cleanly");
+    seen
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn avro_change_events_reach_the_gatekeeper_collections_through_the_sink_connectors() {
+async fn avro_change_events_reach_the_gatekeeper_collections_also_after_a_replay() {
     let endpoints = Endpoints::from_env().expect("endpoints");
-    let prefix = format!("{}.", unique("run"));
-    let database = unique("gatekeeper").replace('-', "_");
-    let names = [
+    let prefix = format!("{}.", testkit::unique("perm"));
+    let database = testkit::unique("gatekeeper");
+    let replay_id = testkit::unique("replay");
+    let replay_changelogs = [
+        format!("{replay_id}.patients.changelog"),
+        format!("{replay_id}.clinicians.changelog"),
+    ];
+    let mut topics: Vec<(&str, i32)> = [
         "clinic.patients",
         "clinic.clinicians",
         "sink.gatekeeper.patient_permissions",
@@ -65,86 +85,23 @@ async fn avro_change_events_reach_the_gatekeeper_collections_through_the_sink_co
         "permissions.dlq",
         "permissions.patients.changelog",
         "permissions.clinicians.changelog",
-    ];
-    let mut topics: BTreeMap<String, DesiredTopic> = names
-        .iter()
-        .map(|n| {
-            let name = format!("{prefix}{n}");
-            (
-                name.clone(),
-                DesiredTopic {
-                    name,
-                    partitions: 2,
-                    replication_factor: 1,
-                    configs: BTreeMap::new(),
-                },
-            )
-        })
-        .collect();
-    topics.insert(
-        "connect.sink.dlq".into(),
-        DesiredTopic {
-            name: "connect.sink.dlq".into(),
-            partitions: 1,
-            replication_factor: 1,
-            configs: BTreeMap::new(),
-        },
-    );
-    let observed = kafka::observe(&endpoints.kafka_brokers)
-        .await
-        .unwrap_or_else(|e| {
-            panic!("Kafka is not reachable ({e}): start the local stack with `scripts/stack up`")
-        });
-    let creates = plan(
-        &Desired {
-            prefix: String::new(),
-            topics,
-        },
-        &observed,
-        false,
-    )
-    .expect("plan")
-    .actions;
-    let creates = TopicsPlan {
-        actions: creates
-            .into_iter()
-            .filter(|a| matches!(a, Action::Create(_)))
-            .collect(),
-    };
-    kafka::apply(&endpoints.kafka_brokers, &creates, |_| {})
+    ]
+    .into_iter()
+    .map(|t| (t, 2))
+    .collect();
+    topics.extend(replay_changelogs.iter().map(|t| (t.as_str(), 2)));
+    testkit::create_topics(&endpoints, &prefix, &topics)
         .await
         .expect("topics");
-
-    // The repository's two gatekeeper sinks, pointed at the prefixed topics and a fresh database.
-    let root = std::path::PathBuf::from(
-        std::env::var_os("CARGO_MANIFEST_DIR")
-            .expect("run through cargo, which sets CARGO_MANIFEST_DIR"),
+    let deployed = testkit::deploy_sinks(
+        &endpoints,
+        &testkit::repo_root(2).join("connectors"),
+        |t| t.starts_with("sink.gatekeeper.") && t.ends_with("_permissions"),
+        &prefix,
+        &database,
     )
-    .join("../../connectors");
-    let connect = Connect::new(&endpoints.connect_url);
-    let mut deployed = Vec::new();
-    for connector in desired(&root).expect("connector files") {
-        let Some(topic) = connector
-            .config
-            .get("topics")
-            .filter(|t| t.starts_with("sink.gatekeeper.") && t.ends_with("_permissions"))
-            .cloned()
-        else {
-            continue;
-        };
-        let mut config = connector.config.clone();
-        config.insert("topics".into(), format!("{prefix}{topic}"));
-        config.insert("database".into(), database.clone());
-        let name = unique("sink");
-        let create = ConnectorsPlan {
-            actions: vec![ConnectorAction::Create {
-                name: name.clone(),
-                config,
-            }],
-        };
-        connect.apply(&create, |_| {}).await.expect("connector");
-        deployed.push(name);
-    }
+    .await
+    .expect("connectors");
     assert_eq!(deployed.len(), 2);
 
     let clinic = ObjectId::new();
@@ -224,30 +181,39 @@ async fn avro_change_events_reach_the_gatekeeper_collections_through_the_sink_co
             ),
         ),
     ];
-    let codec = AvroCodec::new(&endpoints.schema_registry_url());
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &endpoints.kafka_brokers)
-        .create()
-        .expect("producer");
-    for (topic, event) in &events {
-        let topic = format!("{prefix}{topic}");
-        let value = OutValue::Avro {
-            schema: Arc::from(cdc::mongo::MONGO_CHANGE_STREAM_SCHEMA),
-            value: cdc::mongo::to_avro(event, Dialect::Legacy),
-        };
-        let bytes = codec.encode(&topic, &value).await.expect("encode");
-        let key = cdc::mongo::key_json(event, Dialect::Legacy).to_string();
-        producer
-            .send(
-                FutureRecord::to(&topic).key(&key).payload(&bytes),
-                Duration::from_secs(30),
-            )
-            .await
-            .map_err(|(e, _)| e)
-            .expect("produce");
-    }
+    testkit::publish_changes(&endpoints, &prefix, &events)
+        .await
+        .expect("publish");
 
-    let shutdown = Arc::new(AtomicBool::new(false));
+    let db = mongodb::Client::with_uri_str(&endpoints.mongo_uri)
+        .await
+        .expect("mongo")
+        .database(&database);
+    // p2 lost its last permission: its document must be gone; the invite grants nothing.
+    let expected = BTreeMap::from([
+        (
+            "patient_permissions",
+            vec![
+                doc! { "_id": p1, "userId": "u1", "clinicId": clinic.to_hex(), "permissions": { "upload": {}, "view": {} } },
+                doc! { "_id": p3, "userId": "u3", "clinicId": clinic.to_hex(), "permissions": { "custodian": {} } },
+            ],
+        ),
+        (
+            "clinician_permissions",
+            vec![
+                doc! { "_id": c1, "userId": "d1", "clinicId": clinic.to_hex(), "roles": ["CLINIC_ADMIN"] },
+            ],
+        ),
+    ]);
+    let sorted = |docs: &BTreeMap<&str, Vec<Document>>| -> BTreeMap<String, Vec<Document>> {
+        docs.iter()
+            .map(|(name, docs)| {
+                let mut docs = docs.clone();
+                docs.sort_by_key(testkit::id_order);
+                ((*name).to_owned(), docs)
+            })
+            .collect()
+    };
     let config = RunnerConfig {
         brokers: endpoints.kafka_brokers.clone(),
         schema_registry_url: endpoints.schema_registry_url(),
@@ -255,76 +221,18 @@ async fn avro_change_events_reach_the_gatekeeper_collections_through_the_sink_co
         admin_addr: None,
         ..RunnerConfig::default()
     };
-    let running = tokio::spawn(runner::run_until(
-        config,
-        || Permissions::new(Inputs::default()),
-        Arc::clone(&shutdown),
-        Arc::new(Health::default()),
-    ));
+    let first = run_until_synced(config.clone(), &db, &expected).await;
+    assert_eq!(first, sorted(&expected));
 
-    let db = mongodb::Client::with_uri_str(&endpoints.mongo_uri)
-        .await
-        .expect("mongo")
-        .database(&database);
-    let expected_patients = vec![
-        doc! { "_id": p1, "userId": "u1", "clinicId": clinic.to_hex(), "permissions": { "upload": {}, "view": {} } },
-        doc! { "_id": p3, "userId": "u3", "clinicId": clinic.to_hex(), "permissions": { "custodian": {} } },
-    ];
-    let expected_clinicians = vec![
-        doc! { "_id": c1, "userId": "d1", "clinicId": clinic.to_hex(), "roles": ["CLINIC_ADMIN"] },
-    ];
-    let all = |name: &str| {
-        let collection = db.collection::<Document>(name);
-        async move {
-            let mut docs: Vec<Document> = collection
-                .find(doc! {})
-                .await
-                .expect("find")
-                .try_collect()
-                .await
-                .expect("read");
-            docs.sort_by_key(|d| {
-                d.get_object_id("_id")
-                    .map(|o| o.to_hex())
-                    .unwrap_or_default()
-            });
-            docs
-        }
+    // Replay: empty collections, a fresh application id (group and state), same inputs.
+    db.drop().await.expect("drop");
+    let replay = RunnerConfig {
+        application_id: Some(replay_id),
+        ..config
     };
-    let mut sorted_expected = expected_patients.clone();
-    sorted_expected.sort_by_key(|d| {
-        d.get_object_id("_id")
-            .map(|o| o.to_hex())
-            .unwrap_or_default()
-    });
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let (patients, clinicians) = loop {
-        let (patients, clinicians) = (
-            all("patient_permissions").await,
-            all("clinician_permissions").await,
-        );
-        if (patients == sorted_expected && clinicians == expected_clinicians)
-            || Instant::now() > deadline
-        {
-            break (patients, clinicians);
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
-    shutdown.store(true, Ordering::SeqCst);
-    running
+    let second = run_until_synced(replay, &db, &expected).await;
+    testkit::remove_sinks(&endpoints, &deployed)
         .await
-        .expect("joined")
-        .expect("the runner stops cleanly");
-    for name in deployed {
-        connect.delete(&name).await.expect("delete connector");
-    }
-
-    assert_eq!(
-        patients, sorted_expected,
-        "p2 lost its last permission: its document must be gone"
-    );
-    assert_eq!(
-        clinicians, expected_clinicians,
-        "the invite without a user grants nothing"
-    );
+        .expect("remove connectors");
+    assert_eq!(second, sorted(&expected));
 }

@@ -1,0 +1,278 @@
+//! What the processor reads and writes besides CDC events: user-deletion events (CloudEvents in
+//! either Kafka binding mode, or a Debezium row of a user table) and archive records.
+
+use bson::{Bson, DateTime, Document, doc};
+use clinic::streams::ProcessError;
+use serde_json::Value;
+
+/// The CloudEvents type of a user deletion (the Tidepool identity services' contract).
+pub const USERS_DELETE: &str = "users:delete";
+
+/// What one record of a user-event input means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserEvent {
+    /// The user is gone: remove every clinic record of theirs.
+    Deleted {
+        /// The user id.
+        user_id: String,
+        /// When it happened (the event's `time`, else the record's timestamp), epoch millis.
+        at_ms: i64,
+    },
+    /// Any other event (`users:create`, `users:update`, a Debezium insert…): ignored.
+    Ignored {
+        /// Its type, for the log.
+        kind: String,
+    },
+}
+
+/// A header's value as text.
+fn header<'a>(headers: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .and_then(|(_, v)| std::str::from_utf8(v).ok())
+}
+
+fn poison(message: impl Into<String>) -> ProcessError {
+    ProcessError::Poison(message.into())
+}
+
+/// Reads a CloudEvent from a Kafka record: binary mode (attributes in `ce_*` headers, the value is
+/// the data) or structured mode (the value is the whole event as JSON).
+///
+/// # Errors
+/// Poison when the record is no CloudEvent, or a `users:delete` event carries no user id.
+pub fn cloud_event(
+    headers: &[(String, Vec<u8>)],
+    value: Option<&Value>,
+    record_ms: Option<i64>,
+) -> Result<UserEvent, ProcessError> {
+    let (kind, time, data) = if let Some(version) = header(headers, "ce_specversion") {
+        if !version.starts_with('1') {
+            return Err(poison(format!(
+                "unsupported CloudEvents specversion {version}"
+            )));
+        }
+        let kind = header(headers, "ce_type")
+            .ok_or_else(|| poison("binary-mode CloudEvent without a ce_type header"))?;
+        (
+            kind.to_owned(),
+            header(headers, "ce_time").map(str::to_owned),
+            value,
+        )
+    } else {
+        let event = value
+            .and_then(Value::as_object)
+            .filter(|event| event.contains_key("specversion"))
+            .ok_or_else(|| {
+                poison("not a CloudEvent: no ce_specversion header and no structured-mode event")
+            })?;
+        let kind = event
+            .get("type")
+            .and_then(Value::as_str)
+            .ok_or_else(|| poison("structured-mode CloudEvent without a type"))?;
+        let time = event.get("time").and_then(Value::as_str).map(str::to_owned);
+        (kind.to_owned(), time, event.get("data"))
+    };
+    if kind != USERS_DELETE {
+        return Ok(UserEvent::Ignored { kind });
+    }
+    let user_id = data
+        .and_then(|data| {
+            // Shoreline's UserData spells it `userid`.
+            data.get("userid").or_else(|| data.get("userId"))
+        })
+        .and_then(Value::as_str)
+        .filter(|id| !id.is_empty())
+        .ok_or_else(|| poison("users:delete event whose data carries no userid"))?;
+    let at_ms = match time {
+        Some(time) => DateTime::parse_rfc3339_str(&time)
+            .map_err(|e| poison(format!("CloudEvent time {time:?}: {e}")))?
+            .timestamp_millis(),
+        None => record_ms.unwrap_or_default(),
+    };
+    Ok(UserEvent::Deleted {
+        user_id: user_id.to_owned(),
+        at_ms,
+    })
+}
+
+/// Reads a Debezium row change of a user table (relational envelope: `op`, `before`, `after`,
+/// `ts_ms`): `op = d` is a deletion of the user whose id is in `id_column` of `before` (or of the
+/// key, when `before` is not captured). A tombstone (no value) is ignored.
+///
+/// # Errors
+/// Poison when the envelope has no `op`, or a delete names no user.
+pub fn debezium_row(
+    key: Option<&Value>,
+    value: Option<&Value>,
+    id_column: &str,
+    record_ms: Option<i64>,
+) -> Result<UserEvent, ProcessError> {
+    let Some(value) = value else {
+        return Ok(UserEvent::Ignored {
+            kind: "tombstone".into(),
+        });
+    };
+    // A Connect `{"schema", "payload"}` wrapper around the envelope or the key.
+    let unwrap = |v: &'_ Value| -> Value {
+        match v.get("payload") {
+            Some(inner) if v.get("schema").is_some() => inner.clone(),
+            _ => v.clone(),
+        }
+    };
+    let envelope = unwrap(value);
+    let op = envelope
+        .get("op")
+        .and_then(Value::as_str)
+        .ok_or_else(|| poison("Debezium record without op"))?;
+    if op != "d" {
+        return Ok(UserEvent::Ignored {
+            kind: format!("op {op}"),
+        });
+    }
+    let id_of = |row: &Value| -> Option<String> {
+        match row.get(id_column)? {
+            Value::String(s) if !s.is_empty() => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        }
+    };
+    let user_id = envelope
+        .get("before")
+        .and_then(id_of)
+        .or_else(|| key.map(unwrap).as_ref().and_then(id_of))
+        .ok_or_else(|| {
+            poison(format!(
+                "Debezium delete without {id_column} in before or in the key"
+            ))
+        })?;
+    let at_ms = envelope
+        .get("ts_ms")
+        .and_then(Value::as_i64)
+        .or(record_ms)
+        .unwrap_or_default();
+    Ok(UserEvent::Deleted { user_id, at_ms })
+}
+
+/// What kind of record is archived: names the archive field and the collections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A patient document (`patient_deletions`, field `patient`).
+    Patient,
+    /// A clinician document (`clinician_deletions`, field `clinician`).
+    Clinician,
+}
+
+impl Kind {
+    /// The archive's field holding the document.
+    pub fn field(self) -> &'static str {
+        match self {
+            Kind::Patient => "patient",
+            Kind::Clinician => "clinician",
+        }
+    }
+}
+
+/// The archive record of a deleted document, as the reference service writes it to
+/// `<kind>_deletions`: `{_id, deletedTime, <kind>: <the whole document>}`. Its `_id` is the
+/// deleted document's own `_id`, so replaying the deletion archives nothing twice.
+pub fn archive(kind: Kind, document: &Document, deleted_ms: i64) -> Document {
+    let id = document.get("_id").cloned().unwrap_or(Bson::Null);
+    doc! {
+        "_id": id,
+        "deletedTime": DateTime::from_millis(deleted_ms),
+        kind.field(): document.clone(),
+    }
+}
+
+/// Whether a patient document is custodial (`permissions.custodian` present): those stay when
+/// their clinic loses its last member, as in the reference service.
+pub fn is_custodial(patient: &Document) -> bool {
+    patient
+        .get_document("permissions")
+        .is_ok_and(|p| p.contains_key("custodian"))
+}
+
+/// A document's user id, when it has one (invites and some patients do not).
+pub fn user_id(document: &Document) -> Option<String> {
+    match document.get("userId") {
+        Some(Bson::String(user)) if !user.is_empty() => Some(user.clone()),
+        _ => None,
+    }
+}
+
+/// A document's clinic id as canonical Extended JSON text (an index key part).
+pub fn clinic_key(document: &Document) -> Option<String> {
+    document
+        .get("clinicId")
+        .filter(|c| !matches!(c, Bson::Null))
+        .map(clinic::streams::store::table_key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn binary_mode_delete_reads_user_and_time_from_headers_and_data() {
+        let headers = vec![
+            ("ce_specversion".to_owned(), b"1.0".to_vec()),
+            ("ce_type".to_owned(), b"users:delete".to_vec()),
+            ("ce_time".to_owned(), b"2026-11-26T10:00:00Z".to_vec()),
+        ];
+        let data = json!({"userid": "u1", "username": "a@b.c"});
+        let event = cloud_event(&headers, Some(&data), Some(5)).expect("decodes");
+        assert_eq!(
+            event,
+            UserEvent::Deleted {
+                user_id: "u1".into(),
+                at_ms: 1_795_687_200_000
+            }
+        );
+    }
+
+    #[test]
+    fn structured_mode_other_type_is_ignored_and_garbage_is_poison() {
+        let update = json!({"specversion": "1.0", "type": "users:update", "id": "1", "source": "s", "data": {}});
+        assert_eq!(
+            cloud_event(&[], Some(&update), None).expect("decodes"),
+            UserEvent::Ignored {
+                kind: "users:update".into()
+            }
+        );
+        let err = cloud_event(&[], Some(&json!({"hello": 1})), None).expect_err("poison");
+        assert!(matches!(err, ProcessError::Poison(m) if m.contains("not a CloudEvent")));
+        let no_user =
+            json!({"specversion": "1.0", "type": "users:delete", "data": {"username": "x"}});
+        assert!(cloud_event(&[], Some(&no_user), None).is_err());
+    }
+
+    #[test]
+    fn debezium_delete_takes_the_id_from_before_or_the_key() {
+        let value =
+            json!({"before": {"id": "u2", "email": "x"}, "after": null, "op": "d", "ts_ms": 7});
+        assert_eq!(
+            debezium_row(None, Some(&value), "id", None).expect("decodes"),
+            UserEvent::Deleted {
+                user_id: "u2".into(),
+                at_ms: 7
+            }
+        );
+        let bare = json!({"schema": {}, "payload": {"before": null, "op": "d", "ts_ms": 8}});
+        let key = json!({"id": "u3"});
+        assert_eq!(
+            debezium_row(Some(&key), Some(&bare), "id", None).expect("decodes"),
+            UserEvent::Deleted {
+                user_id: "u3".into(),
+                at_ms: 8
+            }
+        );
+        let update = json!({"before": null, "after": {"id": "u2"}, "op": "u"});
+        assert!(matches!(
+            debezium_row(None, Some(&update), "id", None).expect("decodes"),
+            UserEvent::Ignored { .. }
+        ));
+    }
+}

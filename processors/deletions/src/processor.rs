@@ -1,0 +1,391 @@
+//! The pure logic: keep the clinic's patient and clinician documents indexed by user and by
+//! clinic; on a user's deletion archive and tombstone every document of theirs, then the
+//! non-custodial patients of any clinic left without a member. No I/O.
+
+use bson::{Bson, Document};
+use clinic::cdc::{self, CdcRecord, Encoding, Operation};
+use clinic::streams::store::table_key;
+use clinic::streams::{
+    Context, Input, InputFormat, OutValue, OutputRecord, Payload, ProcessError, Processor, Topology,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Inputs;
+use crate::model::{self, Kind, UserEvent};
+
+/// Input topic (table of patient documents).
+pub const PATIENTS: &str = "clinic.patients";
+/// Input topic (table of clinician documents).
+pub const CLINICIANS: &str = "clinic.clinicians";
+/// Input topic of CloudEvents from the identity services.
+pub const USER_EVENTS: &str = "user.events";
+/// Output: tombstones of deleted patients.
+pub const SINK_PATIENTS: &str = "sink.clinic.patients";
+/// Output: tombstones of deleted clinicians.
+pub const SINK_CLINICIANS: &str = "sink.clinic.clinicians";
+/// Output: patient archive records.
+pub const PATIENT_DELETIONS: &str = "sink.clinic.patient_deletions";
+/// Output: clinician archive records.
+pub const CLINICIAN_DELETIONS: &str = "sink.clinic.clinician_deletions";
+
+/// Store: patient documents by `_id` (canonical Extended JSON).
+pub const PATIENT_STORE: &str = "patients";
+/// Store: clinician documents by `_id`.
+pub const CLINICIAN_STORE: &str = "clinicians";
+/// Index store: `<user>|<patient _id>`.
+pub const PATIENTS_BY_USER: &str = "patients_by_user";
+/// Index store: `<clinic>|<patient _id>`.
+pub const PATIENTS_BY_CLINIC: &str = "patients_by_clinic";
+/// Index store: `<user>|<clinician _id>`.
+pub const CLINICIANS_BY_USER: &str = "clinicians_by_user";
+/// Index store: `<clinic>|<clinician _id>` for clinicians with a user (members; invites are
+/// not members).
+pub const MEMBERS_BY_CLINIC: &str = "members_by_clinic";
+/// Store: users deleted so far, with the time of deletion, so a document of theirs that arrives
+/// late (its topic lagging the user events) goes as well.
+pub const DELETED_USERS: &str = "deleted_users";
+
+/// The deletions processor.
+pub struct Deletions {
+    inputs: Inputs,
+}
+
+impl Deletions {
+    /// A processor reading its inputs as `inputs` says.
+    pub fn new(inputs: Inputs) -> Self {
+        Self { inputs }
+    }
+}
+
+/// What `deleted_users` holds per user.
+#[derive(Debug, Serialize, Deserialize)]
+struct Deleted {
+    at_ms: i64,
+}
+
+impl Processor for Deletions {
+    fn topology(&self) -> Topology {
+        let mut topology = Topology::new(crate::NAME)
+            .single_task()
+            .stream(PATIENTS, InputFormat::Cdc(self.inputs.patients))
+            .stream(CLINICIANS, InputFormat::Cdc(self.inputs.clinicians));
+        if self.inputs.user_events {
+            topology = topology.stream(USER_EVENTS, InputFormat::Json);
+        }
+        if let Some(table) = &self.inputs.user_table {
+            let format = match table.encoding {
+                Encoding::Avro => InputFormat::Avro,
+                Encoding::Json => InputFormat::Json,
+            };
+            topology = topology.stream(table.topic.clone(), format);
+        }
+        [
+            PATIENT_STORE,
+            CLINICIAN_STORE,
+            PATIENTS_BY_USER,
+            PATIENTS_BY_CLINIC,
+            CLINICIANS_BY_USER,
+            MEMBERS_BY_CLINIC,
+            DELETED_USERS,
+        ]
+        .into_iter()
+        .fold(topology, Topology::store)
+        .output(SINK_PATIENTS)
+        .output(SINK_CLINICIANS)
+        .output(PATIENT_DELETIONS)
+        .output(CLINICIAN_DELETIONS)
+    }
+
+    fn process(&mut self, input: Input<'_>, ctx: &mut Context<'_>) -> Result<(), ProcessError> {
+        let event = match (input.topic, input.payload) {
+            (PATIENTS, Payload::Cdc(record)) => return follow(ctx, Kind::Patient, record),
+            (CLINICIANS, Payload::Cdc(record)) => return follow(ctx, Kind::Clinician, record),
+            (USER_EVENTS, Payload::Json(value)) => {
+                model::cloud_event(input.headers, value.as_ref(), input.timestamp_ms)?
+            }
+            (topic, payload) => {
+                let table = self
+                    .inputs
+                    .user_table
+                    .as_ref()
+                    .filter(|t| t.topic == topic)
+                    .ok_or_else(|| ProcessError::Fatal(format!("BUG: unexpected input {topic}")))?;
+                let value = match payload {
+                    Payload::Json(value) => value,
+                    Payload::Avro(value) => value
+                        .map(serde_json::Value::try_from)
+                        .transpose()
+                        .map_err(|e| ProcessError::Poison(format!("Avro value as JSON: {e}")))?,
+                    Payload::Cdc(_) => {
+                        return Err(ProcessError::Fatal(
+                            "BUG: the user table is declared as JSON or Avro".into(),
+                        ));
+                    }
+                };
+                let key = input.key.and_then(|k| cdc::parse_json_text(k).ok());
+                model::debezium_row(
+                    key.as_ref(),
+                    value.as_ref(),
+                    &table.id_column,
+                    input.timestamp_ms,
+                )?
+            }
+        };
+        match event {
+            UserEvent::Deleted { user_id, at_ms } => delete_user(ctx, &user_id, at_ms),
+            UserEvent::Ignored { kind } => {
+                ::metrics::counter!(crate::metrics::IGNORED).increment(1);
+                tracing::debug!(kind = %kind, topic = input.topic, "Ignored a user event.");
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Kind {
+    fn store(self) -> &'static str {
+        match self {
+            Kind::Patient => PATIENT_STORE,
+            Kind::Clinician => CLINICIAN_STORE,
+        }
+    }
+    fn sink(self) -> &'static str {
+        match self {
+            Kind::Patient => SINK_PATIENTS,
+            Kind::Clinician => SINK_CLINICIANS,
+        }
+    }
+    fn archive_topic(self) -> &'static str {
+        match self {
+            Kind::Patient => PATIENT_DELETIONS,
+            Kind::Clinician => CLINICIAN_DELETIONS,
+        }
+    }
+    fn by_user(self) -> &'static str {
+        match self {
+            Kind::Patient => PATIENTS_BY_USER,
+            Kind::Clinician => CLINICIANS_BY_USER,
+        }
+    }
+    fn by_clinic(self) -> &'static str {
+        match self {
+            Kind::Patient => PATIENTS_BY_CLINIC,
+            Kind::Clinician => MEMBERS_BY_CLINIC,
+        }
+    }
+}
+
+/// The index-key prefix of one user or clinic. The part is JSON-quoted so no part is a prefix
+/// of another's keys (`"a"|` never starts `"a|b"|…`).
+fn prefix(part: &str) -> String {
+    format!("{}|", serde_json::Value::from(part))
+}
+
+/// The index entries a document has: (store, key).
+fn index_entries(kind: Kind, document: &Document, key: &str) -> Vec<(&'static str, String)> {
+    let mut entries = Vec::new();
+    let user = model::user_id(document);
+    if let Some(user) = &user {
+        entries.push((kind.by_user(), format!("{}{key}", prefix(user))));
+    }
+    // Patients are indexed by clinic whatever their user; clinicians only as members.
+    if let Some(clinic) = model::clinic_key(document)
+        && (kind == Kind::Patient || user.is_some())
+    {
+        entries.push((kind.by_clinic(), format!("{}{key}", prefix(&clinic))));
+    }
+    entries
+}
+
+/// Stores `next` (or forgets the document) and moves its index entries along.
+fn put(
+    ctx: &mut Context<'_>,
+    kind: Kind,
+    key: &str,
+    stored: Option<&Document>,
+    next: Option<&Document>,
+) -> Result<(), ProcessError> {
+    let old = stored
+        .map(|d| index_entries(kind, d, key))
+        .unwrap_or_default();
+    let new = next
+        .map(|d| index_entries(kind, d, key))
+        .unwrap_or_default();
+    for entry in old.iter().filter(|e| !new.contains(e)) {
+        ctx.delete(entry.0, &entry.1)?;
+    }
+    for entry in new.iter().filter(|e| !old.contains(e)) {
+        ctx.write_raw(entry.0, &entry.1, Vec::new())?;
+    }
+    match next {
+        Some(document) => {
+            let text = cdc::extjson::to_string(document, cdc::extjson::Dialect::Canonical);
+            ctx.write_raw(kind.store(), key, text.into_bytes())
+        }
+        None if stored.is_some() => ctx.delete(kind.store(), key),
+        None => Ok(()),
+    }
+}
+
+/// Keeps the table of `kind` in step with one change; a document of an already deleted user is
+/// removed at once.
+fn follow(ctx: &mut Context<'_>, kind: Kind, record: CdcRecord) -> Result<(), ProcessError> {
+    let (document_key, event) = match record {
+        CdcRecord::Tombstone { document_key } => (document_key, None),
+        CdcRecord::Change(event) => (event.document_key.clone(), Some(event)),
+    };
+    let id = document_key
+        .get("_id")
+        .ok_or_else(|| ProcessError::Poison("change without a document _id".into()))?;
+    let key = table_key(id);
+    let stored = ctx.get_document(kind.store(), &key)?;
+    let next = match event {
+        None => None,
+        Some(event) => match event.operation {
+            Operation::Delete => None,
+            Operation::Other(_) => return Ok(()),
+            Operation::Insert | Operation::Replace | Operation::Snapshot | Operation::Update => {
+                match (event.full_document, &stored) {
+                    (Some(document), _) => Some(document),
+                    // Deleted before the lookup: patch what we have; having nothing means a
+                    // delete event follows.
+                    (None, Some(stored)) if event.operation == Operation::Update => {
+                        let mut document = stored.clone();
+                        cdc::apply_update(
+                            &mut document,
+                            &event.updated_fields,
+                            &event.removed_fields,
+                        );
+                        Some(document)
+                    }
+                    (None, None) if event.operation == Operation::Update => return Ok(()),
+                    (None, _) => {
+                        return Err(ProcessError::Poison(format!(
+                            "{} event without fullDocument",
+                            event.operation.as_str()
+                        )));
+                    }
+                }
+            }
+        },
+    };
+    // The store must hold the document's _id for archives; documents from events carry it, but a
+    // producer that projects it away would leave archives without one.
+    let next = next.map(|mut document| {
+        if !document.contains_key("_id") {
+            document.insert("_id", id.clone());
+        }
+        document
+    });
+    put(ctx, kind, &key, stored.as_ref(), next.as_ref())?;
+    let Some(document) = next else {
+        return Ok(());
+    };
+    let Some(user) = model::user_id(&document) else {
+        return Ok(());
+    };
+    if let Some(deleted) = ctx.get_json::<Deleted>(DELETED_USERS, &prefix(&user))? {
+        remove(ctx, kind, &key, &document, deleted.at_ms)?;
+        if kind == Kind::Clinician
+            && let Some(clinic) = model::clinic_key(&document)
+        {
+            release_orphans(ctx, &clinic, deleted.at_ms)?;
+        }
+    }
+    Ok(())
+}
+
+/// Archives a document, tombstones it in its collection and forgets it.
+fn remove(
+    ctx: &mut Context<'_>,
+    kind: Kind,
+    key: &str,
+    document: &Document,
+    at_ms: i64,
+) -> Result<(), ProcessError> {
+    let id = document.get("_id").cloned().unwrap_or(Bson::Null);
+    let archive = model::archive(kind, document, at_ms);
+    ctx.emit(OutputRecord {
+        topic: kind.archive_topic().to_owned(),
+        key: sink_key(&id),
+        value: Some(OutValue::Json(
+            Bson::Document(archive).into_canonical_extjson(),
+        )),
+    })?;
+    ctx.emit(OutputRecord {
+        topic: kind.sink().to_owned(),
+        key: sink_key(&id),
+        value: None,
+    })?;
+    put(ctx, kind, key, Some(document), None)
+}
+
+/// The documents listed under `part` in an index store, with their table keys.
+fn listed(
+    ctx: &Context<'_>,
+    kind: Kind,
+    index: &str,
+    part: &str,
+) -> Result<Vec<(String, Document)>, ProcessError> {
+    let prefix = prefix(part);
+    let mut documents = Vec::new();
+    for (entry, _) in ctx.scan_prefix(index, &prefix)? {
+        let key = entry[prefix.len()..].to_owned();
+        let document = ctx.get_document(kind.store(), &key)?.ok_or_else(|| {
+            ProcessError::Fatal(format!(
+                "BUG: index {index} lists {key}, which is not stored"
+            ))
+        })?;
+        documents.push((key, document));
+    }
+    Ok(documents)
+}
+
+/// Removes every patient and clinician document of `user`, then the non-custodial patients of
+/// each clinic the user's removal left without members (the reference service's rule).
+fn delete_user(ctx: &mut Context<'_>, user: &str, at_ms: i64) -> Result<(), ProcessError> {
+    let user_key = prefix(user);
+    // A repeated deletion keeps the first time, so replays archive identically.
+    let at_ms = match ctx.get_json::<Deleted>(DELETED_USERS, &user_key)? {
+        Some(earlier) => earlier.at_ms,
+        None => {
+            ctx.put_json(DELETED_USERS, &user_key, &Deleted { at_ms })?;
+            at_ms
+        }
+    };
+    for (key, document) in listed(ctx, Kind::Patient, PATIENTS_BY_USER, user)? {
+        remove(ctx, Kind::Patient, &key, &document, at_ms)?;
+    }
+    let mut clinics = Vec::new();
+    for (key, document) in listed(ctx, Kind::Clinician, CLINICIANS_BY_USER, user)? {
+        clinics.extend(model::clinic_key(&document));
+        remove(ctx, Kind::Clinician, &key, &document, at_ms)?;
+    }
+    clinics.sort();
+    clinics.dedup();
+    for clinic in clinics {
+        release_orphans(ctx, &clinic, at_ms)?;
+    }
+    Ok(())
+}
+
+/// A clinic with no member left keeps only its custodial patients.
+fn release_orphans(ctx: &mut Context<'_>, clinic: &str, at_ms: i64) -> Result<(), ProcessError> {
+    if !ctx
+        .scan_prefix(MEMBERS_BY_CLINIC, &prefix(clinic))?
+        .is_empty()
+    {
+        return Ok(());
+    }
+    for (key, patient) in listed(ctx, Kind::Patient, PATIENTS_BY_CLINIC, clinic)? {
+        if !model::is_custodial(&patient) {
+            remove(ctx, Kind::Patient, &key, &patient, at_ms)?;
+        }
+    }
+    Ok(())
+}
+
+/// The sink key: `{"_id": <the id in canonical Extended JSON>}` (`connectors/README.md`).
+pub fn sink_key(id: &Bson) -> String {
+    serde_json::json!({ "_id": id.clone().into_canonical_extjson() }).to_string()
+}

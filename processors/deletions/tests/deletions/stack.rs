@@ -1,0 +1,262 @@
+//! On the local stack: clinic documents in FerretDB, their change events in the source
+//! connector's Avro form, and a binary-mode CloudEvent deleting a user flow through the processor
+//! (the real runner, one task over partitions of different counts) and the repository's four
+//! clinic sink connectors; the patients, clinicians and both archive collections end up exactly as
+//! expected, and again after the state is reset and the inputs replayed by a fresh application id.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bson::oid::ObjectId;
+use bson::{DateTime, Document, doc};
+use clinic::cdc::{ChangeEvent, Namespace, Operation, SourcePosition};
+use clinic::endpoints::Endpoints;
+use clinic::streams::runner::{self, Health, RunnerConfig};
+use clinic::testkit;
+use clinic_deletions::config::Inputs;
+use clinic_deletions::processor::Deletions;
+use rdkafka::ClientConfig;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+fn insert(coll: &str, document: &Document) -> ChangeEvent {
+    let id = document.get_object_id("_id").expect("oid");
+    ChangeEvent {
+        operation: Operation::Insert,
+        namespace: Some(Namespace {
+            db: "clinic".into(),
+            coll: Some(coll.into()),
+        }),
+        document_key: doc! { "_id": id },
+        full_document: Some(document.clone()),
+        updated_fields: doc! {},
+        removed_fields: Vec::new(),
+        source: SourcePosition {
+            resume_token: Some(doc! { "_data": id.to_hex() }),
+            ..SourcePosition::default()
+        },
+    }
+}
+
+const DELETED_AT: &str = "2026-11-26T10:00:00Z";
+const DELETED_MS: i64 = 1_795_687_200_000;
+
+async fn seed(db: &mongodb::Database, patients: &[Document], clinicians: &[Document]) {
+    for (name, docs) in [("patients", patients), ("clinicians", clinicians)] {
+        let collection = db.collection::<Document>(name);
+        collection.delete_many(doc! {}).await.expect("clear");
+        collection.insert_many(docs.to_vec()).await.expect("seed");
+    }
+    for name in ["patient_deletions", "clinician_deletions"] {
+        db.collection::<Document>(name)
+            .delete_many(doc! {})
+            .await
+            .expect("clear");
+    }
+}
+
+async fn run_until_synced(
+    config: RunnerConfig,
+    db: &mongodb::Database,
+    expected: &BTreeMap<&str, Vec<Document>>,
+) -> BTreeMap<String, Vec<Document>> {
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let running = tokio::spawn(runner::run_until(
+        config,
+        || Deletions::new(Inputs::default()),
+        Arc::clone(&shutdown),
+        Arc::new(Health::default()),
+    ));
+    let seen = testkit::await_collections(db, expected, Duration::from_secs(120))
+        .await
+        .expect("mongo");
+    shutdown.store(true, Ordering::SeqCst);
+    running
+        .await
+        .expect("joined")
+        .expect("the runner stops cleanly");
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_user_deletion_reaches_the_clinic_collections_also_after_a_replay() {
+    let endpoints = Endpoints::from_env().expect("endpoints");
+    let prefix = format!("{}.", testkit::unique("del"));
+    let database = testkit::unique("clinic");
+    let replay_id = testkit::unique("replay");
+    let stores = [
+        "patients",
+        "clinicians",
+        "patients_by_user",
+        "patients_by_clinic",
+        "clinicians_by_user",
+        "members_by_clinic",
+        "deleted_users",
+    ];
+    let changelogs: Vec<String> = stores
+        .iter()
+        .flat_map(|s| {
+            [
+                format!("deletions.{s}.changelog"),
+                format!("{replay_id}.{s}.changelog"),
+            ]
+        })
+        .collect();
+    let mut topics: Vec<(&str, i32)> = vec![
+        ("clinic.patients", 2),
+        ("clinic.clinicians", 2),
+        ("user.events", 3),
+        ("sink.clinic.patients", 2),
+        ("sink.clinic.clinicians", 2),
+        ("sink.clinic.patient_deletions", 2),
+        ("sink.clinic.clinician_deletions", 2),
+        ("deletions.dlq", 1),
+    ];
+    topics.extend(changelogs.iter().map(|t| (t.as_str(), 1)));
+    testkit::create_topics(&endpoints, &prefix, &topics)
+        .await
+        .expect("topics");
+    let deployed = testkit::deploy_sinks(
+        &endpoints,
+        &testkit::repo_root(2).join("connectors"),
+        |t| {
+            [
+                "sink.clinic.patients",
+                "sink.clinic.clinicians",
+                "sink.clinic.patient_deletions",
+                "sink.clinic.clinician_deletions",
+            ]
+            .contains(&t)
+        },
+        &prefix,
+        &database,
+    )
+    .await
+    .expect("connectors");
+    assert_eq!(deployed.len(), 4);
+
+    // Clinic A keeps a member after u1 goes; clinic B loses its only member, u1.
+    let (a, b) = (ObjectId::new(), ObjectId::new());
+    let created = DateTime::from_millis(1_700_000_000_000);
+    let patient = |clinic: ObjectId, user: &str, permissions: Document| {
+        doc! { "_id": ObjectId::new(), "clinicId": clinic, "userId": user, "fullName": format!("Patient {user}"),
+        "permissions": permissions, "createdTime": created }
+    };
+    let clinician = |clinic: ObjectId, user: &str| {
+        doc! { "_id": ObjectId::new(), "clinicId": clinic, "userId": user, "email": format!("{user}@example.org"),
+        "roles": ["CLINIC_ADMIN"], "createdTime": created }
+    };
+    let u1_in_a = patient(a, "u1", doc! { "view": {}, "upload": {} });
+    let u2_in_a = patient(a, "u2", doc! { "view": {} });
+    let u3_in_b = patient(b, "u3", doc! { "view": {} });
+    let u4_in_b = patient(b, "u4", doc! { "custodian": {} });
+    let u1_of_a = clinician(a, "u1");
+    let u5_of_a = clinician(a, "u5");
+    let u1_of_b = clinician(b, "u1");
+    let patients = vec![
+        u1_in_a.clone(),
+        u2_in_a.clone(),
+        u3_in_b.clone(),
+        u4_in_b.clone(),
+    ];
+    let clinicians = vec![u1_of_a.clone(), u5_of_a.clone(), u1_of_b.clone()];
+
+    let db = mongodb::Client::with_uri_str(&endpoints.mongo_uri)
+        .await
+        .expect("mongo")
+        .database(&database);
+    seed(&db, &patients, &clinicians).await;
+    let mut events: Vec<(&str, ChangeEvent)> = patients
+        .iter()
+        .map(|p| ("clinic.patients", insert("patients", p)))
+        .collect();
+    events.extend(
+        clinicians
+            .iter()
+            .map(|c| ("clinic.clinicians", insert("clinicians", c))),
+    );
+    testkit::publish_changes(&endpoints, &prefix, &events)
+        .await
+        .expect("publish");
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &endpoints.kafka_brokers)
+        .create()
+        .expect("producer");
+    let headers = [
+        ("ce_specversion", "1.0"),
+        ("ce_type", "users:delete"),
+        ("ce_id", "delete-u1"),
+        ("ce_source", "shoreline"),
+        ("ce_time", DELETED_AT),
+        ("content-type", "application/json"),
+    ]
+    .into_iter()
+    .fold(OwnedHeaders::new(), |h, (key, value)| {
+        h.insert(Header {
+            key,
+            value: Some(value),
+        })
+    });
+    producer
+        .send(
+            FutureRecord::to(&format!("{prefix}user.events"))
+                .key("u1")
+                .payload(r#"{"userid":"u1","username":"u1@example.org","fullName":"U One"}"#)
+                .headers(headers),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .expect("produce the CloudEvent");
+
+    let deleted = DateTime::from_millis(DELETED_MS);
+    let archive = |field: &str, document: &Document| {
+        doc! { "_id": document.get_object_id("_id").expect("oid"), "deletedTime": deleted, field: document.clone() }
+    };
+    let expected = BTreeMap::from([
+        ("patients", vec![u2_in_a.clone(), u4_in_b.clone()]),
+        ("clinicians", vec![u5_of_a.clone()]),
+        (
+            "patient_deletions",
+            vec![archive("patient", &u1_in_a), archive("patient", &u3_in_b)],
+        ),
+        (
+            "clinician_deletions",
+            vec![
+                archive("clinician", &u1_of_a),
+                archive("clinician", &u1_of_b),
+            ],
+        ),
+    ]);
+    let sorted: BTreeMap<String, Vec<Document>> = expected
+        .iter()
+        .map(|(name, docs)| {
+            let mut docs = docs.clone();
+            docs.sort_by_key(testkit::id_order);
+            ((*name).to_owned(), docs)
+        })
+        .collect();
+    let config = RunnerConfig {
+        brokers: endpoints.kafka_brokers.clone(),
+        schema_registry_url: endpoints.schema_registry_url(),
+        topic_prefix: prefix.clone(),
+        admin_addr: None,
+        ..RunnerConfig::default()
+    };
+    let first = run_until_synced(config.clone(), &db, &expected).await;
+    assert_eq!(first, sorted);
+
+    // Replay: the collections as before the deletion, fresh state, the same input topics.
+    seed(&db, &patients, &clinicians).await;
+    let replay = RunnerConfig {
+        application_id: Some(replay_id),
+        ..config
+    };
+    let second = run_until_synced(replay, &db, &expected).await;
+    testkit::remove_sinks(&endpoints, &deployed)
+        .await
+        .expect("remove connectors");
+    assert_eq!(second, sorted);
+}

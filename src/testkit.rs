@@ -1,0 +1,242 @@
+//! Helpers for tests that run processors on the local stack (DESIGN.md section 4): topics under a
+//! unique prefix, the repository's sink connectors pointed at them and at a fresh database,
+//! change events published as the MongoDB source connector writes them, whole collections read
+//! back. Public so every processor crate's tests share them; not used by the binaries.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use bson::{Document, doc};
+use futures::TryStreamExt as _;
+use rdkafka::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+use crate::cdc::{self, ChangeEvent, extjson::Dialect};
+use crate::endpoints::Endpoints;
+use crate::ops::connectors::{Connect, ConnectorAction, ConnectorsPlan, desired};
+use crate::ops::kafka;
+use crate::ops::topics::{Action, Desired, DesiredTopic, TopicsPlan, plan};
+use crate::streams::OutValue;
+use crate::streams::codec::AvroCodec;
+
+/// A name no other test run uses: `<what>-<uuid>`.
+pub fn unique(what: &str) -> String {
+    format!("{what}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// The repository root, from the runtime `CARGO_MANIFEST_DIR` of a crate `depth` levels below it
+/// (read at run time: a target dir shared between clones may run a binary built in another).
+///
+/// # Panics
+/// Outside cargo.
+pub fn repo_root(depth: usize) -> PathBuf {
+    let mut root = PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR")
+            .expect("run through cargo, which sets CARGO_MANIFEST_DIR"),
+    );
+    for _ in 0..depth {
+        root.push("..");
+    }
+    root
+}
+
+/// Creates `<prefix><name>` for each `(name, partitions)` (replication 1), plus the shared
+/// `connect.sink.dlq` the sink connectors need, where missing.
+///
+/// # Errors
+/// Kafka unreachable (the message says how to start the stack) or a create refused.
+pub async fn create_topics(
+    endpoints: &Endpoints,
+    prefix: &str,
+    topics: &[(&str, i32)],
+) -> anyhow::Result<()> {
+    let mut desired: BTreeMap<String, DesiredTopic> = topics
+        .iter()
+        .map(|(name, partitions)| {
+            let name = format!("{prefix}{name}");
+            let topic = DesiredTopic {
+                name: name.clone(),
+                partitions: *partitions,
+                replication_factor: 1,
+                configs: BTreeMap::new(),
+            };
+            (name, topic)
+        })
+        .collect();
+    desired.insert(
+        "connect.sink.dlq".into(),
+        DesiredTopic {
+            name: "connect.sink.dlq".into(),
+            partitions: 1,
+            replication_factor: 1,
+            configs: BTreeMap::new(),
+        },
+    );
+    let observed = kafka::observe(&endpoints.kafka_brokers)
+        .await
+        .with_context(|| {
+            format!(
+                "Kafka at {} is not reachable: start the local stack with `scripts/stack up`",
+                endpoints.kafka_brokers
+            )
+        })?;
+    let desired = Desired {
+        prefix: String::new(),
+        topics: desired,
+    };
+    let creates = TopicsPlan {
+        actions: plan(&desired, &observed, false)?
+            .actions
+            .into_iter()
+            .filter(|a| matches!(a, Action::Create(_)))
+            .collect(),
+    };
+    kafka::apply(&endpoints.kafka_brokers, &creates, |_| {}).await?;
+    Ok(())
+}
+
+/// Deploys, under unique names, the repository's connectors (from `dir`) whose topic `wanted`
+/// accepts, reading `<prefix><topic>` and writing into `database`. Returns their names.
+///
+/// # Errors
+/// Unreadable connector files or Connect refusing one.
+pub async fn deploy_sinks(
+    endpoints: &Endpoints,
+    dir: &Path,
+    wanted: impl Fn(&str) -> bool,
+    prefix: &str,
+    database: &str,
+) -> anyhow::Result<Vec<String>> {
+    let connect = Connect::new(&endpoints.connect_url);
+    let mut deployed = Vec::new();
+    for connector in desired(dir)? {
+        let Some(topic) = connector
+            .config
+            .get("topics")
+            .filter(|t| wanted(t))
+            .cloned()
+        else {
+            continue;
+        };
+        let mut config = connector.config.clone();
+        config.insert("topics".into(), format!("{prefix}{topic}"));
+        config.insert("database".into(), database.to_owned());
+        let name = unique(&format!("test-{}", connector.name));
+        let create = ConnectorsPlan {
+            actions: vec![ConnectorAction::Create {
+                name: name.clone(),
+                config,
+            }],
+        };
+        connect.apply(&create, |_| {}).await?;
+        deployed.push(name);
+    }
+    Ok(deployed)
+}
+
+/// Deletes connectors `deploy_sinks` made.
+///
+/// # Errors
+/// Connect refusing.
+pub async fn remove_sinks(endpoints: &Endpoints, names: &[String]) -> anyhow::Result<()> {
+    let connect = Connect::new(&endpoints.connect_url);
+    for name in names {
+        connect.delete(name).await?;
+    }
+    Ok(())
+}
+
+/// Publishes change events to `<prefix><topic>` as the MongoDB source connector writes them:
+/// its default Avro change-stream schema (Confluent-framed through the registry), keyed by
+/// `documentKey` as JSON.
+///
+/// # Errors
+/// Registry or broker failures.
+pub async fn publish_changes(
+    endpoints: &Endpoints,
+    prefix: &str,
+    events: &[(&str, ChangeEvent)],
+) -> anyhow::Result<()> {
+    let codec = AvroCodec::new(&endpoints.schema_registry_url());
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &endpoints.kafka_brokers)
+        .create()?;
+    for (topic, event) in events {
+        let topic = format!("{prefix}{topic}");
+        let value = OutValue::Avro {
+            schema: Arc::from(cdc::mongo::MONGO_CHANGE_STREAM_SCHEMA),
+            value: cdc::mongo::to_avro(event, Dialect::Legacy),
+        };
+        let bytes = codec.encode(&topic, &value).await?;
+        let key = cdc::mongo::key_json(event, Dialect::Legacy).to_string();
+        producer
+            .send(
+                FutureRecord::to(&topic).key(&key).payload(&bytes),
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .with_context(|| format!("producing to {topic}"))?;
+    }
+    Ok(())
+}
+
+/// Every document of a collection, ordered by `_id`'s Extended JSON text.
+///
+/// # Errors
+/// Mongo failures.
+pub async fn collection(db: &mongodb::Database, name: &str) -> anyhow::Result<Vec<Document>> {
+    let mut docs: Vec<Document> = db
+        .collection::<Document>(name)
+        .find(doc! {})
+        .await?
+        .try_collect()
+        .await?;
+    docs.sort_by_key(id_order);
+    Ok(docs)
+}
+
+/// The order [`collection`] returns documents in, to sort expectations alike.
+pub fn id_order(document: &Document) -> String {
+    document
+        .get("_id")
+        .map(|id| id.clone().into_relaxed_extjson().to_string())
+        .unwrap_or_default()
+}
+
+/// Polls `collections` until each equals its expectation (sorted with [`id_order`]) or
+/// `timeout` passes; returns what was seen last, per collection, for the caller to assert on.
+///
+/// # Errors
+/// Mongo failures.
+pub async fn await_collections(
+    db: &mongodb::Database,
+    expected: &BTreeMap<&str, Vec<Document>>,
+    timeout: Duration,
+) -> anyhow::Result<BTreeMap<String, Vec<Document>>> {
+    let expected: BTreeMap<&str, Vec<Document>> = expected
+        .iter()
+        .map(|(name, docs)| {
+            let mut docs = docs.clone();
+            docs.sort_by_key(id_order);
+            (*name, docs)
+        })
+        .collect();
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut seen = BTreeMap::new();
+        for name in expected.keys() {
+            seen.insert((*name).to_owned(), collection(db, name).await?);
+        }
+        let done = expected
+            .iter()
+            .all(|(name, docs)| seen.get(*name) == Some(docs));
+        if done || Instant::now() > deadline {
+            return Ok(seen);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
