@@ -46,11 +46,13 @@ enum Command {
         action: ConnectorsCommand,
     },
     /// The dataflow (source topics → processors → sink topics → connectors → collections) from
-    /// `topics.yaml` and the connector files, and the checks that they agree.
+    /// `topics.yaml` and the connector files, and the checks that they agree. (That each
+    /// processor's code reads and writes what `topics.yaml` says of it is checked by the test
+    /// suite, which links the processor crates; this binary cannot, as they depend on it.)
     ///
     /// Exit codes: 0 consistent; 1 error; 3 the files disagree (each problem printed).
     Topology {
-        /// `text` or `mermaid`.
+        /// `text`, `mermaid` or `json`.
         #[arg(long, value_enum, default_value = "text")]
         format: GraphFormat,
         /// The topics file.
@@ -62,10 +64,12 @@ enum Command {
     },
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum GraphFormat {
     Text,
     Mermaid,
+    /// `{"dataflow": {producers, consumers, connectors}, "problems": [...]}` for machines.
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -270,14 +274,19 @@ async fn main() -> anyhow::Result<ExitCode> {
             let dirs: Vec<&std::path::Path> = connectors.iter().map(PathBuf::as_path).collect();
             match clinic::ops::topology::Dataflow::load(&file, &dirs) {
                 Ok(dataflow) => {
+                    let problems = dataflow.problems(&std::collections::BTreeMap::new());
                     match format {
                         GraphFormat::Text => print!("{}", dataflow.render_text()),
                         GraphFormat::Mermaid => print!("{}", dataflow.render_mermaid()),
+                        GraphFormat::Json => println!(
+                            "{}",
+                            serde_json::json!({ "dataflow": dataflow, "problems": problems })
+                        ),
                     }
-                    let problems =
-                        dataflow.problems(&clinic::ops::topology::declared_by_processors());
-                    for problem in &problems {
-                        eprintln!("inconsistent: {problem}");
+                    if format != GraphFormat::Json {
+                        for problem in &problems {
+                            eprintln!("inconsistent: {problem}");
+                        }
                     }
                     if problems.is_empty() {
                         cli::exit::OK

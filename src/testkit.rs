@@ -151,7 +151,8 @@ pub async fn remove_sinks(endpoints: &Endpoints, names: &[String]) -> anyhow::Re
 
 /// Publishes change events to `<prefix><topic>` as the MongoDB source connector writes them:
 /// its default Avro change-stream schema (Confluent-framed through the registry), keyed by
-/// `documentKey` as JSON.
+/// `documentKey` as JSON. Sends up to 1,000 at a time; order per topic and key is kept
+/// (idempotent producer, one partition per key).
 ///
 /// # Errors
 /// Registry or broker failures.
@@ -163,23 +164,35 @@ pub async fn publish_changes(
     let codec = AvroCodec::new(&endpoints.schema_registry_url());
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &endpoints.kafka_brokers)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
         .create()?;
-    for (topic, event) in events {
-        let topic = format!("{prefix}{topic}");
-        let value = OutValue::Avro {
-            schema: Arc::from(cdc::mongo::MONGO_CHANGE_STREAM_SCHEMA),
-            value: cdc::mongo::to_avro(event, Dialect::Legacy),
-        };
-        let bytes = codec.encode(&topic, &value).await?;
-        let key = cdc::mongo::key_json(event, Dialect::Legacy).to_string();
-        producer
-            .send(
-                FutureRecord::to(&topic).key(&key).payload(&bytes),
-                Duration::from_secs(30),
-            )
-            .await
-            .map_err(|(e, _)| e)
-            .with_context(|| format!("producing to {topic}"))?;
+    for chunk in events.chunks(1_000) {
+        let mut records = Vec::with_capacity(chunk.len());
+        for (topic, event) in chunk {
+            let topic = format!("{prefix}{topic}");
+            let value = OutValue::Avro {
+                schema: Arc::from(cdc::mongo::MONGO_CHANGE_STREAM_SCHEMA),
+                value: cdc::mongo::to_avro(event, Dialect::Legacy),
+            };
+            let bytes = codec.encode(&topic, &value).await?;
+            let key = cdc::mongo::key_json(event, Dialect::Legacy).to_string();
+            records.push((topic, key, bytes));
+        }
+        let sends = records.iter().map(|(topic, key, bytes)| {
+            let producer = &producer;
+            async move {
+                producer
+                    .send(
+                        FutureRecord::to(topic).key(key).payload(bytes),
+                        Duration::from_secs(30),
+                    )
+                    .await
+                    .map_err(|(e, _)| e)
+                    .with_context(|| format!("producing to {topic}"))
+            }
+        });
+        futures::future::try_join_all(sends).await?;
     }
     Ok(())
 }

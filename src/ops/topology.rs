@@ -14,7 +14,7 @@ use super::topics::TopicsFile;
 pub const PROCESSORS: [&str; 4] = ["permissions", "migrations", "deletions", "notifications"];
 
 /// The dataflow graph.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Dataflow {
     /// Topic → producers.
     pub producers: BTreeMap<String, Vec<String>>,
@@ -25,7 +25,7 @@ pub struct Dataflow {
 }
 
 /// What a connector moves.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ConnectorFlow {
     /// Sink: topics read. Source: topics written (`<db>.<collection>` of its collections, or
     /// of the whole database when it names none).
@@ -115,6 +115,25 @@ impl Dataflow {
                     .is_some_and(|c| !c.contains(processor))
                 {
                     problems.push(format!("processor {processor} reads {topic}, but topics.yaml does not name it as a consumer"));
+                }
+            }
+            for topic in writes {
+                if self
+                    .producers
+                    .get(topic)
+                    .is_some_and(|p| !p.contains(processor))
+                {
+                    problems.push(format!("processor {processor} writes {topic}, but topics.yaml does not name it as a producer"));
+                }
+            }
+            for (topic, consumers) in &self.consumers {
+                if consumers.contains(processor) && !reads.contains(topic) {
+                    problems.push(format!("topics.yaml names {processor} as a consumer of {topic}, but the processor does not read it"));
+                }
+            }
+            for (topic, producers) in &self.producers {
+                if producers.contains(processor) && !writes.contains(topic) {
+                    problems.push(format!("topics.yaml names {processor} as a producer of {topic}, but the processor does not write it"));
                 }
             }
         }
@@ -212,11 +231,9 @@ impl Dataflow {
     }
 }
 
-/// What the processors declare today. The processor crates declare their topologies in code as
-/// they are built (issue 6 onwards); until then the topology reads what `topics.yaml` says of
-/// them and this map stays empty.
-pub fn declared_by_processors() -> BTreeMap<String, (Vec<String>, Vec<String>)> {
-    BTreeMap::new()
+/// A processor's declared topics as [`Dataflow::problems`] takes them: (reads, writes).
+pub fn declared(topology: &crate::streams::Topology) -> (Vec<String>, Vec<String>) {
+    (topology.reads(), topology.writes())
 }
 
 #[cfg(test)]
@@ -318,10 +335,7 @@ mod tests {
         )
         .expect("files load");
 
-        assert_eq!(
-            dataflow.problems(&declared_by_processors()),
-            Vec::<String>::new()
-        );
+        assert_eq!(dataflow.problems(&BTreeMap::new()), Vec::<String>::new());
         let mermaid = dataflow.render_mermaid();
         assert!(mermaid.starts_with("flowchart LR"));
         assert!(

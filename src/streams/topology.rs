@@ -158,6 +158,21 @@ impl Topology {
         }
     }
 
+    /// Every topic it reads: inputs and its changelogs (restored from).
+    pub fn reads(&self) -> Vec<String> {
+        let mut topics: Vec<String> = self.inputs.iter().map(|i| i.topic.clone()).collect();
+        topics.extend(self.stores.iter().map(|s| self.changelog_topic(s)));
+        topics
+    }
+
+    /// Every topic it writes: outputs, its DLQ and its changelogs.
+    pub fn writes(&self) -> Vec<String> {
+        let mut topics = self.outputs.clone();
+        topics.push(self.dlq_topic());
+        topics.extend(self.stores.iter().map(|s| self.changelog_topic(s)));
+        topics
+    }
+
     /// The declared input for `topic`.
     pub fn input(&self, topic: &str) -> Option<&InputTopic> {
         self.inputs.iter().find(|input| input.topic == topic)

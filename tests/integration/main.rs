@@ -15,3 +15,4 @@ mod schemas;
 mod sink_shapes;
 mod smoke;
 mod topics;
+mod topology;
