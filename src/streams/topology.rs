@@ -37,6 +37,9 @@ pub struct InputTopic {
     pub format: InputFormat,
     /// Stream or table.
     pub kind: InputKind,
+    /// Handle a record only once every other input has been read up to where it ended when the
+    /// record arrived (see [`Topology::stream_after_others`]).
+    pub after_others: bool,
 }
 
 /// A processor's declared shape.
@@ -102,6 +105,24 @@ impl Topology {
             topic: topic.into(),
             format,
             kind: InputKind::Stream,
+            after_others: false,
+        });
+        self
+    }
+
+    /// Adds a stream input whose records act on what the other inputs built: each is handled
+    /// only after every other input partition has been read up to its end as it stood when the
+    /// record arrived (the runner holds the record and pauses its partition meanwhile). So a
+    /// trigger never acts on tables that lag behind it, whatever the consumer's fetch order, as
+    /// Kafka Streams' `max.task.idle.ms` aims for; without a time bound, because acting on a
+    /// partial table could delete data. Meant for rare records (user deletions).
+    #[must_use]
+    pub fn stream_after_others(mut self, topic: impl Into<String>, format: InputFormat) -> Self {
+        self.inputs.push(InputTopic {
+            topic: topic.into(),
+            format,
+            kind: InputKind::Stream,
+            after_others: true,
         });
         self
     }
@@ -120,6 +141,7 @@ impl Topology {
             topic: topic.into(),
             format: InputFormat::Cdc(format),
             kind: InputKind::Table { store },
+            after_others: false,
         });
         self
     }

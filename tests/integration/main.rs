@@ -8,6 +8,7 @@
 mod codec;
 mod connectors;
 mod example_processor;
+mod gate;
 mod helpers;
 mod runner;
 mod runner_avro;

@@ -12,7 +12,10 @@
 //!   tombstone to `sink.clinic.patients` / `sink.clinic.clinicians`, all in the record's
 //!   transaction. A clinic left without a member (a clinician with a user; invites are not
 //!   members) then loses its non-custodial patients the same way, as in the reference service.
-//!   A document of a deleted user that arrives later (its topic lagging) is removed on arrival.
+//!   A deletion is handled only once the clinic tables have been read to where they ended when
+//!   it arrived ([`clinic::streams::Topology::stream_after_others`]), so the members rule never
+//!   sees a lagging clinician list; a document of a deleted user that arrives later still is
+//!   removed on arrival.
 //! - Other event types are ignored and counted (`clinic_deletions_events_ignored_total`);
 //!   malformed events go to the DLQ.
 //! - Runs as **one task over every partition** ([`clinic::streams::Topology::single_task`]): the

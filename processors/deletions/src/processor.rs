@@ -70,14 +70,14 @@ impl Processor for Deletions {
             .stream(PATIENTS, InputFormat::Cdc(self.inputs.patients))
             .stream(CLINICIANS, InputFormat::Cdc(self.inputs.clinicians));
         if self.inputs.user_events {
-            topology = topology.stream(USER_EVENTS, InputFormat::Json);
+            topology = topology.stream_after_others(USER_EVENTS, InputFormat::Json);
         }
         if let Some(table) = &self.inputs.user_table {
             let format = match table.encoding {
                 Encoding::Avro => InputFormat::Avro,
                 Encoding::Json => InputFormat::Json,
             };
-            topology = topology.stream(table.topic.clone(), format);
+            topology = topology.stream_after_others(table.topic.clone(), format);
         }
         [
             PATIENT_STORE,

@@ -24,6 +24,7 @@
 
 pub mod admin;
 pub mod config;
+mod gate;
 pub mod metrics;
 mod restore;
 mod worker;
@@ -159,6 +160,8 @@ struct Shared {
     fatal: Option<anyhow::Error>,
     /// A worker stopped handling records because shutdown interrupted a retry.
     interrupted: bool,
+    /// The assignment changed since the loop last looked (held records are void).
+    rebalanced: bool,
 }
 
 impl Shared {
@@ -215,6 +218,7 @@ impl ConsumerContext for Context {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(_) = rebalance {
             let mut shared = lock(&self.shared);
+            shared.rebalanced = true;
             if let Err(error) = commit(&mut shared, consumer, &self.producer, self.guarantee) {
                 tracing::warn!(error = %format!("{error:#}"), "Commit before revocation failed; work since the last commit will be redone.");
                 shared.commit_failed = Some(error.to_string());
@@ -226,6 +230,7 @@ impl ConsumerContext for Context {
         match rebalance {
             Rebalance::Assign(assigned) => {
                 let mut shared = lock(&self.shared);
+                shared.rebalanced = true;
                 if self.topology.single_task
                     && let Err(error) =
                         covers_every_input(consumer, assigned, &self.topology.name, &self.inputs)
@@ -405,6 +410,8 @@ struct Runner<P, F> {
     shop: Arc<Shop>,
     health: Arc<Health>,
     transaction_started: Instant,
+    /// Holds records of `after_others` inputs until the other inputs caught up.
+    gate: gate::Gate,
     processor: std::marker::PhantomData<fn() -> P>,
 }
 
@@ -461,6 +468,7 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
             commit_failed: None,
             fatal: None,
             interrupted: false,
+            rebalanced: false,
         }));
         let context = Context {
             inputs: topology
@@ -485,6 +493,12 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
             .set("group.instance.id", &member_id)
             .create_with_context(context)
             .context("creating the consumer")?;
+        let gated = topology
+            .inputs
+            .iter()
+            .filter(|i| i.after_others)
+            .map(|i| format!("{}{}", config.topic_prefix, i.topic))
+            .collect();
         let shop = Arc::new(Shop::new(producer, runtime, config, topology, shutdown));
         let runner = Self {
             factory,
@@ -495,6 +509,7 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
             shop,
             health,
             transaction_started: Instant::now(),
+            gate: gate::Gate::new(gated),
             processor: std::marker::PhantomData,
         };
         runner.check_topics()?;
@@ -574,15 +589,28 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
             });
             self.after_callbacks()?;
             match polled {
-                Some(Ok((record, prefixed_topic))) => self.dispatch(Job {
-                    record,
-                    prefixed_topic,
-                })?,
+                Some(Ok((record, prefixed_topic))) => {
+                    let job = Job {
+                        record,
+                        prefixed_topic,
+                    };
+                    if let Some(job) = self.gate.hold(&self.consumer, job)? {
+                        self.dispatch(job)?;
+                    }
+                }
                 Some(Err(error)) => {
                     ::metrics::counter!(names::ERRORS, "class" => "transient").increment(1);
                     tracing::warn!(error = %error, "Consumer error.");
                 }
                 None => {}
+            }
+            let released = self.gate.release(&self.consumer)?;
+            if !released.is_empty() {
+                // Whatever the other inputs' workers still have in hand goes first.
+                lock(&self.shared).drain();
+                for job in released {
+                    self.dispatch(job)?;
+                }
             }
             let interrupted = {
                 let mut shared = lock(&self.shared);
@@ -662,6 +690,9 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
     /// restore.
     fn after_callbacks(&mut self) -> anyhow::Result<()> {
         self.take_fatal()?;
+        if std::mem::take(&mut lock(&self.shared).rebalanced) {
+            self.gate.clear(&self.consumer);
+        }
         let failed = lock(&self.shared).commit_failed.take();
         if failed.is_some() {
             self.rewind()?;
@@ -694,6 +725,7 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
     /// After an aborted transaction or undelivered records: stop the workers (forgetting their
     /// state), seek back to the committed offsets and restore the stores from their changelogs.
     fn rewind(&mut self) -> anyhow::Result<()> {
+        self.gate.clear(&self.consumer);
         {
             let mut shared = lock(&self.shared);
             shared.drain();

@@ -260,3 +260,67 @@ async fn a_user_deletion_reaches_the_clinic_collections_also_after_a_replay() {
         .expect("remove connectors");
     assert_eq!(second, sorted);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_instance_in_the_group_stops_both_rather_than_split_the_tables() {
+    let endpoints = Endpoints::from_env().expect("endpoints");
+    let prefix = format!("{}.", testkit::unique("del2"));
+    let mut topics: Vec<(String, i32)> = [
+        "clinic.patients",
+        "clinic.clinicians",
+        "user.events",
+        "sink.clinic.patients",
+        "sink.clinic.clinicians",
+        "sink.clinic.patient_deletions",
+        "sink.clinic.clinician_deletions",
+        "deletions.dlq",
+    ]
+    .iter()
+    .map(|t| ((*t).to_owned(), 2))
+    .collect();
+    let topology = {
+        use clinic::streams::Processor as _;
+        Deletions::new(Inputs::default()).topology()
+    };
+    topics.extend(
+        topology
+            .stores
+            .iter()
+            .map(|s| (topology.changelog_topic(s), 1)),
+    );
+    let topics: Vec<(&str, i32)> = topics.iter().map(|(t, p)| (t.as_str(), *p)).collect();
+    testkit::create_topics(&endpoints, &prefix, &topics)
+        .await
+        .expect("topics");
+    let start = |instance: &str| {
+        let config = RunnerConfig {
+            brokers: endpoints.kafka_brokers.clone(),
+            schema_registry_url: endpoints.schema_registry_url(),
+            topic_prefix: prefix.clone(),
+            instance_id: instance.to_owned(),
+            admin_addr: None,
+            ..RunnerConfig::default()
+        };
+        tokio::spawn(runner::run_until(
+            config,
+            || Deletions::new(Inputs::default()),
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(Health::default()),
+        ))
+    };
+    let first = start("one");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let second = start("two");
+
+    for (name, running) in [("one", first), ("two", second)] {
+        let outcome = tokio::time::timeout(Duration::from_secs(90), running)
+            .await
+            .unwrap_or_else(|_| panic!("instance {name} kept running beside another"))
+            .expect("joined");
+        let error = outcome.expect_err("a split assignment must stop the runner");
+        assert!(
+            format!("{error:#}").contains("runs as a single task"),
+            "instance {name}: {error:#}"
+        );
+    }
+}
