@@ -22,6 +22,8 @@ pub struct Dataflow {
     pub consumers: BTreeMap<String, Vec<String>>,
     /// Connector → (topics it reads or writes, `db.collection`, is a source).
     pub connectors: BTreeMap<String, ConnectorFlow>,
+    /// Topics a suite processor produces with Avro keys or values but no schema file named.
+    pub unschematized: Vec<String>,
 }
 
 /// What a connector moves.
@@ -81,6 +83,18 @@ impl Dataflow {
             dataflow
                 .consumers
                 .insert(name.clone(), spec.consumers.clone());
+            let avro_without_schema = [&spec.key, &spec.value]
+                .into_iter()
+                .flatten()
+                .any(|s| s.format == "avro" && s.schema.is_none());
+            if avro_without_schema
+                && spec
+                    .producers
+                    .iter()
+                    .any(|p| PROCESSORS.contains(&p.as_str()))
+            {
+                dataflow.unschematized.push(name.clone());
+            }
         }
         for dir in connector_dirs {
             for connector in load_connectors(dir)? {
@@ -136,6 +150,11 @@ impl Dataflow {
                     problems.push(format!("topics.yaml names {processor} as a producer of {topic}, but the processor does not write it"));
                 }
             }
+        }
+        for topic in &self.unschematized {
+            problems.push(format!(
+                "{topic} is Avro and produced by a processor, but topics.yaml names no schema file for it"
+            ));
         }
         for (name, flow) in &self.connectors {
             for topic in flow.topics.iter().filter(|t| !topics.contains(t)) {
@@ -320,6 +339,26 @@ mod tests {
                 .iter()
                 .any(|p| p.contains("connectors/ has no such connector")),
             "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn an_avro_topic_a_processor_produces_without_a_schema_file_is_a_problem() {
+        let dir = std::env::temp_dir().join(format!("topology-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("topics.yaml");
+        std::fs::write(
+            &file,
+            "defaults: { partitions: 1, replication_factor: 1 }\ntopics:\n  out.avro: { value: { format: avro }, producers: [deletions] }\n  \
+             out.external: { value: { format: avro }, producers: [identity service] }\n",
+        )
+        .expect("write");
+        let dataflow = Dataflow::load(&file, &[]).expect("loads");
+        std::fs::remove_dir_all(&dir).expect("clean up");
+
+        assert_eq!(
+            dataflow.problems(&BTreeMap::new()),
+            vec!["out.avro is Avro and produced by a processor, but topics.yaml names no schema file for it".to_owned()]
         );
     }
 
