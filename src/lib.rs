@@ -11,10 +11,12 @@
 //!
 //! The CRUD API and the operators' commands join it as their issues land (see `README.md`).
 
+pub mod api;
 pub mod cdc;
 pub mod endpoints;
 pub mod ops;
 pub mod settings;
+pub mod shutdown;
 pub mod smoke;
 pub mod streams;
 pub mod telemetry;

@@ -21,6 +21,10 @@ enum Command {
     /// Kafka, a MongoDB sink connector in Kafka Connect writing to MongoDB, and SMTP. Uses
     /// throwaway topics, connectors and collections and removes them. Exit 0 when all pass.
     Smoke,
+    /// Serve the clinic CRUD API. Settings: the TOML file named by CLINIC_SETTINGS, then
+    /// CLINIC__HTTP__LISTEN, CLINIC__MONGO__URI, CLINIC__AUTH__HS256_SECRET, … (docs/api.md).
+    /// Stops on SIGTERM/SIGINT after the requests in flight.
+    Api,
     /// Topics as desired state (`topics.yaml`). Brokers from CLINIC_KAFKA_BROKERS.
     ///
     /// Exit codes: 0 done (plan: no changes, or changes without --detailed-exitcode);
@@ -209,6 +213,14 @@ async fn main() -> anyhow::Result<ExitCode> {
     clinic::telemetry::init();
     let endpoints = Endpoints::from_env()?;
     let code = match cli.command {
+        Command::Api => {
+            let file = std::env::var_os("CLINIC_SETTINGS").map(PathBuf::from);
+            let settings: clinic::api::ApiSettings = clinic::settings::load(file.as_deref())?;
+            let app = clinic::api::Application::build(&settings).await?;
+            tracing::info!(address = %app.address(), "API listening.");
+            app.run(clinic::shutdown::signal()).await?;
+            cli::exit::OK
+        }
         Command::Smoke => {
             clinic::smoke::report::run(&endpoints).await?;
             cli::exit::OK

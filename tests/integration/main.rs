@@ -5,6 +5,7 @@
 //! the test with the service's name and how to start it; nothing is skipped. The example
 //! processor's tests run through the in-process test driver and need no service.
 
+mod api;
 mod codec;
 mod connectors;
 mod example_processor;

@@ -69,7 +69,7 @@ where
     let shutdown = Arc::new(AtomicBool::new(false));
     let signal = Arc::clone(&shutdown);
     tokio::spawn(async move {
-        wait_for_signal().await;
+        crate::shutdown::signal().await;
         tracing::info!("Shutdown requested; finishing the current commit.");
         signal.store(true, Ordering::SeqCst);
     });
@@ -91,29 +91,6 @@ where
             tokio::time::sleep(deadline).await;
         } => anyhow::bail!("shutdown did not finish within {deadline:?}"),
     }
-}
-
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(
-            tokio::signal::unix::SignalKind::terminate(),
-        ) {
-            Ok(term) => term,
-            Err(error) => {
-                tracing::warn!(error = %error, "Cannot listen for SIGTERM; only SIGINT stops the runner.");
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }
 
 /// Runs until `shutdown` is set, then commits and returns. The processing loop runs on a blocking

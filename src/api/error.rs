@@ -1,0 +1,85 @@
+//! The API's one error type: each variant is one status code, answered as the contract's
+//! `error.v1` `{code, message}`; internal causes are logged once and never sent.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the request is malformed; the message names the field.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 401: no valid token.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 403: the caller may not do this.
+    #[error("forbidden")]
+    Forbidden,
+    /// 404: the named thing does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// 409: the change conflicts with what is stored (a unique value taken, a rule).
+    #[error("{0}")]
+    Conflict(String),
+    /// 413: the request body is larger than `http.body_limit_bytes`.
+    #[error("the request body is larger than {0} bytes")]
+    TooLarge(usize),
+    /// 422: the change would break an invariant (the last admin).
+    #[error("{0}")]
+    Unprocessable(String),
+    /// 500: anything else; the cause is logged, not sent.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    /// The status code of this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if let ApiError::Internal(cause) = &self {
+            tracing::error!(error = %format!("{cause:#}"), "Request failed.");
+        }
+        let body = serde_json::json!({ "code": status.as_u16(), "message": self.to_string() });
+        (status, Json(body)).into_response()
+    }
+}
+
+impl From<mongodb::error::Error> for ApiError {
+    fn from(error: mongodb::error::Error) -> Self {
+        if is_duplicate_key(&error) {
+            return ApiError::Conflict("a record with the same unique value exists".into());
+        }
+        ApiError::Internal(anyhow::Error::new(error).context("database"))
+    }
+}
+
+/// Whether a write failed on a unique index (code 11000), on MongoDB and FerretDB alike.
+pub fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
+    use mongodb::error::{ErrorKind, WriteFailure};
+    match error.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(e)) => e.code == 11000,
+        ErrorKind::InsertMany(e) => e.write_errors.iter().flatten().any(|w| w.code == 11000),
+        ErrorKind::Command(e) => e.code == 11000,
+        _ => false,
+    }
+}
+
+/// The result type of handlers.
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,142 @@
+//! Request extractors whose rejections answer `{code, message}` naming the field, instead of
+//! axum's plain-text rejections.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use bson::oid::ObjectId;
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+
+/// A JSON body deserialized into `T`; a malformed body or a wrong field is a 400 that says where.
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| match e.status() {
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(state_limit(&e)),
+                _ => ApiError::BadRequest(format!("unreadable request body: {e}")),
+            })?;
+        let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
+        serde_path_to_error::deserialize(&mut deserializer)
+            .map(JsonBody)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let malformed = !matches!(e.inner().classify(), serde_json::error::Category::Data);
+                ApiError::BadRequest(if path == "." || malformed {
+                    format!("invalid JSON body: {}", e.inner())
+                } else {
+                    format!("{path}: {}", e.inner())
+                })
+            })
+    }
+}
+
+/// The limit a too-large rejection reports (axum's message carries it; 0 when it does not).
+fn state_limit(rejection: &axum::extract::rejection::BytesRejection) -> usize {
+    rejection
+        .body_text()
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .next()
+        .unwrap_or(0)
+}
+
+/// Query parameters, read one by one with their names in the errors.
+pub struct Params(HashMap<String, String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Params {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or_default();
+        let pairs: Vec<(String, String)> = serde_urlencoded_pairs(query)?;
+        Ok(Params(pairs.into_iter().collect()))
+    }
+}
+
+fn serde_urlencoded_pairs(query: &str) -> Result<Vec<(String, String)>, ApiError> {
+    form_urlencoded::parse(query.as_bytes())
+        .map(|(k, v)| Ok((k.into_owned(), v.into_owned())))
+        .collect()
+}
+
+impl Params {
+    /// The raw value of `name`, if given.
+    pub fn text(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    /// `name` parsed, if given.
+    ///
+    /// # Errors
+    /// 400 naming the parameter when it does not parse.
+    pub fn parsed<T: FromStr>(&self, name: &str) -> Result<Option<T>, ApiError> {
+        self.text(name)
+            .map(|v| {
+                v.parse().map_err(|_| {
+                    ApiError::BadRequest(format!("query parameter {name}: {v:?} is not valid"))
+                })
+            })
+            .transpose()
+    }
+
+    /// `offset` (≥ 0, default 0) and `limit` (1..=1000, default 10), as the contract pages.
+    ///
+    /// # Errors
+    /// 400 naming the parameter.
+    pub fn page(&self) -> Result<(u64, i64), ApiError> {
+        let offset = self.parsed::<u64>("offset")?.unwrap_or(0);
+        let limit = self.parsed::<i64>("limit")?.unwrap_or(10);
+        if !(1..=1_000).contains(&limit) {
+            return Err(ApiError::BadRequest(format!(
+                "query parameter limit: {limit} is outside 1..=1000"
+            )));
+        }
+        Ok((offset, limit))
+    }
+}
+
+/// A path id that must be an ObjectId (24 hex characters).
+///
+/// # Errors
+/// 400 naming the parameter.
+pub fn object_id(name: &str, value: &str) -> Result<ObjectId, ApiError> {
+    if value.len() != 24
+        || !value
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    {
+        return Err(ApiError::BadRequest(format!(
+            "{name} must be 24 lower-case hex characters, got {value:?}"
+        )));
+    }
+    ObjectId::parse_str(value).map_err(|e| ApiError::BadRequest(format!("{name}: {e}")))
+}
+
+/// A Tidepool user id: 10 hex characters (legacy) or a UUID.
+///
+/// # Errors
+/// 400 naming the parameter.
+pub fn user_id(name: &str, value: &str) -> Result<String, ApiError> {
+    let legacy = value.len() == 10
+        && value
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    let uuid =
+        value.len() == 36 && uuid::Uuid::parse_str(value).is_ok() && value == value.to_lowercase();
+    if legacy || uuid {
+        Ok(value.to_owned())
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "{name} must be a Tidepool user id (10 hex characters or a UUID), got {value:?}"
+        )))
+    }
+}

@@ -1,0 +1,136 @@
+//! The clinic CRUD API (axum + the `mongodb` driver) over the `clinic` database, keeping the
+//! Tidepool clinic.v1 contract (`../shared/reference/clinic.v1.yaml`) for what it implements.
+//!
+//! [`Application::build`] connects, creates the indexes, binds the listener (port 0 in tests)
+//! and returns the bound port; [`Application::run`] serves until the shutdown signal.
+//! Every route but `/ready` and `/metrics` needs a token ([`auth`]); errors are `{code,
+//! message}` ([`error`]); request bodies and times are bounded by [`settings::HttpSettings`].
+
+pub mod access;
+pub mod auth;
+pub mod clinics;
+pub mod error;
+pub mod extract;
+pub mod settings;
+pub mod share_code;
+pub mod store;
+pub mod time;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use bson::doc;
+use tower_http::timeout::TimeoutLayer;
+
+pub use settings::ApiSettings;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The collections.
+    pub store: store::Store,
+    /// Token verification.
+    pub verifier: Arc<auth::Verifier>,
+}
+
+/// A built, bound API server.
+pub struct Application {
+    listener: tokio::net::TcpListener,
+    router: Router,
+    address: SocketAddr,
+}
+
+impl Application {
+    /// Validates the settings, connects to the database, creates its indexes and binds.
+    ///
+    /// # Errors
+    /// Bad settings, an unreachable database, a refused index, or an address in use.
+    pub async fn build(settings: &ApiSettings) -> anyhow::Result<Self> {
+        settings.validate().map_err(anyhow::Error::msg)?;
+        let verifier = Arc::new(auth::Verifier::new(&settings.auth)?);
+        let client = mongodb::Client::with_uri_str(&settings.mongo.uri)
+            .await
+            .context("connecting to MongoDB")?;
+        let store = store::Store::new(client.database(&settings.mongo.database));
+        store
+            .ensure_indexes()
+            .await
+            .context("creating the indexes (is MongoDB reachable? `scripts/stack up` locally)")?;
+        let state = AppState { store, verifier };
+        let router = router(state, settings);
+        let listener = tokio::net::TcpListener::bind(settings.http.listen)
+            .await
+            .with_context(|| format!("binding {}", settings.http.listen))?;
+        let address = listener.local_addr().context("reading the bound address")?;
+        Ok(Self {
+            listener,
+            router,
+            address,
+        })
+    }
+
+    /// The bound address.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Serves until `shutdown` completes, then finishes the requests in flight.
+    ///
+    /// # Errors
+    /// The server failing.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("serving")
+    }
+}
+
+fn router(state: AppState, settings: &ApiSettings) -> Router {
+    let v1 = Router::new()
+        .route("/v1/clinics", get(clinics::list).post(clinics::create))
+        .route(
+            "/v1/clinics/share_code/{share_code}",
+            get(clinics::get_by_share_code),
+        )
+        .route(
+            "/v1/clinics/{clinic_id}",
+            get(clinics::get)
+                .put(clinics::update)
+                .delete(clinics::delete),
+        );
+    let metrics = crate::streams::runner::admin::prometheus();
+    Router::new()
+        .merge(v1)
+        .route("/ready", get(ready))
+        .route(
+            "/metrics",
+            get(move || std::future::ready(metrics.render())),
+        )
+        .fallback(|| async { error::ApiError::NotFound("no such route".into()) })
+        .layer(DefaultBodyLimit::max(settings.http.body_limit_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            settings.http.request_timeout,
+        ))
+        .with_state(state)
+}
+
+/// 200 once the database answers a ping.
+async fn ready(State(state): State<AppState>) -> StatusCode {
+    match state.store.db.run_command(doc! { "ping": 1 }).await {
+        Ok(_) => StatusCode::OK,
+        Err(error) => {
+            tracing::warn!(error = %error, "Not ready: the database does not answer.");
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! The CRUD API, black-box: the real server on port 0 against FerretDB from the local stack, a
+//! fresh database per test, real HTTP through reqwest, tokens signed like the identity service's.
+
+mod clinics;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use clinic::api::{ApiSettings, Application};
+use clinic::endpoints::Endpoints;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+const SECRET: &str = "test-secret-of-enough-length-for-hs256";
+
+/// A running API and what a test needs to talk to it.
+pub struct TestApi {
+    base: String,
+    client: reqwest::Client,
+    /// The test's own database.
+    pub db: mongodb::Database,
+}
+
+/// A user id in the Tidepool shape (10 hex characters), unique per call.
+pub fn user() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..10].to_owned()
+}
+
+impl TestApi {
+    /// Starts the API on port 0 over a fresh database.
+    pub async fn spawn() -> Self {
+        let endpoints = Endpoints::from_env().expect("endpoints");
+        let database = clinic::testkit::unique("api");
+        let mut settings = ApiSettings::default();
+        settings.http.listen = "127.0.0.1:0".parse().expect("address");
+        settings.mongo.uri = endpoints.mongo_uri.clone();
+        settings.mongo.database = database.clone();
+        settings.auth.hs256_secret = Some(SECRET.into());
+        let app = Application::build(&settings).await.unwrap_or_else(|e| {
+            panic!("the API did not start ({e:#}); is FerretDB up? `scripts/stack up`")
+        });
+        let base = format!("http://{}", app.address());
+        tokio::spawn(app.run(std::future::pending()));
+        let db = mongodb::Client::with_uri_str(&endpoints.mongo_uri)
+            .await
+            .expect("mongo")
+            .database(&database);
+        Self {
+            base,
+            client: reqwest::Client::new(),
+            db,
+        }
+    }
+
+    /// A token for `user` (a backend service's when `service`), valid for an hour.
+    pub fn token(user: &str, service: bool) -> String {
+        let exp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock")
+            .as_secs()
+            + 3_600;
+        let mut claims = json!({ "sub": user, "exp": exp, "email": format!("{user}@example.org"), "name": format!("User {user}") });
+        if service {
+            claims["svr"] = json!("yes");
+        }
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .expect("token")
+    }
+
+    /// Sends a request with an optional bearer token and JSON body; the status and JSON body
+    /// (`Null` when empty).
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        self.send(request).await
+    }
+
+    /// Sends a prepared request.
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> (StatusCode, Value) {
+        let response = request.send().await.expect("the API answers");
+        let status = response.status();
+        let text = response.text().await.expect("body");
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("{status}: not JSON: {text}"))
+        };
+        (status, body)
+    }
+
+    /// A request builder for raw cases (headers, bodies).
+    pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.client.request(method, format!("{}{path}", self.base))
+    }
+}
+
+/// Asserts an error answer: the status and `{code, message}` with the message containing `says`.
+pub fn assert_error(answer: &(StatusCode, Value), status: StatusCode, says: &str) {
+    assert_eq!(answer.0, status, "{:?}", answer.1);
+    assert_eq!(answer.1["code"], json!(status.as_u16()), "{:?}", answer.1);
+    let message = answer.1["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(says),
+        "message {message:?} should mention {says:?}"
+    );
+}
