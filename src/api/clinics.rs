@@ -327,6 +327,12 @@ pub async fn create(
     if !clinic.contains_key("name") {
         return Err(bad("name", "is required"));
     }
+    // The creator becomes a clinician, and every clinician has an address (clinician.v1).
+    let email = caller.email.clone().ok_or_else(|| {
+        ApiError::BadRequest(
+            "the token carries no email claim; the clinic's admin needs an address".into(),
+        )
+    })?;
     let now = DateTime::now();
     let id = ObjectId::new();
     clinic.insert("_id", id);
@@ -351,12 +357,9 @@ pub async fn create(
         }
     }
     let mut admin = doc! {
-        "clinicId": id, "userId": &caller.user_id, "roles": ["CLINIC_ADMIN"],
-        "createdTime": now, "updatedTime": now,
+        "clinicId": id, "userId": &caller.user_id, "email": email.to_lowercase(),
+        "roles": ["CLINIC_ADMIN"], "createdTime": now, "updatedTime": now,
     };
-    if let Some(email) = &caller.email {
-        admin.insert("email", email.to_lowercase());
-    }
     if let Some(name) = &caller.name {
         admin.insert("name", name);
     }

@@ -8,6 +8,7 @@
 
 pub mod access;
 pub mod auth;
+pub mod clinicians;
 pub mod clinics;
 pub mod error;
 pub mod extract;
@@ -106,6 +107,20 @@ fn router(state: AppState, settings: &ApiSettings) -> Router {
             get(clinics::get)
                 .put(clinics::update)
                 .delete(clinics::delete),
+        )
+        .route(
+            "/v1/clinics/{clinic_id}/clinicians",
+            get(clinicians::list).post(clinicians::create),
+        )
+        .route(
+            "/v1/clinics/{clinic_id}/clinicians/{clinician_id}",
+            get(clinicians::get)
+                .put(clinicians::update)
+                .delete(clinicians::delete),
+        )
+        .route(
+            "/v1/clinicians/{user_id}/clinics",
+            get(clinicians::clinics_of),
         );
     let metrics = crate::streams::runner::admin::prometheus();
     Router::new()

@@ -2,7 +2,7 @@
 //! reference service (DESIGN.md 2.1), since the CDC topics carry them.
 //!
 //! FerretDB (the local stack) has neither transactions nor partial indexes; the code uses
-//! neither: multi-document changes are ordered so that a failure leaves nothing half-visible
+//! neither (`docs/api.md`): multi-document changes are ordered so that a failure leaves nothing half-visible
 //! (create the clinic, then its admin, removing the clinic if that fails; archive first, then
 //! delete), and every unique index is a plain one.
 
@@ -72,9 +72,19 @@ impl Store {
                 plain(doc! { "createdTime": 1 }, "ClinicsByCreatedTime"),
             ])
             .await?;
+        // Members have a userId, invites an inviteId: each unique where present (partial on
+        // MongoDB, as the reference; see `partial_unique`).
+        self.partial_unique(&self.clinicians, "userId", "UniqueClinicianUserId")
+            .await?;
+        self.partial_unique(&self.clinicians, "inviteId", "UniqueInviteId")
+            .await?;
         self.clinicians
             .create_indexes([
-                unique(doc! { "clinicId": 1, "userId": 1 }, "UniqueClinicianUserId"),
+                // Every clinician document has an email (members and invites alike).
+                unique(
+                    doc! { "clinicId": 1, "email": 1 },
+                    "UniqueClinicMemberEmail",
+                ),
                 plain(doc! { "userId": 1 }, "CliniciansByUserId"),
             ])
             .await?;
@@ -85,5 +95,46 @@ impl Store {
             ])
             .await?;
         Ok(())
+    }
+
+    /// A unique index on `(clinicId, field)` for the documents that have `field`. MongoDB gets a
+    /// partial index, as the reference has. A server that refuses `partialFilterExpression` gets
+    /// a plain one, which on FerretDB's SQLite backend behaves the same: a missing field is NULL
+    /// there and NULLs are distinct, so documents without the field never collide (on MongoDB
+    /// a plain index would make them collide, hence partial first). The API tests check the
+    /// behaviour on FerretDB: two invites in a clinic, and duplicates refused.
+    async fn partial_unique(
+        &self,
+        collection: &Collection<Document>,
+        field: &str,
+        name: &str,
+    ) -> mongodb::error::Result<()> {
+        let keys = doc! { "clinicId": 1, field: 1 };
+        let partial = IndexModel::builder()
+            .keys(keys.clone())
+            .options(
+                IndexOptions::builder()
+                    .unique(true)
+                    .name(name.to_owned())
+                    .partial_filter_expression(doc! { field: { "$exists": true } })
+                    .build(),
+            )
+            .build();
+        match collection.create_index(partial).await {
+            Ok(_) => Ok(()),
+            Err(error) => {
+                tracing::info!(error = %error, index = name, "No partial index here; creating a plain one (FerretDB).");
+                let plain = IndexModel::builder()
+                    .keys(keys)
+                    .options(
+                        IndexOptions::builder()
+                            .unique(true)
+                            .name(name.to_owned())
+                            .build(),
+                    )
+                    .build();
+                collection.create_index(plain).await.map(|_| ())
+            }
+        }
     }
 }

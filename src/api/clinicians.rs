@@ -1,0 +1,442 @@
+//! Clinicians (members of a clinic): list (members; search, email, role, paging), create
+//! (services), get (members), update (admins; role changes are appended to `rolesUpdates` with
+//! who made them and the clinic's `admins` kept in step), delete (admins, or the member leaving;
+//! archived first), and the clinics of a clinician (the user themself, services).
+//!
+//! At least one admin per clinic: a change that would leave none answers 422. Without
+//! transactions the check runs after the write and undoes it, so two racing demotions cannot
+//! both succeed.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use bson::oid::ObjectId;
+use bson::{Bson, DateTime, Document, doc};
+use futures::TryStreamExt as _;
+use mongodb::options::FindOptions;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::access::{Need, require};
+use super::auth::Caller;
+use super::error::{ApiError, ApiResult};
+use super::extract::{JsonBody, Params, object_id, user_id};
+use super::{AppState, clinics, time};
+
+/// The roles of `clinicianRoles.v1`.
+pub const ROLES: [&str; 3] = ["CLINIC_ADMIN", "CLINIC_MEMBER", "PRESCRIBER"];
+const ADMIN: &str = "CLINIC_ADMIN";
+
+/// The writable fields of `clinician.v1`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClinicianInput {
+    /// The user id (absent for an invite).
+    id: Option<String>,
+    invite_id: Option<String>,
+    email: Option<String>,
+    name: Option<String>,
+    roles: Option<Vec<String>>,
+}
+
+fn bad(field: &str, why: &str) -> ApiError {
+    ApiError::BadRequest(format!("{field}: {why}"))
+}
+
+/// Roles as the contract wants them: at least one, known, no repeats.
+fn roles(roles: &[String]) -> ApiResult<Vec<String>> {
+    if roles.is_empty() {
+        return Err(bad("roles", "at least one role is required"));
+    }
+    for (i, role) in roles.iter().enumerate() {
+        if !ROLES.contains(&role.as_str()) {
+            return Err(bad(
+                &format!("roles[{i}]"),
+                &format!("must be one of {ROLES:?}"),
+            ));
+        }
+        if roles[..i].contains(role) {
+            return Err(bad("roles", "items must be unique"));
+        }
+    }
+    Ok(roles.to_vec())
+}
+
+/// A plausible email address, lower-cased (addresses are compared lower-cased).
+pub fn email(field: &str, value: &str) -> ApiResult<String> {
+    let value = value.trim();
+    let plausible = value.len() >= 6
+        && value.len() <= 254
+        && !value.contains(char::is_whitespace)
+        && value.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+        });
+    if plausible {
+        Ok(value.to_lowercase())
+    } else {
+        Err(bad(field, "must be an email address"))
+    }
+}
+
+/// A stored clinician as `clinician.v1`.
+pub fn to_json(clinician: &Document) -> Value {
+    let mut out = json!({
+        "email": clinician.get_str("email").unwrap_or_default(),
+        "roles": clinician.get_array("roles").map(|r| r.iter().filter_map(Bson::as_str).collect::<Vec<_>>()).unwrap_or_default(),
+        "createdTime": time::text(clinician.get_datetime("createdTime").ok()),
+        "updatedTime": time::text(clinician.get_datetime("updatedTime").ok()),
+    });
+    for (stored, field) in [("userId", "id"), ("inviteId", "inviteId"), ("name", "name")] {
+        if let Ok(value) = clinician.get_str(stored) {
+            out[field] = json!(value);
+        }
+    }
+    out
+}
+
+async fn find(state: &AppState, clinic: ObjectId, user: &str) -> ApiResult<Document> {
+    state
+        .store
+        .clinicians
+        .find_one(doc! { "clinicId": clinic, "userId": user })
+        .await?
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "clinician {user} not found in clinic {}",
+                clinic.to_hex()
+            ))
+        })
+}
+
+/// The clinic exists (404 otherwise).
+async fn clinic_exists(state: &AppState, clinic: ObjectId) -> ApiResult<Document> {
+    state
+        .store
+        .clinics
+        .find_one(doc! { "_id": clinic })
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("clinic {} not found", clinic.to_hex())))
+}
+
+/// Sets the clinic's `admins` to its CLINIC_ADMIN clinicians; how many there are.
+async fn sync_admins(state: &AppState, clinic: ObjectId) -> ApiResult<usize> {
+    let admins: Vec<Document> = state
+        .store
+        .clinicians
+        .find(doc! { "clinicId": clinic, "roles": ADMIN, "userId": { "$exists": true } })
+        .await?
+        .try_collect()
+        .await?;
+    let ids: Vec<String> = admins
+        .iter()
+        .filter_map(|a| a.get_str("userId").ok().map(str::to_owned))
+        .collect();
+    state
+        .store
+        .clinics
+        .update_one(doc! { "_id": clinic }, doc! { "$set": { "admins": &ids } })
+        .await?;
+    Ok(ids.len())
+}
+
+/// `GET /v1/clinics/{clinicId}/clinicians`: members and services.
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(clinic): Path<String>,
+    params: Params,
+) -> ApiResult<Json<Value>> {
+    let clinic = object_id("clinicId", &clinic)?;
+    clinic_exists(&state, clinic).await?;
+    require(&state.store, &caller, clinic, Need::Read).await?;
+    let (offset, limit) = params.page()?;
+    let mut filter = doc! { "clinicId": clinic };
+    if let Some(search) = params.text("search").filter(|s| !s.trim().is_empty()) {
+        // FerretDB has no text index: a case-insensitive substring match on the quoted input.
+        let pattern = regex_escape(search.trim());
+        filter.insert(
+            "$or",
+            vec![
+                doc! { "name": { "$regex": &pattern, "$options": "i" } },
+                doc! { "email": { "$regex": &pattern, "$options": "i" } },
+            ],
+        );
+    }
+    if let Some(address) = params.text("email") {
+        filter.insert("email", email("query parameter email", address)?);
+    }
+    if let Some(role) = params.text("role") {
+        if !ROLES.contains(&role) {
+            return Err(bad(
+                "query parameter role",
+                &format!("must be one of {ROLES:?}"),
+            ));
+        }
+        filter.insert("roles", role);
+    }
+    let options = FindOptions::builder()
+        .sort(doc! { "createdTime": 1, "_id": 1 })
+        .skip(offset)
+        .limit(limit)
+        .build();
+    let found: Vec<Document> = state
+        .store
+        .clinicians
+        .find(filter)
+        .with_options(options)
+        .await?
+        .try_collect()
+        .await?;
+    Ok(Json(Value::Array(found.iter().map(to_json).collect())))
+}
+
+/// Quotes regular-expression metacharacters, so a search is a literal substring.
+pub fn regex_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() * 2);
+    for c in text.chars() {
+        if "\\^$.|?*+()[]{}".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `POST /v1/clinics/{clinicId}/clinicians`: services (the invite flow creates clinicians).
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(clinic): Path<String>,
+    JsonBody(input): JsonBody<ClinicianInput>,
+) -> ApiResult<Json<Value>> {
+    let clinic = object_id("clinicId", &clinic)?;
+    super::access::require_service(&caller)?;
+    clinic_exists(&state, clinic).await?;
+    let now = DateTime::now();
+    let address = email(
+        "email",
+        input
+            .email
+            .as_deref()
+            .ok_or_else(|| bad("email", "is required"))?,
+    )?;
+    let roles = roles(
+        input
+            .roles
+            .as_deref()
+            .ok_or_else(|| bad("roles", "is required"))?,
+    )?;
+    let mut clinician = doc! {
+        "_id": ObjectId::new(), "clinicId": clinic, "email": address, "roles": &roles,
+        "createdTime": now, "updatedTime": now,
+    };
+    match (&input.id, &input.invite_id) {
+        (Some(user), _) => clinician.insert("userId", user_id("id", user)?),
+        (None, Some(invite)) if !invite.trim().is_empty() => {
+            clinician.insert("inviteId", invite.trim())
+        }
+        _ => {
+            return Err(bad(
+                "id",
+                "a user id, or an inviteId for an invite, is required",
+            ));
+        }
+    };
+    if let Some(name) = &input.name {
+        if name.trim().is_empty() {
+            return Err(bad("name", "must not be empty"));
+        }
+        clinician.insert("name", name.trim());
+    }
+    state
+        .store
+        .clinicians
+        .insert_one(&clinician)
+        .await
+        .map_err(|e| match ApiError::from(e) {
+            ApiError::Conflict(_) => ApiError::Conflict(
+                "the clinic already has a clinician with this user, invite or email".into(),
+            ),
+            other => other,
+        })?;
+    if roles.iter().any(|r| r == ADMIN) {
+        sync_admins(&state, clinic).await?;
+    }
+    Ok(Json(to_json(&clinician)))
+}
+
+/// `GET /v1/clinics/{clinicId}/clinicians/{clinicianId}`: members and services.
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((clinic, user)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let clinic = object_id("clinicId", &clinic)?;
+    let user = user_id("clinicianId", &user)?;
+    require(&state.store, &caller, clinic, Need::Read).await?;
+    Ok(Json(to_json(&find(&state, clinic, &user).await?)))
+}
+
+/// `PUT /v1/clinics/{clinicId}/clinicians/{clinicianId}`: admins and services. Sets `name`
+/// and `roles` as given; a role change appends `{roles, updatedBy}` to `rolesUpdates`.
+pub async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((clinic, user)): Path<(String, String)>,
+    JsonBody(input): JsonBody<ClinicianInput>,
+) -> ApiResult<Json<Value>> {
+    let clinic = object_id("clinicId", &clinic)?;
+    let user = user_id("clinicianId", &user)?;
+    require(&state.store, &caller, clinic, Need::Write).await?;
+    let before = find(&state, clinic, &user).await?;
+    let mut set = doc! { "updatedTime": DateTime::now() };
+    if let Some(name) = &input.name {
+        if name.trim().is_empty() {
+            return Err(bad("name", "must not be empty"));
+        }
+        set.insert("name", name.trim());
+    }
+    let mut update = Document::new();
+    let old_roles = before.get_array("roles").cloned().unwrap_or_default();
+    if let Some(new_roles) = &input.roles {
+        let new_roles = roles(new_roles)?;
+        let new_bson: Vec<Bson> = new_roles.iter().cloned().map(Bson::String).collect();
+        if new_bson != old_roles {
+            set.insert("roles", &new_roles);
+            update.insert(
+                "$push",
+                doc! { "rolesUpdates": { "roles": &new_roles, "updatedBy": &caller.user_id } },
+            );
+        }
+    }
+    update.insert("$set", set);
+    let id = before
+        .get_object_id("_id")
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    state
+        .store
+        .clinicians
+        .update_one(doc! { "_id": id }, update)
+        .await?;
+    if sync_admins(&state, clinic).await? == 0 {
+        // Undo: the clinic must keep an admin.
+        state
+            .store
+            .clinicians
+            .update_one(
+                doc! { "_id": id },
+                doc! { "$set": { "roles": old_roles, "updatedTime": before.get_datetime("updatedTime").ok().copied().unwrap_or_else(DateTime::now) }, "$pop": { "rolesUpdates": 1 } },
+            )
+            .await?;
+        sync_admins(&state, clinic).await?;
+        return Err(ApiError::Unprocessable(
+            "a clinic needs at least one CLINIC_ADMIN".into(),
+        ));
+    }
+    Ok(Json(to_json(&find(&state, clinic, &user).await?)))
+}
+
+/// `DELETE /v1/clinics/{clinicId}/clinicians/{clinicianId}`: admins, services, or the member
+/// leaving; archived to `clinician_deletions` first; 422 for the last admin.
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((clinic, user)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let clinic = object_id("clinicId", &clinic)?;
+    let user = user_id("clinicianId", &user)?;
+    let need = if !caller.service && caller.user_id == user {
+        Need::Read
+    } else {
+        Need::Write
+    };
+    require(&state.store, &caller, clinic, need).await?;
+    let clinician = find(&state, clinic, &user).await?;
+    let id = clinician
+        .get_object_id("_id")
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    let is_admin = clinician
+        .get_array("roles")
+        .is_ok_and(|r| r.iter().any(|x| x.as_str() == Some(ADMIN)));
+    if is_admin {
+        let admins = state
+            .store
+            .clinicians
+            .count_documents(
+                doc! { "clinicId": clinic, "roles": ADMIN, "userId": { "$exists": true } },
+            )
+            .await?;
+        if admins <= 1 {
+            return Err(ApiError::Unprocessable(
+                "a clinic needs at least one CLINIC_ADMIN".into(),
+            ));
+        }
+    }
+    state
+        .store
+        .clinician_deletions
+        .insert_one(doc! { "deletedTime": DateTime::now(), "deletedByUserId": &caller.user_id, "clinician": &clinician })
+        .await?;
+    state
+        .store
+        .clinicians
+        .delete_one(doc! { "_id": id })
+        .await?;
+    if is_admin && sync_admins(&state, clinic).await? == 0 {
+        // A racing removal took the other admin: put this one back.
+        state.store.clinicians.insert_one(&clinician).await?;
+        state
+            .store
+            .clinician_deletions
+            .delete_one(doc! { "clinician._id": id })
+            .await?;
+        sync_admins(&state, clinic).await?;
+        return Err(ApiError::Unprocessable(
+            "a clinic needs at least one CLINIC_ADMIN".into(),
+        ));
+    }
+    Ok(StatusCode::OK)
+}
+
+/// `GET /v1/clinicians/{userId}/clinics`: the user themself and services; each membership
+/// with its clinic.
+pub async fn clinics_of(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(user): Path<String>,
+    params: Params,
+) -> ApiResult<Json<Value>> {
+    let user = user_id("userId", &user)?;
+    if !caller.service && caller.user_id != user {
+        return Err(ApiError::Forbidden);
+    }
+    let (offset, limit) = params.page()?;
+    let options = FindOptions::builder()
+        .sort(doc! { "createdTime": 1, "_id": 1 })
+        .skip(offset)
+        .limit(limit)
+        .build();
+    let memberships: Vec<Document> = state
+        .store
+        .clinicians
+        .find(doc! { "userId": &user })
+        .with_options(options)
+        .await?
+        .try_collect()
+        .await?;
+    let mut out = Vec::with_capacity(memberships.len());
+    for membership in &memberships {
+        let Ok(clinic) = membership.get_object_id("clinicId") else {
+            continue;
+        };
+        if let Some(found) = state.store.clinics.find_one(doc! { "_id": clinic }).await? {
+            out.push(
+                json!({ "clinician": to_json(membership), "clinic": clinics::to_json(&found) }),
+            );
+        }
+    }
+    Ok(Json(Value::Array(out)))
+}

@@ -1,0 +1,454 @@
+//! Clinicians through HTTP: membership, invites and their uniqueness, role changes with their
+//! audit trail and the clinic's admins, the last-admin rule, leaving, and a user's clinics.
+
+use bson::doc;
+use bson::oid::ObjectId;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use super::{TestApi, assert_error, user};
+
+/// A clinic created by `admin`; its id.
+async fn clinic(api: &TestApi, admin: &str) -> String {
+    let (status, clinic) = api
+        .call(
+            Method::POST,
+            "/v1/clinics",
+            Some(&TestApi::token(admin, false)),
+            Some(json!({ "name": "Members" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{clinic}");
+    clinic["id"].as_str().expect("id").to_owned()
+}
+
+fn service() -> String {
+    TestApi::token("clinic-worker", true)
+}
+
+async fn add(api: &TestApi, clinic: &str, body: Value) -> (StatusCode, Value) {
+    api.call(
+        Method::POST,
+        &format!("/v1/clinics/{clinic}/clinicians"),
+        Some(&service()),
+        Some(body),
+    )
+    .await
+}
+
+async fn stored(api: &TestApi, clinic: &str, user: &str) -> bson::Document {
+    api.db
+        .collection::<bson::Document>("clinicians")
+        .find_one(doc! { "clinicId": ObjectId::parse_str(clinic).expect("oid"), "userId": user })
+        .await
+        .expect("read")
+        .expect("stored")
+}
+
+async fn admins(api: &TestApi, clinic: &str) -> Vec<String> {
+    let stored = api
+        .db
+        .collection::<bson::Document>("clinics")
+        .find_one(doc! { "_id": ObjectId::parse_str(clinic).expect("oid") })
+        .await
+        .expect("read")
+        .expect("clinic");
+    let mut admins: Vec<String> = stored
+        .get_array("admins")
+        .expect("admins")
+        .iter()
+        .filter_map(|a| a.as_str().map(str::to_owned))
+        .collect();
+    admins.sort();
+    admins
+}
+
+#[tokio::test]
+async fn services_add_members_and_invites_and_members_list_them_with_filters() {
+    let api = TestApi::spawn().await;
+    let (admin, ann, bob) = (user(), user(), user());
+    let clinic = clinic(&api, &admin).await;
+
+    let (status, created) = add(&api, &clinic, json!({ "id": ann, "email": "Ann.Lee@Example.org", "name": "Ann Lee", "roles": ["CLINIC_MEMBER", "PRESCRIBER"] })).await;
+    assert_eq!(status, StatusCode::OK, "{created}");
+    assert_eq!(created["email"], "ann.lee@example.org");
+    assert_eq!(created["id"], json!(ann));
+    add(&api, &clinic, json!({ "id": bob, "email": "bob@example.org", "name": "Bob (Admin)", "roles": ["CLINIC_ADMIN"] })).await;
+    for invite in ["inv-1", "inv-2"] {
+        let (status, body) = add(&api, &clinic, json!({ "inviteId": invite, "email": format!("{invite}@example.org"), "roles": ["CLINIC_MEMBER"] })).await;
+        assert_eq!(status, StatusCode::OK, "two invites in one clinic: {body}");
+    }
+    let member = TestApi::token(&ann, false);
+    let list = |query: &str| {
+        let path = format!("/v1/clinics/{clinic}/clinicians{query}");
+        let (api, member) = (&api, &member);
+        async move { api.call(Method::GET, &path, Some(member), None).await }
+    };
+
+    let all = list("").await;
+    assert_eq!(all.0, StatusCode::OK);
+    assert_eq!(all.1.as_array().map(Vec::len), Some(5));
+    let names = |v: &Value| {
+        v.as_array()
+            .expect("array")
+            .iter()
+            .map(|c| c["email"].as_str().unwrap_or_default().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(&list("?search=LEE").await.1),
+        vec!["ann.lee@example.org"]
+    );
+    assert_eq!(
+        names(&list("?search=(admin)").await.1),
+        vec!["bob@example.org"],
+        "search is literal, not a regex"
+    );
+    assert_eq!(
+        names(&list("?email=BOB@example.org").await.1),
+        vec!["bob@example.org"]
+    );
+    assert_eq!(
+        names(&list("?role=PRESCRIBER").await.1),
+        vec!["ann.lee@example.org"]
+    );
+    assert_eq!(
+        list("?offset=1&limit=2").await.1.as_array().map(Vec::len),
+        Some(2)
+    );
+    assert_eq!(admins(&api, &clinic).await, {
+        let mut a = vec![admin.clone(), bob.clone()];
+        a.sort();
+        a
+    });
+    assert_error(&list("?role=OWNER").await, StatusCode::BAD_REQUEST, "role");
+    let stranger = api
+        .call(
+            Method::GET,
+            &format!("/v1/clinics/{clinic}/clinicians"),
+            Some(&TestApi::token(&user(), false)),
+            None,
+        )
+        .await;
+    assert_error(&stranger, StatusCode::FORBIDDEN, "forbidden");
+    let by_user = api
+        .call(
+            Method::POST,
+            &format!("/v1/clinics/{clinic}/clinicians"),
+            Some(&member),
+            Some(json!({ "id": user(), "email": "x@example.org", "roles": ["CLINIC_MEMBER"] })),
+        )
+        .await;
+    assert_error(&by_user, StatusCode::FORBIDDEN, "forbidden");
+}
+
+#[tokio::test]
+async fn one_clinician_per_user_invite_and_email_in_a_clinic() {
+    let api = TestApi::spawn().await;
+    let (admin, ann) = (user(), user());
+    let clinic = clinic(&api, &admin).await;
+    add(
+        &api,
+        &clinic,
+        json!({ "id": ann, "email": "ann@example.org", "roles": ["CLINIC_MEMBER"] }),
+    )
+    .await;
+    add(
+        &api,
+        &clinic,
+        json!({ "inviteId": "inv-9", "email": "nine@example.org", "roles": ["CLINIC_MEMBER"] }),
+    )
+    .await;
+
+    let cases = [
+        json!({ "id": ann, "email": "other@example.org", "roles": ["CLINIC_MEMBER"] }),
+        json!({ "inviteId": "inv-9", "email": "else@example.org", "roles": ["CLINIC_MEMBER"] }),
+        json!({ "id": user(), "email": "ANN@example.org", "roles": ["CLINIC_MEMBER"] }),
+    ];
+    for body in cases {
+        assert_error(
+            &add(&api, &clinic, body).await,
+            StatusCode::CONFLICT,
+            "already has",
+        );
+    }
+    let invalid = [
+        (
+            json!({ "id": user(), "email": "not-an-address", "roles": ["CLINIC_MEMBER"] }),
+            "email",
+        ),
+        (
+            json!({ "id": user(), "email": "a@example.org", "roles": [] }),
+            "roles",
+        ),
+        (
+            json!({ "id": user(), "email": "a@example.org", "roles": ["CLINIC_MEMBER", "CLINIC_MEMBER"] }),
+            "roles",
+        ),
+        (
+            json!({ "id": user(), "email": "a@example.org", "roles": ["OWNER"] }),
+            "roles[0]",
+        ),
+        (
+            json!({ "id": "Robert'); DROP", "email": "a@example.org", "roles": ["CLINIC_MEMBER"] }),
+            "id",
+        ),
+        (
+            json!({ "email": "a@example.org", "roles": ["CLINIC_MEMBER"] }),
+            "id",
+        ),
+    ];
+    for (body, field) in invalid {
+        assert_error(
+            &add(&api, &clinic, body).await,
+            StatusCode::BAD_REQUEST,
+            field,
+        );
+    }
+    let missing = api
+        .call(
+            Method::POST,
+            &format!("/v1/clinics/{}/clinicians", ObjectId::new().to_hex()),
+            Some(&service()),
+            Some(json!({ "id": user(), "email": "a@example.org", "roles": ["CLINIC_MEMBER"] })),
+        )
+        .await;
+    assert_error(&missing, StatusCode::NOT_FOUND, "not found");
+}
+
+#[tokio::test]
+async fn role_changes_are_audited_keep_admins_in_step_and_never_drop_the_last_admin() {
+    let api = TestApi::spawn().await;
+    let (admin, ann) = (user(), user());
+    let clinic = clinic(&api, &admin).await;
+    add(
+        &api,
+        &clinic,
+        json!({ "id": ann, "email": "ann@example.org", "roles": ["CLINIC_MEMBER"] }),
+    )
+    .await;
+    let admin_token = TestApi::token(&admin, false);
+    let path = |who: &str| format!("/v1/clinics/{clinic}/clinicians/{who}");
+
+    let (status, promoted) = api
+        .call(
+            Method::PUT,
+            &path(&ann),
+            Some(&admin_token),
+            Some(json!({ "roles": ["CLINIC_ADMIN"], "name": "Ann" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{promoted}");
+    assert_eq!(promoted["roles"], json!(["CLINIC_ADMIN"]));
+    assert_eq!(promoted["name"], "Ann");
+    let audit = stored(&api, &clinic, &ann).await;
+    assert_eq!(
+        audit.get_array("rolesUpdates").expect("audit"),
+        &vec![bson::Bson::Document(
+            doc! { "roles": ["CLINIC_ADMIN"], "updatedBy": &admin }
+        )]
+    );
+    assert_eq!(admins(&api, &clinic).await, {
+        let mut a = vec![admin.clone(), ann.clone()];
+        a.sort();
+        a
+    });
+    // A rename alone adds no audit entry.
+    api.call(
+        Method::PUT,
+        &path(&ann),
+        Some(&admin_token),
+        Some(json!({ "name": "Ann L." })),
+    )
+    .await;
+    assert_eq!(
+        stored(&api, &clinic, &ann)
+            .await
+            .get_array("rolesUpdates")
+            .expect("audit")
+            .len(),
+        1
+    );
+
+    // Both step down: the second would leave none.
+    let ann_token = TestApi::token(&ann, false);
+    let first = api
+        .call(
+            Method::PUT,
+            &path(&admin),
+            Some(&ann_token),
+            Some(json!({ "roles": ["CLINIC_MEMBER"] })),
+        )
+        .await;
+    assert_eq!(first.0, StatusCode::OK);
+    let last = api
+        .call(
+            Method::PUT,
+            &path(&ann),
+            Some(&ann_token),
+            Some(json!({ "roles": ["CLINIC_MEMBER"] })),
+        )
+        .await;
+    assert_error(&last, StatusCode::UNPROCESSABLE_ENTITY, "CLINIC_ADMIN");
+    assert_eq!(admins(&api, &clinic).await, vec![ann.clone()]);
+    let kept = stored(&api, &clinic, &ann).await;
+    assert_eq!(
+        kept.get_array("roles").expect("roles"),
+        &vec![bson::Bson::String("CLINIC_ADMIN".into())]
+    );
+    assert_eq!(
+        kept.get_array("rolesUpdates").expect("audit").len(),
+        1,
+        "the refused change left no audit entry"
+    );
+
+    let by_member = api
+        .call(
+            Method::PUT,
+            &path(&ann),
+            Some(&TestApi::token(&admin, false)),
+            Some(json!({ "roles": ["CLINIC_MEMBER"] })),
+        )
+        .await;
+    assert_error(&by_member, StatusCode::FORBIDDEN, "forbidden");
+    let bad = api
+        .call(
+            Method::PUT,
+            &path(&ann),
+            Some(&ann_token),
+            Some(json!({ "roles": "CLINIC_ADMIN" })),
+        )
+        .await;
+    assert_error(&bad, StatusCode::BAD_REQUEST, "roles");
+    let get = api
+        .call(Method::GET, &path(&admin), Some(&ann_token), None)
+        .await;
+    assert_eq!(get.1["roles"], json!(["CLINIC_MEMBER"]));
+    assert_error(
+        &api.call(Method::GET, &path(&user()), Some(&ann_token), None)
+            .await,
+        StatusCode::NOT_FOUND,
+        "not found",
+    );
+}
+
+#[tokio::test]
+async fn members_leave_admins_remove_and_the_last_admin_stays() {
+    let api = TestApi::spawn().await;
+    let (admin, ann, bob) = (user(), user(), user());
+    let clinic = clinic(&api, &admin).await;
+    add(
+        &api,
+        &clinic,
+        json!({ "id": ann, "email": "ann@example.org", "roles": ["CLINIC_MEMBER"] }),
+    )
+    .await;
+    add(
+        &api,
+        &clinic,
+        json!({ "id": bob, "email": "bob@example.org", "roles": ["CLINIC_MEMBER"] }),
+    )
+    .await;
+    let path = |who: &str| format!("/v1/clinics/{clinic}/clinicians/{who}");
+
+    let bob_removes_ann = api
+        .call(
+            Method::DELETE,
+            &path(&ann),
+            Some(&TestApi::token(&bob, false)),
+            None,
+        )
+        .await;
+    assert_error(&bob_removes_ann, StatusCode::FORBIDDEN, "forbidden");
+    let ann_leaves = api
+        .call(
+            Method::DELETE,
+            &path(&ann),
+            Some(&TestApi::token(&ann, false)),
+            None,
+        )
+        .await;
+    assert_eq!(ann_leaves, (StatusCode::OK, Value::Null));
+    let admin_removes_bob = api
+        .call(
+            Method::DELETE,
+            &path(&bob),
+            Some(&TestApi::token(&admin, false)),
+            None,
+        )
+        .await;
+    assert_eq!(admin_removes_bob.0, StatusCode::OK);
+    let last = api
+        .call(
+            Method::DELETE,
+            &path(&admin),
+            Some(&TestApi::token(&admin, false)),
+            None,
+        )
+        .await;
+    assert_error(&last, StatusCode::UNPROCESSABLE_ENTITY, "CLINIC_ADMIN");
+
+    let archived = api
+        .db
+        .collection::<bson::Document>("clinician_deletions")
+        .count_documents(doc! { "clinician.clinicId": ObjectId::parse_str(&clinic).expect("oid") })
+        .await
+        .expect("count");
+    assert_eq!(archived, 2);
+    assert_eq!(admins(&api, &clinic).await, vec![admin.clone()]);
+    assert_error(
+        &api.call(
+            Method::DELETE,
+            &path(&ann),
+            Some(&TestApi::token(&admin, false)),
+            None,
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+        "not found",
+    );
+}
+
+#[tokio::test]
+async fn a_user_sees_their_own_clinics_and_nobody_elses() {
+    let api = TestApi::spawn().await;
+    let (ann, other) = (user(), user());
+    let first = clinic(&api, &ann).await;
+    let second = clinic(&api, &other).await;
+    add(
+        &api,
+        &second,
+        json!({ "id": ann, "email": "ann@example.org", "roles": ["CLINIC_MEMBER"] }),
+    )
+    .await;
+    let path = format!("/v1/clinicians/{ann}/clinics");
+
+    let (status, mine) = api
+        .call(Method::GET, &path, Some(&TestApi::token(&ann, false)), None)
+        .await;
+
+    assert_eq!(status, StatusCode::OK);
+    let clinics: Vec<&str> = mine
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|r| r["clinic"]["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(clinics, vec![first.as_str(), second.as_str()]);
+    assert_eq!(mine[1]["clinician"]["roles"], json!(["CLINIC_MEMBER"]));
+    assert_eq!(
+        api.call(Method::GET, &path, Some(&service()), None).await.0,
+        StatusCode::OK
+    );
+    assert_error(
+        &api.call(
+            Method::GET,
+            &path,
+            Some(&TestApi::token(&other, false)),
+            None,
+        )
+        .await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    );
+}
