@@ -17,6 +17,9 @@ pub enum ApiError {
     /// 403: the caller may not do this.
     #[error("forbidden")]
     Forbidden,
+    /// 403 with the reason (a rule about the change, not about the caller's role).
+    #[error("{0}")]
+    Refused(String),
     /// 404: the named thing does not exist.
     #[error("{0}")]
     NotFound(String),
@@ -40,7 +43,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::Forbidden | ApiError::Refused(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,

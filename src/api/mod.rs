@@ -12,6 +12,7 @@ pub mod clinicians;
 pub mod clinics;
 pub mod error;
 pub mod extract;
+pub mod patients;
 pub mod settings;
 pub mod share_code;
 pub mod store;
@@ -121,7 +122,31 @@ fn router(state: AppState, settings: &ApiSettings) -> Router {
         .route(
             "/v1/clinicians/{user_id}/clinics",
             get(clinicians::clinics_of),
-        );
+        )
+        .route(
+            "/v1/clinics/{clinic_id}/patients",
+            get(patients::list).post(patients::create_custodial),
+        )
+        .route(
+            "/v1/clinics/{clinic_id}/patients/{patient_id}",
+            get(patients::get)
+                .post(patients::create_from_user)
+                .put(patients::update)
+                .delete(patients::delete),
+        )
+        .route(
+            "/v1/clinics/{clinic_id}/patients/{patient_id}/permissions",
+            axum::routing::put(patients::update_permissions),
+        )
+        .route(
+            "/v1/clinics/{clinic_id}/patients/{patient_id}/permissions/{permission}",
+            axum::routing::delete(patients::delete_permission),
+        )
+        .route(
+            "/v1/clinics/{clinic_id}/patients/{patient_id}/upload_reminder",
+            axum::routing::post(patients::upload_reminder),
+        )
+        .route("/v1/patients/{user_id}/clinics", get(patients::clinics_of));
     let metrics = crate::streams::runner::admin::prometheus();
     Router::new()
         .merge(v1)

@@ -3,6 +3,7 @@
 
 mod clinicians;
 mod clinics;
+mod patients;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
