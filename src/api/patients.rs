@@ -99,7 +99,7 @@ fn valid_date(text: &str) -> bool {
     let (Ok(y), Ok(m), Ok(d)) = (y.parse::<u32>(), m.parse::<u32>(), d.parse::<u32>()) else {
         return false;
     };
-    if y < 1900 || y > 2200 || !(1..=12).contains(&m) || text.len() != 10 {
+    if !(1900..=2200).contains(&y) || !(1..=12).contains(&m) || text.len() != 10 {
         return false;
     }
     let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
