@@ -12,11 +12,14 @@ pub mod clinicians;
 pub mod clinics;
 pub mod error;
 pub mod extract;
+pub mod invites;
+pub mod migrations;
 pub mod patients;
 pub mod settings;
 pub mod share_code;
 pub mod store;
 pub mod time;
+pub mod users;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -146,7 +149,35 @@ fn router(state: AppState, settings: &ApiSettings) -> Router {
             "/v1/clinics/{clinic_id}/patients/{patient_id}/upload_reminder",
             axum::routing::post(patients::upload_reminder),
         )
-        .route("/v1/patients/{user_id}/clinics", get(patients::clinics_of));
+        .route("/v1/patients/{user_id}/clinics", get(patients::clinics_of))
+        .route(
+            "/v1/clinics/{clinic_id}/migrate",
+            axum::routing::post(migrations::trigger),
+        )
+        .route(
+            "/v1/clinics/{clinic_id}/migrations",
+            get(migrations::list).post(migrations::add),
+        )
+        .route(
+            "/v1/clinics/{clinic_id}/migrations/{user_id}",
+            get(migrations::get).patch(migrations::update),
+        )
+        .route(
+            "/v1/users/{user_id}/clinics",
+            axum::routing::delete(users::delete).post(users::update),
+        )
+        .route(
+            "/confirm/send/invite/{user_id}/clinic",
+            axum::routing::post(invites::send),
+        )
+        .route(
+            "/v1/clinics/{clinic_id}/invites/patients",
+            get(invites::list),
+        )
+        .route(
+            "/v1/clinics/{clinic_id}/invites/patients/{invite_id}",
+            axum::routing::put(invites::accept).delete(invites::decline),
+        );
     let metrics = crate::streams::runner::admin::prometheus();
     Router::new()
         .merge(v1)

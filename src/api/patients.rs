@@ -71,7 +71,8 @@ pub struct Permissions {
 }
 
 impl Permissions {
-    fn granted(&self) -> Vec<&'static str> {
+    /// The granted names, in the contract's order.
+    pub fn granted(&self) -> Vec<&'static str> {
         [
             ("custodian", &self.custodian),
             ("view", &self.view),
@@ -86,7 +87,7 @@ impl Permissions {
 }
 
 /// Grants as stored: `{view: {}, …}`.
-fn grants_document(grants: &[&str]) -> Document {
+pub fn grants_document(grants: &[&str]) -> Document {
     grants
         .iter()
         .map(|g| ((*g).to_owned(), Bson::Document(Document::new())))

@@ -19,6 +19,10 @@ pub struct Store {
     pub clinicians: Collection<Document>,
     /// `patients`, one document per (clinic, user).
     pub patients: Collection<Document>,
+    /// `migrations`: one per legacy clinician account.
+    pub migrations: Collection<Document>,
+    /// `patient_invites`: a patient's invitation of a clinic, pending until accepted or declined.
+    pub patient_invites: Collection<Document>,
     /// `clinic_deletions`: archives `{deletedTime, deletedByUserId, clinic}`.
     pub clinic_deletions: Collection<Document>,
     /// `clinician_deletions`: archives `{deletedTime, deletedByUserId, clinician}`.
@@ -36,6 +40,8 @@ impl Store {
             clinics: db.collection("clinics"),
             clinicians: db.collection("clinicians"),
             patients: db.collection("patients"),
+            migrations: db.collection("migrations"),
+            patient_invites: db.collection("patient_invites"),
             clinic_deletions: db.collection("clinic_deletions"),
             clinician_deletions: db.collection("clinician_deletions"),
             patient_deletions: db.collection("patient_deletions"),
@@ -93,6 +99,16 @@ impl Store {
                 unique(doc! { "clinicId": 1, "userId": 1 }, "UniquePatient"),
                 plain(doc! { "userId": 1 }, "UserId"),
             ])
+            .await?;
+        self.migrations
+            .create_indexes([
+                unique(doc! { "userId": 1 }, "UniqueClinicianMigration"),
+                plain(doc! { "clinicId": 1 }, "MigrationsByClinic"),
+            ])
+            .await?;
+        // One pending invite per clinic and patient: `pendingFor` holds the patient's id while
+        // the invite is pending and is removed when it is answered.
+        self.partial_unique(&self.patient_invites, "pendingFor", "UniquePendingInvite")
             .await?;
         Ok(())
     }

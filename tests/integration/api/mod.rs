@@ -3,6 +3,7 @@
 
 mod clinicians;
 mod clinics;
+mod lifecycle;
 mod patients;
 
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -1,0 +1,222 @@
+//! Patient invites: a patient invites a clinic by its share code with the permissions they
+//! offer (hydrophone's `POST /confirm/send/invite/{userId}/clinic`), stored in
+//! `patient_invites` as a confirmation; the clinic's members list the pending ones and accept
+//! (the patient is created with those permissions) or decline. The insert is what the
+//! notifications processor mails to the clinic's admins (`patient_clinic_invitation`).
+
+use axum::Json;
+use axum::extract::{Path, State};
+use bson::{DateTime, Document, doc};
+use futures::TryStreamExt as _;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::access::{Need, require};
+use super::auth::Caller;
+use super::error::{ApiError, ApiResult};
+use super::extract::{JsonBody, object_id, user_id};
+use super::patients::{self, Permissions};
+use super::{AppState, share_code, time};
+
+/// The invitation a patient sends.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Invitation {
+    share_code: String,
+    permissions: Permissions,
+}
+
+/// A stored invite as `confirmation.v1`.
+pub fn to_json(invite: &Document) -> Value {
+    let mut out = json!({
+        "key": invite.get_str("key").unwrap_or_default(),
+        "type": "careteam_invitation",
+        "status": invite.get_str("status").unwrap_or("pending"),
+        "email": invite.get_str("email").unwrap_or_default(),
+        "creatorId": invite.get_str("creatorId").unwrap_or_default(),
+        "created": time::text(invite.get_datetime("created").ok()),
+        "modified": time::text(invite.get_datetime("modified").ok()),
+    });
+    if let Ok(grants) = invite.get_document("permissions") {
+        // Hydrophone carries the offered permissions as JSON text in `context`.
+        let grants: serde_json::Map<String, Value> =
+            grants.keys().map(|k| (k.clone(), json!({}))).collect();
+        out["context"] = json!(Value::Object(grants).to_string());
+    }
+    out
+}
+
+/// `POST /confirm/send/invite/{userId}/clinic`: the patient themself (or a service on their
+/// behalf); 404 for an unknown share code, 409 when already a patient or already pending;
+/// a patient cannot offer `custodian`.
+pub async fn send(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(user): Path<String>,
+    JsonBody(invitation): JsonBody<Invitation>,
+) -> ApiResult<Json<Value>> {
+    let user = user_id("userId", &user)?;
+    if !caller.service && caller.user_id != user {
+        return Err(ApiError::Forbidden);
+    }
+    let code = invitation.share_code.trim().to_uppercase();
+    if !share_code::is_valid(&code) {
+        return Err(ApiError::BadRequest(
+            "shareCode: must be three groups of four characters, like ABCD-EFGH-JKLM".into(),
+        ));
+    }
+    let grants = invitation.permissions.granted();
+    if grants.is_empty() {
+        return Err(ApiError::BadRequest(
+            "permissions: at least one of view, upload, note".into(),
+        ));
+    }
+    if grants.contains(&"custodian") {
+        return Err(ApiError::Refused("a patient cannot grant custodian".into()));
+    }
+    let clinic = state
+        .store
+        .clinics
+        .find_one(doc! { "shareCodes": &code })
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no clinic has share code {code}")))?;
+    let clinic_id = clinic
+        .get_object_id("_id")
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    if state
+        .store
+        .patients
+        .find_one(doc! { "clinicId": clinic_id, "userId": &user })
+        .await?
+        .is_some()
+    {
+        return Err(ApiError::Conflict(
+            "the user is a patient of this clinic already".into(),
+        ));
+    }
+    let now = DateTime::now();
+    let key = uuid::Uuid::new_v4().simple().to_string();
+    let mut invite = doc! {
+        "_id": &key, "key": &key, "type": "careteam_invitation", "status": "pending",
+        "clinicId": clinic_id, "creatorId": &user, "pendingFor": &user,
+        "permissions": patients::grants_document(&grants), "created": now, "modified": now,
+    };
+    if let Some(address) = &caller.email {
+        invite.insert("email", address.to_lowercase());
+    }
+    state
+        .store
+        .patient_invites
+        .insert_one(&invite)
+        .await
+        .map_err(|e| match ApiError::from(e) {
+            ApiError::Conflict(_) => ApiError::Conflict(
+                "an invite of this clinic by this user is pending already".into(),
+            ),
+            other => other,
+        })?;
+    Ok(Json(to_json(&invite)))
+}
+
+/// `GET /v1/clinics/{clinicId}/invites/patients`: members and services; the pending invites.
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(clinic_id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let clinic_id = object_id("clinicId", &clinic_id)?;
+    require(&state.store, &caller, clinic_id, Need::Read).await?;
+    let pending: Vec<Document> = state
+        .store
+        .patient_invites
+        .find(doc! { "clinicId": clinic_id, "status": "pending" })
+        .sort(doc! { "created": 1, "_id": 1 })
+        .await?
+        .try_collect()
+        .await?;
+    Ok(Json(Value::Array(pending.iter().map(to_json).collect())))
+}
+
+async fn pending(state: &AppState, clinic: bson::oid::ObjectId, key: &str) -> ApiResult<Document> {
+    state
+        .store
+        .patient_invites
+        .find_one(doc! { "_id": key, "clinicId": clinic, "status": "pending" })
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no pending invite {key} for this clinic")))
+}
+
+/// Marks an invite answered: `status`, and it no longer blocks a new one.
+async fn answer(state: &AppState, key: &str, status: &str) -> ApiResult<bool> {
+    let result = state
+        .store
+        .patient_invites
+        .update_one(
+            doc! { "_id": key, "status": "pending" },
+            doc! { "$set": { "status": status, "modified": DateTime::now() }, "$unset": { "pendingFor": "" } },
+        )
+        .await?;
+    Ok(result.modified_count == 1)
+}
+
+/// `PUT /v1/clinics/{clinicId}/invites/patients/{inviteId}`: members and services accept; the
+/// patient is created with the permissions offered; answers the patient (`patient.v1`).
+pub async fn accept(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((clinic_id, key)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let clinic_id = object_id("clinicId", &clinic_id)?;
+    require(&state.store, &caller, clinic_id, Need::Read).await?;
+    let invite = pending(&state, clinic_id, &key).await?;
+    let user = invite
+        .get_str("creatorId")
+        .map_err(|e| ApiError::Internal(e.into()))?
+        .to_owned();
+    let grants = invite
+        .get_document("permissions")
+        .cloned()
+        .unwrap_or_default();
+    let now = DateTime::now();
+    let patient = doc! {
+        "_id": bson::oid::ObjectId::new(), "clinicId": clinic_id, "userId": &user,
+        "permissions": grants, "invitedBy": &caller.user_id, "createdTime": now, "updatedTime": now,
+    };
+    // The patient first: if that fails (already a patient), the invite stays pending.
+    state
+        .store
+        .patients
+        .insert_one(&patient)
+        .await
+        .map_err(|e| match ApiError::from(e) {
+            ApiError::Conflict(_) => {
+                ApiError::Conflict("the user is a patient of this clinic already".into())
+            }
+            other => other,
+        })?;
+    if !answer(&state, &key, "completed").await? {
+        return Err(ApiError::Conflict(
+            "the invite was answered meanwhile".into(),
+        ));
+    }
+    Ok(Json(patients::to_json(&patient)))
+}
+
+/// `DELETE /v1/clinics/{clinicId}/invites/patients/{inviteId}`: members and services decline.
+pub async fn decline(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((clinic_id, key)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let clinic_id = object_id("clinicId", &clinic_id)?;
+    require(&state.store, &caller, clinic_id, Need::Read).await?;
+    pending(&state, clinic_id, &key).await?;
+    answer(&state, &key, "declined").await?;
+    let declined = state
+        .store
+        .patient_invites
+        .find_one(doc! { "_id": &key })
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("invite {key}")))?;
+    Ok(Json(to_json(&declined)))
+}

@@ -1,0 +1,259 @@
+//! Migrations of legacy clinician accounts into a clinic: the admin triggers the initial one,
+//! services add more and move their status forward (PENDING → RUNNING → COMPLETED; the
+//! migrations processor does), members read them. One migration per legacy user (unique index).
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use bson::oid::ObjectId;
+use bson::{DateTime, Document, doc};
+use futures::TryStreamExt as _;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::access::{Need, require, require_service};
+use super::auth::Caller;
+use super::error::{ApiError, ApiResult};
+use super::extract::{JsonBody, object_id, user_id};
+use super::{AppState, time};
+
+/// The statuses, in the only order they may take.
+pub const STATUSES: [&str; 3] = ["PENDING", "RUNNING", "COMPLETED"];
+
+/// `triggerMigration.v1`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Trigger {
+    attestation_submitted: Option<bool>,
+}
+
+/// `migration.v1` as a request (`userId`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NewMigration {
+    user_id: Option<String>,
+}
+
+/// `migrationUpdate.v1`.
+#[derive(Debug, Deserialize)]
+pub struct StatusUpdate {
+    status: String,
+}
+
+/// A stored migration as `migration.v1`.
+pub fn to_json(migration: &Document) -> Value {
+    let mut out = json!({
+        "userId": migration.get_str("userId").unwrap_or_default(),
+        "status": migration.get_str("status").unwrap_or("PENDING"),
+        "createdTime": time::text(migration.get_datetime("createdTime").ok()),
+        "updatedTime": time::text(migration.get_datetime("updatedTime").ok()),
+    });
+    if let Ok(at) = migration.get_datetime("attestationTime") {
+        out["attestationTime"] = json!(time::text(Some(at)));
+    }
+    out
+}
+
+async fn clinic(state: &AppState, id: ObjectId) -> ApiResult<Document> {
+    state
+        .store
+        .clinics
+        .find_one(doc! { "_id": id })
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("clinic {} not found", id.to_hex())))
+}
+
+fn taken(error: mongodb::error::Error) -> ApiError {
+    match ApiError::from(error) {
+        ApiError::Conflict(_) => ApiError::Conflict("this user has a migration already".into()),
+        other => other,
+    }
+}
+
+/// `POST /v1/clinics/{clinicId}/migrate`: the clinic's only admin migrates their legacy
+/// account: the clinic becomes migrated and a PENDING migration of the admin is inserted.
+pub async fn trigger(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(clinic_id): Path<String>,
+    JsonBody(trigger): JsonBody<Trigger>,
+) -> ApiResult<Json<Value>> {
+    let clinic_id = object_id("clinicId", &clinic_id)?;
+    let found = clinic(&state, clinic_id).await?;
+    if caller.service {
+        return Err(ApiError::Forbidden);
+    }
+    require(&state.store, &caller, clinic_id, Need::Write).await?;
+    if found.get_bool("isMigrated").unwrap_or(false) {
+        return Err(ApiError::Conflict("the clinic is migrated already".into()));
+    }
+    let admins = found.get_array("admins").map(Vec::len).unwrap_or(0);
+    if admins != 1 {
+        return Err(ApiError::Conflict(format!(
+            "the initial migration needs exactly one admin; the clinic has {admins}"
+        )));
+    }
+    let now = DateTime::now();
+    let mut migration = doc! {
+        "_id": ObjectId::new(), "clinicId": clinic_id, "userId": &caller.user_id, "status": "PENDING",
+        "createdTime": now, "updatedTime": now,
+    };
+    if trigger.attestation_submitted == Some(true) {
+        migration.insert("attestationTime", now);
+    }
+    // No transaction: the migration first (it may be refused), then the clinic's flag; the
+    // migration is taken back if the flag cannot be set.
+    state
+        .store
+        .migrations
+        .insert_one(&migration)
+        .await
+        .map_err(taken)?;
+    let flagged = state
+        .store
+        .clinics
+        .update_one(
+            doc! { "_id": clinic_id, "isMigrated": { "$ne": true } },
+            doc! { "$set": { "isMigrated": true, "updatedTime": now } },
+        )
+        .await;
+    match flagged {
+        Ok(result) if result.modified_count == 1 => Ok(Json(to_json(&migration))),
+        other => {
+            state.store.migrations.delete_one(doc! { "_id": migration.get_object_id("_id").map_err(|e| ApiError::Internal(e.into()))? }).await?;
+            match other {
+                Ok(_) => Err(ApiError::Conflict("the clinic is migrated already".into())),
+                Err(error) => Err(error.into()),
+            }
+        }
+    }
+}
+
+/// `POST /v1/clinics/{clinicId}/migrations`: services add the migration of another legacy
+/// clinician to a migrated clinic; 202.
+pub async fn add(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(clinic_id): Path<String>,
+    JsonBody(input): JsonBody<NewMigration>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let clinic_id = object_id("clinicId", &clinic_id)?;
+    require_service(&caller)?;
+    let user = user_id(
+        "userId",
+        input
+            .user_id
+            .as_deref()
+            .ok_or_else(|| ApiError::BadRequest("userId: is required".into()))?,
+    )?;
+    let found = clinic(&state, clinic_id).await?;
+    if !found.get_bool("isMigrated").unwrap_or(false) {
+        return Err(ApiError::Conflict(
+            "the clinic is not migrated yet; trigger its initial migration first".into(),
+        ));
+    }
+    let now = DateTime::now();
+    let migration = doc! {
+        "_id": ObjectId::new(), "clinicId": clinic_id, "userId": &user, "status": "PENDING",
+        "createdTime": now, "updatedTime": now,
+    };
+    state
+        .store
+        .migrations
+        .insert_one(&migration)
+        .await
+        .map_err(taken)?;
+    Ok((StatusCode::ACCEPTED, Json(to_json(&migration))))
+}
+
+/// `GET /v1/clinics/{clinicId}/migrations`: members and services.
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(clinic_id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let clinic_id = object_id("clinicId", &clinic_id)?;
+    clinic(&state, clinic_id).await?;
+    require(&state.store, &caller, clinic_id, Need::Read).await?;
+    let found: Vec<Document> = state
+        .store
+        .migrations
+        .find(doc! { "clinicId": clinic_id })
+        .sort(doc! { "createdTime": 1, "_id": 1 })
+        .await?
+        .try_collect()
+        .await?;
+    Ok(Json(Value::Array(found.iter().map(to_json).collect())))
+}
+
+async fn find(state: &AppState, clinic: ObjectId, user: &str) -> ApiResult<Document> {
+    state
+        .store
+        .migrations
+        .find_one(doc! { "clinicId": clinic, "userId": user })
+        .await?
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "no migration of {user} in clinic {}",
+                clinic.to_hex()
+            ))
+        })
+}
+
+/// `GET /v1/clinics/{clinicId}/migrations/{userId}`: members and services.
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((clinic_id, user)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let clinic_id = object_id("clinicId", &clinic_id)?;
+    let user = user_id("userId", &user)?;
+    require(&state.store, &caller, clinic_id, Need::Read).await?;
+    Ok(Json(to_json(&find(&state, clinic_id, &user).await?)))
+}
+
+/// `PATCH /v1/clinics/{clinicId}/migrations/{userId}`: services move the status forward only
+/// (the same status again changes nothing; backwards is 409).
+pub async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((clinic_id, user)): Path<(String, String)>,
+    JsonBody(update): JsonBody<StatusUpdate>,
+) -> ApiResult<Json<Value>> {
+    let clinic_id = object_id("clinicId", &clinic_id)?;
+    let user = user_id("userId", &user)?;
+    require_service(&caller)?;
+    let to = STATUSES
+        .iter()
+        .position(|s| *s == update.status)
+        .ok_or_else(|| ApiError::BadRequest(format!("status: must be one of {STATUSES:?}")))?;
+    let current = find(&state, clinic_id, &user).await?;
+    let from_status = current.get_str("status").unwrap_or("PENDING").to_owned();
+    let from = STATUSES.iter().position(|s| *s == from_status).unwrap_or(0);
+    if to < from {
+        return Err(ApiError::Conflict(format!(
+            "a migration moves only forward: {from_status} cannot become {}",
+            update.status
+        )));
+    }
+    if to > from {
+        let id = current
+            .get_object_id("_id")
+            .map_err(|e| ApiError::Internal(e.into()))?;
+        // Conditional on the status read, so a concurrent change is not overwritten.
+        let result = state
+            .store
+            .migrations
+            .update_one(
+                doc! { "_id": id, "status": &from_status },
+                doc! { "$set": { "status": &update.status, "updatedTime": DateTime::now() } },
+            )
+            .await?;
+        if result.matched_count == 0 {
+            return Err(ApiError::Conflict(
+                "the migration changed meanwhile; read it again".into(),
+            ));
+        }
+    }
+    Ok(Json(to_json(&find(&state, clinic_id, &user).await?)))
+}

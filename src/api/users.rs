@@ -1,0 +1,155 @@
+//! The user lifecycle, for backend services: a deleted account leaves every clinic, and a changed
+//! email follows into every clinician and patient record of the user.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use bson::oid::ObjectId;
+use bson::{DateTime, Document, doc};
+use futures::TryStreamExt as _;
+use serde::Deserialize;
+
+use super::AppState;
+use super::access::require_service;
+use super::auth::Caller;
+use super::clinicians::email;
+use super::error::{ApiError, ApiResult};
+use super::extract::{JsonBody, user_id};
+
+/// `updateUserDetails.v1`.
+#[derive(Debug, Deserialize)]
+pub struct UserDetails {
+    email: Option<String>,
+}
+
+async fn archive_and_delete(
+    state: &AppState,
+    kind: &str,
+    document: &Document,
+    by: &str,
+) -> ApiResult<()> {
+    let (archive, collection) = match kind {
+        "patient" => (&state.store.patient_deletions, &state.store.patients),
+        _ => (&state.store.clinician_deletions, &state.store.clinicians),
+    };
+    archive
+        .insert_one(doc! { "deletedTime": DateTime::now(), "deletedByUserId": by, kind: document })
+        .await?;
+    let id = document
+        .get_object_id("_id")
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    collection.delete_one(doc! { "_id": id }).await?;
+    Ok(())
+}
+
+/// `DELETE /v1/users/{userId}/clinics`: services. Every patient record of the user, then every
+/// clinician record, each archived first; a clinic left without members loses its
+/// non-custodial patients (custodial ones stay, to be claimed), and its `admins` follow. The
+/// deletions processor does the same from the CDC side (`docs/processors.md`).
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(user): Path<String>,
+) -> ApiResult<StatusCode> {
+    let user = user_id("userId", &user)?;
+    require_service(&caller)?;
+    let by = caller.user_id.as_str();
+    let patients: Vec<Document> = state
+        .store
+        .patients
+        .find(doc! { "userId": &user })
+        .await?
+        .try_collect()
+        .await?;
+    for patient in &patients {
+        archive_and_delete(&state, "patient", patient, by).await?;
+    }
+    let clinicians: Vec<Document> = state
+        .store
+        .clinicians
+        .find(doc! { "userId": &user })
+        .await?
+        .try_collect()
+        .await?;
+    let mut clinics: Vec<ObjectId> = Vec::new();
+    for clinician in &clinicians {
+        if let Ok(clinic) = clinician.get_object_id("clinicId") {
+            clinics.push(clinic);
+        }
+        archive_and_delete(&state, "clinician", clinician, by).await?;
+    }
+    clinics.sort();
+    clinics.dedup();
+    for clinic in clinics {
+        let members = state
+            .store
+            .clinicians
+            .find(doc! { "clinicId": clinic, "userId": { "$exists": true } })
+            .await?
+            .try_collect::<Vec<Document>>()
+            .await?;
+        let admins: Vec<String> = members
+            .iter()
+            .filter(|m| {
+                m.get_array("roles")
+                    .is_ok_and(|r| r.iter().any(|x| x.as_str() == Some("CLINIC_ADMIN")))
+            })
+            .filter_map(|m| m.get_str("userId").ok().map(str::to_owned))
+            .collect();
+        state
+            .store
+            .clinics
+            .update_one(
+                doc! { "_id": clinic },
+                doc! { "$set": { "admins": admins } },
+            )
+            .await?;
+        if members.is_empty() {
+            let orphans: Vec<Document> = state
+                .store
+                .patients
+                .find(doc! { "clinicId": clinic, "permissions.custodian": { "$exists": false } })
+                .await?
+                .try_collect()
+                .await?;
+            for patient in &orphans {
+                archive_and_delete(&state, "patient", patient, by).await?;
+            }
+        }
+    }
+    Ok(StatusCode::OK)
+}
+
+/// `POST /v1/users/{userId}/clinics`: services propagate a changed email to the user's
+/// clinician and patient records; 204.
+pub async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(user): Path<String>,
+    JsonBody(details): JsonBody<UserDetails>,
+) -> ApiResult<StatusCode> {
+    let user = user_id("userId", &user)?;
+    require_service(&caller)?;
+    let Some(address) = details.email.as_deref() else {
+        return Ok(StatusCode::NO_CONTENT);
+    };
+    let address = email("email", address)?;
+    let now = DateTime::now();
+    let set = doc! { "$set": { "email": &address, "updatedTime": now } };
+    state
+        .store
+        .clinicians
+        .update_many(doc! { "userId": &user }, set.clone())
+        .await
+        .map_err(|e| match ApiError::from(e) {
+            ApiError::Conflict(_) => ApiError::Conflict(
+                "another clinician of one of the user's clinics has this email".into(),
+            ),
+            other => other,
+        })?;
+    state
+        .store
+        .patients
+        .update_many(doc! { "userId": &user }, set)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,543 @@
+//! Migrations, patient invites and the user lifecycle through HTTP.
+
+use bson::doc;
+use bson::oid::ObjectId;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use super::{TestApi, assert_error, user};
+
+fn service() -> String {
+    TestApi::token("clinic-worker", true)
+}
+
+async fn clinic(api: &TestApi, admin: &str) -> Value {
+    let (status, clinic) = api
+        .call(
+            Method::POST,
+            "/v1/clinics",
+            Some(&TestApi::token(admin, false)),
+            Some(json!({ "name": "Lifecycle" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{clinic}");
+    clinic
+}
+
+#[tokio::test]
+async fn the_initial_migration_then_more_and_their_status_only_moves_forward() {
+    let api = TestApi::spawn().await;
+    let admin = user();
+    let created = clinic(&api, &admin).await;
+    let id = created["id"].as_str().expect("id");
+    let legacy = user();
+
+    let early = api
+        .call(
+            Method::POST,
+            &format!("/v1/clinics/{id}/migrations"),
+            Some(&service()),
+            Some(json!({ "userId": legacy })),
+        )
+        .await;
+    assert_error(&early, StatusCode::CONFLICT, "not migrated");
+    let by_stranger = api
+        .call(
+            Method::POST,
+            &format!("/v1/clinics/{id}/migrate"),
+            Some(&TestApi::token(&user(), false)),
+            Some(json!({})),
+        )
+        .await;
+    assert_error(&by_stranger, StatusCode::FORBIDDEN, "forbidden");
+    let (status, first) = api
+        .call(
+            Method::POST,
+            &format!("/v1/clinics/{id}/migrate"),
+            Some(&TestApi::token(&admin, false)),
+            Some(json!({ "attestationSubmitted": true })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(first["userId"], json!(admin));
+    assert_eq!(first["status"], "PENDING");
+    assert!(first["attestationTime"].is_string());
+    let again = api
+        .call(
+            Method::POST,
+            &format!("/v1/clinics/{id}/migrate"),
+            Some(&TestApi::token(&admin, false)),
+            Some(json!({})),
+        )
+        .await;
+    assert_error(&again, StatusCode::CONFLICT, "migrated already");
+    let got = api
+        .call(
+            Method::GET,
+            &format!("/v1/clinics/{id}"),
+            Some(&TestApi::token(&admin, false)),
+            None,
+        )
+        .await;
+    assert_eq!(got.1["canMigrate"], false);
+
+    let (status, second) = api
+        .call(
+            Method::POST,
+            &format!("/v1/clinics/{id}/migrations"),
+            Some(&service()),
+            Some(json!({ "userId": legacy })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{second}");
+    let twice = api
+        .call(
+            Method::POST,
+            &format!("/v1/clinics/{id}/migrations"),
+            Some(&service()),
+            Some(json!({ "userId": legacy })),
+        )
+        .await;
+    assert_error(&twice, StatusCode::CONFLICT, "already");
+    let by_user = api
+        .call(
+            Method::POST,
+            &format!("/v1/clinics/{id}/migrations"),
+            Some(&TestApi::token(&admin, false)),
+            Some(json!({ "userId": user() })),
+        )
+        .await;
+    assert_error(&by_user, StatusCode::FORBIDDEN, "forbidden");
+
+    let path = format!("/v1/clinics/{id}/migrations/{legacy}");
+    let running = api
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&service()),
+            Some(json!({ "status": "RUNNING" })),
+        )
+        .await;
+    assert_eq!(running.1["status"], "RUNNING");
+    let same = api
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&service()),
+            Some(json!({ "status": "RUNNING" })),
+        )
+        .await;
+    assert_eq!(same.0, StatusCode::OK);
+    let back = api
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&service()),
+            Some(json!({ "status": "PENDING" })),
+        )
+        .await;
+    assert_error(&back, StatusCode::CONFLICT, "only forward");
+    let bad = api
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&service()),
+            Some(json!({ "status": "DONE" })),
+        )
+        .await;
+    assert_error(&bad, StatusCode::BAD_REQUEST, "status");
+    let done = api
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&service()),
+            Some(json!({ "status": "COMPLETED" })),
+        )
+        .await;
+    assert_eq!(done.1["status"], "COMPLETED");
+
+    let (status, all) = api
+        .call(
+            Method::GET,
+            &format!("/v1/clinics/{id}/migrations"),
+            Some(&TestApi::token(&admin, false)),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let users: Vec<&str> = all
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|m| m["userId"].as_str().expect("user"))
+        .collect();
+    assert_eq!(users, vec![admin.as_str(), legacy.as_str()]);
+    assert_error(
+        &api.call(
+            Method::GET,
+            &format!("/v1/clinics/{id}/migrations/{}", user()),
+            Some(&service()),
+            None,
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+        "no migration",
+    );
+}
+
+#[tokio::test]
+async fn a_patient_invites_a_clinic_which_accepts_or_declines() {
+    let api = TestApi::spawn().await;
+    let admin = user();
+    let created = clinic(&api, &admin).await;
+    let id = created["id"].as_str().expect("id").to_owned();
+    let code = created["shareCode"].as_str().expect("code").to_owned();
+    let (ann, bob) = (user(), user());
+    let send = |who: String, body: Value| {
+        let api = &api;
+        async move {
+            api.call(
+                Method::POST,
+                &format!("/confirm/send/invite/{who}/clinic"),
+                Some(&TestApi::token(&who, false)),
+                Some(body),
+            )
+            .await
+        }
+    };
+
+    let (status, invite) = send(
+        ann.clone(),
+        json!({ "shareCode": code.to_lowercase(), "permissions": { "view": {}, "upload": {} } }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{invite}");
+    assert_eq!(invite["status"], "pending");
+    assert_eq!(invite["creatorId"], json!(ann));
+    assert_error(
+        &send(
+            ann.clone(),
+            json!({ "shareCode": code, "permissions": { "view": {} } }),
+        )
+        .await,
+        StatusCode::CONFLICT,
+        "pending already",
+    );
+    assert_error(
+        &send(
+            bob.clone(),
+            json!({ "shareCode": code, "permissions": { "custodian": {} } }),
+        )
+        .await,
+        StatusCode::FORBIDDEN,
+        "custodian",
+    );
+    assert_error(
+        &send(
+            bob.clone(),
+            json!({ "shareCode": "ABCD-EFGH-JKLM", "permissions": { "view": {} } }),
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+        "share code",
+    );
+    let for_someone_else = api
+        .call(
+            Method::POST,
+            &format!("/confirm/send/invite/{bob}/clinic"),
+            Some(&TestApi::token(&ann, false)),
+            Some(json!({ "shareCode": code, "permissions": { "view": {} } })),
+        )
+        .await;
+    assert_error(&for_someone_else, StatusCode::FORBIDDEN, "forbidden");
+    let (status, bobs) = send(
+        bob.clone(),
+        json!({ "shareCode": code, "permissions": { "view": {} } }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+
+    let admin_token = TestApi::token(&admin, false);
+    let (status, pending) = api
+        .call(
+            Method::GET,
+            &format!("/v1/clinics/{id}/invites/patients"),
+            Some(&admin_token),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(pending.as_array().map(Vec::len), Some(2));
+    let key = invite["key"].as_str().expect("key");
+    let (status, patient) = api
+        .call(
+            Method::PUT,
+            &format!("/v1/clinics/{id}/invites/patients/{key}"),
+            Some(&admin_token),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{patient}");
+    assert_eq!(patient["id"], json!(ann));
+    assert_eq!(patient["permissions"], json!({ "view": {}, "upload": {} }));
+    let stored = api
+        .db
+        .collection::<bson::Document>("patients")
+        .find_one(doc! { "clinicId": ObjectId::parse_str(&id).expect("oid"), "userId": &ann })
+        .await
+        .expect("read")
+        .expect("the patient exists");
+    assert_eq!(
+        stored.get_document("permissions").expect("grants"),
+        &doc! { "view": {}, "upload": {} }
+    );
+    assert_error(
+        &api.call(
+            Method::PUT,
+            &format!("/v1/clinics/{id}/invites/patients/{key}"),
+            Some(&admin_token),
+            None,
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+        "no pending invite",
+    );
+    assert_error(
+        &send(
+            ann.clone(),
+            json!({ "shareCode": code, "permissions": { "view": {} } }),
+        )
+        .await,
+        StatusCode::CONFLICT,
+        "patient of this clinic",
+    );
+
+    let bob_key = bobs["key"].as_str().expect("key");
+    let (status, declined) = api
+        .call(
+            Method::DELETE,
+            &format!("/v1/clinics/{id}/invites/patients/{bob_key}"),
+            Some(&admin_token),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(declined["status"], "declined");
+    let (status, _) = send(
+        bob.clone(),
+        json!({ "shareCode": code, "permissions": { "view": {} } }),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "a declined invite does not block a new one"
+    );
+    let stranger = api
+        .call(
+            Method::GET,
+            &format!("/v1/clinics/{id}/invites/patients"),
+            Some(&TestApi::token(&user(), false)),
+            None,
+        )
+        .await;
+    assert_error(&stranger, StatusCode::FORBIDDEN, "forbidden");
+}
+
+#[tokio::test]
+async fn a_deleted_user_leaves_every_clinic_and_a_clinic_without_members_keeps_only_custodial_patients()
+ {
+    let api = TestApi::spawn().await;
+    let (gone, other_admin) = (user(), user());
+    let solo = clinic(&api, &gone).await;
+    let shared = clinic(&api, &other_admin).await;
+    let (solo_id, shared_id) = (
+        solo["id"].as_str().expect("id").to_owned(),
+        shared["id"].as_str().expect("id").to_owned(),
+    );
+    let member = api
+        .call(
+            Method::POST,
+            &format!("/v1/clinics/{shared_id}/clinicians"),
+            Some(&service()),
+            Some(json!({ "id": gone, "email": "gone@example.org", "roles": ["CLINIC_ADMIN"] })),
+        )
+        .await;
+    assert_eq!(member.0, StatusCode::OK);
+    let (kept_custodial, dropped, kept_elsewhere) = (user(), user(), user());
+    let share = |clinic: String, patient: String, grants: Value| {
+        let api = &api;
+        async move {
+            api.call(
+                Method::POST,
+                &format!("/v1/clinics/{clinic}/patients/{patient}"),
+                Some(&service()),
+                Some(json!({ "permissions": grants })),
+            )
+            .await
+        }
+    };
+    share(
+        solo_id.clone(),
+        kept_custodial.clone(),
+        json!({ "custodian": {}, "view": {} }),
+    )
+    .await;
+    share(solo_id.clone(), dropped.clone(), json!({ "view": {} })).await;
+    share(
+        shared_id.clone(),
+        kept_elsewhere.clone(),
+        json!({ "view": {} }),
+    )
+    .await;
+    share(shared_id.clone(), gone.clone(), json!({ "view": {} })).await;
+
+    assert_error(
+        &api.call(
+            Method::DELETE,
+            &format!("/v1/users/{gone}/clinics"),
+            Some(&TestApi::token(&gone, false)),
+            None,
+        )
+        .await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    );
+    let answer = api
+        .call(
+            Method::DELETE,
+            &format!("/v1/users/{gone}/clinics"),
+            Some(&service()),
+            None,
+        )
+        .await;
+    assert_eq!(answer, (StatusCode::OK, Value::Null));
+
+    let patients = api.db.collection::<bson::Document>("patients");
+    let left: Vec<String> = {
+        use futures::TryStreamExt as _;
+        let mut left: Vec<String> = patients
+            .find(doc! {})
+            .await
+            .expect("find")
+            .try_collect::<Vec<_>>()
+            .await
+            .expect("read")
+            .iter()
+            .map(|p| p.get_str("userId").expect("user").to_owned())
+            .collect();
+        left.sort();
+        left
+    };
+    let mut expected = vec![kept_custodial.clone(), kept_elsewhere.clone()];
+    expected.sort();
+    assert_eq!(left, expected);
+    let clinicians = api
+        .db
+        .collection::<bson::Document>("clinicians")
+        .count_documents(doc! { "userId": &gone })
+        .await
+        .expect("count");
+    assert_eq!(clinicians, 0);
+    let archived_patients = api
+        .db
+        .collection::<bson::Document>("patient_deletions")
+        .count_documents(doc! {})
+        .await
+        .expect("count");
+    assert_eq!(
+        archived_patients, 2,
+        "the user's own record and the orphaned non-custodial one"
+    );
+    let archived_clinicians = api
+        .db
+        .collection::<bson::Document>("clinician_deletions")
+        .count_documents(doc! {})
+        .await
+        .expect("count");
+    assert_eq!(archived_clinicians, 2);
+    let clinic_doc = |id: &str| {
+        let api = &api;
+        let id = ObjectId::parse_str(id).expect("oid");
+        async move {
+            api.db
+                .collection::<bson::Document>("clinics")
+                .find_one(doc! { "_id": id })
+                .await
+                .expect("read")
+                .expect("clinic")
+        }
+    };
+    assert!(
+        clinic_doc(&solo_id)
+            .await
+            .get_array("admins")
+            .expect("admins")
+            .is_empty()
+    );
+    assert_eq!(
+        clinic_doc(&shared_id)
+            .await
+            .get_array("admins")
+            .expect("admins"),
+        &vec![bson::Bson::String(other_admin.clone())]
+    );
+}
+
+#[tokio::test]
+async fn a_changed_email_reaches_every_record_of_the_user() {
+    let api = TestApi::spawn().await;
+    let ann = user();
+    let created = clinic(&api, &ann).await;
+    let id = created["id"].as_str().expect("id");
+    let other = clinic(&api, &user()).await;
+    api.call(
+        Method::POST,
+        &format!(
+            "/v1/clinics/{}/patients/{ann}",
+            other["id"].as_str().expect("id")
+        ),
+        Some(&service()),
+        Some(json!({ "permissions": { "view": {} }, "email": "old@example.org" })),
+    )
+    .await;
+
+    let answer = api
+        .call(
+            Method::POST,
+            &format!("/v1/users/{ann}/clinics"),
+            Some(&service()),
+            Some(json!({ "email": "New@Example.org" })),
+        )
+        .await;
+
+    assert_eq!(answer, (StatusCode::NO_CONTENT, Value::Null));
+    let clinician = api
+        .call(
+            Method::GET,
+            &format!("/v1/clinics/{id}/clinicians/{ann}"),
+            Some(&TestApi::token(&ann, false)),
+            None,
+        )
+        .await;
+    assert_eq!(clinician.1["email"], "new@example.org");
+    let patient = api
+        .db
+        .collection::<bson::Document>("patients")
+        .find_one(doc! { "userId": &ann })
+        .await
+        .expect("read")
+        .expect("patient");
+    assert_eq!(patient.get_str("email"), Ok("new@example.org"));
+    assert_error(
+        &api.call(
+            Method::POST,
+            &format!("/v1/users/{ann}/clinics"),
+            Some(&service()),
+            Some(json!({ "email": "nope" })),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "email",
+    );
+}
