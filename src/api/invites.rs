@@ -24,6 +24,10 @@ use super::{AppState, share_code, time};
 pub struct Invitation {
     share_code: String,
     permissions: Permissions,
+    /// The patient's name and birth date, which the clinic's patient record needs (the
+    /// reference takes them from the profile service).
+    full_name: String,
+    birth_date: String,
 }
 
 /// A stored invite as `confirmation.v1`.
@@ -83,6 +87,8 @@ pub async fn send(
     let clinic_id = clinic
         .get_object_id("_id")
         .map_err(|e| ApiError::Internal(e.into()))?;
+    let profile = patients::PatientInput::named(invitation.full_name, invitation.birth_date)
+        .profile(&clinic)?;
     if state
         .store
         .patients
@@ -99,7 +105,8 @@ pub async fn send(
     let mut invite = doc! {
         "_id": &key, "key": &key, "type": "careteam_invitation", "status": "pending",
         "clinicId": clinic_id, "creatorId": &user, "pendingFor": &user,
-        "permissions": patients::grants_document(&grants), "created": now, "modified": now,
+        "permissions": patients::grants_document(&grants), "profile": profile,
+        "created": now, "modified": now,
     };
     if let Some(address) = &caller.email {
         invite.insert("email", address.to_lowercase());
@@ -178,10 +185,11 @@ pub async fn accept(
         .cloned()
         .unwrap_or_default();
     let now = DateTime::now();
-    let patient = doc! {
+    let mut patient = invite.get_document("profile").cloned().unwrap_or_default();
+    patient.extend(doc! {
         "_id": bson::oid::ObjectId::new(), "clinicId": clinic_id, "userId": &user,
         "permissions": grants, "invitedBy": &caller.user_id, "createdTime": now, "updatedTime": now,
-    };
+    });
     // The patient first: if that fails (already a patient), the invite stays pending.
     state
         .store

@@ -122,8 +122,17 @@ fn valid_date(text: &str) -> bool {
 }
 
 impl PatientInput {
+    /// The profile fields of an invitation (name and birth date).
+    pub fn named(full_name: String, birth_date: String) -> Self {
+        Self {
+            full_name: Some(full_name),
+            birth_date: Some(birth_date),
+            ..Self::default()
+        }
+    }
+
     /// Validated profile fields to `$set` (only those sent); `tags` must be the clinic's.
-    fn profile(&self, clinic: &Document) -> ApiResult<Document> {
+    pub fn profile(&self, clinic: &Document) -> ApiResult<Document> {
         let mut set = Document::new();
         if let Some(name) = &self.full_name {
             if name.trim().is_empty() {
@@ -398,7 +407,9 @@ pub async fn create_custodial(
 }
 
 /// `POST /v1/clinics/{clinicId}/patients/{patientId}`: services add an existing user with the
-/// permissions they share (`createPatient.v1`).
+/// permissions they share (`createPatient.v1`). `fullName` and `birthDate` are required: the
+/// reference reads them from the user's profile, which there is no service for here, and
+/// `patient.v1` requires both.
 pub async fn create_from_user(
     State(state): State<AppState>,
     caller: Caller,
@@ -421,6 +432,12 @@ pub async fn create_from_user(
         ));
     }
     let mut patient = input.profile(&found)?;
+    // patient.v1 requires both; with no profile service here, the caller supplies them.
+    for required in ["fullName", "birthDate"] {
+        if !patient.contains_key(required) {
+            return Err(bad(required, "is required"));
+        }
+    }
     let now = DateTime::now();
     patient.insert("_id", ObjectId::new());
     patient.insert("clinicId", clinic_id);

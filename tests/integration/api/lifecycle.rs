@@ -208,7 +208,7 @@ async fn a_patient_invites_a_clinic_which_accepts_or_declines() {
 
     let (status, invite) = send(
         ann.clone(),
-        json!({ "shareCode": code.to_lowercase(), "permissions": { "view": {}, "upload": {} } }),
+        json!({ "shareCode": code.to_lowercase(), "permissions": { "view": {}, "upload": {} }, "fullName": "Ann", "birthDate": "1990-01-01" }),
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{invite}");
@@ -217,7 +217,7 @@ async fn a_patient_invites_a_clinic_which_accepts_or_declines() {
     assert_error(
         &send(
             ann.clone(),
-            json!({ "shareCode": code, "permissions": { "view": {} } }),
+            json!({ "shareCode": code, "permissions": { "view": {} }, "fullName": "Someone", "birthDate": "1990-01-01" }),
         )
         .await,
         StatusCode::CONFLICT,
@@ -226,7 +226,7 @@ async fn a_patient_invites_a_clinic_which_accepts_or_declines() {
     assert_error(
         &send(
             bob.clone(),
-            json!({ "shareCode": code, "permissions": { "custodian": {} } }),
+            json!({ "shareCode": code, "permissions": { "custodian": {} }, "fullName": "Someone", "birthDate": "1990-01-01" }),
         )
         .await,
         StatusCode::FORBIDDEN,
@@ -235,7 +235,7 @@ async fn a_patient_invites_a_clinic_which_accepts_or_declines() {
     assert_error(
         &send(
             bob.clone(),
-            json!({ "shareCode": "ABCD-EFGH-JKLM", "permissions": { "view": {} } }),
+            json!({ "shareCode": "ABCD-EFGH-JKLM", "permissions": { "view": {} }, "fullName": "Someone", "birthDate": "1990-01-01" }),
         )
         .await,
         StatusCode::NOT_FOUND,
@@ -246,13 +246,13 @@ async fn a_patient_invites_a_clinic_which_accepts_or_declines() {
             Method::POST,
             &format!("/confirm/send/invite/{bob}/clinic"),
             Some(&TestApi::token(&ann, false)),
-            Some(json!({ "shareCode": code, "permissions": { "view": {} } })),
+            Some(json!({ "shareCode": code, "permissions": { "view": {} }, "fullName": "Someone", "birthDate": "1990-01-01" })),
         )
         .await;
     assert_error(&for_someone_else, StatusCode::FORBIDDEN, "forbidden");
     let (status, bobs) = send(
         bob.clone(),
-        json!({ "shareCode": code, "permissions": { "view": {} } }),
+        json!({ "shareCode": code, "permissions": { "view": {} }, "fullName": "Someone", "birthDate": "1990-01-01" }),
     )
     .await;
     assert_eq!(status, StatusCode::OK);
@@ -305,7 +305,7 @@ async fn a_patient_invites_a_clinic_which_accepts_or_declines() {
     assert_error(
         &send(
             ann.clone(),
-            json!({ "shareCode": code, "permissions": { "view": {} } }),
+            json!({ "shareCode": code, "permissions": { "view": {} }, "fullName": "Someone", "birthDate": "1990-01-01" }),
         )
         .await,
         StatusCode::CONFLICT,
@@ -325,7 +325,7 @@ async fn a_patient_invites_a_clinic_which_accepts_or_declines() {
     assert_eq!(declined["status"], "declined");
     let (status, _) = send(
         bob.clone(),
-        json!({ "shareCode": code, "permissions": { "view": {} } }),
+        json!({ "shareCode": code, "permissions": { "view": {} }, "fullName": "Someone", "birthDate": "1990-01-01" }),
     )
     .await;
     assert_eq!(
@@ -372,7 +372,7 @@ async fn a_deleted_user_leaves_every_clinic_and_a_clinic_without_members_keeps_o
                 Method::POST,
                 &format!("/v1/clinics/{clinic}/patients/{patient}"),
                 Some(&service()),
-                Some(json!({ "permissions": grants })),
+                Some(json!({ "permissions": grants, "fullName": "Pat Doe", "birthDate": "2000-01-01" })),
             )
             .await
         }
@@ -498,7 +498,7 @@ async fn a_changed_email_reaches_every_record_of_the_user() {
             other["id"].as_str().expect("id")
         ),
         Some(&service()),
-        Some(json!({ "permissions": { "view": {} }, "email": "old@example.org" })),
+        Some(json!({ "permissions": { "view": {} }, "email": "old@example.org", "fullName": "Ann", "birthDate": "1990-01-01" })),
     )
     .await;
 

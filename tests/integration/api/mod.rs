@@ -3,6 +3,7 @@
 
 mod clinicians;
 mod clinics;
+mod contract;
 mod lifecycle;
 mod patients;
 
@@ -92,9 +93,15 @@ impl TestApi {
         self.send(request).await
     }
 
-    /// Sends a prepared request.
+    /// Sends a prepared request; every answer of an operation in the contract is checked
+    /// against it (`contract.rs`), so every API test is also a contract test.
     pub async fn send(&self, request: reqwest::RequestBuilder) -> (StatusCode, Value) {
-        let response = request.send().await.expect("the API answers");
+        let request = request.build().expect("a valid request");
+        let (method, path) = (
+            request.method().to_string(),
+            request.url().path().to_owned(),
+        );
+        let response = self.client.execute(request).await.expect("the API answers");
         let status = response.status();
         let text = response.text().await.expect("body");
         let body = if text.is_empty() {
@@ -102,6 +109,11 @@ impl TestApi {
         } else {
             serde_json::from_str(&text).unwrap_or_else(|_| panic!("{status}: not JSON: {text}"))
         };
+        if let Err(violation) =
+            contract::Contract::get().check(&method, &path, status.as_u16(), &body)
+        {
+            panic!("{violation}");
+        }
         (status, body)
     }
 

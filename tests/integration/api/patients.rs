@@ -97,7 +97,7 @@ async fn members_create_custodial_patients_and_services_add_existing_users_once(
         &api,
         &clinic.id,
         &patient,
-        json!({ "permissions": { "view": {}, "upload": {} }, "fullName": "Pat" }),
+        json!({ "permissions": { "view": {}, "upload": {} }, "fullName": "Pat", "birthDate": "1990-01-01" }),
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{shared}");
@@ -107,14 +107,20 @@ async fn members_create_custodial_patients_and_services_add_existing_users_once(
             &api,
             &clinic.id,
             &patient,
-            json!({ "permissions": { "view": {} } }),
+            json!({ "permissions": { "view": {} }, "fullName": "Pat", "birthDate": "1990-01-01" }),
         )
         .await,
         StatusCode::CONFLICT,
         "already has",
     );
     assert_error(
-        &share(&api, &clinic.id, &user(), json!({ "permissions": {} })).await,
+        &share(
+            &api,
+            &clinic.id,
+            &user(),
+            json!({ "permissions": {}, "fullName": "Pat Doe", "birthDate": "2000-01-01" }),
+        )
+        .await,
         StatusCode::BAD_REQUEST,
         "permissions",
     );
@@ -128,6 +134,17 @@ async fn members_create_custodial_patients_and_services_add_existing_users_once(
         .await,
         StatusCode::BAD_REQUEST,
         "permissions",
+    );
+    assert_error(
+        &share(
+            &api,
+            &clinic.id,
+            &user(),
+            json!({ "permissions": { "view": {} }, "fullName": "No Birthday" }),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "birthDate",
     );
     let by_member = api
         .call(
@@ -338,7 +355,7 @@ async fn a_patient_manages_their_grants_but_cannot_grant_custodian_and_the_last_
         &api,
         &clinic.id,
         &patient,
-        json!({ "permissions": { "view": {}, "upload": {} } }),
+        json!({ "permissions": { "view": {}, "upload": {} }, "fullName": "Pat Doe", "birthDate": "2000-01-01" }),
     )
     .await;
     let base = format!("/v1/clinics/{}/patients/{patient}/permissions", clinic.id);
@@ -425,14 +442,14 @@ async fn admins_and_the_patient_delete_members_do_not_and_the_record_is_archived
         &api,
         &clinic.id,
         &first,
-        json!({ "permissions": { "view": {} } }),
+        json!({ "permissions": { "view": {} }, "fullName": "Pat Doe", "birthDate": "2000-01-01" }),
     )
     .await;
     share(
         &api,
         &clinic.id,
         &second,
-        json!({ "permissions": { "view": {} } }),
+        json!({ "permissions": { "view": {} }, "fullName": "Pat Doe", "birthDate": "2000-01-01" }),
     )
     .await;
     let path = |p: &str| format!("/v1/clinics/{}/patients/{p}", clinic.id);
@@ -500,14 +517,14 @@ async fn a_patient_lists_their_clinics_and_members_send_upload_reminders() {
         &api,
         &one.id,
         &patient,
-        json!({ "permissions": { "view": {} } }),
+        json!({ "permissions": { "view": {} }, "fullName": "Pat Doe", "birthDate": "2000-01-01" }),
     )
     .await;
     share(
         &api,
         &two.id,
         &patient,
-        json!({ "permissions": { "upload": {} } }),
+        json!({ "permissions": { "upload": {} }, "fullName": "Pat Doe", "birthDate": "2000-01-01" }),
     )
     .await;
     let path = format!("/v1/patients/{patient}/clinics");
