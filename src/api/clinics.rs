@@ -319,7 +319,7 @@ pub async fn create(
     JsonBody(input): JsonBody<ClinicInput>,
 ) -> ApiResult<Json<Value>> {
     if caller.service {
-        return Err(ApiError::BadRequest(
+        return Err(ApiError::Refused(
             "a clinic is created by the user who will administer it, not by a service".into(),
         ));
     }

@@ -1,6 +1,7 @@
 //! The CRUD API, black-box: the real server on port 0 against FerretDB from the local stack, a
 //! fresh database per test, real HTTP through reqwest, tokens signed like the identity service's.
 
+mod authorization;
 mod clinicians;
 mod clinics;
 mod contract;
