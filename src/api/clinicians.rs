@@ -143,6 +143,15 @@ async fn sync_admins(state: &AppState, clinic: ObjectId) -> ApiResult<usize> {
 }
 
 /// `GET /v1/clinics/{clinicId}/clinicians`: members and services.
+#[utoipa::path(
+    get,
+    path = "/v1/clinics/{clinicId}/clinicians",
+    operation_id = "ListClinicians",
+    tag = "Clinics",
+    params(("clinicId" = String, Path), ("search" = String, Query), ("email" = String, Query), ("role" = String, Query), ("offset" = u64, Query), ("limit" = i64, Query)),
+    responses((status = 200, description = "clinicians.v1", body = serde_json::Value), (status = 400, description = "error.v1", body = serde_json::Value), (status = 401, description = "error.v1", body = serde_json::Value), (status = 403, description = "error.v1", body = serde_json::Value), (status = 404, description = "error.v1", body = serde_json::Value)),
+    security(("sessionToken" = []))
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -206,6 +215,16 @@ pub fn regex_escape(text: &str) -> String {
 }
 
 /// `POST /v1/clinics/{clinicId}/clinicians`: services (the invite flow creates clinicians).
+#[utoipa::path(
+    post,
+    path = "/v1/clinics/{clinicId}/clinicians",
+    operation_id = "CreateClinician",
+    tag = "Clinics",
+    params(("clinicId" = String, Path)),
+    request_body(content = serde_json::Value, description = "clinician.v1", content_type = "application/json"),
+    responses((status = 200, description = "clinician.v1", body = serde_json::Value), (status = 400, description = "error.v1", body = serde_json::Value), (status = 401, description = "error.v1", body = serde_json::Value), (status = 403, description = "error.v1", body = serde_json::Value), (status = 404, description = "error.v1", body = serde_json::Value), (status = 409, description = "error.v1", body = serde_json::Value)),
+    security(("sessionToken" = []))
+)]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -269,6 +288,15 @@ pub async fn create(
 }
 
 /// `GET /v1/clinics/{clinicId}/clinicians/{clinicianId}`: members and services.
+#[utoipa::path(
+    get,
+    path = "/v1/clinics/{clinicId}/clinicians/{clinicianId}",
+    operation_id = "GetClinician",
+    tag = "Clinics",
+    params(("clinicId" = String, Path), ("clinicianId" = String, Path)),
+    responses((status = 200, description = "clinician.v1", body = serde_json::Value), (status = 401, description = "error.v1", body = serde_json::Value), (status = 403, description = "error.v1", body = serde_json::Value), (status = 404, description = "error.v1", body = serde_json::Value)),
+    security(("sessionToken" = []))
+)]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -282,6 +310,16 @@ pub async fn get(
 
 /// `PUT /v1/clinics/{clinicId}/clinicians/{clinicianId}`: admins and services. Sets `name`
 /// and `roles` as given; a role change appends `{roles, updatedBy}` to `rolesUpdates`.
+#[utoipa::path(
+    put,
+    path = "/v1/clinics/{clinicId}/clinicians/{clinicianId}",
+    operation_id = "UpdateClinician",
+    tag = "Clinics",
+    params(("clinicId" = String, Path), ("clinicianId" = String, Path)),
+    request_body(content = serde_json::Value, description = "clinician.v1", content_type = "application/json"),
+    responses((status = 200, description = "clinician.v1", body = serde_json::Value), (status = 400, description = "error.v1", body = serde_json::Value), (status = 401, description = "error.v1", body = serde_json::Value), (status = 403, description = "error.v1", body = serde_json::Value), (status = 404, description = "error.v1", body = serde_json::Value), (status = 422, description = "error.v1", body = serde_json::Value)),
+    security(("sessionToken" = []))
+)]
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
@@ -341,6 +379,15 @@ pub async fn update(
 
 /// `DELETE /v1/clinics/{clinicId}/clinicians/{clinicianId}`: admins, services, or the member
 /// leaving; archived to `clinician_deletions` first; 422 for the last admin.
+#[utoipa::path(
+    delete,
+    path = "/v1/clinics/{clinicId}/clinicians/{clinicianId}",
+    operation_id = "DeleteClinician",
+    tag = "Clinics",
+    params(("clinicId" = String, Path), ("clinicianId" = String, Path)),
+    responses((status = 200, description = "no body"), (status = 401, description = "error.v1", body = serde_json::Value), (status = 403, description = "error.v1", body = serde_json::Value), (status = 404, description = "error.v1", body = serde_json::Value), (status = 422, description = "error.v1", body = serde_json::Value)),
+    security(("sessionToken" = []))
+)]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
@@ -403,6 +450,15 @@ pub async fn delete(
 
 /// `GET /v1/clinicians/{userId}/clinics`: the user themself and services; each membership
 /// with its clinic.
+#[utoipa::path(
+    get,
+    path = "/v1/clinicians/{userId}/clinics",
+    operation_id = "ListClinicsForClinician",
+    tag = "Clinics",
+    params(("userId" = String, Path), ("offset" = u64, Query), ("limit" = i64, Query)),
+    responses((status = 200, description = "clinicianClinicRelationships.v1", body = serde_json::Value), (status = 401, description = "error.v1", body = serde_json::Value), (status = 403, description = "error.v1", body = serde_json::Value)),
+    security(("sessionToken" = []))
+)]
 pub async fn clinics_of(
     State(state): State<AppState>,
     caller: Caller,

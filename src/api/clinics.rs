@@ -270,6 +270,15 @@ async fn find(state: &AppState, id: ObjectId) -> ApiResult<Document> {
 
 /// `GET /v1/clinics` (backend services): `limit`, `offset`, `shareCode`, `createdTimeStart`
 /// (inclusive), `createdTimeEnd` (exclusive).
+#[utoipa::path(
+    get,
+    path = "/v1/clinics",
+    operation_id = "ListClinics",
+    tag = "Clinics",
+    params(("limit" = i64, Query), ("offset" = u64, Query), ("shareCode" = String, Query), ("createdTimeStart" = String, Query), ("createdTimeEnd" = String, Query)),
+    responses((status = 200, description = "clinics.v1", body = serde_json::Value), (status = 400, description = "error.v1", body = serde_json::Value), (status = 401, description = "error.v1", body = serde_json::Value), (status = 403, description = "error.v1", body = serde_json::Value)),
+    security(("sessionToken" = []))
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -313,6 +322,15 @@ pub async fn list(
 }
 
 /// `POST /v1/clinics`: any user; the caller becomes the clinic's CLINIC_ADMIN.
+#[utoipa::path(
+    post,
+    path = "/v1/clinics",
+    operation_id = "CreateClinic",
+    tag = "Clinics",
+    request_body(content = serde_json::Value, description = "clinic.v1", content_type = "application/json"),
+    responses((status = 200, description = "clinic.v1", body = serde_json::Value), (status = 400, description = "error.v1", body = serde_json::Value), (status = 401, description = "error.v1", body = serde_json::Value), (status = 403, description = "error.v1", body = serde_json::Value)),
+    security(("sessionToken" = []))
+)]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -372,6 +390,15 @@ pub async fn create(
 }
 
 /// `GET /v1/clinics/{clinicId}`: any authenticated caller.
+#[utoipa::path(
+    get,
+    path = "/v1/clinics/{clinicId}",
+    operation_id = "GetClinic",
+    tag = "Clinics",
+    params(("clinicId" = String, Path)),
+    responses((status = 200, description = "clinic.v1", body = serde_json::Value), (status = 400, description = "error.v1", body = serde_json::Value), (status = 401, description = "error.v1", body = serde_json::Value), (status = 404, description = "error.v1", body = serde_json::Value)),
+    security(("sessionToken" = []))
+)]
 pub async fn get(
     State(state): State<AppState>,
     _caller: Caller,
@@ -382,6 +409,15 @@ pub async fn get(
 }
 
 /// `GET /v1/clinics/share_code/{shareCode}`: any authenticated caller; any of the clinic's codes.
+#[utoipa::path(
+    get,
+    path = "/v1/clinics/share_code/{shareCode}",
+    operation_id = "GetClinicByShareCode",
+    tag = "Clinics",
+    params(("shareCode" = String, Path)),
+    responses((status = 200, description = "clinic.v1", body = serde_json::Value), (status = 400, description = "error.v1", body = serde_json::Value), (status = 401, description = "error.v1", body = serde_json::Value), (status = 404, description = "error.v1", body = serde_json::Value)),
+    security(("sessionToken" = []))
+)]
 pub async fn get_by_share_code(
     State(state): State<AppState>,
     _caller: Caller,
@@ -404,6 +440,16 @@ pub async fn get_by_share_code(
 }
 
 /// `PUT /v1/clinics/{clinicId}`: admins and services; sets what the body gives, nothing else.
+#[utoipa::path(
+    put,
+    path = "/v1/clinics/{clinicId}",
+    operation_id = "UpdateClinic",
+    tag = "Clinics",
+    params(("clinicId" = String, Path)),
+    request_body(content = serde_json::Value, description = "clinic.v1", content_type = "application/json"),
+    responses((status = 200, description = "clinic.v1", body = serde_json::Value), (status = 400, description = "error.v1", body = serde_json::Value), (status = 401, description = "error.v1", body = serde_json::Value), (status = 403, description = "error.v1", body = serde_json::Value), (status = 404, description = "error.v1", body = serde_json::Value)),
+    security(("sessionToken" = []))
+)]
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
@@ -425,6 +471,15 @@ pub async fn update(
 
 /// `DELETE /v1/clinics/{clinicId}`: admins; refused (409) while the clinic has patients. The
 /// clinic and its clinicians are archived before they are deleted.
+#[utoipa::path(
+    delete,
+    path = "/v1/clinics/{clinicId}",
+    operation_id = "DeleteClinic",
+    tag = "Clinics",
+    params(("clinicId" = String, Path)),
+    responses((status = 204, description = "no body"), (status = 401, description = "error.v1", body = serde_json::Value), (status = 403, description = "error.v1", body = serde_json::Value), (status = 404, description = "error.v1", body = serde_json::Value), (status = 409, description = "error.v1", body = serde_json::Value)),
+    security(("sessionToken" = []))
+)]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,

@@ -53,6 +53,16 @@ pub fn to_json(invite: &Document) -> Value {
 /// `POST /confirm/send/invite/{userId}/clinic`: the patient themself (or a service on their
 /// behalf); 404 for an unknown share code, 409 when already a patient or already pending;
 /// a patient cannot offer `custodian`.
+#[utoipa::path(
+    post,
+    path = "/confirm/send/invite/{userId}/clinic",
+    operation_id = "SendPatientInvite",
+    tag = "Clinics",
+    params(("userId" = String, Path)),
+    request_body(content = serde_json::Value, description = "patientInvitation", content_type = "application/json"),
+    responses((status = 200, description = "confirmation.v1", body = serde_json::Value), (status = 400, description = "error.v1", body = serde_json::Value), (status = 401, description = "error.v1", body = serde_json::Value), (status = 403, description = "error.v1", body = serde_json::Value), (status = 404, description = "error.v1", body = serde_json::Value), (status = 409, description = "error.v1", body = serde_json::Value)),
+    security(("sessionToken" = []))
+)]
 pub async fn send(
     State(state): State<AppState>,
     caller: Caller,
@@ -126,6 +136,15 @@ pub async fn send(
 }
 
 /// `GET /v1/clinics/{clinicId}/invites/patients`: members and services; the pending invites.
+#[utoipa::path(
+    get,
+    path = "/v1/clinics/{clinicId}/invites/patients",
+    operation_id = "GetPatientInvites",
+    tag = "Clinics",
+    params(("clinicId" = String, Path)),
+    responses((status = 200, description = "confirmations.v1", body = serde_json::Value), (status = 401, description = "error.v1", body = serde_json::Value), (status = 403, description = "error.v1", body = serde_json::Value)),
+    security(("sessionToken" = []))
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -168,6 +187,15 @@ async fn answer(state: &AppState, key: &str, status: &str) -> ApiResult<bool> {
 
 /// `PUT /v1/clinics/{clinicId}/invites/patients/{inviteId}`: members and services accept; the
 /// patient is created with the permissions offered; answers the patient (`patient.v1`).
+#[utoipa::path(
+    put,
+    path = "/v1/clinics/{clinicId}/invites/patients/{inviteId}",
+    operation_id = "AcceptPatientInvitation",
+    tag = "Clinics",
+    params(("clinicId" = String, Path), ("inviteId" = String, Path)),
+    responses((status = 200, description = "patient.v1", body = serde_json::Value), (status = 401, description = "error.v1", body = serde_json::Value), (status = 403, description = "error.v1", body = serde_json::Value), (status = 404, description = "error.v1", body = serde_json::Value), (status = 409, description = "error.v1", body = serde_json::Value)),
+    security(("sessionToken" = []))
+)]
 pub async fn accept(
     State(state): State<AppState>,
     caller: Caller,
@@ -211,6 +239,15 @@ pub async fn accept(
 }
 
 /// `DELETE /v1/clinics/{clinicId}/invites/patients/{inviteId}`: members and services decline.
+#[utoipa::path(
+    delete,
+    path = "/v1/clinics/{clinicId}/invites/patients/{inviteId}",
+    operation_id = "DeclinePatientInvitation",
+    tag = "Clinics",
+    params(("clinicId" = String, Path), ("inviteId" = String, Path)),
+    responses((status = 200, description = "confirmation.v1", body = serde_json::Value), (status = 401, description = "error.v1", body = serde_json::Value), (status = 403, description = "error.v1", body = serde_json::Value), (status = 404, description = "error.v1", body = serde_json::Value)),
+    security(("sessionToken" = []))
+)]
 pub async fn decline(
     State(state): State<AppState>,
     caller: Caller,

@@ -72,6 +72,16 @@ fn taken(error: mongodb::error::Error) -> ApiError {
 
 /// `POST /v1/clinics/{clinicId}/migrate`: the clinic's only admin migrates their legacy
 /// account: the clinic becomes migrated and a PENDING migration of the admin is inserted.
+#[utoipa::path(
+    post,
+    path = "/v1/clinics/{clinicId}/migrate",
+    operation_id = "TriggerInitialMigration",
+    tag = "Clinics",
+    params(("clinicId" = String, Path)),
+    request_body(content = serde_json::Value, description = "triggerMigration.v1", content_type = "application/json"),
+    responses((status = 200, description = "migration.v1", body = serde_json::Value), (status = 401, description = "error.v1", body = serde_json::Value), (status = 403, description = "error.v1", body = serde_json::Value), (status = 404, description = "error.v1", body = serde_json::Value), (status = 409, description = "error.v1", body = serde_json::Value)),
+    security(("sessionToken" = []))
+)]
 pub async fn trigger(
     State(state): State<AppState>,
     caller: Caller,
@@ -131,6 +141,16 @@ pub async fn trigger(
 
 /// `POST /v1/clinics/{clinicId}/migrations`: services add the migration of another legacy
 /// clinician to a migrated clinic; 202.
+#[utoipa::path(
+    post,
+    path = "/v1/clinics/{clinicId}/migrations",
+    operation_id = "MigrateLegacyClinicianPatients",
+    tag = "Clinics",
+    params(("clinicId" = String, Path)),
+    request_body(content = serde_json::Value, description = "migration.v1", content_type = "application/json"),
+    responses((status = 202, description = "migration.v1", body = serde_json::Value), (status = 400, description = "error.v1", body = serde_json::Value), (status = 401, description = "error.v1", body = serde_json::Value), (status = 403, description = "error.v1", body = serde_json::Value), (status = 404, description = "error.v1", body = serde_json::Value), (status = 409, description = "error.v1", body = serde_json::Value)),
+    security(("sessionToken" = []))
+)]
 pub async fn add(
     State(state): State<AppState>,
     caller: Caller,
@@ -167,6 +187,15 @@ pub async fn add(
 }
 
 /// `GET /v1/clinics/{clinicId}/migrations`: members and services.
+#[utoipa::path(
+    get,
+    path = "/v1/clinics/{clinicId}/migrations",
+    operation_id = "ListMigrations",
+    tag = "Clinics",
+    params(("clinicId" = String, Path)),
+    responses((status = 200, description = "migrations.v1", body = serde_json::Value), (status = 401, description = "error.v1", body = serde_json::Value), (status = 403, description = "error.v1", body = serde_json::Value), (status = 404, description = "error.v1", body = serde_json::Value)),
+    security(("sessionToken" = []))
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -201,6 +230,15 @@ async fn find(state: &AppState, clinic: ObjectId, user: &str) -> ApiResult<Docum
 }
 
 /// `GET /v1/clinics/{clinicId}/migrations/{userId}`: members and services.
+#[utoipa::path(
+    get,
+    path = "/v1/clinics/{clinicId}/migrations/{userId}",
+    operation_id = "GetMigration",
+    tag = "Clinics",
+    params(("clinicId" = String, Path), ("userId" = String, Path)),
+    responses((status = 200, description = "migration.v1", body = serde_json::Value), (status = 401, description = "error.v1", body = serde_json::Value), (status = 403, description = "error.v1", body = serde_json::Value), (status = 404, description = "error.v1", body = serde_json::Value)),
+    security(("sessionToken" = []))
+)]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -214,6 +252,16 @@ pub async fn get(
 
 /// `PATCH /v1/clinics/{clinicId}/migrations/{userId}`: services move the status forward only
 /// (the same status again changes nothing; backwards is 409).
+#[utoipa::path(
+    patch,
+    path = "/v1/clinics/{clinicId}/migrations/{userId}",
+    operation_id = "UpdateMigration",
+    tag = "Clinics",
+    params(("clinicId" = String, Path), ("userId" = String, Path)),
+    request_body(content = serde_json::Value, description = "migrationUpdate.v1", content_type = "application/json"),
+    responses((status = 200, description = "migration.v1", body = serde_json::Value), (status = 400, description = "error.v1", body = serde_json::Value), (status = 401, description = "error.v1", body = serde_json::Value), (status = 403, description = "error.v1", body = serde_json::Value), (status = 404, description = "error.v1", body = serde_json::Value), (status = 409, description = "error.v1", body = serde_json::Value)),
+    security(("sessionToken" = []))
+)]
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,

@@ -14,6 +14,7 @@ pub mod error;
 pub mod extract;
 pub mod invites;
 pub mod migrations;
+pub mod openapi;
 pub mod patients;
 pub mod settings;
 pub mod share_code;
@@ -182,6 +183,7 @@ fn router(state: AppState, settings: &ApiSettings) -> Router {
     Router::new()
         .merge(v1)
         .route("/ready", get(ready))
+        .route("/v1/openapi.json", get(openapi_json))
         .route(
             "/metrics",
             get(move || std::future::ready(metrics.render())),
@@ -193,6 +195,12 @@ fn router(state: AppState, settings: &ApiSettings) -> Router {
             settings.http.request_timeout,
         ))
         .with_state(state)
+}
+
+/// The generated OpenAPI document (no token needed).
+async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {
+    use utoipa::OpenApi as _;
+    axum::Json(openapi::ApiDoc::openapi())
 }
 
 /// 200 once the database answers a ping.

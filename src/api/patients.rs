@@ -302,6 +302,15 @@ fn conflict(error: mongodb::error::Error) -> ApiError {
 /// case-insensitive substring of name, email, MRN or birth date), `tags` (comma-separated ids;
 /// patients with all of them), `sort` (`+`/`-` and one of fullName, birthDate, email, mrn,
 /// createdTime; default `+fullName`), `offset`, `limit`.
+#[utoipa::path(
+    get,
+    path = "/v1/clinics/{clinicId}/patients",
+    operation_id = "ListPatients",
+    tag = "Clinics",
+    params(("clinicId" = String, Path), ("search" = String, Query), ("tags" = String, Query), ("sort" = String, Query), ("offset" = u64, Query), ("limit" = i64, Query)),
+    responses((status = 200, description = "patientsResponse.v1", body = serde_json::Value), (status = 400, description = "error.v1", body = serde_json::Value), (status = 401, description = "error.v1", body = serde_json::Value), (status = 403, description = "error.v1", body = serde_json::Value), (status = 404, description = "error.v1", body = serde_json::Value)),
+    security(("sessionToken" = []))
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -374,6 +383,16 @@ pub async fn list(
 /// (`fullName` and `birthDate` required; the clinic holds custodian, view, upload and note).
 /// There is no identity service here to create the account in: the patient gets a fresh
 /// UUID user id, which the account created later must adopt.
+#[utoipa::path(
+    post,
+    path = "/v1/clinics/{clinicId}/patients",
+    operation_id = "CreatePatientAccount",
+    tag = "Clinics",
+    params(("clinicId" = String, Path)),
+    request_body(content = serde_json::Value, description = "patient.v1", content_type = "application/json"),
+    responses((status = 200, description = "patient.v1", body = serde_json::Value), (status = 400, description = "error.v1", body = serde_json::Value), (status = 401, description = "error.v1", body = serde_json::Value), (status = 403, description = "error.v1", body = serde_json::Value), (status = 404, description = "error.v1", body = serde_json::Value)),
+    security(("sessionToken" = []))
+)]
 pub async fn create_custodial(
     State(state): State<AppState>,
     caller: Caller,
@@ -410,6 +429,16 @@ pub async fn create_custodial(
 /// permissions they share (`createPatient.v1`). `fullName` and `birthDate` are required: the
 /// reference reads them from the user's profile, which there is no service for here, and
 /// `patient.v1` requires both.
+#[utoipa::path(
+    post,
+    path = "/v1/clinics/{clinicId}/patients/{patientId}",
+    operation_id = "CreatePatientFromUser",
+    tag = "Clinics",
+    params(("clinicId" = String, Path), ("patientId" = String, Path)),
+    request_body(content = serde_json::Value, description = "createPatient.v1", content_type = "application/json"),
+    responses((status = 200, description = "patient.v1", body = serde_json::Value), (status = 400, description = "error.v1", body = serde_json::Value), (status = 401, description = "error.v1", body = serde_json::Value), (status = 403, description = "error.v1", body = serde_json::Value), (status = 404, description = "error.v1", body = serde_json::Value), (status = 409, description = "error.v1", body = serde_json::Value)),
+    security(("sessionToken" = []))
+)]
 pub async fn create_from_user(
     State(state): State<AppState>,
     caller: Caller,
@@ -464,6 +493,15 @@ pub async fn create_from_user(
 }
 
 /// `GET /v1/clinics/{clinicId}/patients/{patientId}`: members and services.
+#[utoipa::path(
+    get,
+    path = "/v1/clinics/{clinicId}/patients/{patientId}",
+    operation_id = "GetPatient",
+    tag = "Clinics",
+    params(("clinicId" = String, Path), ("patientId" = String, Path)),
+    responses((status = 200, description = "patient.v1", body = serde_json::Value), (status = 401, description = "error.v1", body = serde_json::Value), (status = 403, description = "error.v1", body = serde_json::Value), (status = 404, description = "error.v1", body = serde_json::Value)),
+    security(("sessionToken" = []))
+)]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -477,6 +515,16 @@ pub async fn get(
 
 /// `PUT /v1/clinics/{clinicId}/patients/{patientId}`: members and services; sets the profile
 /// fields sent, keeps the others (permissions change through their own operations).
+#[utoipa::path(
+    put,
+    path = "/v1/clinics/{clinicId}/patients/{patientId}",
+    operation_id = "UpdatePatient",
+    tag = "Clinics",
+    params(("clinicId" = String, Path), ("patientId" = String, Path)),
+    request_body(content = serde_json::Value, description = "patient.v1", content_type = "application/json"),
+    responses((status = 200, description = "patient.v1", body = serde_json::Value), (status = 400, description = "error.v1", body = serde_json::Value), (status = 401, description = "error.v1", body = serde_json::Value), (status = 403, description = "error.v1", body = serde_json::Value), (status = 404, description = "error.v1", body = serde_json::Value)),
+    security(("sessionToken" = []))
+)]
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
@@ -503,6 +551,15 @@ pub async fn update(
 
 /// `DELETE /v1/clinics/{clinicId}/patients/{patientId}`: admins, services, or the patient;
 /// archived to `patient_deletions` first.
+#[utoipa::path(
+    delete,
+    path = "/v1/clinics/{clinicId}/patients/{patientId}",
+    operation_id = "DeletePatient",
+    tag = "Clinics",
+    params(("clinicId" = String, Path), ("patientId" = String, Path)),
+    responses((status = 204, description = "no body"), (status = 401, description = "error.v1", body = serde_json::Value), (status = 403, description = "error.v1", body = serde_json::Value), (status = 404, description = "error.v1", body = serde_json::Value)),
+    security(("sessionToken" = []))
+)]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
@@ -529,6 +586,16 @@ fn require_self(caller: &Caller, user: &str) -> ApiResult<()> {
 
 /// `PUT /v1/clinics/{clinicId}/patients/{patientId}/permissions`: the patient or a service
 /// replaces the grants; a patient cannot add `custodian`; none left removes the patient.
+#[utoipa::path(
+    put,
+    path = "/v1/clinics/{clinicId}/patients/{patientId}/permissions",
+    operation_id = "UpdatePatientPermissions",
+    tag = "Clinics",
+    params(("clinicId" = String, Path), ("patientId" = String, Path)),
+    request_body(content = serde_json::Value, description = "patientPermissions.v1", content_type = "application/json"),
+    responses((status = 200, description = "patientPermissions.v1", body = serde_json::Value), (status = 400, description = "error.v1", body = serde_json::Value), (status = 401, description = "error.v1", body = serde_json::Value), (status = 403, description = "error.v1", body = serde_json::Value), (status = 404, description = "error.v1", body = serde_json::Value)),
+    security(("sessionToken" = []))
+)]
 pub async fn update_permissions(
     State(state): State<AppState>,
     caller: Caller,
@@ -583,6 +650,15 @@ pub async fn update_permissions(
 
 /// `DELETE /v1/clinics/{clinicId}/patients/{patientId}/permissions/{permission}`: the patient
 /// or a service drops one grant; none left removes the patient.
+#[utoipa::path(
+    delete,
+    path = "/v1/clinics/{clinicId}/patients/{patientId}/permissions/{permission}",
+    operation_id = "DeletePatientPermission",
+    tag = "Clinics",
+    params(("clinicId" = String, Path), ("patientId" = String, Path), ("permission" = String, Path)),
+    responses((status = 204, description = "no body"), (status = 400, description = "error.v1", body = serde_json::Value), (status = 401, description = "error.v1", body = serde_json::Value), (status = 403, description = "error.v1", body = serde_json::Value), (status = 404, description = "error.v1", body = serde_json::Value)),
+    security(("sessionToken" = []))
+)]
 pub async fn delete_permission(
     State(state): State<AppState>,
     caller: Caller,
@@ -623,6 +699,15 @@ pub async fn delete_permission(
 
 /// `GET /v1/patients/{userId}/clinics`: the patient and services; each patient record with its
 /// clinic.
+#[utoipa::path(
+    get,
+    path = "/v1/patients/{userId}/clinics",
+    operation_id = "ListClinicsForPatient",
+    tag = "Clinics",
+    params(("userId" = String, Path), ("offset" = u64, Query), ("limit" = i64, Query)),
+    responses((status = 200, description = "patientClinicRelationships.v1", body = serde_json::Value), (status = 401, description = "error.v1", body = serde_json::Value), (status = 403, description = "error.v1", body = serde_json::Value)),
+    security(("sessionToken" = []))
+)]
 pub async fn clinics_of(
     State(state): State<AppState>,
     caller: Caller,
@@ -665,6 +750,15 @@ pub async fn clinics_of(
 /// `POST /v1/clinics/{clinicId}/patients/{patientId}/upload_reminder`: members and services;
 /// stamps `lastUploadReminderTime` (the notifications processor mails the reminder from the CDC
 /// event).
+#[utoipa::path(
+    post,
+    path = "/v1/clinics/{clinicId}/patients/{patientId}/upload_reminder",
+    operation_id = "SendUploadReminder",
+    tag = "Clinics",
+    params(("clinicId" = String, Path), ("patientId" = String, Path)),
+    responses((status = 200, description = "no body"), (status = 401, description = "error.v1", body = serde_json::Value), (status = 403, description = "error.v1", body = serde_json::Value), (status = 404, description = "error.v1", body = serde_json::Value)),
+    security(("sessionToken" = []))
+)]
 pub async fn upload_reminder(
     State(state): State<AppState>,
     caller: Caller,

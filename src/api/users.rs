@@ -45,6 +45,15 @@ async fn archive_and_delete(
 /// clinician record, each archived first; a clinic left without members loses its
 /// non-custodial patients (custodial ones stay, to be claimed), and its `admins` follow. The
 /// deletions processor does the same from the CDC side (`docs/processors.md`).
+#[utoipa::path(
+    delete,
+    path = "/v1/users/{userId}/clinics",
+    operation_id = "DeleteUserFromClinics",
+    tag = "Clinics",
+    params(("userId" = String, Path)),
+    responses((status = 200, description = "no body"), (status = 401, description = "error.v1", body = serde_json::Value), (status = 403, description = "error.v1", body = serde_json::Value)),
+    security(("sessionToken" = []))
+)]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
@@ -121,6 +130,16 @@ pub async fn delete(
 
 /// `POST /v1/users/{userId}/clinics`: services propagate a changed email to the user's
 /// clinician and patient records; 204.
+#[utoipa::path(
+    post,
+    path = "/v1/users/{userId}/clinics",
+    operation_id = "UpdateClinicUserDetails",
+    tag = "Clinics",
+    params(("userId" = String, Path)),
+    request_body(content = serde_json::Value, description = "updateUserDetails.v1", content_type = "application/json"),
+    responses((status = 204, description = "no body"), (status = 400, description = "error.v1", body = serde_json::Value), (status = 401, description = "error.v1", body = serde_json::Value), (status = 403, description = "error.v1", body = serde_json::Value), (status = 409, description = "error.v1", body = serde_json::Value)),
+    security(("sessionToken" = []))
+)]
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,

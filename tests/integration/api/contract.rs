@@ -78,6 +78,11 @@ impl Contract {
             .map(|(template, _)| template.as_str())
     }
 
+    /// The contract's operation at exactly this path template and method.
+    pub fn operation(&self, template: &str, method: &str) -> Option<&Value> {
+        self.spec["paths"].get(template)?.get(method.to_lowercase())
+    }
+
     /// Checks one answer. `Ok(false)`: the operation is not in the contract (nothing to check).
     pub fn check(
         &self,

@@ -6,6 +6,7 @@ mod clinicians;
 mod clinics;
 mod contract;
 mod lifecycle;
+mod openapi;
 mod patients;
 
 use std::time::{SystemTime, UNIX_EPOCH};
