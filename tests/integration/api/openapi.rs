@@ -4,7 +4,6 @@
 //! and the two operations outside the contract are the known ones.
 
 use reqwest::{Method, StatusCode};
-use serde_json::Value;
 
 use super::TestApi;
 use super::contract::Contract;
