@@ -63,7 +63,11 @@ where
 }
 
 fn token() -> String {
-    let exp = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs() + 3_600;
+    let exp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + 3_600;
     jsonwebtoken::encode(
         &jsonwebtoken::Header::default(),
         &serde_json::json!({ "sub": "clinic-bench", "svr": "yes", "exp": exp }),
@@ -74,7 +78,10 @@ fn token() -> String {
 
 #[tokio::main]
 async fn main() {
-    let seconds: u64 = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(5);
+    let seconds: u64 = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(5);
     let duration = Duration::from_secs(seconds);
     let endpoints = Endpoints::from_env().expect("endpoints");
     let database = clinic::testkit::unique("bench-api");
@@ -83,11 +90,16 @@ async fn main() {
     settings.mongo.uri = endpoints.mongo_uri.clone();
     settings.mongo.database = database.clone();
     settings.auth.hs256_secret = Some(SECRET.into());
-    let app = Application::build(&settings).await.expect("the API starts (is FerretDB up?)");
+    let app = Application::build(&settings)
+        .await
+        .expect("the API starts (is FerretDB up?)");
     let base = format!("http://{}", app.address());
     tokio::spawn(app.run(std::future::pending()));
 
-    let db = mongodb::Client::with_uri_str(&endpoints.mongo_uri).await.expect("mongo").database(&database);
+    let db = mongodb::Client::with_uri_str(&endpoints.mongo_uri)
+        .await
+        .expect("mongo")
+        .database(&database);
     let clinic = ObjectId::new();
     let now = DateTime::now();
     db.collection::<Document>("clinics")
@@ -104,19 +116,38 @@ async fn main() {
             "createdTime": now, "updatedTime": now,
         })
         .collect();
-    db.collection::<Document>("patients").insert_many(patients).await.expect("patients");
+    db.collection::<Document>("patients")
+        .insert_many(patients)
+        .await
+        .expect("patients");
     let users = Arc::new(users);
     let client = reqwest::Client::new();
     let token = Arc::new(token());
-    println!("api: {PATIENTS} patients in one clinic, {CONCURRENCY} concurrent callers, {seconds} s per measurement, FerretDB (local stack)");
+    println!(
+        "api: {PATIENTS} patients in one clinic, {CONCURRENCY} concurrent callers, {seconds} s per measurement, FerretDB (local stack)"
+    );
 
     let get_api = {
-        let (client, base, token, users) = (client.clone(), base.clone(), Arc::clone(&token), Arc::clone(&users));
+        let (client, base, token, users) = (
+            client.clone(),
+            base.clone(),
+            Arc::clone(&token),
+            Arc::clone(&users),
+        );
         measure(duration, move |n| {
-            let url = format!("{base}/v1/clinics/{}/patients/{}", clinic.to_hex(), users[n % PATIENTS]);
+            let url = format!(
+                "{base}/v1/clinics/{}/patients/{}",
+                clinic.to_hex(),
+                users[n % PATIENTS]
+            );
             let (client, token) = (client.clone(), Arc::clone(&token));
             async move {
-                let response = client.get(url).bearer_auth(token.as_str()).send().await.expect("answer");
+                let response = client
+                    .get(url)
+                    .bearer_auth(token.as_str())
+                    .send()
+                    .await
+                    .expect("answer");
                 assert!(response.status().is_success());
                 response.bytes().await.expect("body");
             }
@@ -128,7 +159,11 @@ async fn main() {
         measure(duration, move |n| {
             let (patients, user) = (patients.clone(), users[n % PATIENTS].clone());
             async move {
-                patients.find_one(doc! { "clinicId": clinic, "userId": user }).await.expect("find").expect("found");
+                patients
+                    .find_one(doc! { "clinicId": clinic, "userId": user })
+                    .await
+                    .expect("find")
+                    .expect("found");
             }
         })
         .await
@@ -139,7 +174,12 @@ async fn main() {
             let url = format!("{base}/v1/clinics/{}/patients?limit=50", clinic.to_hex());
             let (client, token) = (client.clone(), Arc::clone(&token));
             async move {
-                let response = client.get(url).bearer_auth(token.as_str()).send().await.expect("answer");
+                let response = client
+                    .get(url)
+                    .bearer_auth(token.as_str())
+                    .send()
+                    .await
+                    .expect("answer");
                 assert!(response.status().is_success());
                 response.bytes().await.expect("body");
             }
@@ -151,19 +191,43 @@ async fn main() {
         measure(duration, move |_| {
             let patients = patients.clone();
             async move {
-                let options = FindOptions::builder().sort(doc! { "fullName": 1, "_id": 1 }).limit(50).build();
-                let page: Vec<Document> = patients.find(doc! { "clinicId": clinic }).with_options(options).await.expect("find").try_collect().await.expect("read");
+                let options = FindOptions::builder()
+                    .sort(doc! { "fullName": 1, "_id": 1 })
+                    .limit(50)
+                    .build();
+                let page: Vec<Document> = patients
+                    .find(doc! { "clinicId": clinic })
+                    .with_options(options)
+                    .await
+                    .expect("find")
+                    .try_collect()
+                    .await
+                    .expect("read");
                 assert_eq!(page.len(), 50);
-                patients.count_documents(doc! { "clinicId": clinic }).await.expect("count");
-                patients.count_documents(doc! { "clinicId": clinic }).await.expect("count");
+                patients
+                    .count_documents(doc! { "clinicId": clinic })
+                    .await
+                    .expect("count");
+                patients
+                    .count_documents(doc! { "clinicId": clinic })
+                    .await
+                    .expect("count");
             }
         })
         .await
     };
-    for (name, api, driver) in [("get-patient", get_api, get_driver), ("list-patients (50 of 1,000)", list_api, list_driver)] {
+    for (name, api, driver) in [
+        ("get-patient", get_api, get_driver),
+        ("list-patients (50 of 1,000)", list_api, list_driver),
+    ] {
         println!(
             "  {name:<28} API {:>7.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms | driver {:>7.0} q/s  p50 {:>6.2} ms  p99 {:>6.2} ms | API/driver {:>3.0}%",
-            api.per_second, api.p50_ms, api.p99_ms, driver.per_second, driver.p50_ms, driver.p99_ms,
+            api.per_second,
+            api.p50_ms,
+            api.p99_ms,
+            driver.per_second,
+            driver.p50_ms,
+            driver.p99_ms,
             100.0 * api.per_second / driver.per_second
         );
     }
