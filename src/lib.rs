@@ -15,6 +15,7 @@ pub mod api;
 pub mod cdc;
 pub mod endpoints;
 pub mod ops;
+pub mod scenario;
 pub mod settings;
 pub mod shutdown;
 pub mod smoke;

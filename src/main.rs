@@ -21,6 +21,11 @@ enum Command {
     /// Kafka, a MongoDB sink connector in Kafka Connect writing to MongoDB, and SMTP. Uses
     /// throwaway topics, connectors and collections and removes them. Exit 0 when all pass.
     Smoke,
+    /// The demo's story on the local stack: the API writes a clinic with members and patients,
+    /// their change events flow through the permissions processor into gatekeeper, and a user's
+    /// deletion flows through the deletions processor into the clinic collections (needs topics,
+    /// schemas and sink connectors applied and both processors running; scripts/demo does it).
+    Scenario,
     /// Serve the clinic CRUD API. Settings: the TOML file named by CLINIC_SETTINGS, then
     /// CLINIC__HTTP__LISTEN, CLINIC__MONGO__URI, CLINIC__AUTH__HS256_SECRET, … (docs/api.md).
     /// Stops on SIGTERM/SIGINT after the requests in flight.
@@ -219,6 +224,10 @@ async fn main() -> anyhow::Result<ExitCode> {
             let app = clinic::api::Application::build(&settings).await?;
             tracing::info!(address = %app.address(), "API listening.");
             app.run(clinic::shutdown::signal()).await?;
+            cli::exit::OK
+        }
+        Command::Scenario => {
+            clinic::scenario::run(&endpoints).await?;
             cli::exit::OK
         }
         Command::Smoke => {

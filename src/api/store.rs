@@ -71,41 +71,49 @@ impl Store {
                 .options(IndexOptions::builder().name(name.to_owned()).build())
                 .build()
         };
-        self.clinics
-            .create_indexes([
+        one_by_one(
+            &self.clinics,
+            [
                 unique(doc! { "canonicalShareCode": 1 }, "UniqueCanonicalShareCode"),
                 unique(doc! { "shareCodes": 1 }, "UniqueShareCodes"),
                 plain(doc! { "createdTime": 1 }, "ClinicsByCreatedTime"),
-            ])
-            .await?;
+            ],
+        )
+        .await?;
         // Members have a userId, invites an inviteId: each unique where present (partial on
         // MongoDB, as the reference; see `partial_unique`).
         self.partial_unique(&self.clinicians, "userId", "UniqueClinicianUserId")
             .await?;
         self.partial_unique(&self.clinicians, "inviteId", "UniqueInviteId")
             .await?;
-        self.clinicians
-            .create_indexes([
+        one_by_one(
+            &self.clinicians,
+            [
                 // Every clinician document has an email (members and invites alike).
                 unique(
                     doc! { "clinicId": 1, "email": 1 },
                     "UniqueClinicMemberEmail",
                 ),
                 plain(doc! { "userId": 1 }, "CliniciansByUserId"),
-            ])
-            .await?;
-        self.patients
-            .create_indexes([
+            ],
+        )
+        .await?;
+        one_by_one(
+            &self.patients,
+            [
                 unique(doc! { "clinicId": 1, "userId": 1 }, "UniquePatient"),
                 plain(doc! { "userId": 1 }, "UserId"),
-            ])
-            .await?;
-        self.migrations
-            .create_indexes([
+            ],
+        )
+        .await?;
+        one_by_one(
+            &self.migrations,
+            [
                 unique(doc! { "userId": 1 }, "UniqueClinicianMigration"),
                 plain(doc! { "clinicId": 1 }, "MigrationsByClinic"),
-            ])
-            .await?;
+            ],
+        )
+        .await?;
         // One pending invite per clinic and patient: `pendingFor` holds the patient's id while
         // the invite is pending and is removed when it is answered.
         self.partial_unique(&self.patient_invites, "pendingFor", "UniquePendingInvite")
@@ -125,6 +133,18 @@ impl Store {
         field: &str,
         name: &str,
     ) -> mongodb::error::Result<()> {
+        // Idempotent by name: a restart finds the index (partial or plain) and asks nothing.
+        let existing = match collection.list_index_names().await {
+            Ok(names) => names,
+            // The collection does not exist yet (code 26, NamespaceNotFound): no indexes.
+            Err(error) if matches!(error.kind.as_ref(), mongodb::error::ErrorKind::Command(c) if c.code == 26) => {
+                Vec::new()
+            }
+            Err(error) => return Err(error),
+        };
+        if existing.iter().any(|n| n == name) {
+            return Ok(());
+        }
         let keys = doc! { "clinicId": 1, field: 1 };
         let partial = IndexModel::builder()
             .keys(keys.clone())
@@ -139,7 +159,11 @@ impl Store {
         match collection.create_index(partial).await {
             Ok(_) => Ok(()),
             Err(error) => {
-                tracing::info!(error = %error, index = name, "No partial index here; creating a plain one (FerretDB).");
+                let reason = match error.kind.as_ref() {
+                    mongodb::error::ErrorKind::Command(command) => command.message.clone(),
+                    _ => error.to_string(),
+                };
+                tracing::info!(index = name, reason = %reason, "No partial index here; a plain unique index instead (FerretDB).");
                 let plain = IndexModel::builder()
                     .keys(keys)
                     .options(
@@ -153,4 +177,16 @@ impl Store {
             }
         }
     }
+}
+
+/// Creates indexes one request each: FerretDB 1.24 drops the connection (a panic) when a
+/// `createIndexes` with several indexes finds them all existing, which every restart does.
+async fn one_by_one<const N: usize>(
+    collection: &Collection<Document>,
+    indexes: [IndexModel; N],
+) -> mongodb::error::Result<()> {
+    for index in indexes {
+        collection.create_index(index).await?;
+    }
+    Ok(())
 }

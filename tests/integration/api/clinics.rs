@@ -495,3 +495,47 @@ async fn tokens_are_checked_and_tidepools_session_header_is_accepted() {
         "route",
     );
 }
+
+#[tokio::test]
+async fn a_restarted_api_finds_its_indexes_and_data_and_keeps_enforcing_them() {
+    let first = TestApi::spawn().await;
+    let admin = user();
+    let clinic = create(&first, &admin, json!({ "name": "Restart" })).await;
+    let database = first.db.name().to_owned();
+
+    let second = TestApi::spawn_on(&database).await;
+
+    let got = second
+        .call(
+            Method::GET,
+            &format!("/v1/clinics/{}", id(&clinic)),
+            Some(&TestApi::token(&admin, false)),
+            None,
+        )
+        .await;
+    assert_eq!(got, (StatusCode::OK, clinic.clone()));
+    let service = TestApi::token("clinic-worker", true);
+    let invite = |n: u8| json!({ "inviteId": format!("inv-{n}"), "email": format!("inv{n}@example.org"), "roles": ["CLINIC_MEMBER"] });
+    let path = format!("/v1/clinics/{}/clinicians", id(&clinic));
+    assert_eq!(
+        second
+            .call(Method::POST, &path, Some(&service), Some(invite(1)))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        second
+            .call(Method::POST, &path, Some(&service), Some(invite(2)))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_error(
+        &second
+            .call(Method::POST, &path, Some(&service), Some(invite(1)))
+            .await,
+        StatusCode::CONFLICT,
+        "already has",
+    );
+}

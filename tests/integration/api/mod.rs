@@ -34,8 +34,13 @@ pub fn user() -> String {
 impl TestApi {
     /// Starts the API on port 0 over a fresh database.
     pub async fn spawn() -> Self {
+        Self::spawn_on(&clinic::testkit::unique("api")).await
+    }
+
+    /// Starts the API on port 0 over `database` (which may hold data and indexes already).
+    pub async fn spawn_on(database: &str) -> Self {
         let endpoints = Endpoints::from_env().expect("endpoints");
-        let database = clinic::testkit::unique("api");
+        let database = database.to_owned();
         let mut settings = ApiSettings::default();
         settings.http.listen = "127.0.0.1:0".parse().expect("address");
         settings.mongo.uri = endpoints.mongo_uri.clone();
