@@ -253,3 +253,37 @@ pub async fn await_collections(
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+/// Runs a processor with `config` until `expected` is in `db` (or two minutes pass), then stops
+/// it cleanly; what the collections held, for the caller to assert on.
+///
+/// # Panics
+/// When the runner fails or does not stop cleanly.
+pub async fn run_until_synced<P, F>(
+    config: crate::streams::runner::RunnerConfig,
+    factory: F,
+    db: &mongodb::Database,
+    expected: &BTreeMap<&str, Vec<Document>>,
+) -> BTreeMap<String, Vec<Document>>
+where
+    P: crate::streams::Processor + 'static,
+    F: Fn() -> P + Send + 'static,
+{
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let running = tokio::spawn(crate::streams::runner::run_until(
+        config,
+        factory,
+        Arc::clone(&shutdown),
+        Arc::new(crate::streams::runner::Health::default()),
+    ));
+    let seen = await_collections(db, expected, Duration::from_secs(120))
+        .await
+        .expect("reading the collections");
+    shutdown.store(true, Ordering::SeqCst);
+    running
+        .await
+        .expect("the runner task joins")
+        .expect("the runner stops cleanly");
+    seen
+}

@@ -111,16 +111,6 @@ async fn find(state: &AppState, clinic: ObjectId, user: &str) -> ApiResult<Docum
         })
 }
 
-/// The clinic exists (404 otherwise).
-async fn clinic_exists(state: &AppState, clinic: ObjectId) -> ApiResult<Document> {
-    state
-        .store
-        .clinics
-        .find_one(doc! { "_id": clinic })
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("clinic {} not found", clinic.to_hex())))
-}
-
 /// Sets the clinic's `admins` to its CLINIC_ADMIN clinicians; how many there are.
 async fn sync_admins(state: &AppState, clinic: ObjectId) -> ApiResult<usize> {
     let admins: Vec<Document> = state
@@ -159,7 +149,7 @@ pub async fn list(
     params: Params,
 ) -> ApiResult<Json<Value>> {
     let clinic = object_id("clinicId", &clinic)?;
-    clinic_exists(&state, clinic).await?;
+    clinics::find(&state, clinic).await?;
     require(&state.store, &caller, clinic, Need::Read).await?;
     let (offset, limit) = params.page()?;
     let mut filter = doc! { "clinicId": clinic };
@@ -233,7 +223,7 @@ pub async fn create(
 ) -> ApiResult<Json<Value>> {
     let clinic = object_id("clinicId", &clinic)?;
     super::access::require_service(&caller)?;
-    clinic_exists(&state, clinic).await?;
+    clinics::find(&state, clinic).await?;
     let now = DateTime::now();
     let address = email(
         "email",

@@ -259,7 +259,11 @@ pub fn to_json(clinic: &Document) -> Value {
     Value::Object(out)
 }
 
-async fn find(state: &AppState, id: ObjectId) -> ApiResult<Document> {
+/// The clinic `id`, or 404.
+///
+/// # Errors
+/// 404 when there is none; database failures.
+pub async fn find(state: &AppState, id: ObjectId) -> ApiResult<Document> {
     state
         .store
         .clinics

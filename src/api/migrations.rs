@@ -15,7 +15,7 @@ use super::access::{Need, require, require_service};
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
 use super::extract::{JsonBody, object_id, user_id};
-use super::{AppState, time};
+use super::{AppState, clinics, time};
 
 /// The statuses, in the only order they may take.
 pub const STATUSES: [&str; 3] = ["PENDING", "RUNNING", "COMPLETED"];
@@ -54,15 +54,6 @@ pub fn to_json(migration: &Document) -> Value {
     out
 }
 
-async fn clinic(state: &AppState, id: ObjectId) -> ApiResult<Document> {
-    state
-        .store
-        .clinics
-        .find_one(doc! { "_id": id })
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("clinic {} not found", id.to_hex())))
-}
-
 fn taken(error: mongodb::error::Error) -> ApiError {
     match ApiError::from(error) {
         ApiError::Conflict(_) => ApiError::Conflict("this user has a migration already".into()),
@@ -89,7 +80,7 @@ pub async fn trigger(
     JsonBody(trigger): JsonBody<Trigger>,
 ) -> ApiResult<Json<Value>> {
     let clinic_id = object_id("clinicId", &clinic_id)?;
-    let found = clinic(&state, clinic_id).await?;
+    let found = clinics::find(&state, clinic_id).await?;
     if caller.service {
         return Err(ApiError::Forbidden);
     }
@@ -166,7 +157,7 @@ pub async fn add(
             .as_deref()
             .ok_or_else(|| ApiError::BadRequest("userId: is required".into()))?,
     )?;
-    let found = clinic(&state, clinic_id).await?;
+    let found = clinics::find(&state, clinic_id).await?;
     if !found.get_bool("isMigrated").unwrap_or(false) {
         return Err(ApiError::Conflict(
             "the clinic is not migrated yet; trigger its initial migration first".into(),
@@ -202,7 +193,7 @@ pub async fn list(
     Path(clinic_id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let clinic_id = object_id("clinicId", &clinic_id)?;
-    clinic(&state, clinic_id).await?;
+    clinics::find(&state, clinic_id).await?;
     require(&state.store, &caller, clinic_id, Need::Read).await?;
     let found: Vec<Document> = state
         .store

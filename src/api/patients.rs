@@ -19,6 +19,7 @@ use super::auth::Caller;
 use super::clinicians::{email, regex_escape};
 use super::error::{ApiError, ApiResult};
 use super::extract::{JsonBody, Params, object_id, user_id};
+use super::store::Archived;
 use super::{AppState, clinics, time};
 
 /// Permission names of `patientPermissions.v1`.
@@ -252,15 +253,6 @@ pub fn to_json(patient: &Document) -> Value {
     out
 }
 
-async fn clinic(state: &AppState, id: ObjectId) -> ApiResult<Document> {
-    state
-        .store
-        .clinics
-        .find_one(doc! { "_id": id })
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("clinic {} not found", id.to_hex())))
-}
-
 async fn find(state: &AppState, clinic: ObjectId, user: &str) -> ApiResult<Document> {
     state
         .store
@@ -273,22 +265,6 @@ async fn find(state: &AppState, clinic: ObjectId, user: &str) -> ApiResult<Docum
                 clinic.to_hex()
             ))
         })
-}
-
-/// Archives the patient, then deletes it.
-async fn remove(state: &AppState, patient: &Document, by: &str) -> ApiResult<()> {
-    state
-        .store
-        .patient_deletions
-        .insert_one(
-            doc! { "deletedTime": DateTime::now(), "deletedByUserId": by, "patient": patient },
-        )
-        .await?;
-    let id = patient
-        .get_object_id("_id")
-        .map_err(|e| ApiError::Internal(e.into()))?;
-    state.store.patients.delete_one(doc! { "_id": id }).await?;
-    Ok(())
 }
 
 fn conflict(error: mongodb::error::Error) -> ApiError {
@@ -318,7 +294,7 @@ pub async fn list(
     params: Params,
 ) -> ApiResult<Json<Value>> {
     let clinic_id = object_id("clinicId", &clinic_id)?;
-    clinic(&state, clinic_id).await?;
+    clinics::find(&state, clinic_id).await?;
     require(&state.store, &caller, clinic_id, Need::Read).await?;
     let (offset, limit) = params.page()?;
     let mut filter = doc! { "clinicId": clinic_id };
@@ -400,7 +376,7 @@ pub async fn create_custodial(
     JsonBody(input): JsonBody<PatientInput>,
 ) -> ApiResult<Json<Value>> {
     let clinic_id = object_id("clinicId", &clinic_id)?;
-    let found = clinic(&state, clinic_id).await?;
+    let found = clinics::find(&state, clinic_id).await?;
     require(&state.store, &caller, clinic_id, Need::Read).await?;
     let mut patient = input.profile(&found)?;
     for required in ["fullName", "birthDate"] {
@@ -448,7 +424,7 @@ pub async fn create_from_user(
     let clinic_id = object_id("clinicId", &clinic_id)?;
     let user = user_id("patientId", &user)?;
     super::access::require_service(&caller)?;
-    let found = clinic(&state, clinic_id).await?;
+    let found = clinics::find(&state, clinic_id).await?;
     let grants = input
         .permissions
         .as_ref()
@@ -534,7 +510,7 @@ pub async fn update(
     let clinic_id = object_id("clinicId", &clinic_id)?;
     let user = user_id("patientId", &user)?;
     require(&state.store, &caller, clinic_id, Need::Read).await?;
-    let found = clinic(&state, clinic_id).await?;
+    let found = clinics::find(&state, clinic_id).await?;
     let before = find(&state, clinic_id, &user).await?;
     let mut set = input.profile(&found)?;
     set.insert("updatedTime", DateTime::now());
@@ -571,7 +547,10 @@ pub async fn delete(
         require(&state.store, &caller, clinic_id, Need::Write).await?;
     }
     let patient = find(&state, clinic_id, &user).await?;
-    remove(&state, &patient, &caller.user_id).await?;
+    state
+        .store
+        .archive_and_delete(Archived::Patient, &patient, &caller.user_id)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -614,7 +593,10 @@ pub async fn update_permissions(
         return Err(ApiError::Refused("a patient cannot grant custodian".into()));
     }
     if grants.is_empty() {
-        remove(&state, &patient, &caller.user_id).await?;
+        state
+            .store
+            .archive_and_delete(Archived::Patient, &patient, &caller.user_id)
+            .await?;
         return Ok(Json(json!({})));
     }
     // Key by key: `permissions.<name>` set or unset, which is what the CDC event then says, and
@@ -679,7 +661,10 @@ pub async fn delete_permission(
         .map(|p| p.keys().filter(|k| **k != permission).cloned().collect())
         .unwrap_or_default();
     if remaining.is_empty() {
-        remove(&state, &patient, &caller.user_id).await?;
+        state
+            .store
+            .archive_and_delete(Archived::Patient, &patient, &caller.user_id)
+            .await?;
         return Ok(StatusCode::NO_CONTENT);
     }
     let id = patient

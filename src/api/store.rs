@@ -10,6 +10,15 @@ use bson::{Document, doc};
 use mongodb::options::IndexOptions;
 use mongodb::{Collection, Database, IndexModel};
 
+/// What kind of document is archived before it is deleted.
+#[derive(Debug, Clone, Copy)]
+pub enum Archived {
+    /// A patient record (`patient_deletions`, field `patient`).
+    Patient,
+    /// A clinician record (`clinician_deletions`, field `clinician`).
+    Clinician,
+}
+
 /// The collections the API uses.
 #[derive(Clone)]
 pub struct Store {
@@ -47,6 +56,29 @@ impl Store {
             patient_deletions: db.collection("patient_deletions"),
             db,
         }
+    }
+
+    /// Archives `document` as the reference service does (`{deletedTime, deletedByUserId,
+    /// <kind>: <document>}`), then deletes it; nothing is deleted when the archive fails.
+    ///
+    /// # Errors
+    /// Database failures (of the archive: nothing deleted).
+    pub async fn archive_and_delete(
+        &self,
+        kind: Archived,
+        document: &Document,
+        by: &str,
+    ) -> mongodb::error::Result<()> {
+        let (archive, collection, field) = match kind {
+            Archived::Patient => (&self.patient_deletions, &self.patients, "patient"),
+            Archived::Clinician => (&self.clinician_deletions, &self.clinicians, "clinician"),
+        };
+        archive
+            .insert_one(doc! { "deletedTime": bson::DateTime::now(), "deletedByUserId": by, field: document })
+            .await?;
+        let id = document.get("_id").cloned().unwrap_or(bson::Bson::Null);
+        collection.delete_one(doc! { "_id": id }).await?;
+        Ok(())
     }
 
     /// Creates the indexes the invariants rest on (idempotent).

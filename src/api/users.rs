@@ -14,31 +14,12 @@ use super::auth::Caller;
 use super::clinicians::email;
 use super::error::{ApiError, ApiResult};
 use super::extract::{JsonBody, user_id};
+use super::store::Archived;
 
 /// `updateUserDetails.v1`.
 #[derive(Debug, Deserialize)]
 pub struct UserDetails {
     email: Option<String>,
-}
-
-async fn archive_and_delete(
-    state: &AppState,
-    kind: &str,
-    document: &Document,
-    by: &str,
-) -> ApiResult<()> {
-    let (archive, collection) = match kind {
-        "patient" => (&state.store.patient_deletions, &state.store.patients),
-        _ => (&state.store.clinician_deletions, &state.store.clinicians),
-    };
-    archive
-        .insert_one(doc! { "deletedTime": DateTime::now(), "deletedByUserId": by, kind: document })
-        .await?;
-    let id = document
-        .get_object_id("_id")
-        .map_err(|e| ApiError::Internal(e.into()))?;
-    collection.delete_one(doc! { "_id": id }).await?;
-    Ok(())
 }
 
 /// `DELETE /v1/users/{userId}/clinics`: services. Every patient record of the user, then every
@@ -70,7 +51,10 @@ pub async fn delete(
         .try_collect()
         .await?;
     for patient in &patients {
-        archive_and_delete(&state, "patient", patient, by).await?;
+        state
+            .store
+            .archive_and_delete(Archived::Patient, patient, by)
+            .await?;
     }
     let clinicians: Vec<Document> = state
         .store
@@ -84,7 +68,10 @@ pub async fn delete(
         if let Ok(clinic) = clinician.get_object_id("clinicId") {
             clinics.push(clinic);
         }
-        archive_and_delete(&state, "clinician", clinician, by).await?;
+        state
+            .store
+            .archive_and_delete(Archived::Clinician, clinician, by)
+            .await?;
     }
     clinics.sort();
     clinics.dedup();
@@ -121,7 +108,10 @@ pub async fn delete(
                 .try_collect()
                 .await?;
             for patient in &orphans {
-                archive_and_delete(&state, "patient", patient, by).await?;
+                state
+                    .store
+                    .archive_and_delete(Archived::Patient, patient, by)
+                    .await?;
             }
         }
     }

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use bson::oid::ObjectId;
@@ -55,29 +55,6 @@ async fn seed(db: &mongodb::Database, patients: &[Document], clinicians: &[Docum
             .await
             .expect("clear");
     }
-}
-
-async fn run_until_synced(
-    config: RunnerConfig,
-    db: &mongodb::Database,
-    expected: &BTreeMap<&str, Vec<Document>>,
-) -> BTreeMap<String, Vec<Document>> {
-    let shutdown = Arc::new(AtomicBool::new(false));
-    let running = tokio::spawn(runner::run_until(
-        config,
-        || Deletions::new(Inputs::default()),
-        Arc::clone(&shutdown),
-        Arc::new(Health::default()),
-    ));
-    let seen = testkit::await_collections(db, expected, Duration::from_secs(120))
-        .await
-        .expect("mongo");
-    shutdown.store(true, Ordering::SeqCst);
-    running
-        .await
-        .expect("joined")
-        .expect("the runner stops cleanly");
-    seen
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -245,7 +222,13 @@ async fn a_user_deletion_reaches_the_clinic_collections_also_after_a_replay() {
         admin_addr: None,
         ..RunnerConfig::default()
     };
-    let first = run_until_synced(config.clone(), &db, &expected).await;
+    let first = testkit::run_until_synced(
+        config.clone(),
+        || Deletions::new(Inputs::default()),
+        &db,
+        &expected,
+    )
+    .await;
     assert_eq!(first, sorted);
 
     // Replay: the collections as before the deletion, fresh state, the same input topics.
@@ -254,7 +237,9 @@ async fn a_user_deletion_reaches_the_clinic_collections_also_after_a_replay() {
         application_id: Some(replay_id),
         ..config
     };
-    let second = run_until_synced(replay, &db, &expected).await;
+    let second =
+        testkit::run_until_synced(replay, || Deletions::new(Inputs::default()), &db, &expected)
+            .await;
     testkit::remove_sinks(&endpoints, &deployed)
         .await
         .expect("remove connectors");

@@ -5,15 +5,12 @@
 //! and state).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use bson::oid::ObjectId;
 use bson::{Document, doc};
 use clinic::cdc::{ChangeEvent, Namespace, Operation, SourcePosition};
 use clinic::endpoints::Endpoints;
-use clinic::streams::runner::{self, Health, RunnerConfig};
+use clinic::streams::runner::RunnerConfig;
 use clinic::testkit;
 use clinic_permissions::config::Inputs;
 use clinic_permissions::processor::Permissions;
@@ -40,31 +37,6 @@ fn change(
             ..SourcePosition::default()
         },
     }
-}
-
-/// Runs the processor until `expected` is in the database (or two minutes pass); returns what
-/// the collections held.
-async fn run_until_synced(
-    config: RunnerConfig,
-    db: &mongodb::Database,
-    expected: &BTreeMap<&str, Vec<Document>>,
-) -> BTreeMap<String, Vec<Document>> {
-    let shutdown = Arc::new(AtomicBool::new(false));
-    let running = tokio::spawn(runner::run_until(
-        config,
-        || Permissions::new(Inputs::default()),
-        Arc::clone(&shutdown),
-        Arc::new(Health::default()),
-    ));
-    let seen = testkit::await_collections(db, expected, Duration::from_secs(120))
-        .await
-        .expect("mongo");
-    shutdown.store(true, Ordering::SeqCst);
-    running
-        .await
-        .expect("joined")
-        .expect("the runner stops cleanly");
-    seen
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -221,7 +193,13 @@ async fn avro_change_events_reach_the_gatekeeper_collections_also_after_a_replay
         admin_addr: None,
         ..RunnerConfig::default()
     };
-    let first = run_until_synced(config.clone(), &db, &expected).await;
+    let first = testkit::run_until_synced(
+        config.clone(),
+        || Permissions::new(Inputs::default()),
+        &db,
+        &expected,
+    )
+    .await;
     assert_eq!(first, sorted(&expected));
 
     // Replay: empty collections, a fresh application id (group and state), same inputs.
@@ -230,7 +208,13 @@ async fn avro_change_events_reach_the_gatekeeper_collections_also_after_a_replay
         application_id: Some(replay_id),
         ..config
     };
-    let second = run_until_synced(replay, &db, &expected).await;
+    let second = testkit::run_until_synced(
+        replay,
+        || Permissions::new(Inputs::default()),
+        &db,
+        &expected,
+    )
+    .await;
     testkit::remove_sinks(&endpoints, &deployed)
         .await
         .expect("remove connectors");
