@@ -13,6 +13,7 @@ pub mod clinics;
 pub mod error;
 pub mod extract;
 pub mod invites;
+pub mod metrics;
 pub mod migrations;
 pub mod openapi;
 pub mod patients;
@@ -179,16 +180,18 @@ fn router(state: AppState, settings: &ApiSettings) -> Router {
             "/v1/clinics/{clinic_id}/invites/patients/{invite_id}",
             axum::routing::put(invites::accept).delete(invites::decline),
         );
-    let metrics = crate::streams::runner::admin::prometheus();
+    let prometheus = crate::streams::runner::admin::prometheus();
     Router::new()
         .merge(v1)
         .route("/ready", get(ready))
         .route("/v1/openapi.json", get(openapi_json))
         .route(
             "/metrics",
-            get(move || std::future::ready(metrics.render())),
+            get(move || std::future::ready(prometheus.render())),
         )
         .fallback(|| async { error::ApiError::NotFound("no such route".into()) })
+        // route_layer: after routing, so the matched template is known.
+        .route_layer(axum::middleware::from_fn(metrics::record))
         .layer(DefaultBodyLimit::max(settings.http.body_limit_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,

@@ -539,3 +539,67 @@ async fn a_restarted_api_finds_its_indexes_and_data_and_keeps_enforcing_them() {
         "already has",
     );
 }
+
+#[tokio::test]
+async fn rs256_tokens_verify_with_the_public_key_and_metrics_count_requests_by_route() {
+    let fixtures = clinic::testkit::repo_root(0).join("tests/integration/api/fixtures");
+    let public =
+        std::fs::read_to_string(fixtures.join("test-only-rsa-public.pem")).expect("public key");
+    let private = std::fs::read(fixtures.join("test-only-rsa-private.pem")).expect("private key");
+    let api = TestApi::spawn_with(|settings| {
+        settings.auth.hs256_secret = None;
+        settings.auth.rs256_public_key_pem = Some(public);
+    })
+    .await;
+    let user = user();
+    let claims = json!({ "sub": user, "exp": 4_000_000_000_u64, "email": "rs@example.org" });
+    let signed = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_rsa_pem(&private).expect("key"),
+    )
+    .expect("token");
+
+    let (status, clinic) = api
+        .call(
+            Method::POST,
+            "/v1/clinics",
+            Some(&signed),
+            Some(json!({ "name": "RSA" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{clinic}");
+    let hs = api
+        .call(
+            Method::POST,
+            "/v1/clinics",
+            Some(&TestApi::token(&user, false)),
+            Some(json!({ "name": "HS" })),
+        )
+        .await;
+    assert_error(&hs, StatusCode::UNAUTHORIZED, "invalid token");
+    api.call(
+        Method::GET,
+        &format!("/v1/clinics/{}", id(&clinic)),
+        Some(&signed),
+        None,
+    )
+    .await;
+
+    let (status, text) = {
+        let response = reqwest::get(format!("{}/metrics", api.base_url()))
+            .await
+            .expect("metrics");
+        (response.status(), response.text().await.expect("text"))
+    };
+    assert_eq!(status, StatusCode::OK);
+    let line = text
+        .lines()
+        .find(|l| {
+            l.starts_with("clinic_api_requests_total")
+                && l.contains(r#"route="/v1/clinics/{clinic_id}""#)
+                && l.contains(r#"status="200""#)
+        })
+        .unwrap_or_else(|| panic!("no counter for GET /v1/clinics/{{clinic_id}} in:\n{text}"));
+    assert!(line.contains(r#"method="GET""#), "{line}");
+}

@@ -37,8 +37,22 @@ impl TestApi {
         Self::spawn_on(&clinic::testkit::unique("api")).await
     }
 
+    /// Starts the API on port 0 over a fresh database, with settings changed by `adjust`.
+    pub async fn spawn_with(adjust: impl FnOnce(&mut ApiSettings)) -> Self {
+        Self::start(&clinic::testkit::unique("api"), adjust).await
+    }
+
     /// Starts the API on port 0 over `database` (which may hold data and indexes already).
     pub async fn spawn_on(database: &str) -> Self {
+        Self::start(database, |_| {}).await
+    }
+
+    /// The server's base URL.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    async fn start(database: &str, adjust: impl FnOnce(&mut ApiSettings)) -> Self {
         let endpoints = Endpoints::from_env().expect("endpoints");
         let database = database.to_owned();
         let mut settings = ApiSettings::default();
@@ -46,6 +60,7 @@ impl TestApi {
         settings.mongo.uri = endpoints.mongo_uri.clone();
         settings.mongo.database = database.clone();
         settings.auth.hs256_secret = Some(SECRET.into());
+        adjust(&mut settings);
         let app = Application::build(&settings).await.unwrap_or_else(|e| {
             panic!("the API did not start ({e:#}); is FerretDB up? `scripts/stack up`")
         });

@@ -1,0 +1,31 @@
+//! The API's metrics (served at `/metrics` with the process's other metrics): requests by route
+//! template, method and status, and their latency. Labels are bounded: the route is the matched
+//! template (`/v1/clinics/{clinic_id}`), never the concrete path.
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+
+/// Requests answered, by `route`, `method`, `status`.
+pub const REQUESTS: &str = "clinic_api_requests_total";
+/// Time to answer, seconds, by `route` and `method`.
+pub const DURATION: &str = "clinic_api_request_duration_seconds";
+
+/// Middleware recording [`REQUESTS`] and [`DURATION`].
+pub async fn record(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().as_str().to_owned();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    ::metrics::histogram!(DURATION, "route" => route.clone(), "method" => method.clone())
+        .record(started.elapsed().as_secs_f64());
+    ::metrics::counter!(REQUESTS, "route" => route, "method" => method, "status" => status)
+        .increment(1);
+    response
+}
