@@ -14,12 +14,20 @@ pub struct Contract {
     templates: Vec<(String, Vec<String>)>,
 }
 
-/// Where the contract is: `CLINIC_CONTRACT`, else `../shared/reference/clinic.v1.yaml` beside the
-/// repository.
+/// Where the contract is: `CLINIC_CONTRACT`, else `shared/reference/clinic.v1.yaml` in the
+/// nearest directory above the repository that has one (`../shared` beside a checkout, as on the
+/// development and CI machines).
 fn location() -> std::path::PathBuf {
-    std::env::var_os("CLINIC_CONTRACT")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| clinic::testkit::repo_root(0).join("../shared/reference/clinic.v1.yaml"))
+    if let Some(path) = std::env::var_os("CLINIC_CONTRACT") {
+        return std::path::PathBuf::from(path);
+    }
+    let root = clinic::testkit::repo_root(0);
+    let root = root.canonicalize().unwrap_or(root);
+    root.ancestors()
+        .skip(1)
+        .map(|dir| dir.join("shared/reference/clinic.v1.yaml"))
+        .find(|candidate| candidate.exists())
+        .unwrap_or_else(|| root.join("../shared/reference/clinic.v1.yaml"))
 }
 
 /// OpenAPI 3.0 `nullable: true` as JSON Schema: `anyOf` the schema or null.
