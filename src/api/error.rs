@@ -26,6 +26,9 @@ pub enum ApiError {
     /// 409: the change conflicts with what is stored (a unique value taken, a rule).
     #[error("{0}")]
     Conflict(String),
+    /// 408: the request took longer than `http.request_timeout`.
+    #[error("the request took longer than {0:?}")]
+    Timeout(std::time::Duration),
     /// 413: the request body is larger than `http.body_limit_bytes`.
     #[error("the request body is larger than {0} bytes")]
     TooLarge(usize),
@@ -46,6 +49,7 @@ impl ApiError {
             ApiError::Forbidden | ApiError::Refused(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -32,7 +32,6 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use bson::doc;
-use tower_http::timeout::TimeoutLayer;
 
 pub use settings::ApiSettings;
 
@@ -193,11 +192,25 @@ fn router(state: AppState, settings: &ApiSettings) -> Router {
         // route_layer: after routing, so the matched template is known.
         .route_layer(axum::middleware::from_fn(metrics::record))
         .layer(DefaultBodyLimit::max(settings.http.body_limit_bytes))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
+        .layer(axum::middleware::from_fn_with_state(
             settings.http.request_timeout,
+            time_limit,
         ))
         .with_state(state)
+}
+
+/// Answers 408 (`{code, message}`) when a request takes longer than `limit`; the work in
+/// progress is dropped at its next await.
+async fn time_limit(
+    State(limit): State<std::time::Duration>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => error::ApiError::Timeout(limit).into_response(),
+    }
 }
 
 /// The generated OpenAPI document (no token needed).

@@ -603,3 +603,22 @@ async fn rs256_tokens_verify_with_the_public_key_and_metrics_count_requests_by_r
         .unwrap_or_else(|| panic!("no counter for GET /v1/clinics/{{clinic_id}} in:\n{text}"));
     assert!(line.contains(r#"method="GET""#), "{line}");
 }
+
+#[tokio::test]
+async fn a_request_over_the_time_limit_is_answered_408_in_the_error_shape() {
+    let api = TestApi::spawn_with(|settings| {
+        settings.http.request_timeout = std::time::Duration::from_micros(1);
+    })
+    .await;
+
+    let answer = api
+        .call(
+            Method::GET,
+            &format!("/v1/clinics/{}", ObjectId::new().to_hex()),
+            Some(&TestApi::token(&user(), false)),
+            None,
+        )
+        .await;
+
+    assert_error(&answer, StatusCode::REQUEST_TIMEOUT, "longer than");
+}
