@@ -30,8 +30,8 @@ pub enum ApiError {
     #[error("the request took longer than {0:?}")]
     Timeout(std::time::Duration),
     /// 413: the request body is larger than `http.body_limit_bytes`.
-    #[error("the request body is larger than {0} bytes")]
-    TooLarge(usize),
+    #[error("the request body is larger than this server accepts")]
+    TooLarge,
     /// 422: the change would break an invariant (the last admin).
     #[error("{0}")]
     Unprocessable(String),
@@ -50,7 +50,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
-            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -21,7 +21,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         let bytes = axum::body::Bytes::from_request(req, state)
             .await
             .map_err(|e| match e.status() {
-                axum::http::StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(state_limit(&e)),
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge,
                 _ => ApiError::BadRequest(format!("unreadable request body: {e}")),
             })?;
         let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
@@ -39,16 +39,6 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     }
 }
 
-/// The limit a too-large rejection reports (axum's message carries it; 0 when it does not).
-fn state_limit(rejection: &axum::extract::rejection::BytesRejection) -> usize {
-    rejection
-        .body_text()
-        .split(|c: char| !c.is_ascii_digit())
-        .filter_map(|n| n.parse().ok())
-        .next()
-        .unwrap_or(0)
-}
-
 /// Query parameters, read one by one with their names in the errors.
 pub struct Params(HashMap<String, String>);
 
@@ -57,15 +47,12 @@ impl<S: Send + Sync> FromRequestParts<S> for Params {
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let query = parts.uri.query().unwrap_or_default();
-        let pairs: Vec<(String, String)> = serde_urlencoded_pairs(query)?;
-        Ok(Params(pairs.into_iter().collect()))
+        Ok(Params(
+            form_urlencoded::parse(query.as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+        ))
     }
-}
-
-fn serde_urlencoded_pairs(query: &str) -> Result<Vec<(String, String)>, ApiError> {
-    form_urlencoded::parse(query.as_bytes())
-        .map(|(k, v)| Ok((k.into_owned(), v.into_owned())))
-        .collect()
 }
 
 impl Params {
