@@ -229,3 +229,55 @@ async fn ready(State(state): State<AppState>) -> StatusCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::routing::get;
+
+    use super::*;
+
+    /// The time limit on a handler that outlasts it, over a real listener; deterministic, unlike
+    /// racing a database query against a microsecond limit.
+    #[tokio::test]
+    async fn a_request_over_the_time_limit_is_answered_408_in_the_error_shape() {
+        let router = Router::new()
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    "late"
+                }),
+            )
+            .route("/fast", get(|| async { "on time" }))
+            .layer(axum::middleware::from_fn_with_state(
+                Duration::from_millis(50),
+                time_limit,
+            ));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        tokio::spawn(async move { axum::serve(listener, router).await });
+
+        let slow = reqwest::get(format!("http://{address}/slow"))
+            .await
+            .expect("answer");
+        let status = slow.status();
+        let body: serde_json::Value = slow.json().await.expect("JSON");
+        let fast = reqwest::get(format!("http://{address}/fast"))
+            .await
+            .expect("answer");
+
+        assert_eq!(status, reqwest::StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(body["code"], 408);
+        assert!(
+            body["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("longer than")),
+            "{body}"
+        );
+        assert_eq!(fast.text().await.expect("text"), "on time");
+    }
+}

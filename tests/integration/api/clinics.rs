@@ -593,32 +593,20 @@ async fn rs256_tokens_verify_with_the_public_key_and_metrics_count_requests_by_r
         (response.status(), response.text().await.expect("text"))
     };
     assert_eq!(status, StatusCode::OK);
+    // Other tests in this process count too (one recorder per process): look for this one's.
     let line = text
         .lines()
         .find(|l| {
             l.starts_with("clinic_api_requests_total")
                 && l.contains(r#"route="/v1/clinics/{clinic_id}""#)
+                && l.contains(r#"method="GET""#)
                 && l.contains(r#"status="200""#)
         })
         .unwrap_or_else(|| panic!("no counter for GET /v1/clinics/{{clinic_id}} in:\n{text}"));
-    assert!(line.contains(r#"method="GET""#), "{line}");
-}
-
-#[tokio::test]
-async fn a_request_over_the_time_limit_is_answered_408_in_the_error_shape() {
-    let api = TestApi::spawn_with(|settings| {
-        settings.http.request_timeout = std::time::Duration::from_micros(1);
-    })
-    .await;
-
-    let answer = api
-        .call(
-            Method::GET,
-            &format!("/v1/clinics/{}", ObjectId::new().to_hex()),
-            Some(&TestApi::token(&user(), false)),
-            None,
-        )
-        .await;
-
-    assert_error(&answer, StatusCode::REQUEST_TIMEOUT, "longer than");
+    let count: f64 = line
+        .rsplit(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("a count");
+    assert!(count >= 1.0, "{line}");
 }
