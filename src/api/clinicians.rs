@@ -112,7 +112,10 @@ async fn find(state: &AppState, clinic: ObjectId, user: &str) -> ApiResult<Docum
 }
 
 /// Sets the clinic's `admins` to its CLINIC_ADMIN clinicians; how many there are.
-async fn sync_admins(state: &AppState, clinic: ObjectId) -> ApiResult<usize> {
+///
+/// # Errors
+/// Database failures.
+pub async fn sync_admins(state: &AppState, clinic: ObjectId) -> ApiResult<usize> {
     let admins: Vec<Document> = state
         .store
         .clinicians

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use super::AppState;
 use super::access::require_service;
 use super::auth::Caller;
-use super::clinicians::email;
+use super::clinicians::{self, email};
 use super::error::{ApiError, ApiResult};
 use super::extract::{JsonBody, user_id};
 use super::store::Archived;
@@ -76,30 +76,13 @@ pub async fn delete(
     clinics.sort();
     clinics.dedup();
     for clinic in clinics {
+        clinicians::sync_admins(&state, clinic).await?;
         let members = state
             .store
             .clinicians
-            .find(doc! { "clinicId": clinic, "userId": { "$exists": true } })
-            .await?
-            .try_collect::<Vec<Document>>()
+            .count_documents(doc! { "clinicId": clinic, "userId": { "$exists": true } })
             .await?;
-        let admins: Vec<String> = members
-            .iter()
-            .filter(|m| {
-                m.get_array("roles")
-                    .is_ok_and(|r| r.iter().any(|x| x.as_str() == Some("CLINIC_ADMIN")))
-            })
-            .filter_map(|m| m.get_str("userId").ok().map(str::to_owned))
-            .collect();
-        state
-            .store
-            .clinics
-            .update_one(
-                doc! { "_id": clinic },
-                doc! { "$set": { "admins": admins } },
-            )
-            .await?;
-        if members.is_empty() {
+        if members == 0 {
             let orphans: Vec<Document> = state
                 .store
                 .patients

@@ -21,5 +21,7 @@ pub mod store;
 pub mod task;
 pub mod topology;
 
-pub use processor::{Context, Input, OutValue, OutputRecord, Payload, ProcessError, Processor};
+pub use processor::{
+    Context, Input, OutValue, OutputRecord, Payload, ProcessError, Processor, sink_key,
+};
 pub use topology::{InputFormat, InputKind, Topology};

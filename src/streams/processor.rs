@@ -276,3 +276,10 @@ fn undeclared(what: &str, name: &str) -> ProcessError {
         "BUG: {what} {name} is not declared in the topology"
     ))
 }
+
+/// The key of a record for a MongoDB sink connector: `{"_id": <the id in canonical Extended
+/// JSON>}`, which its ProvidedInKeyStrategy reads, so a tombstone can delete
+/// (`connectors/README.md`).
+pub fn sink_key(id: &bson::Bson) -> String {
+    serde_json::json!({ "_id": id.clone().into_canonical_extjson() }).to_string()
+}

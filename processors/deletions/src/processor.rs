@@ -385,7 +385,5 @@ fn release_orphans(ctx: &mut Context<'_>, clinic: &str, at_ms: i64) -> Result<()
     Ok(())
 }
 
-/// The sink key: `{"_id": <the id in canonical Extended JSON>}` (`connectors/README.md`).
-pub fn sink_key(id: &Bson) -> String {
-    serde_json::json!({ "_id": id.clone().into_canonical_extjson() }).to_string()
-}
+/// The sink key (shared by every processor that writes a sink topic).
+pub use clinic::streams::sink_key;

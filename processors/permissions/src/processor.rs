@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use apache_avro::types::Value as Avro;
-use bson::{Bson, Document};
+use bson::Document;
 use clinic::cdc::{self, CdcRecord, ChangeEvent, Operation};
 use clinic::streams::store::table_key;
 use clinic::streams::{
@@ -228,8 +228,5 @@ fn projected<P: Projection>(
     }
 }
 
-/// The sink key: `{"_id": <the id in canonical Extended JSON>}`, which the sink connector's
-/// ProvidedInKeyStrategy reads (`connectors/README.md`).
-pub fn sink_key(id: &Bson) -> String {
-    serde_json::json!({ "_id": id.clone().into_canonical_extjson() }).to_string()
-}
+/// The sink key (shared by every processor that writes a sink topic).
+pub use clinic::streams::sink_key;
