@@ -1,32 +1,66 @@
-//! The sink connector design, end to end on the real chain: a record keyed `{"_id": <ObjectId>}`
-//! with a `PatientPermissions` Avro value (the repository's schema) is written by the repository's
-//! `mongo-sink-gatekeeper-patient-permissions` connector (pointed at a fresh topic and collection)
-//! as `{_id: ObjectId, userId, clinicId, permissions: {view: {}, upload: {}}}`, and a tombstone
-//! with the same key deletes the document.
+//! The sink connector design, end to end on the real chain, with the repository's
+//! `mongo-sink-gatekeeper-patient-permissions` connector pointed at a fresh topic and database:
+//! - a record keyed `{"_id": <ObjectId>}` with a canonical Extended JSON value is written as
+//!   `{_id: ObjectId, userId, clinicId: ObjectId, permissions: {view: {}, upload: {}}}` (the types
+//!   gatekeeper's `$lookup` joins on), and a tombstone with the same key deletes the document;
+//! - a record of an aborted transaction never reaches the collection (the sinks read
+//!   `read_committed`).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use apache_avro::types::Value as Avro;
-use clinic::ops::connectors::{Connect, ConnectorAction, ConnectorsPlan, desired};
-use clinic::ops::kafka;
-use clinic::ops::topics::{Action, Desired, DesiredTopic, TopicsPlan, plan};
-use clinic::smoke::unique;
-use clinic::streams::OutValue;
-use clinic::streams::codec::AvroCodec;
-use mongodb::bson::{Document, doc, oid::ObjectId};
+use bson::{Bson, Document, doc, oid::ObjectId};
+use clinic::endpoints::Endpoints;
+use clinic::testkit;
 use rdkafka::ClientConfig;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{BaseRecord, FutureProducer, FutureRecord, Producer, ThreadedProducer};
 
 use crate::helpers;
 
-async fn produce(brokers: &str, topic: &str, key: &str, value: Option<&[u8]>) {
+const TOPIC: &str = "sink.gatekeeper.patient_permissions";
+const COLLECTION: &str = "patient_permissions";
+
+/// A fresh topic prefix and database with the repository's patient-permissions sink on them.
+async fn sink(endpoints: &Endpoints) -> (String, mongodb::Database, Vec<String>) {
+    let prefix = format!("{}.", testkit::unique("shapes"));
+    let database = testkit::unique("gatekeeper");
+    testkit::create_topics(endpoints, &prefix, &[(TOPIC, 1)])
+        .await
+        .expect("topics");
+    let deployed = testkit::deploy_sinks(
+        endpoints,
+        &testkit::repo_root(0).join("connectors"),
+        |t| t == TOPIC,
+        &prefix,
+        &database,
+    )
+    .await
+    .expect("connector");
+    let db = mongodb::Client::with_uri_str(&endpoints.mongo_uri)
+        .await
+        .expect("mongo")
+        .database(&database);
+    (prefix, db, deployed)
+}
+
+fn key(id: ObjectId) -> String {
+    clinic::streams::sink_key(&Bson::ObjectId(id))
+}
+
+fn row(user: &str, clinic: ObjectId) -> String {
+    Bson::Document(
+        doc! { "userId": user, "clinicId": clinic, "permissions": { "view": {}, "upload": {} } },
+    )
+    .into_canonical_extjson()
+    .to_string()
+}
+
+async fn produce(brokers: &str, topic: &str, key: &str, value: Option<&str>) {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()
         .expect("producer");
-    let mut record = FutureRecord::<str, [u8]>::to(topic).key(key);
+    let mut record = FutureRecord::<str, str>::to(topic).key(key);
     if let Some(value) = value {
         record = record.payload(value);
     }
@@ -37,143 +71,95 @@ async fn produce(brokers: &str, topic: &str, key: &str, value: Option<&[u8]>) {
         .expect("produced");
 }
 
+async fn expect_collection(db: &mongodb::Database, expected: Vec<Document>) -> Vec<Document> {
+    testkit::await_collections(
+        db,
+        &BTreeMap::from([(COLLECTION, expected)]),
+        Duration::from_secs(90),
+    )
+    .await
+    .expect("reading the collection")
+    .remove(COLLECTION)
+    .unwrap_or_default()
+}
+
 #[tokio::test]
 async fn patient_permissions_land_as_gatekeeper_reads_them_and_tombstones_delete() {
-    let endpoints = helpers::stack(&["kafka", "registry", "connect", "mongodb"]).await;
-    let root = std::path::PathBuf::from(
-        std::env::var_os("CARGO_MANIFEST_DIR")
-            .expect("run through cargo, which sets CARGO_MANIFEST_DIR"),
-    );
-    let topic = unique("patient-permissions");
-    let collection = unique("patient_permissions");
-    // The connector's own topic, and the DLQ every sink connector names (topics.yaml lists it;
-    // Connect would otherwise try to create it with replication 3).
-    let wanted = Desired {
-        prefix: String::new(),
-        topics: [topic.as_str(), "connect.sink.dlq"]
-            .map(|name| {
-                let spec = DesiredTopic {
-                    name: name.to_owned(),
-                    partitions: 1,
-                    replication_factor: 1,
-                    configs: BTreeMap::new(),
-                };
-                (name.to_owned(), spec)
-            })
-            .into(),
-    };
-    let observed = kafka::observe(&endpoints.kafka_brokers)
-        .await
-        .expect("observe");
-    let missing = TopicsPlan {
-        actions: plan(&wanted, &observed, false)
-            .expect("plan")
-            .actions
-            .into_iter()
-            .filter(|a| matches!(a, Action::Create(_)))
-            .collect(),
-    };
-    kafka::apply(&endpoints.kafka_brokers, &missing, |_| {})
-        .await
-        .expect("topics");
-    let mut connector = desired(&root.join("connectors"))
-        .expect("connector files")
-        .into_iter()
-        .find(|c| c.name == "mongo-sink-gatekeeper-patient-permissions")
-        .expect("the repository's connector");
-    connector.name = unique("sink");
-    connector.config.insert("topics".into(), topic.clone());
-    connector
-        .config
-        .insert("database".into(), "clinic_sink_shapes".into());
-    connector
-        .config
-        .insert("collection".into(), collection.clone());
-    let connect = Connect::new(&endpoints.connect_url);
-    connect
-        .apply(
-            &ConnectorsPlan {
-                actions: vec![ConnectorAction::Create {
-                    name: connector.name.clone(),
-                    config: connector.config.clone(),
-                }],
-            },
-            |_| {},
-        )
-        .await
-        .expect("connector");
+    let endpoints = helpers::stack(&["kafka", "connect", "mongodb"]).await;
+    let (prefix, db, deployed) = sink(&endpoints).await;
+    let topic = format!("{prefix}{TOPIC}");
+    let (id, clinic) = (ObjectId::new(), ObjectId::new());
 
-    let schema = std::fs::read_to_string(
-        root.join("processors/permissions/schemas/patient_permissions.avsc"),
+    produce(
+        &endpoints.kafka_brokers,
+        &topic,
+        &key(id),
+        Some(&row("a1b2c3d4e5", clinic)),
     )
-    .expect("schema");
-    let grant = || Avro::Record(vec![]);
-    let value = OutValue::Avro {
-        schema: Arc::from(schema),
-        value: Avro::Record(vec![
-            ("userId".into(), Avro::String("a1b2c3d4e5".into())),
-            (
-                "clinicId".into(),
-                Avro::String("60a1b2c3d4e5f60718293a4b".into()),
-            ),
-            (
-                "permissions".into(),
-                Avro::Map([("view".to_owned(), grant()), ("upload".to_owned(), grant())].into()),
-            ),
-        ]),
-    };
-    let bytes = AvroCodec::new(&endpoints.schema_registry_url())
-        .encode(&topic, &value)
+    .await;
+    let written = expect_collection(
+        &db,
+        vec![
+            doc! { "_id": id, "userId": "a1b2c3d4e5", "clinicId": clinic, "permissions": { "view": {}, "upload": {} } },
+        ],
+    )
+    .await;
+    produce(&endpoints.kafka_brokers, &topic, &key(id), None).await;
+    let after_tombstone = expect_collection(&db, vec![]).await;
+    testkit::remove_sinks(&endpoints, &deployed)
         .await
-        .expect("encode");
-    let id = ObjectId::new();
-    let key = format!(r#"{{"_id": {{"$oid": "{}"}}}}"#, id.to_hex());
-    produce(&endpoints.kafka_brokers, &topic, &key, Some(&bytes)).await;
-
-    let documents = mongodb::Client::with_uri_str(&endpoints.mongo_uri)
-        .await
-        .expect("mongo")
-        .database("clinic_sink_shapes")
-        .collection::<Document>(&collection);
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let written = loop {
-        if let Some(found) = documents.find_one(doc! { "_id": id }).await.expect("find") {
-            break found;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "nothing written: {:?}",
-            connect.status(&connector.name).await
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
-    produce(&endpoints.kafka_brokers, &topic, &key, None).await;
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while documents
-        .find_one(doc! { "_id": id })
-        .await
-        .expect("find")
-        .is_some()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the tombstone did not delete: {:?}",
-            connect.status(&connector.name).await
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    connect
-        .delete(&connector.name)
-        .await
-        .expect("delete connector");
+        .expect("remove");
 
     assert_eq!(
         written,
-        doc! {
-            "_id": id,
-            "userId": "a1b2c3d4e5",
-            "clinicId": "60a1b2c3d4e5f60718293a4b",
-            "permissions": { "upload": {}, "view": {} },
-        }
+        [
+            doc! { "_id": id, "userId": "a1b2c3d4e5", "clinicId": clinic, "permissions": { "view": {}, "upload": {} } }
+        ]
     );
+    assert_eq!(after_tombstone, Vec::<Document>::new());
+}
+
+#[tokio::test]
+async fn a_record_of_an_aborted_transaction_never_reaches_the_collection() {
+    let endpoints = helpers::stack(&["kafka", "connect", "mongodb"]).await;
+    let (prefix, db, deployed) = sink(&endpoints).await;
+    let topic = format!("{prefix}{TOPIC}");
+    let (aborted, committed, clinic) = (ObjectId::new(), ObjectId::new(), ObjectId::new());
+    let producer: ThreadedProducer<_> = ClientConfig::new()
+        .set("bootstrap.servers", &endpoints.kafka_brokers)
+        .set("transactional.id", testkit::unique("aborting"))
+        .create()
+        .expect("producer");
+    let timeout = Duration::from_secs(30);
+    producer.init_transactions(timeout).expect("init");
+    for (id, commit) in [(aborted, false), (committed, true)] {
+        producer.begin_transaction().expect("begin");
+        let (key, value) = (key(id), row("u", clinic));
+        producer
+            .send(BaseRecord::to(&topic).key(&key).payload(&value))
+            .map_err(|(e, _)| e)
+            .expect("send");
+        producer.flush(timeout).expect("flush");
+        if commit {
+            producer.commit_transaction(timeout).expect("commit");
+        } else {
+            producer.abort_transaction(timeout).expect("abort");
+        }
+    }
+
+    // The committed record comes after the aborted one in the partition: once it is written,
+    // the aborted one would have been too, had the sink read it.
+    let seen = expect_collection(
+        &db,
+        vec![
+            doc! { "_id": committed, "userId": "u", "clinicId": clinic, "permissions": { "view": {}, "upload": {} } },
+        ],
+    )
+    .await;
+    testkit::remove_sinks(&endpoints, &deployed)
+        .await
+        .expect("remove");
+
+    let ids: Vec<&Bson> = seen.iter().filter_map(|d| d.get("_id")).collect();
+    assert_eq!(ids, [&Bson::ObjectId(committed)]);
 }

@@ -5,8 +5,10 @@
 //! - Produces: `sink.gatekeeper.patient_permissions` — per patient document with a user and at
 //!   least one permission, `{userId, clinicId, permissions}` with each granted key an empty
 //!   document; `sink.gatekeeper.clinician_permissions` — per clinician document with a user,
-//!   `{userId, clinicId, roles}`. Keys are `{"_id": <document id>}`; a tombstone when the document
-//!   is deleted, loses its last permission, or (clinician) its user.
+//!   `{userId, clinicId, roles}`. Values are canonical Extended JSON, so `clinicId` stays an
+//!   ObjectId as in Tidepool's own gatekeeper rows (gatekeeper joins the two collections on it).
+//!   Keys are `{"_id": <document id>}`; a tombstone when the document is deleted, loses its last
+//!   permission, or (clinician) its user.
 //! - Emits only when the projection changes (a summary refresh or a name edit emits nothing),
 //!   using the stores `patients` / `clinicians` of what it last emitted. An update without
 //!   `fullDocument` is applied, dotted paths and all, to the stored projection.

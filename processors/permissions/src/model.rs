@@ -1,5 +1,7 @@
 //! What the processor projects out of patient and clinician documents: exactly the fields
-//! gatekeeper reads, so it can tell when a change matters.
+//! gatekeeper reads, so it can tell when a change matters, with the BSON types the clinic
+//! documents have (`clinicId` stays an ObjectId: gatekeeper's `$lookup` joins the two
+//! collections on it, also with rows Tidepool's own sinks wrote).
 
 use std::collections::BTreeSet;
 
@@ -8,34 +10,36 @@ use clinic::streams::ProcessError;
 use serde::{Deserialize, Serialize};
 
 /// A patient's grants to a clinic (`sink.gatekeeper.patient_permissions`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PatientGrant {
     /// The patient's user id.
     pub user_id: String,
-    /// The clinic's id (hex for ObjectIds).
-    pub clinic_id: String,
+    /// The clinic's id, typed as in the patient document (an ObjectId).
+    pub clinic_id: Bson,
     /// Granted permission names (`custodian`, `view`, `upload`, `note`).
     pub permissions: BTreeSet<String>,
 }
 
 /// A clinician's membership of a clinic (`sink.gatekeeper.clinician_permissions`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Membership {
     /// The clinician's user id.
     pub user_id: String,
-    /// The clinic's id (hex for ObjectIds).
-    pub clinic_id: String,
+    /// The clinic's id, typed as in the clinician document (an ObjectId).
+    pub clinic_id: Bson,
     /// Roles (`CLINIC_ADMIN`, `CLINIC_MEMBER`, …), in document order.
     pub roles: Vec<String>,
 }
 
-/// An id as text: an ObjectId as hex, a string as is.
-fn id_text(value: &Bson, field: &str) -> Result<String, ProcessError> {
+/// An id as the document has it: an ObjectId, or a non-empty string.
+fn id(value: &Bson, field: &str) -> Result<Bson, ProcessError> {
     match value {
-        Bson::ObjectId(oid) => Ok(oid.to_hex()),
-        Bson::String(s) if !s.is_empty() => Ok(s.clone()),
+        Bson::ObjectId(_) => Ok(value.clone()),
+        Bson::String(s) if !s.is_empty() => Ok(value.clone()),
+        // The error names the type only: messages reach logs, and values are personal data.
         other => Err(ProcessError::Poison(format!(
-            "{field} should be an id, found {other}"
+            "{field} should be an id, found a {:?}",
+            other.element_type()
         ))),
     }
 }
@@ -48,11 +52,11 @@ fn user_id(document: &Document) -> Option<String> {
     }
 }
 
-fn clinic_id(document: &Document) -> Result<String, ProcessError> {
+fn clinic_id(document: &Document) -> Result<Bson, ProcessError> {
     let clinic = document
         .get("clinicId")
         .ok_or_else(|| ProcessError::Poison("no clinicId".into()))?;
-    id_text(clinic, "clinicId")
+    id(clinic, "clinicId")
 }
 
 impl PatientGrant {
@@ -70,7 +74,8 @@ impl PatientGrant {
             Some(Bson::Document(map)) => map.keys().cloned().collect(),
             Some(other) => {
                 return Err(ProcessError::Poison(format!(
-                    "permissions should be a document, found {other}"
+                    "permissions should be a document, found a {:?}",
+                    other.element_type()
                 )));
             }
         };
@@ -84,15 +89,15 @@ impl PatientGrant {
         }))
     }
 
-    /// Back to the document fields it came from, so an update without `fullDocument` can be
-    /// applied to it.
+    /// The document fields it came from: what the gatekeeper row holds besides `_id`, and what
+    /// an update without `fullDocument` is applied to.
     pub fn to_document(&self) -> Document {
         let permissions: Document = self
             .permissions
             .iter()
             .map(|p| (p.clone(), Bson::Document(Document::new())))
             .collect();
-        doc! { "userId": &self.user_id, "clinicId": &self.clinic_id, "permissions": permissions }
+        doc! { "userId": &self.user_id, "clinicId": self.clinic_id.clone(), "permissions": permissions }
     }
 }
 
@@ -111,13 +116,17 @@ impl Membership {
                 .iter()
                 .map(|r| {
                     r.as_str().map(str::to_owned).ok_or_else(|| {
-                        ProcessError::Poison(format!("roles should hold strings, found {r}"))
+                        ProcessError::Poison(format!(
+                            "roles should hold strings, found a {:?}",
+                            r.element_type()
+                        ))
                     })
                 })
                 .collect::<Result<_, _>>()?,
             Some(other) => {
                 return Err(ProcessError::Poison(format!(
-                    "roles should be an array, found {other}"
+                    "roles should be an array, found a {:?}",
+                    other.element_type()
                 )));
             }
         };
@@ -128,8 +137,8 @@ impl Membership {
         }))
     }
 
-    /// Back to document fields, for updates without `fullDocument`.
+    /// The gatekeeper row besides `_id`; also what updates without `fullDocument` apply to.
     pub fn to_document(&self) -> Document {
-        doc! { "userId": &self.user_id, "clinicId": &self.clinic_id, "roles": &self.roles }
+        doc! { "userId": &self.user_id, "clinicId": self.clinic_id.clone(), "roles": &self.roles }
     }
 }

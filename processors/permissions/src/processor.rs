@@ -1,10 +1,7 @@
 //! The pure logic: change events in, gatekeeper records out, emitting only when the projection
 //! changes. No I/O.
 
-use std::sync::Arc;
-
-use apache_avro::types::Value as Avro;
-use bson::Document;
+use bson::{Bson, Document};
 use clinic::cdc::{self, CdcRecord, ChangeEvent, Operation};
 use clinic::streams::store::table_key;
 use clinic::streams::{
@@ -29,24 +26,15 @@ pub const PATIENT_STORE: &str = "patients";
 /// Store of what was last emitted per clinician document.
 pub const CLINICIAN_STORE: &str = "clinicians";
 
-const PATIENT_SCHEMA: &str = include_str!("../schemas/patient_permissions.avsc");
-const CLINICIAN_SCHEMA: &str = include_str!("../schemas/clinician_permissions.avsc");
-
 /// The permissions processor.
 pub struct Permissions {
     inputs: Inputs,
-    patient_schema: Arc<str>,
-    clinician_schema: Arc<str>,
 }
 
 impl Permissions {
     /// A processor reading its inputs in the given formats.
     pub fn new(inputs: Inputs) -> Self {
-        Self {
-            inputs,
-            patient_schema: Arc::from(PATIENT_SCHEMA),
-            clinician_schema: Arc::from(CLINICIAN_SCHEMA),
-        }
+        Self { inputs }
     }
 }
 
@@ -54,7 +42,6 @@ impl Permissions {
 trait Projection: Serialize + DeserializeOwned + PartialEq + Sized {
     fn of(document: &Document) -> Result<Option<Self>, ProcessError>;
     fn to_document(&self) -> Document;
-    fn to_avro(&self) -> Avro;
 }
 
 impl Projection for PatientGrant {
@@ -64,18 +51,6 @@ impl Projection for PatientGrant {
     fn to_document(&self) -> Document {
         PatientGrant::to_document(self)
     }
-    fn to_avro(&self) -> Avro {
-        let grants = self
-            .permissions
-            .iter()
-            .map(|p| (p.clone(), Avro::Record(Vec::new())))
-            .collect();
-        Avro::Record(vec![
-            ("userId".into(), Avro::String(self.user_id.clone())),
-            ("clinicId".into(), Avro::String(self.clinic_id.clone())),
-            ("permissions".into(), Avro::Map(grants)),
-        ])
-    }
 }
 
 impl Projection for Membership {
@@ -84,16 +59,6 @@ impl Projection for Membership {
     }
     fn to_document(&self) -> Document {
         Membership::to_document(self)
-    }
-    fn to_avro(&self) -> Avro {
-        Avro::Record(vec![
-            ("userId".into(), Avro::String(self.user_id.clone())),
-            ("clinicId".into(), Avro::String(self.clinic_id.clone())),
-            (
-                "roles".into(),
-                Avro::Array(self.roles.iter().map(|r| Avro::String(r.clone())).collect()),
-            ),
-        ])
     }
 }
 
@@ -115,20 +80,8 @@ impl Processor for Permissions {
             ));
         };
         match input.topic {
-            PATIENTS => follow::<PatientGrant>(
-                ctx,
-                record,
-                PATIENT_STORE,
-                PATIENT_PERMISSIONS,
-                &self.patient_schema,
-            ),
-            CLINICIANS => follow::<Membership>(
-                ctx,
-                record,
-                CLINICIAN_STORE,
-                CLINICIAN_PERMISSIONS,
-                &self.clinician_schema,
-            ),
+            PATIENTS => follow::<PatientGrant>(ctx, record, PATIENT_STORE, PATIENT_PERMISSIONS),
+            CLINICIANS => follow::<Membership>(ctx, record, CLINICIAN_STORE, CLINICIAN_PERMISSIONS),
             other => Err(ProcessError::Fatal(format!(
                 "BUG: unexpected input {other}"
             ))),
@@ -136,13 +89,13 @@ impl Processor for Permissions {
     }
 }
 
-/// Keeps `store` and `topic` in step with one document's projection.
+/// Keeps `store` and `topic` in step with one document's projection. Rows are canonical Extended
+/// JSON (the sinks read them with StringConverter), so `_id` and `clinicId` keep their BSON types.
 fn follow<P: Projection>(
     ctx: &mut Context<'_>,
     record: CdcRecord,
     store: &str,
     topic: &str,
-    schema: &Arc<str>,
 ) -> Result<(), ProcessError> {
     let (document_key, event) = match record {
         CdcRecord::Tombstone { document_key } => (document_key, None),
@@ -174,10 +127,7 @@ fn follow<P: Projection>(
         (Some(next), Some(stored)) if next == stored => Ok(()),
         (Some(next), _) => {
             ctx.put_json(store, &key, &next)?;
-            let value = OutValue::Avro {
-                schema: Arc::clone(schema),
-                value: next.to_avro(),
-            };
+            let value = OutValue::Json(Bson::Document(next.to_document()).into_canonical_extjson());
             ctx.emit(OutputRecord {
                 topic: topic.to_owned(),
                 key: output_key,

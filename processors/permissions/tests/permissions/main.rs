@@ -2,11 +2,11 @@
 //! `fullDocument`, dotted-path updates, no-op updates, tombstones, malformed input, and the
 //! double-encoded JSON form existing Tidepool connectors produce.
 
+mod gatekeeper;
 mod stack;
 
-use apache_avro::types::Value as Avro;
 use bson::oid::ObjectId;
-use bson::{Document, doc};
+use bson::{Bson, Document, doc};
 use clinic::cdc::extjson::Dialect;
 use clinic::cdc::{
     self, CdcRecord, ChangeEvent, Encoding, Envelope, Format, Namespace, Operation, SourcePosition,
@@ -75,24 +75,31 @@ fn pipe(driver: &mut TestDriver<Permissions>, topic: &str, change: &ChangeEvent)
         .expect("no fatal error");
 }
 
+/// The row a record carries, parsed from its canonical Extended JSON (`None`: a tombstone).
+fn row(record: &OutputRecord) -> Option<Document> {
+    record.value.as_ref().map(|v| match v {
+        OutValue::Json(json) => match Bson::try_from(json.clone()).expect("Extended JSON") {
+            Bson::Document(row) => row,
+            other => panic!("not a document: {other:?}"),
+        },
+        other => panic!("unexpected value {other:?}"),
+    })
+}
+
 /// `(key, Some(grants))` per patient record, `(key, None)` per tombstone.
 fn grants(records: &[OutputRecord]) -> Vec<(String, Option<Vec<String>>)> {
     records
         .iter()
         .map(|r| {
-            let grants = r.value.as_ref().map(|v| match v {
-                OutValue::Avro {
-                    value: Avro::Record(fields),
-                    ..
-                } => match &fields[2].1 {
-                    Avro::Map(map) => {
-                        let mut keys: Vec<String> = map.keys().cloned().collect();
-                        keys.sort();
-                        keys
-                    }
-                    other => panic!("permissions is {other:?}"),
-                },
-                other => panic!("unexpected value {other:?}"),
+            let grants = row(r).map(|row| {
+                let mut keys: Vec<String> = row
+                    .get_document("permissions")
+                    .expect("permissions")
+                    .keys()
+                    .cloned()
+                    .collect();
+                keys.sort();
+                keys
             });
             (r.key.clone(), grants)
         })
@@ -128,15 +135,15 @@ fn insert_emits_the_grant_keyed_by_the_document_id() {
         out[0].key,
         format!(r#"{{"_id":{{"$oid":"{}"}}}}"#, id.to_hex())
     );
-    let Some(OutValue::Avro {
-        value: Avro::Record(fields),
-        ..
-    }) = &out[0].value
-    else {
-        panic!()
-    };
-    assert_eq!(fields[0], ("userId".into(), Avro::String("u1".into())));
-    assert_eq!(fields[1], ("clinicId".into(), Avro::String(CLINIC.into())));
+    // The row as gatekeeper stores it: clinicId an ObjectId, each grant an empty document.
+    assert_eq!(
+        row(&out[0]),
+        Some(doc! {
+            "userId": "u1",
+            "clinicId": ObjectId::parse_str(CLINIC).expect("oid"),
+            "permissions": { "upload": {}, "view": {} },
+        })
+    );
 }
 
 #[test]
@@ -208,9 +215,15 @@ fn an_update_without_full_document_is_applied_by_dotted_path_to_the_stored_proje
         ),
     );
 
+    let out = driver.read_output(PATIENT_PERMISSIONS);
     assert_eq!(
-        grants(&driver.read_output(PATIENT_PERMISSIONS))[0].1,
+        grants(&out)[0].1,
         Some(vec!["upload".into(), "view".into()])
+    );
+    // Rebuilt from the store, the clinic id is still an ObjectId.
+    assert_eq!(
+        row(&out[0]).expect("a row").get("clinicId"),
+        Some(&Bson::ObjectId(ObjectId::parse_str(CLINIC).expect("oid")))
     );
 }
 
@@ -356,23 +369,15 @@ fn clinician_invites_grant_nothing_until_accepted_and_role_changes_emit() {
 
     assert!(before.is_empty());
     let out = driver.read_output(CLINICIAN_PERMISSIONS);
-    let roles: Vec<Option<Avro>> = out
+    let roles: Vec<Option<Bson>> = out
         .iter()
-        .map(|r| {
-            r.value.as_ref().map(|v| match v {
-                OutValue::Avro {
-                    value: Avro::Record(fields),
-                    ..
-                } => fields[2].1.clone(),
-                other => panic!("{other:?}"),
-            })
-        })
+        .map(|r| row(r).map(|row| row.get("roles").expect("roles").clone()))
         .collect();
     assert_eq!(
         roles,
         [
-            Some(Avro::Array(vec![Avro::String("CLINIC_MEMBER".into())])),
-            Some(Avro::Array(vec![Avro::String("CLINIC_ADMIN".into())])),
+            Some(bson::bson!(["CLINIC_MEMBER"])),
+            Some(bson::bson!(["CLINIC_ADMIN"])),
             None
         ]
     );

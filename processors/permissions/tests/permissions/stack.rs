@@ -15,7 +15,7 @@ use clinic::testkit;
 use clinic_permissions::config::Inputs;
 use clinic_permissions::processor::Permissions;
 
-fn change(
+pub(crate) fn change(
     operation: Operation,
     coll: &str,
     id: ObjectId,
@@ -166,15 +166,13 @@ async fn avro_change_events_reach_the_gatekeeper_collections_also_after_a_replay
         (
             "patient_permissions",
             vec![
-                doc! { "_id": p1, "userId": "u1", "clinicId": clinic.to_hex(), "permissions": { "upload": {}, "view": {} } },
-                doc! { "_id": p3, "userId": "u3", "clinicId": clinic.to_hex(), "permissions": { "custodian": {} } },
+                doc! { "_id": p1, "userId": "u1", "clinicId": clinic, "permissions": { "upload": {}, "view": {} } },
+                doc! { "_id": p3, "userId": "u3", "clinicId": clinic, "permissions": { "custodian": {} } },
             ],
         ),
         (
             "clinician_permissions",
-            vec![
-                doc! { "_id": c1, "userId": "d1", "clinicId": clinic.to_hex(), "roles": ["CLINIC_ADMIN"] },
-            ],
+            vec![doc! { "_id": c1, "userId": "d1", "clinicId": clinic, "roles": ["CLINIC_ADMIN"] }],
         ),
     ]);
     let sorted = |docs: &BTreeMap<&str, Vec<Document>>| -> BTreeMap<String, Vec<Document>> {
