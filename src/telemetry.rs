@@ -1,13 +1,76 @@
-//! Logging for every binary of the suite: `tracing` to stderr, filtered by `RUST_LOG`
-//! (default `info`).
+//! Logging for every binary of the suite: `tracing` to stderr, filtered by `RUST_LOG` (default
+//! `info`), as text or as one JSON object per line (`CLINIC_LOG_FORMAT=json`, for log
+//! shippers). Colour codes only when stderr is a terminal, so log files stay plain text.
+//!
+//! Logs never carry record content above DEBUG: the suite's own lines name topic, partition and
+//! offset instead, and `apache_avro`'s log lines are switched off whatever `RUST_LOG` says,
+//! because its schema validation logs the whole value it rejects at ERROR (a poison patient
+//! record would put a name, birth date and MRN in the logs). librdkafka's own lines arrive at
+//! DEBUG (`streams::runner::outage` says what they mean, once).
+
+use std::io::IsTerminal as _;
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Directive;
 
-/// Installs the global subscriber. Call once, first thing in `main`.
-pub fn init() {
+/// The environment variable that selects the log format: `text` (default) or `json`.
+pub const FORMAT_VAR: &str = "CLINIC_LOG_FORMAT";
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Format {
+    /// The format `CLINIC_LOG_FORMAT` names.
+    ///
+    /// # Errors
+    /// A value other than `text` or `json`.
+    pub fn from_env() -> Result<Self, String> {
+        match std::env::var(FORMAT_VAR).ok().as_deref() {
+            None | Some("" | "text") => Ok(Self::Text),
+            Some("json") => Ok(Self::Json),
+            Some(other) => Err(format!("{FORMAT_VAR}={other:?}: expected text or json")),
+        }
+    }
+}
+
+/// The filter: `RUST_LOG` (default `info`), with `apache_avro` always off, and rust-rdkafka's
+/// consumer module too: its only lines are an ERROR when a consumer that librdkafka already
+/// failed fatally is dropped (the runner says why it restarts, once) and WARNs about events it
+/// ignores.
+fn filter() -> EnvFilter {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    ["apache_avro=off", "rdkafka::consumer::base_consumer=off"]
+        .into_iter()
+        .fold(filter, |filter, directive| {
+            filter.add_directive(
+                directive
+                    .parse::<Directive>()
+                    .expect("BUG: a constant directive parses"),
+            )
+        })
+}
+
+/// Installs the global subscriber. Call once, first thing in `main`. An unknown
+/// `CLINIC_LOG_FORMAT` falls back to text and says so.
+pub fn init() {
+    let (format, problem) = match Format::from_env() {
+        Ok(format) => (format, None),
+        Err(problem) => (Format::Text, Some(problem)),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter())
+        .with_writer(std::io::stderr);
+    match format {
+        Format::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        Format::Json => builder.json().with_current_span(false).init(),
+    }
+    if let Some(problem) = problem {
+        tracing::warn!(problem, "Unknown log format; logging text.");
+    }
 }

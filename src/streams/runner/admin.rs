@@ -1,5 +1,5 @@
 //! The admin endpoint every processor binary serves: `/healthz` (the process runs), `/readyz`
-//! (stores restored, processing), `/metrics` (Prometheus text).
+//! (stores restored and no dependency away), `/metrics` (Prometheus text).
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -39,10 +39,17 @@ pub async fn serve(addr: SocketAddr, health: Arc<Health>) -> anyhow::Result<Sock
         .route(
             "/readyz",
             get(|State(health): State<Arc<Health>>| async move {
-                if health.ready.load(Ordering::SeqCst) {
-                    (StatusCode::OK, "ready")
+                if let Some((dependency, away)) = health.outages.longest() {
+                    let message = format!(
+                        "waiting for the {} (unavailable for {} s)",
+                        dependency.name(),
+                        away.as_secs()
+                    );
+                    (StatusCode::SERVICE_UNAVAILABLE, message)
+                } else if health.ready.load(Ordering::SeqCst) {
+                    (StatusCode::OK, "ready".to_owned())
                 } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "restoring")
+                    (StatusCode::SERVICE_UNAVAILABLE, "restoring".to_owned())
                 }
             }),
         )

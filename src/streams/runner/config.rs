@@ -54,9 +54,14 @@ pub struct RunnerConfig {
     /// How long SIGTERM may take to finish the current commit before the process exits anyway.
     #[serde(default = "default_shutdown_deadline", with = "humantime_serde")]
     pub shutdown_deadline: Duration,
-    /// Longest wait between retries of a transient failure (registry unavailable).
+    /// Longest wait between retries of a transient failure (broker or registry unavailable).
     #[serde(default = "default_max_backoff", with = "humantime_serde")]
     pub max_backoff: Duration,
+    /// How long the broker or the schema registry may be unavailable before the processor gives
+    /// up and exits non-zero (to be restarted, visibly). Shorter outages are waited out: nothing
+    /// is dead-lettered, nothing lost, `/readyz` answers 503 meanwhile.
+    #[serde(default = "default_max_outage", with = "humantime_serde")]
+    pub max_outage: Duration,
     /// librdkafka properties passed through to the consumer and the producer (`fetch.min.bytes`,
     /// or `fetch_min_bytes` where dots cannot be written, as in environment variables).
     #[serde(default, deserialize_with = "crate::settings::string_map")]
@@ -90,7 +95,10 @@ fn default_shutdown_deadline() -> Duration {
     Duration::from_secs(20)
 }
 fn default_max_backoff() -> Duration {
-    Duration::from_secs(30)
+    Duration::from_secs(10)
+}
+fn default_max_outage() -> Duration {
+    Duration::from_secs(300)
 }
 
 impl Default for RunnerConfig {
@@ -106,6 +114,7 @@ impl Default for RunnerConfig {
             admin_addr: default_admin_addr(),
             shutdown_deadline: default_shutdown_deadline(),
             max_backoff: default_max_backoff(),
+            max_outage: default_max_outage(),
             librdkafka: BTreeMap::new(),
         }
     }
@@ -122,6 +131,9 @@ impl RunnerConfig {
         }
         if self.commit_interval.is_zero() {
             return Err("streams.commit_interval must be positive".into());
+        }
+        if self.max_outage.is_zero() || self.max_backoff.is_zero() {
+            return Err("streams.max_outage and streams.max_backoff must be positive".into());
         }
         if self.instance_id.is_empty() || self.instance_id.contains(char::is_whitespace) {
             return Err(format!(

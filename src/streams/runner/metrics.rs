@@ -21,3 +21,10 @@ pub const LAG: &str = "clinic_streams_consumer_lag_records";
 pub const STORE_ENTRIES: &str = "clinic_streams_store_entries";
 /// Changelog records applied while restoring.
 pub const RESTORED: &str = "clinic_streams_restored_records_total";
+/// 1 while a dependency answers, 0 during an outage (`dependency`: broker, registry).
+pub const DEPENDENCY_UP: &str = "clinic_streams_dependency_up";
+/// Outages begun (`dependency`).
+pub const OUTAGES: &str = "clinic_streams_outages_total";
+/// Times the runner aborted its transaction and rewound to the last commit (`cause`: commit,
+/// stall).
+pub const REWINDS: &str = "clinic_streams_rewinds_total";

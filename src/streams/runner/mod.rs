@@ -17,8 +17,15 @@
 //!   partitions back at once; one that is gone for good is replaced after `session.timeout.ms`.
 //! - Rebalance: the open transaction (or delivered interval) is committed in the revoke callback,
 //!   before the partitions go; tasks of partitions not assigned again are dropped.
-//! - Poison records go to the DLQ; transient registry failures are retried with capped
-//!   exponential backoff, interruptible by shutdown; fatal errors stop the runner with an error.
+//! - Poison records go to the DLQ; fatal errors stop the runner with an error.
+//! - Transient faults are waited out (`outage`): a registry that cannot be reached is retried with
+//!   capped exponential backoff, never dead-lettering the record; a retry that would outlive the
+//!   transaction's timeout gives up the transaction first (abort, rewind, restore, and try again
+//!   in a new one), so the runner is never fenced by its own waiting. A broker that goes away
+//!   fails the commit: the transaction is aborted (or, when the producer cannot abort it, the
+//!   producer is replaced, which fences and aborts it), the runner rewinds to the committed
+//!   offsets, and every step that needs the broker is retried until it is back. Only an outage
+//!   longer than `streams.max_outage` stops the runner, with an error.
 //! - Shutdown (the flag, set by SIGTERM/SIGINT in [`run`]): finish the record in hand, commit,
 //!   close.
 
@@ -26,6 +33,7 @@ pub mod admin;
 pub mod config;
 mod gate;
 pub mod metrics;
+pub mod outage;
 mod restore;
 mod worker;
 
@@ -55,6 +63,8 @@ use worker::{Event, Job, Shop, Worker};
 pub struct Health {
     /// Set once the first assignment's stores are restored; cleared while restoring again.
     pub ready: AtomicBool,
+    /// Dependencies that are away now: not ready meanwhile.
+    pub outages: outage::Outages,
 }
 
 /// Runs `factory`'s processor until SIGTERM or SIGINT, serving the admin endpoint.
@@ -111,11 +121,46 @@ where
     config.validate().map_err(anyhow::Error::msg)?;
     let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
-        Runner::start(config, factory, shutdown, health, runtime)?.run()
+        let factory = Arc::new(factory);
+        let mut restarts: Vec<Instant> = Vec::new();
+        loop {
+            let runner = Runner::start(
+                config.clone(),
+                Arc::clone(&factory),
+                Arc::clone(&shutdown),
+                Arc::clone(&health),
+                runtime.clone(),
+            )?;
+            let error = match runner.run() {
+                Err(error) if error.downcast_ref::<Restart>().is_some() => error,
+                other => return other,
+            };
+            restarts.retain(|at| at.elapsed() < config.max_outage);
+            anyhow::ensure!(
+                restarts.len() < MAX_RESTARTS,
+                "{error:#}, the {}th time within streams.max_outage ({:?}); giving up",
+                MAX_RESTARTS + 1,
+                config.max_outage
+            );
+            restarts.push(Instant::now());
+            health.ready.store(false, Ordering::SeqCst);
+            tracing::warn!(error = %format!("{error:#}"), "Restarting the runner with new Kafka clients; it resumes from the last commit.");
+        }
     })
     .await
     .context("the processing thread panicked")?
 }
+
+/// A Kafka client of the runner failed fatally (librdkafka's word for a client that can do
+/// nothing more, e.g. a static group member fenced by its own re-join after a broker restart).
+/// The runner starts again with new clients, from the last commit.
+#[derive(Debug, thiserror::Error)]
+#[error("the consumer failed fatally: {0}")]
+struct Restart(String);
+
+/// How many restarts within `streams.max_outage` are waited out; one more is an error (e.g. two
+/// instances with the same `instance_id`, fencing each other).
+const MAX_RESTARTS: usize = 5;
 
 /// What the loop and the rebalance callbacks share. The loop never holds the lock across `poll`,
 /// so the callbacks (which run inside `poll`, on the same thread) always get it at once.
@@ -128,7 +173,13 @@ struct Shared {
     events: Receiver<Event>,
     /// Next offset to commit per input partition, for the records handled since the last commit.
     pending: BTreeMap<(String, i32), i64>,
+    /// The producer of the open transaction (replaced when it cannot abort one).
+    producer: Arc<BaseProducer<DeliveryCounter>>,
     transaction_open: bool,
+    /// The open transaction could not commit: it must be aborted before the next one.
+    transaction_failed: bool,
+    /// A worker gave up a record on a transient fault: the transaction must be given up too.
+    stalled: bool,
     /// Partitions whose tasks must be created and restored before their records are handled.
     to_restore: BTreeSet<i32>,
     /// A commit in a callback failed: the loop must rewind.
@@ -154,6 +205,8 @@ impl Shared {
                     .insert((prefixed_topic, partition), next_offset);
             }
             Event::Interrupted => self.interrupted = true,
+            Event::Stalled => self.stalled = true,
+            Event::Skipped => {}
             Event::Fatal(error) => {
                 if self.fatal.is_none() {
                     self.fatal = Some(error);
@@ -185,18 +238,26 @@ struct Context {
     /// The input topics, prefixed.
     inputs: Vec<String>,
     shared: Arc<Mutex<Shared>>,
-    producer: Arc<BaseProducer<DeliveryCounter>>,
     guarantee: Guarantee,
+    health: Arc<Health>,
 }
 
-impl ClientContext for Context {}
+impl ClientContext for Context {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        outage::client_log(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        outage::client_error(&self.health.outages, &error, reason);
+    }
+}
 
 impl ConsumerContext for Context {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(_) = rebalance {
             let mut shared = lock(&self.shared);
             shared.rebalanced = true;
-            if let Err(error) = commit(&mut shared, consumer, &self.producer, self.guarantee) {
+            if let Err(error) = commit(&mut shared, consumer, self.guarantee) {
                 tracing::warn!(error = %format!("{error:#}"), "Commit before revocation failed; work since the last commit will be redone.");
                 shared.commit_failed = Some(error.to_string());
             }
@@ -270,18 +331,27 @@ fn covers_every_input<C: ConsumerContext>(
 }
 
 /// Counts failed deliveries, so at-least-once commits only what was delivered.
-#[derive(Default)]
 pub(crate) struct DeliveryCounter {
     failed: AtomicU64,
+    health: Arc<Health>,
 }
 
-impl ClientContext for DeliveryCounter {}
+impl ClientContext for DeliveryCounter {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        outage::client_log(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        outage::client_error(&self.health.outages, &error, reason);
+    }
+}
 
 impl ProducerContext for DeliveryCounter {
     type DeliveryOpaque = ();
     fn delivery(&self, result: &DeliveryResult<'_>, (): ()) {
+        // Per record, so DEBUG: the failed commit that follows says it once.
         if let Err((error, _)) = result {
-            tracing::warn!(error = %error, "A record was not delivered.");
+            tracing::debug!(error = %error, "A record was not delivered.");
             self.failed.fetch_add(1, Ordering::SeqCst);
         }
     }
@@ -294,17 +364,27 @@ fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-const COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one broker call of a commit (or of its recovery) may take: the transaction's own
+/// timeout, so a broker that went away is noticed (and waited for) soon.
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one abort may take before the producer is replaced instead.
+const ABORT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Commits the interval once every job handed out is done: the transaction with its offsets, or
-/// (at-least-once) the offsets once every record is delivered.
+/// (at-least-once) the offsets once every record is delivered. A transaction that cannot commit
+/// is left marked failed, for the runner to abort before it rewinds. `true` when the broker took
+/// a commit (so it is there); `false` when there was nothing to commit.
 fn commit<C: ConsumerContext>(
     shared: &mut Shared,
     consumer: &BaseConsumer<C>,
-    producer: &BaseProducer<DeliveryCounter>,
     guarantee: Guarantee,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<bool> {
     shared.drain();
+    anyhow::ensure!(
+        !shared.stalled,
+        "not committing: a partition worker gave up a record on a transient fault"
+    );
+    let producer = Arc::clone(&shared.producer);
     // The runner stops on a worker's fatal error (see `Runner::take_fatal`); never commit then.
     anyhow::ensure!(
         shared.fatal.is_none(),
@@ -318,7 +398,7 @@ fn commit<C: ConsumerContext>(
     match guarantee {
         Guarantee::ExactlyOnce => {
             if !shared.transaction_open {
-                return Ok(());
+                return Ok(false);
             }
             shared.transaction_open = false;
             let result = (|| -> Result<(), KafkaError> {
@@ -330,17 +410,17 @@ fn commit<C: ConsumerContext>(
                 }
                 // Delivery reports come from an event queue only the producer's own poll serves,
                 // so flush first (commit_transaction's internal flush cannot serve it).
-                flush(producer, COMMIT_TIMEOUT)?;
+                flush(&producer, COMMIT_TIMEOUT)?;
                 producer.commit_transaction(COMMIT_TIMEOUT)
             })();
             if let Err(error) = result {
-                let _ = producer.abort_transaction(COMMIT_TIMEOUT);
+                shared.transaction_failed = true;
                 shared.pending.clear();
                 return Err(error).context("committing the transaction");
             }
         }
         Guarantee::AtLeastOnce => {
-            flush(producer, COMMIT_TIMEOUT).context("flushing the producer")?;
+            flush(&producer, COMMIT_TIMEOUT).context("flushing the producer")?;
             let failed = producer.context().failed.swap(0, Ordering::SeqCst);
             if failed > 0 {
                 shared.pending.clear();
@@ -357,7 +437,7 @@ fn commit<C: ConsumerContext>(
     tracing::debug!(elapsed = ?started.elapsed(), partitions = offsets.count(), "Committed.");
     ::metrics::counter!(names::COMMITS).increment(1);
     ::metrics::histogram!(names::COMMIT_LATENCY).record(started.elapsed().as_secs_f64());
-    Ok(())
+    Ok(guarantee == Guarantee::ExactlyOnce || offsets.count() > 0)
 }
 
 /// Waits until every produced record is delivered (or failed), serving delivery reports.
@@ -378,14 +458,44 @@ fn flush(producer: &BaseProducer<DeliveryCounter>, timeout: Duration) -> Result<
     Ok(())
 }
 
+/// A producer from `producer_config`; with exactly-once, its transactions initialised, which
+/// fences a previous producer with the same transactional id and aborts its open transaction, so
+/// the changelogs and inputs are settled before anything is restored. Waits for the broker.
+fn new_producer(
+    producer_config: &ClientConfig,
+    config: &RunnerConfig,
+    health: &Arc<Health>,
+    shutdown: &AtomicBool,
+) -> anyhow::Result<Arc<BaseProducer<DeliveryCounter>>> {
+    let producer: BaseProducer<DeliveryCounter> = producer_config
+        .create_with_context(DeliveryCounter {
+            failed: AtomicU64::new(0),
+            health: Arc::clone(health),
+        })
+        .context("creating the producer")?;
+    if config.guarantee == Guarantee::ExactlyOnce {
+        outage::with_broker(
+            &health.outages,
+            config.max_outage,
+            config.max_backoff,
+            shutdown,
+            "initialising transactions",
+            || producer.init_transactions(COMMIT_TIMEOUT),
+        )?;
+    }
+    Ok(Arc::new(producer))
+}
+
 struct Runner<P, F> {
-    factory: F,
+    factory: Arc<F>,
     client: ClientConfig,
     consumer: BaseConsumer<Context>,
     shared: Arc<Mutex<Shared>>,
     events: Sender<Event>,
     shop: Arc<Shop>,
     health: Arc<Health>,
+    /// What a replacement producer is created from.
+    producer_config: ClientConfig,
     transaction_started: Instant,
     /// Holds records of `after_others` inputs until the other inputs caught up.
     gate: gate::Gate,
@@ -395,7 +505,7 @@ struct Runner<P, F> {
 impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
     fn start(
         config: RunnerConfig,
-        factory: F,
+        factory: Arc<F>,
         shutdown: Arc<AtomicBool>,
         health: Arc<Health>,
         runtime: tokio::runtime::Handle,
@@ -423,24 +533,26 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
             }
         }
         producer_config.set("enable.idempotence", "true");
-        let producer: BaseProducer<DeliveryCounter> = producer_config
-            .create_with_context(DeliveryCounter::default())
-            .context("creating the producer")?;
-        let producer = Arc::new(producer);
-        if config.guarantee == Guarantee::ExactlyOnce {
-            // Fences a previous incarnation with the same transactional id and aborts its open
-            // transaction, so the changelogs and inputs are settled before we restore.
-            producer
-                .init_transactions(COMMIT_TIMEOUT)
-                .context("initialising transactions")?;
-        }
+        // A worker waiting for the registry gives the transaction up at half its timeout, which
+        // leaves the other half to commit it.
+        let transaction_budget = (config.guarantee == Guarantee::ExactlyOnce).then(|| {
+            let timeout_ms = producer_config
+                .get("transaction.timeout.ms")
+                .and_then(|ms| ms.parse::<u64>().ok())
+                .unwrap_or(60_000);
+            Duration::from_millis(timeout_ms / 2)
+        });
+        let producer = new_producer(&producer_config, &config, &health, &shutdown)?;
         let (events, reports) = std::sync::mpsc::channel();
         let shared = Arc::new(Mutex::new(Shared {
             workers: BTreeMap::new(),
             in_flight: 0,
             events: reports,
             pending: BTreeMap::new(),
+            producer: Arc::clone(&producer),
             transaction_open: false,
+            transaction_failed: false,
+            stalled: false,
             to_restore: BTreeSet::new(),
             commit_failed: None,
             fatal: None,
@@ -455,8 +567,8 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
                 .collect(),
             topology: topology.clone(),
             shared: Arc::clone(&shared),
-            producer: Arc::clone(&producer),
             guarantee: config.guarantee,
+            health: Arc::clone(&health),
         };
         let consumer: BaseConsumer<Context> = client
             .clone()
@@ -476,7 +588,15 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
             .filter(|i| i.after_others)
             .map(|i| format!("{}{}", config.topic_prefix, i.topic))
             .collect();
-        let shop = Arc::new(Shop::new(producer, runtime, config, topology, shutdown));
+        let shop = Arc::new(Shop::new(
+            producer,
+            runtime,
+            config,
+            topology,
+            shutdown,
+            Arc::clone(&health),
+            transaction_budget,
+        ));
         let runner = Self {
             factory,
             client,
@@ -485,6 +605,7 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
             events,
             shop,
             health,
+            producer_config,
             transaction_started: Instant::now(),
             gate: gate::Gate::new(gated),
             processor: std::marker::PhantomData,
@@ -507,10 +628,9 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
     /// the DLQ must exist.
     fn check_topics(&self) -> anyhow::Result<()> {
         let topology = &self.shop.topology;
-        let metadata = self
-            .consumer
-            .fetch_metadata(None, Duration::from_secs(30))
-            .context("fetching metadata")?;
+        let metadata = self.broker("fetching metadata", || {
+            self.consumer.fetch_metadata(None, Duration::from_secs(30))
+        })?;
         let partitions = |topic: &str| {
             metadata
                 .topics()
@@ -553,6 +673,23 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
         Ok(())
     }
 
+    /// Runs `attempt` until the broker answers it (see [`outage::with_broker`]).
+    fn broker<T, E: std::fmt::Display>(
+        &self,
+        what: &str,
+        attempt: impl FnMut() -> Result<T, E>,
+    ) -> anyhow::Result<T> {
+        let config = &self.shop.config;
+        outage::with_broker(
+            &self.health.outages,
+            config.max_outage,
+            config.max_backoff,
+            &self.shop.shutdown,
+            what,
+            attempt,
+        )
+    }
+
     fn run(mut self) -> anyhow::Result<()> {
         let mut last_report = Instant::now();
         while !self.shop.shutdown.load(Ordering::SeqCst) {
@@ -567,6 +704,8 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
             self.after_callbacks()?;
             match polled {
                 Some(Ok((record, prefixed_topic))) => {
+                    // No `outages.up` here: librdkafka hands out records fetched before an
+                    // outage while the broker is gone. Commits and the lag probe say it is back.
                     let job = Job {
                         record,
                         prefixed_topic,
@@ -577,7 +716,11 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
                 }
                 Some(Err(error)) => {
                     ::metrics::counter!(names::ERRORS, "class" => "transient").increment(1);
-                    tracing::warn!(error = %error, "Consumer error.");
+                    self.health.outages.down(
+                        outage::Dependency::Broker,
+                        &format_args!("consuming: {error}"),
+                    );
+                    self.check_consumer()?;
                 }
                 None => {}
             }
@@ -589,25 +732,36 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
                     self.dispatch(job)?;
                 }
             }
-            let interrupted = {
+            let (interrupted, stalled) = {
                 let mut shared = lock(&self.shared);
                 shared.collect();
-                shared.interrupted
+                (shared.interrupted, shared.stalled)
             };
             self.take_fatal()?;
             if interrupted {
                 break;
             }
-            if self.transaction_started.elapsed() >= self.shop.config.commit_interval {
+            if stalled {
+                self.recover(
+                    "stall",
+                    &"a record could not be handled before the transaction's timeout",
+                )?;
+            } else if self.transaction_started.elapsed() >= self.shop.config.commit_interval {
                 self.commit_now()?;
             }
             self.shop.producer.poll(Duration::ZERO);
             if last_report.elapsed() >= Duration::from_secs(5) {
+                self.check_consumer()?;
+                self.health.outages.remind();
                 self.report_lag();
                 last_report = Instant::now();
             }
         }
         self.commit_now()?;
+        anyhow::ensure!(
+            !lock(&self.shared).transaction_failed,
+            "the last commit failed on shutdown; work since the previous commit will be redone"
+        );
         flush(&self.shop.producer, COMMIT_TIMEOUT).context("flushing on shutdown")?;
         lock(&self.shared).workers.clear();
         tracing::info!("Stopped after the last commit.");
@@ -618,12 +772,15 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
     fn dispatch(&mut self, job: Job) -> anyhow::Result<()> {
         let mut shared = lock(&self.shared);
         if self.shop.config.guarantee == Guarantee::ExactlyOnce && !shared.transaction_open {
-            self.shop
-                .producer
-                .begin_transaction()
-                .context("beginning a transaction")?;
+            if let Err(error) = self.shop.producer.begin_transaction() {
+                // The record is dropped here and read again after the rewind.
+                shared.transaction_failed = true;
+                drop(shared);
+                return self.recover("commit", &format_args!("beginning a transaction: {error}"));
+            }
             shared.transaction_open = true;
             self.transaction_started = Instant::now();
+            self.shop.transaction_began(self.transaction_started);
         }
         let partition = self.shop.topology.task_of(job.record.partition);
         let worker = shared
@@ -636,23 +793,66 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
     }
 
     fn commit_now(&mut self) -> anyhow::Result<()> {
-        let result = {
-            let mut shared = lock(&self.shared);
-            commit(
-                &mut shared,
-                &self.consumer,
-                &self.shop.producer,
-                self.shop.config.guarantee,
-            )
-        };
+        let result = commit(
+            &mut lock(&self.shared),
+            &self.consumer,
+            self.shop.config.guarantee,
+        );
+        self.shop.transaction_ended();
         self.transaction_started = Instant::now();
-        if let Err(error) = result {
-            self.take_fatal()?;
-            ::metrics::counter!(names::ERRORS, "class" => "transient").increment(1);
-            tracing::warn!(error = %format!("{error:#}"), "Commit failed; rewinding to the last commit.");
-            self.rewind()?;
+        match result {
+            Ok(reached_broker) => {
+                if reached_broker {
+                    self.health.outages.up(outage::Dependency::Broker);
+                }
+                Ok(())
+            }
+            Err(error) => {
+                self.take_fatal()?;
+                if self.shop.shutdown.load(Ordering::SeqCst) {
+                    // No rewind on the way out: the next start resumes from the last commit.
+                    tracing::warn!(error = %format!("{error:#}"), "The last commit failed on shutdown.");
+                    return Ok(());
+                }
+                let cause = if lock(&self.shared).stalled {
+                    "stall"
+                } else {
+                    "commit"
+                };
+                self.recover(cause, &format_args!("{error:#}"))
+            }
         }
-        Ok(())
+    }
+
+    /// Gives up the interval after a failed commit or a stalled worker: aborts the transaction,
+    /// rewinds to the last commit and restores the stores, waiting for the broker as long as
+    /// `streams.max_outage` allows.
+    fn recover(
+        &mut self,
+        cause: &'static str,
+        error: &dyn std::fmt::Display,
+    ) -> anyhow::Result<()> {
+        ::metrics::counter!(names::ERRORS, "class" => "transient").increment(1);
+        ::metrics::counter!(names::REWINDS, "cause" => cause).increment(1);
+        if cause == "commit" {
+            // Commits fail when the broker is away; a registry outage was noted where it hit.
+            self.health.outages.down(outage::Dependency::Broker, error);
+        }
+        if self.health.outages.longest().is_some() {
+            // Part of waiting out an outage, which was logged once when it began.
+            tracing::debug!(cause, error = %error, "Giving up the current transaction; rewinding to the last commit.");
+        } else {
+            tracing::warn!(cause, error = %error, "Giving up the current transaction; rewinding to the last commit.");
+        }
+        self.rewind()
+    }
+
+    /// A consumer in librdkafka's fatal state can do nothing more: [`Restart`].
+    fn check_consumer(&self) -> anyhow::Result<()> {
+        match self.consumer.client().fatal_error() {
+            Some((code, reason)) => Err(Restart(format!("{code:?}: {reason}")).into()),
+            None => Ok(()),
+        }
     }
 
     /// The first fatal error a worker reported, as this runner's error.
@@ -680,16 +880,28 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
         }
         self.health.ready.store(false, Ordering::SeqCst);
         for partition in to_restore {
-            let mut task = Task::new((self.factory)())
-                .with_application_id(self.shop.config.application_id.clone());
             let started = Instant::now();
-            let applied = restore::restore(
-                &self.client,
-                &self.shop.config.topic_prefix,
-                &mut task,
-                partition,
-            )
-            .with_context(|| format!("restoring the stores of partition {partition}"))?;
+            // Each attempt restores into a fresh task: a broken-off one holds part of the state.
+            let restored = self.broker(
+                &format!("restoring the stores of partition {partition}"),
+                || {
+                    let mut task = Task::new((self.factory)())
+                        .with_application_id(self.shop.config.application_id.clone());
+                    match restore::restore(
+                        &self.client,
+                        &self.shop.config.topic_prefix,
+                        &mut task,
+                        partition,
+                        &self.health,
+                    ) {
+                        Ok(applied) => Ok(Ok((task, applied))),
+                        Err(restore::RestoreError::Broker(error)) => Err(error),
+                        Err(corrupt) => Ok(Err(corrupt)),
+                    }
+                },
+            )?;
+            let (task, applied) = restored
+                .with_context(|| format!("restoring the stores of partition {partition}"))?;
             tracing::info!(partition, records = applied, elapsed = ?started.elapsed(), "Stores restored.");
             let worker =
                 Worker::start(partition, task, Arc::clone(&self.shop), self.events.clone())?;
@@ -699,8 +911,9 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
         Ok(())
     }
 
-    /// After an aborted transaction or undelivered records: stop the workers (forgetting their
-    /// state), seek back to the committed offsets and restore the stores from their changelogs.
+    /// After a failed commit, a stalled worker or undelivered records: stop the workers
+    /// (forgetting their state), end the transaction, seek back to the committed offsets and
+    /// restore the stores from their changelogs.
     fn rewind(&mut self) -> anyhow::Result<()> {
         self.gate.clear(&self.consumer);
         {
@@ -709,26 +922,59 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
             let partitions: Vec<i32> = shared.workers.keys().copied().collect();
             shared.workers.clear();
             shared.pending.clear();
+            shared.stalled = false;
             shared.to_restore.extend(partitions);
         }
+        self.end_transaction()?;
         let assignment = self
             .consumer
             .assignment()
             .context("reading the assignment")?;
-        let committed = self
-            .consumer
-            .committed_offsets(assignment, COMMIT_TIMEOUT)
-            .context("reading committed offsets")?;
+        let committed = self.broker("reading committed offsets", || {
+            self.consumer
+                .committed_offsets(assignment.clone(), COMMIT_TIMEOUT)
+        })?;
         for element in committed.elements() {
             let offset = match element.offset() {
                 Offset::Offset(o) => Offset::Offset(o),
                 _ => Offset::Beginning,
             };
+            // Local to the client (no broker round trip), so not retried: a seek that fails
+            // would leave the position past the last commit, which must never be processed on.
             self.consumer
                 .seek(element.topic(), element.partition(), offset, COMMIT_TIMEOUT)
                 .with_context(|| format!("seeking {}[{}]", element.topic(), element.partition()))?;
         }
         self.after_callbacks()
+    }
+
+    /// Ends an open or failed transaction with no worker left to write to it: aborts it, or,
+    /// when the producer cannot (its state is fatal, or the broker is away), replaces the producer,
+    /// whose initialisation fences the old one and aborts its transaction on the broker.
+    fn end_transaction(&mut self) -> anyhow::Result<()> {
+        self.shop.transaction_ended();
+        let (open, failed) = {
+            let shared = lock(&self.shared);
+            (shared.transaction_open, shared.transaction_failed)
+        };
+        if !open && !failed {
+            return Ok(());
+        }
+        if let Err(error) = self.shop.producer.abort_transaction(ABORT_TIMEOUT) {
+            tracing::debug!(error = %error, "Aborting failed; replacing the producer.");
+            let producer = new_producer(
+                &self.producer_config,
+                &self.shop.config,
+                &self.health,
+                &self.shop.shutdown,
+            )?;
+            self.shop = Arc::new(self.shop.with_producer(Arc::clone(&producer)));
+            lock(&self.shared).producer = producer;
+        }
+        let mut shared = lock(&self.shared);
+        shared.transaction_open = false;
+        shared.transaction_failed = false;
+        Ok(())
     }
 
     fn report_lag(&self) {
@@ -744,6 +990,8 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
                 element.partition(),
                 Duration::from_secs(1),
             ) {
+                // Also the probe that notices the broker is back while no record flows.
+                self.health.outages.up(outage::Dependency::Broker);
                 ::metrics::gauge!(names::LAG, "topic" => element.topic().to_owned(), "partition" => element.partition().to_string())
                     .set((high - at).max(0) as f64);
             }

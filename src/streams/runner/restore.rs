@@ -12,6 +12,18 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use super::super::processor::Processor;
 use super::super::task::Task;
 use super::metrics as names;
+use super::{Health, outage};
+
+/// Why a restore did not finish.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum RestoreError {
+    /// The broker did not answer (transient: restore again).
+    #[error(transparent)]
+    Broker(#[from] KafkaError),
+    /// A changelog record the store cannot take, or no progress at all (fatal).
+    #[error("{0}")]
+    Corrupt(String),
+}
 
 /// Replays every store's changelog partition `partition` into `task` (read_committed, from the
 /// beginning to the end). Returns the number of records applied.
@@ -20,12 +32,13 @@ pub(super) fn restore<P: Processor>(
     prefix: &str,
     task: &mut Task<P>,
     partition: i32,
-) -> anyhow::Result<u64> {
+    health: &std::sync::Arc<Health>,
+) -> Result<u64, RestoreError> {
     let stores = task.topology().stores.clone();
     let mut applied = 0;
     for store in stores {
         let topic = format!("{prefix}{}", task.topology().changelog_topic(&store));
-        let consumer: BaseConsumer<EndOfPartitionIsExpected> = client
+        let consumer: BaseConsumer<RestoreContext> = client
             .clone()
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "true")
@@ -34,7 +47,7 @@ pub(super) fn restore<P: Processor>(
                 "group.id",
                 format!("{}-restore", task.topology().group_id()),
             )
-            .create_with_context(EndOfPartitionIsExpected)?;
+            .create_with_context(RestoreContext(std::sync::Arc::clone(health)))?;
         let (low, high) = consumer.fetch_watermarks(&topic, partition, Duration::from_secs(30))?;
         if high <= low {
             continue;
@@ -51,11 +64,16 @@ pub(super) fn restore<P: Processor>(
                         .map(|k| String::from_utf8_lossy(k).into_owned())
                         .unwrap_or_default();
                     task.restore(&store, key, message.payload().map(<[u8]>::to_vec))
-                        .map_err(anyhow::Error::msg)?;
+                        .map_err(|e| {
+                            RestoreError::Corrupt(format!(
+                                "{topic}[{partition}] offset {}: {e}",
+                                message.offset()
+                            ))
+                        })?;
                     applied += 1;
                 }
                 Some(Err(KafkaError::PartitionEOF(_))) => break,
-                Some(Err(error)) => return Err(error.into()),
+                Some(Err(error)) => return Err(RestoreError::Broker(error)),
                 None => {
                     // Transaction markers take offsets too, so the position can reach the high
                     // watermark without a last message.
@@ -67,7 +85,9 @@ pub(super) fn restore<P: Processor>(
                         break;
                     }
                     if started.elapsed() > Duration::from_secs(300) {
-                        anyhow::bail!("restoring {topic}[{partition}] made no progress for 300 s");
+                        return Err(RestoreError::Corrupt(format!(
+                            "restoring {topic}[{partition}] made no progress for 300 s"
+                        )));
                     }
                 }
             }
@@ -84,20 +104,17 @@ pub(super) fn restore<P: Processor>(
 }
 
 /// Restore reads to the end of each partition on purpose; librdkafka also reports reaching it as a
-/// client error, which would otherwise be logged as one.
-struct EndOfPartitionIsExpected;
+/// client error, which `outage::client_error` expects.
+struct RestoreContext(std::sync::Arc<Health>);
 
-impl ClientContext for EndOfPartitionIsExpected {
+impl ClientContext for RestoreContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        outage::client_log(level, fac, log_message);
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
-        if matches!(
-            error,
-            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
-        ) {
-            tracing::debug!(reason, "Changelog partition read to its end.");
-        } else {
-            tracing::warn!(error = %error, reason, "Restore consumer error.");
-        }
+        outage::client_error(&self.0.outages, &error, reason);
     }
 }
 
-impl ConsumerContext for EndOfPartitionIsExpected {}
+impl ConsumerContext for RestoreContext {}

@@ -3,24 +3,24 @@
 //! its order. Workers report every record back to the runner, which commits.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use backon::{BackoffBuilder, ExponentialBuilder};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord};
 
-use super::DeliveryCounter;
 use super::config::RunnerConfig;
 use super::metrics as names;
+use super::outage::{self, Dependency};
+use super::{DeliveryCounter, Health};
 use crate::cdc::{Encoding, Envelope};
 use crate::streams::codec::{AvroCodec, CodecError};
-use crate::streams::dlq::{ProducedRecord, RawRecord};
+use crate::streams::dlq::{ProducedRecord, RawRecord, headers};
 use crate::streams::processor::Processor;
 use crate::streams::task::{AvroResolved, Outcome, Task};
 use crate::streams::topology::{InputFormat, Topology};
@@ -28,11 +28,17 @@ use crate::streams::topology::{InputFormat, Topology};
 /// What every worker shares: the producer, the registry codec, settings.
 pub(super) struct Shop {
     pub(super) producer: Arc<BaseProducer<DeliveryCounter>>,
-    pub(super) codec: AvroCodec,
+    pub(super) codec: Arc<AvroCodec>,
     pub(super) runtime: tokio::runtime::Handle,
     pub(super) config: RunnerConfig,
     pub(super) topology: Topology,
     pub(super) shutdown: Arc<AtomicBool>,
+    pub(super) health: Arc<Health>,
+    /// How long a worker may wait for the registry within one transaction (half the
+    /// transaction's timeout); `None` without transactions.
+    transaction_budget: Option<Duration>,
+    /// When the open transaction must be given up rather than waited in any longer.
+    give_up_at: Mutex<Option<Instant>>,
     /// Per-topic counters by metric name, cached: building labels per record costs allocations
     /// the hot path does not need.
     counters: Mutex<HashMap<&'static str, HashMap<String, ::metrics::Counter>>>,
@@ -45,16 +51,52 @@ impl Shop {
         config: RunnerConfig,
         topology: Topology,
         shutdown: Arc<AtomicBool>,
+        health: Arc<Health>,
+        transaction_budget: Option<Duration>,
     ) -> Self {
         Self {
             producer,
-            codec: AvroCodec::new(&config.schema_registry_url),
+            codec: Arc::new(AvroCodec::new(&config.schema_registry_url)),
             runtime,
             config,
             topology,
             shutdown,
+            health,
+            transaction_budget,
+            give_up_at: Mutex::default(),
             counters: Mutex::default(),
         }
+    }
+
+    /// The same shop around a replacement producer (no worker may hold the old one).
+    pub(super) fn with_producer(&self, producer: Arc<BaseProducer<DeliveryCounter>>) -> Self {
+        Self {
+            producer,
+            codec: Arc::clone(&self.codec),
+            runtime: self.runtime.clone(),
+            config: self.config.clone(),
+            topology: self.topology.clone(),
+            shutdown: Arc::clone(&self.shutdown),
+            health: Arc::clone(&self.health),
+            transaction_budget: self.transaction_budget,
+            give_up_at: Mutex::default(),
+            counters: Mutex::default(),
+        }
+    }
+
+    /// A transaction began at `started`: waits inside it end at its budget.
+    pub(super) fn transaction_began(&self, started: Instant) {
+        *lock(&self.give_up_at) = self.transaction_budget.map(|budget| started + budget);
+    }
+
+    /// No transaction is open.
+    pub(super) fn transaction_ended(&self) {
+        *lock(&self.give_up_at) = None;
+    }
+
+    /// Whether waiting `delay` more would outlive the open transaction's budget.
+    fn would_outlive_transaction(&self, delay: Duration) -> bool {
+        lock(&self.give_up_at).is_some_and(|at| Instant::now() + delay >= at)
     }
 
     pub(super) fn prefixed(&self, topic: &str) -> String {
@@ -62,10 +104,7 @@ impl Shop {
     }
 
     fn count(&self, name: &'static str, topic: &str) {
-        let mut counters = self
-            .counters
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut counters = lock(&self.counters);
         let by_topic = counters.entry(name).or_default();
         if let Some(counter) = by_topic.get(topic) {
             counter.increment(1);
@@ -75,6 +114,13 @@ impl Shop {
         counter.increment(1);
         by_topic.insert(topic.to_owned(), counter);
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Plain data: a panic elsewhere leaves nothing half-written worth refusing.
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A record to handle, with its (prefixed) source topic.
@@ -93,6 +139,11 @@ pub(super) enum Event {
     },
     /// Not handled because shutdown interrupted a retry (nor will later ones of this worker be).
     Interrupted,
+    /// Not handled: a transient fault outlasted the transaction's budget, or producing failed.
+    /// The runner gives up the transaction and rewinds; later jobs are [`Event::Skipped`].
+    Stalled,
+    /// Not handled, because an earlier job of this worker stalled.
+    Skipped,
     /// The processor must stop.
     Fatal(anyhow::Error),
 }
@@ -153,20 +204,26 @@ fn work<P: Processor>(
     queue: &Receiver<Job>,
     events: &Sender<Event>,
 ) {
-    let mut interrupted = false;
+    // Once a job is interrupted or stalls, the task's state is no longer trusted: later jobs are
+    // only reported back, and the runner stops or rewinds.
+    let mut stopped: Option<Event> = None;
     let mut last_report = Instant::now();
     while let Ok(job) = queue.recv() {
-        let event = if interrupted {
-            Event::Interrupted
-        } else {
-            match handle(&mut task, shop, job) {
-                Ok(Some(event)) => event,
-                Ok(None) => {
-                    interrupted = true;
+        let event = match &stopped {
+            Some(Event::Interrupted) => Event::Interrupted,
+            Some(_) => Event::Skipped,
+            None => match handle(&mut task, shop, job) {
+                Ok(Handled::Done(event)) => event,
+                Ok(Handled::Interrupted) => {
+                    stopped = Some(Event::Interrupted);
                     Event::Interrupted
                 }
+                Ok(Handled::Stalled) => {
+                    stopped = Some(Event::Stalled);
+                    Event::Stalled
+                }
                 Err(error) => Event::Fatal(error),
-            }
+            },
         };
         if events.send(event).is_err() {
             return;
@@ -181,12 +238,28 @@ fn work<P: Processor>(
     }
 }
 
-/// Handles one record; `None` when shutdown interrupted a retry.
-fn handle<P: Processor>(
-    task: &mut Task<P>,
-    shop: &Shop,
-    job: Job,
-) -> anyhow::Result<Option<Event>> {
+/// What became of one job.
+enum Handled {
+    /// Handled; report this.
+    Done(Event),
+    /// Shutdown interrupted a retry.
+    Interrupted,
+    /// Given up: a transient fault outlasted the transaction, or producing failed.
+    Stalled,
+}
+
+/// What a retried registry call came to.
+enum Retried<T> {
+    /// The call's answer (poison stays an error for the caller to dead-letter).
+    Answer(Result<T, CodecError>),
+    /// Shutdown interrupted the wait.
+    Interrupted,
+    /// The wait would outlive the transaction.
+    Stalled,
+}
+
+/// Handles one record: decode, process, produce.
+fn handle<P: Processor>(task: &mut Task<P>, shop: &Shop, job: Job) -> anyhow::Result<Handled> {
     let Job {
         record,
         prefixed_topic,
@@ -205,27 +278,38 @@ fn handle<P: Processor>(
         let key = if avro_key {
             decode_avro(shop, record.key.as_deref())?
         } else {
-            Some(Ok(None))
+            Retried::Answer(Ok(None))
         };
         let value = decode_avro(shop, record.value.as_deref())?;
         match (key, value) {
-            (None, _) | (_, None) => return Ok(None),
-            (Some(Err(message)), _) | (_, Some(Err(message))) => {
-                task.dead_letter(&record, &message)
+            (Retried::Interrupted, _) | (_, Retried::Interrupted) => {
+                return Ok(Handled::Interrupted);
             }
-            (Some(Ok(key)), Some(Ok(value))) => {
+            (Retried::Stalled, _) | (_, Retried::Stalled) => return Ok(Handled::Stalled),
+            (Retried::Answer(Err(error)), _) | (_, Retried::Answer(Err(error))) => {
+                task.dead_letter(&record, &error.to_string())
+            }
+            (Retried::Answer(Ok(key)), Retried::Answer(Ok(value))) => {
                 handled(task, &record, Some(AvroResolved { key, value }))?
             }
         }
     } else {
         handled(task, &record, None)?
     };
+    if let Some(dead) = &outcome.dead_letter {
+        // Where, not what: the reason can quote the record, and records carry personal data.
+        tracing::warn!(topic = %record.topic, partition = record.partition, offset = record.offset, dlq = %dead.topic, "Record dead-lettered.");
+        tracing::debug!(
+            reason = dead.header(headers::MESSAGE),
+            "Why it was dead-lettered."
+        );
+    }
     // Changelog records go to the task's partition (0 for a single-task processor).
-    if !produce(shop, outcome, shop.topology.task_of(record.partition))? {
-        return Ok(None);
+    if let Some(unhandled) = produce(shop, outcome, shop.topology.task_of(record.partition))? {
+        return Ok(unhandled);
     }
     ::metrics::histogram!(names::PROCESS_LATENCY).record(started.elapsed().as_secs_f64());
-    Ok(Some(Event::Done {
+    Ok(Handled::Done(Event::Done {
         prefixed_topic,
         partition: record.partition,
         next_offset: record.offset + 1,
@@ -243,58 +327,55 @@ fn handled<P: Processor>(
     })
 }
 
-/// Decodes through the registry, retrying transient failures. `None`: interrupted by shutdown;
-/// `Some(Err)`: poison.
-#[allow(
-    clippy::type_complexity,
-    reason = "three outcomes, each meaningful, read once by the caller"
-)]
+/// Decodes through the registry, waiting out registry outages.
 fn decode_avro(
     shop: &Shop,
     bytes: Option<&[u8]>,
-) -> anyhow::Result<Option<Result<Option<apache_avro::types::Value>, String>>> {
+) -> anyhow::Result<Retried<Option<apache_avro::types::Value>>> {
     retry(shop, || shop.runtime.block_on(shop.codec.decode(bytes)))
-        .map(|r| r.map(|r| r.map_err(|e| e.to_string())))
 }
 
-/// Runs `attempt` until it is not transient. Fatal is an error, poison is returned; `None` when
-/// shutdown arrived while waiting to retry.
+/// Runs a registry call until it is not transient, waiting with capped backoff (one WARN per
+/// outage, see [`outage`]). Fatal is an error; poison is the answer. Gives up when shutdown
+/// arrives, when the wait would outlive the open transaction, or when the outage outlasted
+/// `streams.max_outage` (an error).
 fn retry<T>(
     shop: &Shop,
     attempt: impl Fn() -> Result<T, CodecError>,
-) -> anyhow::Result<Option<Result<T, CodecError>>> {
-    let mut delays = ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(shop.config.max_backoff)
-        .with_jitter()
-        .without_max_times()
-        .build();
+) -> anyhow::Result<Retried<T>> {
+    let mut delays = outage::backoff(shop.config.max_backoff);
     loop {
         match attempt() {
             Err(CodecError::Transient(message)) => {
                 ::metrics::counter!(names::ERRORS, "class" => "transient").increment(1);
+                let away = shop.health.outages.down(Dependency::Registry, &message);
+                anyhow::ensure!(
+                    away < shop.config.max_outage,
+                    "the schema registry has been unavailable for {away:?}, longer than streams.max_outage ({:?}): {message}",
+                    shop.config.max_outage
+                );
                 let delay = delays.next().unwrap_or(shop.config.max_backoff);
-                tracing::warn!(error = %message, retry_in = ?delay, "Registry unavailable; retrying.");
-                let until = Instant::now() + delay;
-                while Instant::now() < until {
-                    if shop.shutdown.load(Ordering::SeqCst) {
-                        return Ok(None);
-                    }
-                    std::thread::sleep(Duration::from_millis(50).min(until - Instant::now()));
+                if shop.would_outlive_transaction(delay) {
+                    return Ok(Retried::Stalled);
+                }
+                if !outage::sleep_unless(&shop.shutdown, delay) {
+                    return Ok(Retried::Interrupted);
                 }
             }
             Err(CodecError::Fatal(message)) => {
                 ::metrics::counter!(names::ERRORS, "class" => "fatal").increment(1);
                 anyhow::bail!("fatal: {message}");
             }
-            Err(poison @ CodecError::Poison(_)) => return Ok(Some(Err(poison))),
-            Ok(value) => return Ok(Some(Ok(value))),
+            answer => {
+                shop.health.outages.up(Dependency::Registry);
+                return Ok(Retried::Answer(answer));
+            }
         }
     }
 }
 
-/// Sends an outcome's records; `false` when shutdown interrupted a retry.
-fn produce(shop: &Shop, outcome: Outcome, partition: i32) -> anyhow::Result<bool> {
+/// Sends an outcome's records; `Some` when they could not all be sent.
+fn produce(shop: &Shop, outcome: Outcome, partition: i32) -> anyhow::Result<Option<Handled>> {
     let mut records: Vec<ProducedRecord> = Vec::with_capacity(outcome.outputs.len() + 1);
     for output in outcome.outputs {
         let topic = shop.prefixed(&output.topic);
@@ -303,9 +384,10 @@ fn produce(shop: &Shop, outcome: Outcome, partition: i32) -> anyhow::Result<bool
             Some(value) => match retry(shop, || {
                 shop.runtime.block_on(shop.codec.encode(&topic, value))
             })? {
-                None => return Ok(false),
-                Some(Ok(bytes)) => Some(bytes),
-                Some(Err(error)) => anyhow::bail!("encoding for {topic}: {error}"),
+                Retried::Interrupted => return Ok(Some(Handled::Interrupted)),
+                Retried::Stalled => return Ok(Some(Handled::Stalled)),
+                Retried::Answer(Ok(bytes)) => Some(bytes),
+                Retried::Answer(Err(error)) => anyhow::bail!("encoding for {topic}: {error}"),
             },
         };
         shop.count(names::RECORDS_OUT, &output.topic);
@@ -316,23 +398,29 @@ fn produce(shop: &Shop, outcome: Outcome, partition: i32) -> anyhow::Result<bool
             headers: Vec::new(),
         });
     }
-    for mut record in outcome.changelog {
+    let changelog = outcome.changelog.into_iter().map(|mut record| {
         record.topic = shop.prefixed(&record.topic);
-        send(shop, &record, Some(partition))?;
-    }
-    if let Some(mut dead) = outcome.dead_letter {
+        (record, Some(partition))
+    });
+    let dead = outcome.dead_letter.map(|mut dead| {
         ::metrics::counter!(names::DLQ).increment(1);
         ::metrics::counter!(names::ERRORS, "class" => "poison").increment(1);
         dead.topic = shop.prefixed(&dead.topic);
-        records.push(dead);
+        (dead, None)
+    });
+    let all = changelog.chain(records.into_iter().map(|r| (r, None)).chain(dead));
+    for (record, partition) in all {
+        if let Err(error) = send(shop, &record, partition) {
+            // The producer is in a state no record can be added in (the broker went away
+            // mid-transaction, or the transaction failed): the runner gives the transaction up.
+            tracing::debug!(error = %error, topic = %record.topic, "Producing failed.");
+            return Ok(Some(Handled::Stalled));
+        }
     }
-    for record in &records {
-        send(shop, record, None)?;
-    }
-    Ok(true)
+    Ok(None)
 }
 
-fn send(shop: &Shop, record: &ProducedRecord, partition: Option<i32>) -> anyhow::Result<()> {
+fn send(shop: &Shop, record: &ProducedRecord, partition: Option<i32>) -> Result<(), KafkaError> {
     let mut headers = OwnedHeaders::new();
     for (name, value) in &record.headers {
         headers = headers.insert(Header {
@@ -360,9 +448,7 @@ fn send(shop: &Shop, record: &ProducedRecord, partition: Option<i32>) -> anyhow:
                 shop.producer.poll(Duration::from_millis(1));
                 base = back;
             }
-            Err((error, _)) => {
-                return Err(error).with_context(|| format!("producing to {}", record.topic));
-            }
+            Err((error, _)) => return Err(error),
         }
     }
 }

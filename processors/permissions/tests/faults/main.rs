@@ -1,0 +1,684 @@
+//! Fault injection on the real chain: the `clinic-permissions` binary (exactly-once), the
+//! repository's gatekeeper sink connectors and FerretDB, while a component of the local stack is
+//! taken away (`scripts/stack stop|start`). Each run compares the whole gatekeeper collections
+//! with the ones computed independently from the final documents, and counts what reached the
+//! processor's DLQ and Connect's sink DLQ (both must stay empty: every record is good).
+//!
+//! These tests stop the broker, the registry and the database that every other test uses, so
+//! they live in their own test binary (cargo runs test binaries one at a time) and run one at a
+//! time. The processor logs at `info` (its log is checked); `CLINIC_FAULTS_RUST_LOG` sets another
+//! filter for a closer look (e.g. `info,clinic=debug`), printed with `--nocapture`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read as _;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bson::oid::ObjectId;
+use bson::{Bson, Document, doc};
+use clinic::cdc::{ChangeEvent, Namespace, Operation, SourcePosition};
+use clinic::endpoints::Endpoints;
+use clinic::ops::connectors::Connect;
+use clinic::testkit;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers as _, Message as _};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+
+/// One fault test at a time: each takes a shared component away.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const SINKS: [&str; 2] = [
+    "sink.gatekeeper.patient_permissions",
+    "sink.gatekeeper.clinician_permissions",
+];
+
+/// `scripts/stack <action> <component> [flag]`, from the repository.
+fn stack(action: &str, component: &str, flag: Option<&str>) {
+    let script = testkit::repo_root(2).join("scripts/stack");
+    let status = Command::new("bash")
+        .arg(script)
+        .args([action, component])
+        .args(flag)
+        .status()
+        .expect("running scripts/stack");
+    assert!(
+        status.success(),
+        "scripts/stack {action} {component} failed"
+    );
+}
+
+/// The change events of a workload, in three batches (inserts and a first change; a second
+/// change; a third change and the deletions), and the gatekeeper collections they must leave,
+/// computed from the final documents (not by the processor's code).
+struct Workload {
+    batches: [Vec<(&'static str, ChangeEvent)>; 3],
+    expected: BTreeMap<&'static str, Vec<Document>>,
+}
+
+impl Workload {
+    fn events(&self) -> usize {
+        self.batches.iter().map(Vec::len).sum()
+    }
+}
+
+fn change(operation: Operation, coll: &str, id: ObjectId, full: Option<Document>) -> ChangeEvent {
+    let updated = match (&operation, &full) {
+        (Operation::Update, Some(full)) => full.clone(),
+        _ => doc! {},
+    };
+    ChangeEvent {
+        operation,
+        namespace: Some(Namespace {
+            db: "clinic".into(),
+            coll: Some(coll.into()),
+        }),
+        document_key: doc! { "_id": id },
+        full_document: full,
+        updated_fields: updated,
+        removed_fields: Vec::new(),
+        source: SourcePosition::default(),
+    }
+}
+
+/// `patients` patients and `patients / 10` clinicians over three clinics: inserts, three
+/// permission changes each (some to none), role changes, invites, deletions.
+fn workload(patients: usize) -> Workload {
+    let clinics = [ObjectId::new(), ObjectId::new(), ObjectId::new()];
+    let grants: [&[&str]; 5] = [
+        &["view", "upload"],
+        &["view"],
+        &[],
+        &["custodian", "view"],
+        &["note", "upload", "view"],
+    ];
+    let permissions = |names: &[&str]| -> Document {
+        names
+            .iter()
+            .map(|n| ((*n).to_owned(), Bson::Document(Document::new())))
+            .collect()
+    };
+    let mut batches: [Vec<(&'static str, ChangeEvent)>; 3] = Default::default();
+    let mut patient_rows = Vec::new();
+    for i in 0..patients {
+        let id = ObjectId::new();
+        let clinic = clinics[i % 3];
+        let user = (i % 11 != 0).then(|| format!("u{i}"));
+        let document = |names: &[&str]| {
+            let mut d = doc! { "_id": id, "clinicId": clinic, "fullName": format!("Patient {i}"), "birthDate": "2001-02-03", "permissions": permissions(names) };
+            if let Some(user) = &user {
+                d.insert("userId", user);
+            }
+            d
+        };
+        batches[0].push((
+            "clinic.patients",
+            change(
+                Operation::Insert,
+                "patients",
+                id,
+                Some(document(grants[i % 5])),
+            ),
+        ));
+        let mut last = grants[i % 5];
+        for k in 1..=3 {
+            last = grants[(i + k) % 5];
+            let event = change(Operation::Update, "patients", id, Some(document(last)));
+            batches[k - 1].push(("clinic.patients", event));
+        }
+        if i % 10 == 3 {
+            batches[2].push((
+                "clinic.patients",
+                change(Operation::Delete, "patients", id, None),
+            ));
+        } else if let Some(user) = &user
+            && !last.is_empty()
+        {
+            patient_rows.push(doc! { "_id": id, "userId": user, "clinicId": clinic, "permissions": permissions(last) });
+        }
+    }
+    let mut clinician_rows = Vec::new();
+    for j in 0..patients / 10 {
+        let id = ObjectId::new();
+        let clinic = clinics[j % 3];
+        let document = |role: &str| {
+            let mut d = doc! { "_id": id, "clinicId": clinic, "name": format!("Doctor {j}"), "roles": [role] };
+            if j % 6 == 0 {
+                d.insert("inviteId", format!("invite-{j}"));
+            } else {
+                d.insert("userId", format!("d{j}"));
+            }
+            d
+        };
+        batches[0].push((
+            "clinic.clinicians",
+            change(
+                Operation::Insert,
+                "clinicians",
+                id,
+                Some(document("CLINIC_MEMBER")),
+            ),
+        ));
+        let role = if j % 2 == 0 {
+            "CLINIC_ADMIN"
+        } else {
+            "CLINIC_MEMBER"
+        };
+        batches[1].push((
+            "clinic.clinicians",
+            change(Operation::Update, "clinicians", id, Some(document(role))),
+        ));
+        if j % 5 == 4 {
+            batches[2].push((
+                "clinic.clinicians",
+                change(Operation::Delete, "clinicians", id, None),
+            ));
+        } else if j % 6 != 0 {
+            clinician_rows.push(
+                doc! { "_id": id, "userId": format!("d{j}"), "clinicId": clinic, "roles": [role] },
+            );
+        }
+    }
+    Workload {
+        batches,
+        expected: BTreeMap::from([
+            ("patient_permissions", patient_rows),
+            ("clinician_permissions", clinician_rows),
+        ]),
+    }
+}
+
+/// Topics under a fresh prefix, the gatekeeper sinks on a fresh database.
+struct Chain {
+    endpoints: Endpoints,
+    prefix: String,
+    db: mongodb::Database,
+    sinks: Vec<String>,
+    logs: tempfile::TempDir,
+}
+
+impl Chain {
+    async fn new() -> Self {
+        let endpoints = Endpoints::from_env().expect("endpoints");
+        let prefix = format!("{}.", testkit::unique("faults"));
+        let database = testkit::unique("gatekeeper");
+        let topics: Vec<(&str, i32)> = [
+            "clinic.patients",
+            "clinic.clinicians",
+            "permissions.dlq",
+            "permissions.patients.changelog",
+            "permissions.clinicians.changelog",
+        ]
+        .into_iter()
+        .chain(SINKS)
+        .map(|t| (t, 2))
+        .collect();
+        testkit::create_topics(&endpoints, &prefix, &topics)
+            .await
+            .expect("topics");
+        let sinks = testkit::deploy_sinks(
+            &endpoints,
+            &testkit::repo_root(2).join("connectors"),
+            |t| SINKS.contains(&t),
+            &prefix,
+            &database,
+        )
+        .await
+        .expect("connectors");
+        let db = mongodb::Client::with_uri_str(&endpoints.mongo_uri)
+            .await
+            .expect("mongo")
+            .database(&database);
+        Self {
+            endpoints,
+            prefix,
+            db,
+            sinks,
+            logs: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    /// Starts `clinic-permissions` on the chain; its stderr goes to `<logs>/processor.log`.
+    fn start_processor(&self) -> Processor {
+        let admin = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port");
+        let log = self.logs.path().join("processor.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_clinic-permissions"))
+            .env("CLINIC__STREAMS__BROKERS", &self.endpoints.kafka_brokers)
+            .env(
+                "CLINIC__STREAMS__SCHEMA_REGISTRY_URL",
+                self.endpoints.schema_registry_url(),
+            )
+            .env("CLINIC__STREAMS__TOPIC_PREFIX", &self.prefix)
+            .env("CLINIC__STREAMS__INSTANCE_ID", "fault-test")
+            .env("CLINIC__STREAMS__ADMIN_ADDR", admin.to_string())
+            .env(
+                "RUST_LOG",
+                std::env::var("CLINIC_FAULTS_RUST_LOG").unwrap_or("info".into()),
+            )
+            .env_remove("CLINIC_LOG_FORMAT")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("starting clinic-permissions");
+        Processor {
+            child,
+            log,
+            readyz: format!("http://{admin}/readyz"),
+        }
+    }
+
+    async fn publish(&self, events: &[(&str, ChangeEvent)]) {
+        testkit::publish_changes(&self.endpoints, &self.prefix, events)
+            .await
+            .expect("publish");
+    }
+
+    /// Waits (up to `timeout`) for the collections to equal `expected`; what they held last.
+    async fn settle(
+        &self,
+        expected: &BTreeMap<&str, Vec<Document>>,
+        timeout: Duration,
+    ) -> BTreeMap<String, Vec<Document>> {
+        testkit::await_collections(&self.db, expected, timeout)
+            .await
+            .expect("reading gatekeeper")
+    }
+
+    /// Records in the processor's DLQ, and in Connect's sink DLQ from this chain's sinks.
+    fn dead_letters(&self) -> (usize, usize) {
+        let ours: BTreeSet<String> = SINKS
+            .iter()
+            .map(|s| format!("{}{s}", self.prefix))
+            .collect();
+        let processor = read_all(
+            &self.endpoints.kafka_brokers,
+            &format!("{}permissions.dlq", self.prefix),
+        )
+        .len();
+        let sinks = read_all(&self.endpoints.kafka_brokers, "connect.sink.dlq")
+            .into_iter()
+            .filter(|headers| {
+                headers
+                    .get("__connect.errors.topic")
+                    .is_some_and(|t| ours.contains(t))
+            })
+            .count();
+        (processor, sinks)
+    }
+
+    async fn remove(self) {
+        testkit::remove_sinks(&self.endpoints, &self.sinks)
+            .await
+            .expect("remove connectors");
+    }
+}
+
+fn sorted(expected: &BTreeMap<&str, Vec<Document>>) -> BTreeMap<String, Vec<Document>> {
+    expected
+        .iter()
+        .map(|(name, docs)| {
+            let mut docs = docs.clone();
+            docs.sort_by_key(testkit::id_order);
+            ((*name).to_owned(), docs)
+        })
+        .collect()
+}
+
+/// The headers of every committed record of `topic` (all partitions).
+fn read_all(brokers: &str, topic: &str) -> Vec<BTreeMap<String, String>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", testkit::unique("dlq-reader"))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed")
+        .create()
+        .expect("consumer");
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(30))
+        .expect("metadata");
+    let partitions = metadata.topics()[0].partitions().len();
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..partitions {
+        assignment
+            .add_partition_offset(topic, i32::try_from(p).expect("few"), Offset::Beginning)
+            .expect("assign");
+    }
+    consumer.assign(&assignment).expect("assign");
+    let (mut records, mut ended) = (Vec::new(), 0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ended < partitions && Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(500)) {
+            Some(Ok(message)) => records.push(
+                message
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| {
+                                let value = String::from_utf8_lossy(h.value.unwrap_or_default());
+                                (h.key.to_owned(), value.into_owned())
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            ),
+            Some(Err(KafkaError::PartitionEOF(_))) => ended += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(ended, partitions, "{topic} was not read to its end");
+    records
+}
+
+/// A running `clinic-permissions`.
+struct Processor {
+    child: Child,
+    log: PathBuf,
+    readyz: String,
+}
+
+impl Processor {
+    /// `/readyz`'s status and text (`None` while it does not answer).
+    async fn readyz(&self) -> Option<(u16, String)> {
+        let response = reqwest::get(&self.readyz).await.ok()?;
+        let status = response.status().as_u16();
+        Some((status, response.text().await.unwrap_or_default()))
+    }
+
+    /// Whether it exited (it must not, whatever the fault).
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().expect("wait")
+    }
+
+    /// SIGTERM; its exit status and its log.
+    fn stop(mut self) -> (std::process::ExitStatus, String) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let status = self.child.wait().expect("wait");
+        let mut log = String::new();
+        std::fs::File::open(&self.log)
+            .and_then(|mut f| f.read_to_string(&mut log))
+            .expect("the processor's log");
+        (status, log)
+    }
+}
+
+/// Polls `/readyz` for `during`; whether it ever said it was waiting for `dependency`.
+async fn watch_readyz(processor: &Processor, during: Duration, dependency: &str) -> bool {
+    let deadline = Instant::now() + during;
+    let mut seen = false;
+    while Instant::now() < deadline {
+        if let Some((503, text)) = processor.readyz().await {
+            seen |= text.contains(&format!("waiting for the {dependency}"));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    seen
+}
+
+fn lines_at<'a>(log: &'a str, level: &str) -> Vec<&'a str> {
+    log.lines().filter(|l| l.contains(level)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_registry_outage_while_the_processor_starts_loses_nothing_and_dead_letters_nothing() {
+    let _serial = SERIAL.lock().await;
+    let chain = Chain::new().await;
+    let work = workload(300);
+    for batch in &work.batches {
+        chain.publish(batch).await;
+    }
+    let events = work.events();
+
+    // The processor starts while the registry is away (it has no schema cached): it must wait,
+    // giving up its transaction before the transaction's timeout, and never dead-letter.
+    stack("stop", "registry", None);
+    let started = Instant::now();
+    let mut processor = chain.start_processor();
+    let waited = watch_readyz(&processor, Duration::from_secs(30), "registry").await;
+    let during = processor.exited();
+    stack("start", "registry", None);
+    let outage = started.elapsed();
+    let back = Instant::now();
+    let seen = chain.settle(&work.expected, Duration::from_secs(180)).await;
+    let caught_up = back.elapsed();
+    let after = processor.exited();
+    let (status, log) = processor.stop();
+    let dead = chain.dead_letters();
+    chain.remove().await;
+
+    eprintln!(
+        "registry outage: {events} events, registry away {outage:?}, caught up {caught_up:?} after it was back; \
+         WARN lines {}, ERROR lines {}; the processor's log:\n{log}",
+        lines_at(&log, "WARN").len(),
+        lines_at(&log, "ERROR").len(),
+    );
+    assert_eq!(
+        during, None,
+        "the processor exited during the outage:\n{log}"
+    );
+    assert_eq!(after, None, "the processor exited after the outage:\n{log}");
+    assert!(
+        waited,
+        "/readyz never said it waited for the registry:\n{log}"
+    );
+    assert_eq!(seen, sorted(&work.expected));
+    assert_eq!(dead, (0, 0), "records dead-lettered (processor, sinks)");
+    assert!(status.success(), "stopping failed ({status}):\n{log}");
+    assert_eq!(lines_at(&log, "ERROR"), Vec::<&str>::new());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broker_killed_and_restarted_mid_run_loses_nothing_and_the_processor_resumes() {
+    let _serial = SERIAL.lock().await;
+    let chain = Chain::new().await;
+    let work = workload(300);
+    chain.publish(&work.batches[0]).await;
+    let events = work.events();
+    let mut processor = chain.start_processor();
+    // Mid-run: rows are being written, and a batch is in flight when the broker dies.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while testkit::collection(&chain.db, "patient_permissions")
+        .await
+        .expect("read")
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "nothing reached gatekeeper");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    chain.publish(&work.batches[1]).await;
+    stack("stop", "kafka", Some("--kill"));
+    let killed = Instant::now();
+    let waited = watch_readyz(&processor, Duration::from_secs(20), "broker").await;
+    let during = processor.exited();
+    stack("start", "kafka", None);
+    let outage = killed.elapsed();
+    let back = Instant::now();
+    chain.publish(&work.batches[2]).await;
+    let seen = chain.settle(&work.expected, Duration::from_secs(240)).await;
+    let caught_up = back.elapsed();
+    let after = processor.exited();
+    let (status, log) = processor.stop();
+    let dead = chain.dead_letters();
+    chain.remove().await;
+
+    eprintln!(
+        "broker outage: {events} events, broker away {outage:?}, caught up {caught_up:?} after it was back; \
+         WARN lines {}, ERROR lines {}; the processor's log:\n{log}",
+        lines_at(&log, "WARN").len(),
+        lines_at(&log, "ERROR").len(),
+    );
+    assert_eq!(
+        during, None,
+        "the processor exited during the outage:\n{log}"
+    );
+    assert_eq!(after, None, "the processor exited after the outage:\n{log}");
+    assert!(
+        waited,
+        "/readyz never said it waited for the broker:\n{log}"
+    );
+    assert_eq!(seen, sorted(&work.expected));
+    assert_eq!(dead, (0, 0), "records dead-lettered (processor, sinks)");
+    assert!(status.success(), "stopping failed ({status}):\n{log}");
+    assert_eq!(lines_at(&log, "ERROR"), Vec::<&str>::new());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn poison_records_are_dead_lettered_without_personal_data_in_the_logs() {
+    let _serial = SERIAL.lock().await;
+    let chain = Chain::new().await;
+    let id = ObjectId::new();
+    let personal = doc! { "_id": id, "clinicId": ObjectId::new(), "userId": "user-5f3a9c", "fullName": "Ada Lovelace-Byron", "birthDate": "1815-12-10", "mrn": "MRN-778899", "email": "ada@example.org", "permissions": "everything" };
+    // A decodable event whose document is invalid (permissions not a document), and the same
+    // event truncated mid-record (undecodable), both as the source connector frames them.
+    chain
+        .publish(&[(
+            "clinic.patients",
+            change(Operation::Insert, "patients", id, Some(personal)),
+        )])
+        .await;
+    let framed = read_values(
+        &chain.endpoints.kafka_brokers,
+        &format!("{}clinic.patients", chain.prefix),
+    );
+    let truncated = &framed[0][..framed[0].len() - 20];
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &chain.endpoints.kafka_brokers)
+        .create()
+        .expect("producer");
+    let key = format!(r#"{{"_id": {{"$oid": "{}"}}}}"#, id.to_hex());
+    producer
+        .send(
+            FutureRecord::to(&format!("{}clinic.patients", chain.prefix))
+                .key(&key)
+                .payload(truncated),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .expect("produce");
+
+    let processor = chain.start_processor();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while chain.dead_letters().0 < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the poison records did not reach the DLQ"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (status, log) = processor.stop();
+    chain.remove().await;
+
+    assert!(status.success(), "stopping failed ({status}):\n{log}");
+    for value in [
+        "user-5f3a9c",
+        "Ada Lovelace",
+        "1815-12-10",
+        "MRN-778899",
+        "ada@example.org",
+    ] {
+        assert!(!log.contains(value), "the log shows {value:?}:\n{log}");
+    }
+    assert!(
+        !log.contains('\u{1b}'),
+        "colour codes in a log file:\n{log}"
+    );
+    // Where instead: one WARN per record, naming topic, partition and offset.
+    let said = lines_at(&log, "Record dead-lettered.");
+    assert_eq!(said.len(), 2, "{log}");
+    assert!(said.iter().all(|l| l.contains("offset=")), "{log}");
+}
+
+/// The values of both partitions of `topic`, as written.
+fn read_values(brokers: &str, topic: &str) -> Vec<Vec<u8>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", testkit::unique("reader"))
+        .set("enable.partition.eof", "true")
+        .create()
+        .expect("consumer");
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..2 {
+        assignment
+            .add_partition_offset(topic, p, Offset::Beginning)
+            .expect("assign");
+    }
+    consumer.assign(&assignment).expect("assign");
+    let (mut values, mut ended) = (Vec::new(), 0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ended < 2 && Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) => values.extend(m.payload().map(<[u8]>::to_vec)),
+            Some(Err(KafkaError::PartitionEOF(_))) => ended += 1,
+            _ => {}
+        }
+    }
+    values
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_outage_fails_the_sink_tasks_visibly_and_a_restart_loses_nothing() {
+    let _serial = SERIAL.lock().await;
+    let chain = Chain::new().await;
+    let connect = Connect::new(&chain.endpoints.connect_url);
+    let work = workload(300);
+    chain.publish(&work.batches[0]).await;
+    let processor = chain.start_processor();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while testkit::collection(&chain.db, "patient_permissions")
+        .await
+        .expect("read")
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "nothing reached gatekeeper");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The sinks cannot write: the driver waits for the server (30 s), then the task fails
+    // instead of dead-lettering the records it holds.
+    stack("stop", "ferretdb", Some("--kill"));
+    let stopped = Instant::now();
+    chain.publish(&work.batches[1]).await;
+    chain.publish(&work.batches[2]).await;
+    let mut failed = BTreeSet::new();
+    while failed.len() < chain.sinks.len() && stopped.elapsed() < Duration::from_secs(120) {
+        for name in &chain.sinks {
+            let status = connect.status(name).await.expect("status");
+            if status.is_some_and(|s| s.tasks.iter().any(|t| t.state == "FAILED")) {
+                failed.insert(name.clone());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let failed_after = stopped.elapsed();
+    stack("start", "ferretdb", None);
+    // What an operator does (`clinic connectors status`, then `clinic connectors restart`).
+    for name in &failed {
+        connect.restart(name).await.expect("restart");
+    }
+    let back = Instant::now();
+    let seen = chain.settle(&work.expected, Duration::from_secs(180)).await;
+    let caught_up = back.elapsed();
+    let (status, log) = processor.stop();
+    let dead = chain.dead_letters();
+    let sinks = chain.sinks.len();
+    chain.remove().await;
+
+    eprintln!(
+        "database outage: {} events, sink tasks failed {:?} after the database went away, caught up {caught_up:?} after the restart",
+        work.events(),
+        failed_after
+    );
+    assert_eq!(failed.len(), sinks, "the sink tasks did not fail visibly");
+    assert_eq!(seen, sorted(&work.expected));
+    assert_eq!(dead, (0, 0), "records dead-lettered (processor, sinks)");
+    assert!(status.success(), "stopping failed ({status}):\n{log}");
+}

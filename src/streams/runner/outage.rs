@@ -1,0 +1,338 @@
+//! Outages of what the runner depends on (the broker, the schema registry): transient faults it
+//! waits out. One WARN once an outage has lasted a second and one INFO when it ends (not a line
+//! per retry),
+//! a gauge per dependency, `/readyz` answering 503 meanwhile, and the budget
+//! (`streams.max_outage`) after which the runner gives up and exits non-zero.
+
+use std::fmt::Display;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+
+use super::metrics as names;
+
+/// Something the runner needs that can go away for a while.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dependency {
+    /// The Kafka cluster.
+    Broker,
+    /// The schema registry.
+    Registry,
+}
+
+impl Dependency {
+    const ALL: [Self; 2] = [Self::Broker, Self::Registry];
+
+    /// The name used in logs, metrics and `/readyz`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Broker => "broker",
+            Self::Registry => "registry",
+        }
+    }
+
+    fn bit(self) -> u8 {
+        match self {
+            Self::Broker => 1,
+            Self::Registry => 2,
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Self::Broker => 0,
+            Self::Registry => 1,
+        }
+    }
+}
+
+/// How long a dependency must have been away before the outage is logged: librdkafka reports
+/// "all brokers down" for a moment while it swaps its bootstrap connection for the cluster's,
+/// and a dependency that answers again at once is no news for an operator.
+const GRACE: Duration = Duration::from_secs(1);
+
+/// An outage that begins this soon after a logged one ended is taken for its tail (librdkafka
+/// delivers errors it queued during the outage on the next poll, which can come after the broker
+/// answered again): no second WARN, only the INFO when it ends.
+const TAIL: Duration = Duration::from_secs(30);
+
+/// The dependencies that are away now, and since when.
+#[derive(Debug, Default)]
+pub struct Outages {
+    /// Bits of the dependencies that are away: lets `up`, called per record, skip the lock.
+    away: AtomicU8,
+    spans: Mutex<[Option<Span>; 2]>,
+    /// When the last logged outage of each dependency ended.
+    logged_end: Mutex<[Option<Instant>; 2]>,
+}
+
+/// One outage.
+#[derive(Debug)]
+struct Span {
+    began: Instant,
+    /// The first error, for the one WARN.
+    error: String,
+    warned: bool,
+}
+
+impl Span {
+    /// Logs the WARN once the outage has lasted [`GRACE`].
+    fn warn_when_due(&mut self, dependency: Dependency) {
+        if !self.warned && self.began.elapsed() >= GRACE {
+            self.warned = true;
+            tracing::warn!(dependency = dependency.name(), error = %self.error, away = ?self.began.elapsed(), "Dependency unavailable; waiting for it (records are retried, none are dead-lettered).");
+        }
+    }
+}
+
+impl Outages {
+    /// Records a failure of `dependency`. Returns how long the dependency has been away.
+    pub fn down(&self, dependency: Dependency, error: &dyn Display) -> Duration {
+        let mut spans = self.lock();
+        let span = spans[dependency.index()].get_or_insert_with(|| {
+            self.away.fetch_or(dependency.bit(), Ordering::SeqCst);
+            ::metrics::gauge!(names::DEPENDENCY_UP, "dependency" => dependency.name()).set(0.0);
+            ::metrics::counter!(names::OUTAGES, "dependency" => dependency.name()).increment(1);
+            tracing::debug!(dependency = dependency.name(), error = %error, "Dependency unavailable.");
+            let tail = lock(&self.logged_end)[dependency.index()]
+                .is_some_and(|ended| ended.elapsed() < TAIL);
+            Span {
+                began: Instant::now(),
+                error: error.to_string(),
+                warned: tail,
+            }
+        });
+        span.warn_when_due(dependency);
+        span.began.elapsed()
+    }
+
+    /// Logs the WARN of outages that have lasted long enough; for callers that do not call
+    /// [`Outages::down`] again while one lasts.
+    pub fn remind(&self) {
+        if self.away.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let mut spans = self.lock();
+        for dependency in Dependency::ALL {
+            if let Some(span) = &mut spans[dependency.index()] {
+                span.warn_when_due(dependency);
+            }
+        }
+    }
+
+    /// Records that `dependency` answered; logs an INFO when this ends a logged outage (a WARN
+    /// when it ends one that lasted but was not logged yet).
+    pub fn up(&self, dependency: Dependency) {
+        if self.away.load(Ordering::Relaxed) & dependency.bit() == 0 {
+            return;
+        }
+        let mut spans = self.lock();
+        if let Some(span) = spans[dependency.index()].take() {
+            self.away.fetch_and(!dependency.bit(), Ordering::SeqCst);
+            ::metrics::gauge!(names::DEPENDENCY_UP, "dependency" => dependency.name()).set(1.0);
+            let after = span.began.elapsed();
+            if span.warned || after >= GRACE {
+                lock(&self.logged_end)[dependency.index()] = Some(Instant::now());
+            }
+            if span.warned {
+                tracing::info!(dependency = dependency.name(), after = ?after, "Dependency available again.");
+            } else if after >= GRACE {
+                // Nothing noted the outage while it lasted (one call blocked throughout it).
+                tracing::warn!(dependency = dependency.name(), error = %span.error, after = ?after, "Dependency was unavailable; waited for it (records were retried, none dead-lettered).");
+            } else {
+                tracing::debug!(dependency = dependency.name(), after = ?after, "Dependency available again.");
+            }
+        }
+    }
+
+    /// The dependency away the longest, and for how long.
+    pub fn longest(&self) -> Option<(Dependency, Duration)> {
+        if self.away.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let spans = self.lock();
+        Dependency::ALL
+            .into_iter()
+            .filter_map(|d| spans[d.index()].as_ref().map(|s| (d, s.began.elapsed())))
+            .max_by_key(|(_, away)| *away)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, [Option<Span>; 2]> {
+        lock(&self.spans)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Plain timestamps: nothing half-written to refuse after a panic elsewhere.
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Runs `attempt` until it succeeds, treating each failure as the broker being away: waits with
+/// capped exponential backoff, logs once per outage, and gives up when the outage has lasted
+/// `limit` or shutdown was requested.
+///
+/// # Errors
+/// The last failure, once the outage outlasted `limit` or shutdown interrupted the wait.
+pub(super) fn with_broker<T, E: Display>(
+    outages: &Outages,
+    limit: Duration,
+    max_backoff: Duration,
+    shutdown: &AtomicBool,
+    what: &str,
+    mut attempt: impl FnMut() -> Result<T, E>,
+) -> anyhow::Result<T> {
+    let mut delays = backoff(max_backoff);
+    loop {
+        match attempt() {
+            Ok(value) => {
+                outages.up(Dependency::Broker);
+                return Ok(value);
+            }
+            Err(error) => {
+                let error = format!("{what}: {error:#}");
+                let away = outages.down(Dependency::Broker, &error);
+                anyhow::ensure!(
+                    away < limit,
+                    "{error}; the broker has been unavailable for {away:?}, longer than streams.max_outage ({limit:?})"
+                );
+                let delay = delays.next().unwrap_or(max_backoff);
+                anyhow::ensure!(
+                    sleep_unless(shutdown, delay),
+                    "{error}; shutdown requested while waiting for the broker (work since the last commit will be redone)"
+                );
+            }
+        }
+    }
+}
+
+/// The runner's retry delays: 100 ms doubling up to `max`, with jitter, without end.
+pub(super) fn backoff(max: Duration) -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(max)
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+/// Sleeps for `delay` in short steps; `false` when `shutdown` was set meanwhile.
+pub(super) fn sleep_unless(shutdown: &AtomicBool, delay: Duration) -> bool {
+    let until = Instant::now() + delay;
+    while Instant::now() < until {
+        if shutdown.load(Ordering::SeqCst) {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50).min(until - Instant::now()));
+    }
+    !shutdown.load(Ordering::SeqCst)
+}
+
+/// What every Kafka client of the runner does with librdkafka's error events: reaching the end of
+/// a partition is expected (restore reads to it); anything else means the cluster cannot be
+/// reached as configured (down, unresolvable, refusing our credentials) and is an outage, logged
+/// once until it ends.
+pub(super) fn client_error(outages: &Outages, error: &KafkaError, reason: &str) {
+    if matches!(
+        error,
+        KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+    ) {
+        tracing::debug!(reason, "Partition read to its end.");
+    } else if matches!(error, KafkaError::Global(RDKafkaErrorCode::AllBrokersDown))
+        && reason.starts_with("0/")
+    {
+        // "0/1 brokers are down": librdkafka counts its bootstrap connection, which it drops
+        // once it knows the cluster (at start), and such events are delivered on the next poll,
+        // which after an outage can be after the broker answered again. No broker is down.
+        tracing::debug!(reason, "All-brokers-down event with no broker down.");
+    } else {
+        outages.down(Dependency::Broker, &format_args!("{error} ({reason})"));
+    }
+}
+
+/// librdkafka's own log lines, at DEBUG: it logs every failed reconnect, and what they say
+/// reaches the operator once through [`client_error`]. Only its emergencies stay loud.
+pub(super) fn client_log(level: RDKafkaLogLevel, facility: &str, message: &str) {
+    match level {
+        RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical => {
+            tracing::error!(target: "librdkafka", facility, message, "librdkafka.");
+        }
+        _ => tracing::debug!(target: "librdkafka", facility, message, "librdkafka."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_outage_lasts_from_the_first_failure_until_the_dependency_answers() {
+        let outages = Outages::default();
+        assert_eq!(outages.longest(), None);
+
+        outages.down(Dependency::Registry, &"refused");
+        std::thread::sleep(Duration::from_millis(20));
+        let away = outages.down(Dependency::Registry, &"refused again");
+        outages.up(Dependency::Broker);
+
+        assert!(away >= Duration::from_millis(20));
+        assert!(matches!(outages.longest(), Some((Dependency::Registry, _))));
+        outages.up(Dependency::Registry);
+        assert_eq!(outages.longest(), None);
+    }
+
+    #[test]
+    fn broker_calls_are_retried_until_they_answer_and_given_up_after_the_limit() {
+        let outages = Outages::default();
+        let shutdown = AtomicBool::new(false);
+        let mut failures = 2;
+        let answered = with_broker(
+            &outages,
+            Duration::from_secs(60),
+            Duration::from_millis(10),
+            &shutdown,
+            "probing",
+            || {
+                if failures > 0 {
+                    failures -= 1;
+                    Err("down")
+                } else {
+                    Ok(7)
+                }
+            },
+        );
+        assert_eq!(answered.expect("answered"), 7);
+        assert_eq!(outages.longest(), None);
+
+        let given_up = with_broker(
+            &outages,
+            Duration::from_millis(50),
+            Duration::from_millis(10),
+            &shutdown,
+            "probing",
+            || Err::<(), _>("down"),
+        );
+        let message = format!("{:#}", given_up.expect_err("gave up"));
+        assert!(
+            message.contains("longer than streams.max_outage"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn an_all_brokers_down_event_with_no_broker_down_is_no_outage() {
+        let outages = Outages::default();
+        let all_down = KafkaError::Global(RDKafkaErrorCode::AllBrokersDown);
+
+        client_error(&outages, &all_down, "0/1 brokers are down");
+        assert_eq!(outages.longest(), None);
+        client_error(&outages, &all_down, "1/1 brokers are down");
+        assert!(matches!(outages.longest(), Some((Dependency::Broker, _))));
+    }
+}
