@@ -112,11 +112,10 @@ pub async fn run(endpoints: &Endpoints) -> anyhow::Result<()> {
     crate::testkit::publish_changes(endpoints, "", &events)
         .await
         .context("publishing change events")?;
-    let hex = clinic_oid.to_hex();
     let grants = wait_for(
         &gatekeeper,
         "patient_permissions",
-        doc! { "clinicId": &hex },
+        doc! { "clinicId": clinic_oid },
         3,
     )
     .await
@@ -124,7 +123,7 @@ pub async fn run(endpoints: &Endpoints) -> anyhow::Result<()> {
     let members = wait_for(
         &gatekeeper,
         "clinician_permissions",
-        doc! { "clinicId": &hex },
+        doc! { "clinicId": clinic_oid },
         2,
     )
     .await
@@ -182,7 +181,7 @@ pub async fn run(endpoints: &Endpoints) -> anyhow::Result<()> {
     let left = wait_for(
         &gatekeeper,
         "patient_permissions",
-        doc! { "clinicId": &hex },
+        doc! { "clinicId": clinic_oid },
         2,
     )
     .await?;

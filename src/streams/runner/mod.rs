@@ -758,10 +758,13 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
             }
         }
         self.commit_now()?;
-        anyhow::ensure!(
-            !lock(&self.shared).transaction_failed,
-            "the last commit failed on shutdown; work since the previous commit will be redone"
-        );
+        {
+            let shared = lock(&self.shared);
+            anyhow::ensure!(
+                !shared.transaction_failed && !shared.transaction_open,
+                "the last commit failed on shutdown; work since the previous commit will be redone"
+            );
+        }
         flush(&self.shop.producer, COMMIT_TIMEOUT).context("flushing on shutdown")?;
         lock(&self.shared).workers.clear();
         tracing::info!("Stopped after the last commit.");
