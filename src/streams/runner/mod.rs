@@ -47,7 +47,7 @@ use anyhow::Context as _;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers as _, Message as _};
-use rdkafka::producer::{BaseProducer, DeliveryResult, Producer, ProducerContext};
+use rdkafka::producer::{BaseProducer, DeliveryResult, Producer, ProducerContext, PurgeConfig};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
 pub use config::{Guarantee, RunnerConfig};
@@ -841,12 +841,8 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
             // Commits fail when the broker is away; a registry outage was noted where it hit.
             self.health.outages.down(outage::Dependency::Broker, error);
         }
-        if self.health.outages.longest().is_some() {
-            // Part of waiting out an outage, which was logged once when it began.
-            tracing::debug!(cause, error = %error, "Giving up the current transaction; rewinding to the last commit.");
-        } else {
-            tracing::warn!(cause, error = %error, "Giving up the current transaction; rewinding to the last commit.");
-        }
+        // Part of waiting out an outage, which `outage` logs once.
+        tracing::debug!(cause, error = %error, "Giving up the current transaction; rewinding to the last commit.");
         self.rewind()
     }
 
@@ -905,7 +901,12 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
             )?;
             let (task, applied) = restored
                 .with_context(|| format!("restoring the stores of partition {partition}"))?;
-            tracing::info!(partition, records = applied, elapsed = ?started.elapsed(), "Stores restored.");
+            if self.health.outages.longest().is_some() {
+                // Rewinds repeat while an outage lasts; the outage itself is logged once.
+                tracing::debug!(partition, records = applied, elapsed = ?started.elapsed(), "Stores restored.");
+            } else {
+                tracing::info!(partition, records = applied, elapsed = ?started.elapsed(), "Stores restored.");
+            }
             let worker =
                 Worker::start(partition, task, Arc::clone(&self.shop), self.events.clone())?;
             lock(&self.shared).workers.insert(partition, worker);
@@ -963,6 +964,15 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
         if !open && !failed {
             return Ok(());
         }
+        // We abort anyway, so what is still queued or in flight goes first. abort_transaction's
+        // own flush cannot serve the delivery reports (only this runner's poll does): without
+        // this it timed out with records outstanding and the producer had to be replaced.
+        let producer = &self.shop.producer;
+        producer.purge(PurgeConfig::default().queue().inflight());
+        if let Err(error) = flush(producer, ABORT_TIMEOUT) {
+            tracing::debug!(error = %error, "Purged records still outstanding.");
+        }
+        producer.context().failed.store(0, Ordering::SeqCst);
         if let Err(error) = self.shop.producer.abort_transaction(ABORT_TIMEOUT) {
             tracing::debug!(error = %error, "Aborting failed; replacing the producer.");
             let producer = new_producer(

@@ -78,6 +78,8 @@ struct Span {
     /// The first error, for the one WARN.
     error: String,
     warned: bool,
+    /// Began soon after a logged outage ended: taken for its tail, not logged again.
+    tail: bool,
 }
 
 impl Span {
@@ -105,6 +107,7 @@ impl Outages {
                 began: Instant::now(),
                 error: error.to_string(),
                 warned: tail,
+                tail,
             }
         });
         span.warn_when_due(dependency);
@@ -139,7 +142,9 @@ impl Outages {
             if span.warned || after >= GRACE {
                 lock(&self.logged_end)[dependency.index()] = Some(Instant::now());
             }
-            if span.warned {
+            if span.tail && after < GRACE {
+                tracing::debug!(dependency = dependency.name(), after = ?after, "Dependency available again.");
+            } else if span.warned {
                 tracing::info!(dependency = dependency.name(), after = ?after, "Dependency available again.");
             } else if after >= GRACE {
                 // Nothing noted the outage while it lasted (one call blocked throughout it).

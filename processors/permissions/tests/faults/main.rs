@@ -427,6 +427,64 @@ fn lines_at<'a>(log: &'a str, level: &str) -> Vec<&'a str> {
     log.lines().filter(|l| l.contains(level)).collect()
 }
 
+/// What a dependency outage run saw, checked the same way for every dependency.
+struct Outage {
+    dependency: &'static str,
+    events: usize,
+    away: Duration,
+    caught_up: Duration,
+    /// Whether the processor had exited while the dependency was away.
+    during: Option<std::process::ExitStatus>,
+    /// Whether `/readyz` said it waited for the dependency.
+    waited: bool,
+    seen: BTreeMap<String, Vec<Document>>,
+}
+
+impl Outage {
+    /// Stops the processor, removes the chain, prints the figures, and checks: the processor
+    /// never exited and stops cleanly, `/readyz` said what it waited for, the collections are
+    /// exactly the expected ones, nothing was dead-lettered, no ERROR line was logged.
+    async fn check(
+        self,
+        mut processor: Processor,
+        chain: Chain,
+        expected: &BTreeMap<&str, Vec<Document>>,
+    ) {
+        let after = processor.exited();
+        let (status, log) = processor.stop();
+        let dead = chain.dead_letters();
+        chain.remove().await;
+        let Self {
+            dependency,
+            events,
+            away,
+            caught_up,
+            during,
+            waited,
+            seen,
+        } = self;
+        eprintln!(
+            "{dependency} outage: {events} events, {dependency} away {away:?}, caught up {caught_up:?} after it was back; \
+             WARN lines {}, ERROR lines {}; the processor's log:\n{log}",
+            lines_at(&log, "WARN").len(),
+            lines_at(&log, "ERROR").len(),
+        );
+        assert_eq!(
+            during, None,
+            "the processor exited during the outage:\n{log}"
+        );
+        assert_eq!(after, None, "the processor exited after the outage:\n{log}");
+        assert!(
+            waited,
+            "/readyz never said it waited for the {dependency}:\n{log}"
+        );
+        assert_eq!(seen, sorted(expected));
+        assert_eq!(dead, (0, 0), "records dead-lettered (processor, sinks)");
+        assert!(status.success(), "stopping failed ({status}):\n{log}");
+        assert_eq!(lines_at(&log, "ERROR"), Vec::<&str>::new());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_registry_outage_while_the_processor_starts_loses_nothing_and_dead_letters_nothing() {
     let _serial = SERIAL.lock().await;
@@ -445,34 +503,20 @@ async fn a_registry_outage_while_the_processor_starts_loses_nothing_and_dead_let
     let waited = watch_readyz(&processor, Duration::from_secs(30), "registry").await;
     let during = processor.exited();
     stack("start", "registry", None);
-    let outage = started.elapsed();
+    let away = started.elapsed();
     let back = Instant::now();
     let seen = chain.settle(&work.expected, Duration::from_secs(180)).await;
-    let caught_up = back.elapsed();
-    let after = processor.exited();
-    let (status, log) = processor.stop();
-    let dead = chain.dead_letters();
-    chain.remove().await;
-
-    eprintln!(
-        "registry outage: {events} events, registry away {outage:?}, caught up {caught_up:?} after it was back; \
-         WARN lines {}, ERROR lines {}; the processor's log:\n{log}",
-        lines_at(&log, "WARN").len(),
-        lines_at(&log, "ERROR").len(),
-    );
-    assert_eq!(
-        during, None,
-        "the processor exited during the outage:\n{log}"
-    );
-    assert_eq!(after, None, "the processor exited after the outage:\n{log}");
-    assert!(
+    Outage {
+        dependency: "registry",
+        events,
+        away,
+        caught_up: back.elapsed(),
+        during,
         waited,
-        "/readyz never said it waited for the registry:\n{log}"
-    );
-    assert_eq!(seen, sorted(&work.expected));
-    assert_eq!(dead, (0, 0), "records dead-lettered (processor, sinks)");
-    assert!(status.success(), "stopping failed ({status}):\n{log}");
-    assert_eq!(lines_at(&log, "ERROR"), Vec::<&str>::new());
+        seen,
+    }
+    .check(processor, chain, &work.expected)
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -499,35 +543,21 @@ async fn a_broker_killed_and_restarted_mid_run_loses_nothing_and_the_processor_r
     let waited = watch_readyz(&processor, Duration::from_secs(20), "broker").await;
     let during = processor.exited();
     stack("start", "kafka", None);
-    let outage = killed.elapsed();
+    let away = killed.elapsed();
     let back = Instant::now();
     chain.publish(&work.batches[2]).await;
     let seen = chain.settle(&work.expected, Duration::from_secs(240)).await;
-    let caught_up = back.elapsed();
-    let after = processor.exited();
-    let (status, log) = processor.stop();
-    let dead = chain.dead_letters();
-    chain.remove().await;
-
-    eprintln!(
-        "broker outage: {events} events, broker away {outage:?}, caught up {caught_up:?} after it was back; \
-         WARN lines {}, ERROR lines {}; the processor's log:\n{log}",
-        lines_at(&log, "WARN").len(),
-        lines_at(&log, "ERROR").len(),
-    );
-    assert_eq!(
-        during, None,
-        "the processor exited during the outage:\n{log}"
-    );
-    assert_eq!(after, None, "the processor exited after the outage:\n{log}");
-    assert!(
+    Outage {
+        dependency: "broker",
+        events,
+        away,
+        caught_up: back.elapsed(),
+        during,
         waited,
-        "/readyz never said it waited for the broker:\n{log}"
-    );
-    assert_eq!(seen, sorted(&work.expected));
-    assert_eq!(dead, (0, 0), "records dead-lettered (processor, sinks)");
-    assert!(status.success(), "stopping failed ({status}):\n{log}");
-    assert_eq!(lines_at(&log, "ERROR"), Vec::<&str>::new());
+        seen,
+    }
+    .check(processor, chain, &work.expected)
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
