@@ -1,5 +1,5 @@
-//! Events per second of each processor against the local broker (Avro in, Avro out, exactly-once,
-//! as deployed), next to the runtime's Avro pass-through, and the process's memory (RSS) once
+//! Events per second of each processor against the local broker (Avro in, each processor's own
+//! output format, exactly-once, as deployed), next to the runtime's Avro pass-through, and the process's memory (RSS) once
 //! `<records>` patients are in the stores. Prints figures; asserts nothing. Needs the local stack.
 //!
 //! Run on one core: `taskset -c 1 cargo bench --bench processors [-- <records>]` (default

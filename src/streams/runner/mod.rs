@@ -357,9 +357,11 @@ impl ProducerContext for DeliveryCounter {
     }
 }
 
-fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
-    // A panic while holding the lock already ends the runner; the state is not used after it.
-    shared
+/// Every lock of the runner. A panic while holding one already ends the runner (or, for the
+/// plain counters and timestamps elsewhere, leaves nothing half-written), so poisoning is not
+/// refused.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

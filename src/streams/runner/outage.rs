@@ -14,7 +14,7 @@ use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 
-use super::metrics as names;
+use super::{lock, metrics as names};
 
 /// Something the runner needs that can go away for a while.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,13 +170,6 @@ impl Outages {
     fn lock(&self) -> std::sync::MutexGuard<'_, [Option<Span>; 2]> {
         lock(&self.spans)
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Plain timestamps: nothing half-written to refuse after a panic elsewhere.
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Runs `attempt` until it succeeds, treating each failure as the broker being away: waits with

@@ -17,7 +17,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord};
 use super::config::RunnerConfig;
 use super::metrics as names;
 use super::outage::{self, Dependency};
-use super::{DeliveryCounter, Health};
+use super::{DeliveryCounter, Health, lock};
 use crate::cdc::{Encoding, Envelope};
 use crate::streams::codec::{AvroCodec, CodecError};
 use crate::streams::dlq::{ProducedRecord, RawRecord, headers};
@@ -114,13 +114,6 @@ impl Shop {
         counter.increment(1);
         by_topic.insert(topic.to_owned(), counter);
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Plain data: a panic elsewhere leaves nothing half-written worth refusing.
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A record to handle, with its (prefixed) source topic.
