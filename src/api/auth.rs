@@ -53,6 +53,8 @@ impl Verifier {
         };
         let mut validation = Validation::new(algorithm);
         validation.set_required_spec_claims(&["exp", "sub"]);
+        // A token that is not valid yet is refused (jsonwebtoken checks `nbf` only when asked).
+        validation.validate_nbf = true;
         match &settings.audience {
             Some(audience) => validation.set_audience(&[audience]),
             None => validation.validate_aud = false,

@@ -67,7 +67,7 @@ pub fn email(field: &str, value: &str) -> ApiResult<String> {
     let value = value.trim();
     let plausible = value.len() >= 6
         && value.len() <= 254
-        && !value.contains(char::is_whitespace)
+        && !value.contains(|c: char| c.is_whitespace() || c.is_control())
         && value.split_once('@').is_some_and(|(local, domain)| {
             !local.is_empty()
                 && domain.contains('.')

@@ -25,17 +25,20 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                 _ => ApiError::BadRequest(format!("unreadable request body: {e}")),
             })?;
         let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
-        serde_path_to_error::deserialize(&mut deserializer)
-            .map(JsonBody)
-            .map_err(|e| {
-                let path = e.path().to_string();
-                let malformed = !matches!(e.inner().classify(), serde_json::error::Category::Data);
-                ApiError::BadRequest(if path == "." || malformed {
-                    format!("invalid JSON body: {}", e.inner())
-                } else {
-                    format!("{path}: {}", e.inner())
-                })
+        let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+            let path = e.path().to_string();
+            let malformed = !matches!(e.inner().classify(), serde_json::error::Category::Data);
+            ApiError::BadRequest(if path == "." || malformed {
+                format!("invalid JSON body: {}", e.inner())
+            } else {
+                format!("{path}: {}", e.inner())
             })
+        })?;
+        // One JSON value and nothing after it but white space.
+        deserializer
+            .end()
+            .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?;
+        Ok(JsonBody(value))
     }
 }
 
@@ -75,12 +78,18 @@ impl Params {
             .transpose()
     }
 
-    /// `offset` (≥ 0, default 0) and `limit` (1..=1000, default 10), as the contract pages.
+    /// `offset` (0..=i64::MAX, default 0: what the database can skip) and `limit` (1..=1000,
+    /// default 10), as the contract pages.
     ///
     /// # Errors
     /// 400 naming the parameter.
     pub fn page(&self) -> Result<(u64, i64), ApiError> {
-        let offset = self.parsed::<u64>("offset")?.unwrap_or(0);
+        let offset = self.parsed::<i64>("offset")?.unwrap_or(0);
+        let Ok(offset) = u64::try_from(offset) else {
+            return Err(ApiError::BadRequest(format!(
+                "query parameter offset: {offset} is negative"
+            )));
+        };
         let limit = self.parsed::<i64>("limit")?.unwrap_or(10);
         if !(1..=1_000).contains(&limit) {
             return Err(ApiError::BadRequest(format!(

@@ -189,6 +189,7 @@ fn router(state: AppState, settings: &ApiSettings) -> Router {
             get(move || std::future::ready(prometheus.render())),
         )
         .fallback(|| async { error::ApiError::NotFound("no such route".into()) })
+        .method_not_allowed_fallback(|| async { error::ApiError::MethodNotAllowed })
         // route_layer: after routing, so the matched template is known.
         .route_layer(axum::middleware::from_fn(metrics::record))
         .layer(DefaultBodyLimit::max(settings.http.body_limit_bytes))

@@ -5,6 +5,7 @@ mod authorization;
 mod clinicians;
 mod clinics;
 mod contract;
+mod hardening;
 mod lifecycle;
 mod openapi;
 mod patients;

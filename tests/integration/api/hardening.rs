@@ -1,0 +1,119 @@
+//! Defects an outside test found (issue 18), each pinned: out-of-range paging, trailing garbage
+//! after a JSON body, tokens not valid yet, control characters in addresses, and the error
+//! shape of a wrong method.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use super::{SECRET, TestApi, assert_error, user};
+
+#[tokio::test]
+async fn paged_routes_refuse_offsets_the_database_cannot_skip_with_a_400_naming_offset() {
+    let api = TestApi::spawn().await;
+    let service = TestApi::token(&user(), true);
+    let (status, clinic) = api
+        .call(
+            Method::POST,
+            "/v1/clinics",
+            Some(&TestApi::token(&user(), false)),
+            Some(json!({ "name": "Paging" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{clinic}");
+    let clinic = clinic["id"].as_str().expect("id").to_owned();
+    let someone = user();
+    let routes = [
+        "/v1/clinics".to_owned(),
+        format!("/v1/clinics/{clinic}/clinicians"),
+        format!("/v1/clinics/{clinic}/patients"),
+        format!("/v1/clinicians/{someone}/clinics"),
+        format!("/v1/patients/{someone}/clinics"),
+    ];
+
+    for route in &routes {
+        for offset in ["9223372036854775808", "-1"] {
+            let answer = api
+                .call(
+                    Method::GET,
+                    &format!("{route}?offset={offset}"),
+                    Some(&service),
+                    None,
+                )
+                .await;
+            assert_error(&answer, StatusCode::BAD_REQUEST, "offset");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_json_body_followed_by_anything_but_white_space_is_refused() {
+    let api = TestApi::spawn().await;
+    let request = api
+        .request(Method::POST, "/v1/clinics")
+        .bearer_auth(TestApi::token(&user(), false))
+        .header("content-type", "application/json")
+        .body(r#"{"name": "Trailing"} xyz"#);
+
+    let answer = api.send(request).await;
+
+    assert_error(&answer, StatusCode::BAD_REQUEST, "invalid JSON body");
+}
+
+#[tokio::test]
+async fn a_token_not_valid_yet_is_refused() {
+    let api = TestApi::spawn().await;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let claims = json!({ "sub": user(), "exp": now + 7_200, "nbf": now + 3_600, "svr": "yes" });
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .expect("token");
+
+    let answer = api
+        .call(Method::GET, "/v1/clinics", Some(&token), None)
+        .await;
+
+    assert_eq!(answer.0, StatusCode::UNAUTHORIZED, "{:?}", answer.1);
+}
+
+#[tokio::test]
+async fn email_addresses_with_control_characters_are_refused() {
+    let api = TestApi::spawn().await;
+    let service = TestApi::token(&user(), true);
+
+    let answer = api
+        .call(
+            Method::POST,
+            &format!("/v1/users/{}/clinics", user()),
+            Some(&service),
+            Some(json!({ "email": "ada\u{0}@example.org" })),
+        )
+        .await;
+
+    assert_error(&answer, StatusCode::BAD_REQUEST, "email");
+}
+
+#[tokio::test]
+async fn a_method_a_route_does_not_have_answers_405_in_the_error_shape() {
+    let api = TestApi::spawn().await;
+
+    let answer = api
+        .send(
+            api.request(Method::PATCH, "/v1/clinics")
+                .bearer_auth(TestApi::token(&user(), false)),
+        )
+        .await;
+
+    assert_error(
+        &answer,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed",
+    );
+}
