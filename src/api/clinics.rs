@@ -2,6 +2,9 @@
 //! update (admins, services; PUT never nulls omitted fields), delete (admins; only without
 //! patients, archived to `clinic_deletions` first).
 
+use std::collections::HashSet;
+use std::sync::LazyLock;
+
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -60,6 +63,16 @@ const CLINIC_TYPES: [&str; 5] = [
 ];
 const CLINIC_SIZES: [&str; 4] = ["0-249", "250-499", "500-999", "1000+"];
 const BG_UNITS: [&str; 2] = ["mg/dL", "mmol/L"];
+
+/// The time zone names the contract allows (`clinicTimezone.v1`): a stored name outside them
+/// would break every later read of the clinic against the contract. A zone database crate would
+/// accept names the contract lacks, so the list is the contract's own.
+pub static TIMEZONES: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
+    include_str!("timezones.txt")
+        .lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .collect()
+});
 
 fn bad(field: &str, why: &str) -> ApiError {
     ApiError::BadRequest(format!("{field}: {why}"))
@@ -129,6 +142,9 @@ impl ClinicInput {
                 }
                 let mut entry = doc! { "number": number.number.trim() };
                 if let Some(kind) = &number.kind {
+                    if kind.trim().is_empty() {
+                        return Err(bad(&format!("phoneNumbers[{i}].type"), "must not be empty"));
+                    }
                     entry.insert("type", kind);
                 }
                 stored.push(Bson::Document(entry));
@@ -136,16 +152,11 @@ impl ClinicInput {
             set.insert("phoneNumbers", stored);
         }
         if let Some(zone) = &self.timezone {
-            let plausible = !zone.is_empty()
-                && zone.len() <= 64
-                && zone.split('/').all(|part| {
-                    !part.is_empty()
-                        && part
-                            .bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || b"_+-".contains(&b))
-                });
-            if !plausible {
-                return Err(bad("timezone", "must be an IANA time zone name"));
+            if !TIMEZONES.contains(zone.as_str()) {
+                return Err(bad(
+                    "timezone",
+                    "must be one of the contract's IANA time zone names (clinicTimezone.v1)",
+                ));
             }
             set.insert("timezone", zone);
         }

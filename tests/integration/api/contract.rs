@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 
 /// The contract, loaded once.
 pub struct Contract {
-    spec: Value,
+    /// The contract as JSON.
+    pub spec: Value,
     /// Path templates split into segments.
     templates: Vec<(String, Vec<String>)>,
 }

@@ -117,3 +117,55 @@ async fn a_method_a_route_does_not_have_answers_405_in_the_error_shape() {
         "method not allowed",
     );
 }
+
+#[tokio::test]
+async fn clinic_fields_outside_the_contracts_enums_and_bounds_are_refused() {
+    let api = TestApi::spawn().await;
+    let admin = user();
+    let token = TestApi::token(&admin, false);
+    let (status, clinic) = api
+        .call(
+            Method::POST,
+            "/v1/clinics",
+            Some(&token),
+            Some(json!({ "name": "Zones" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{clinic}");
+    let path = format!("/v1/clinics/{}", clinic["id"].as_str().expect("id"));
+    let put = |body: serde_json::Value| api.call(Method::PUT, &path, Some(&token), Some(body));
+
+    for zone in ["AAA", "Mars/Olympus_Mons", ""] {
+        assert_error(
+            &put(json!({ "timezone": zone })).await,
+            StatusCode::BAD_REQUEST,
+            "timezone",
+        );
+    }
+    assert_error(
+        &put(json!({ "phoneNumbers": [{ "type": "", "number": "+1 650 555 0100" }] })).await,
+        StatusCode::BAD_REQUEST,
+        "phoneNumbers[0].type",
+    );
+    let (status, updated) = put(json!({ "timezone": "America/Los_Angeles" })).await;
+
+    assert_eq!(status, StatusCode::OK, "{updated}");
+    assert_eq!(updated["timezone"], "America/Los_Angeles");
+}
+
+#[test]
+fn the_accepted_time_zones_are_exactly_the_contracts() {
+    let enumerated: Vec<&str> =
+        super::contract::Contract::get().spec["components"]["schemas"]["clinicTimezone.v1"]["enum"]
+            .as_array()
+            .expect("the contract enumerates time zones")
+            .iter()
+            .filter_map(serde_json::Value::as_str)
+            .collect();
+
+    let mut accepted: Vec<&str> = clinic::api::clinics::TIMEZONES.iter().copied().collect();
+    accepted.sort_unstable();
+    let mut expected = enumerated.clone();
+    expected.sort_unstable();
+    assert_eq!(accepted, expected);
+}
