@@ -58,7 +58,8 @@ pub async fn role(store: &Store, clinic: ObjectId, user: &str) -> ApiResult<Role
 /// Passes a service, or a user with the role `need` asks for in `clinic`.
 ///
 /// # Errors
-/// 403 otherwise.
+/// 404 when the clinic does not exist (as the routes that look the clinic up first answer;
+/// any user may read any clinic, so this tells nobody anything new), 403 otherwise.
 pub async fn require(
     store: &Store,
     caller: &Caller,
@@ -74,10 +75,21 @@ pub async fn require(
         Need::Write => role == Role::Admin,
     };
     if allowed {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden)
+        return Ok(());
     }
+    // Only on the refusal path: the common, allowed one costs no extra query.
+    if store
+        .clinics
+        .find_one(doc! { "_id": clinic })
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::NotFound(format!(
+            "clinic {} not found",
+            clinic.to_hex()
+        )));
+    }
+    Err(ApiError::Forbidden)
 }
 
 /// Passes a backend service only.

@@ -169,3 +169,28 @@ fn the_accepted_time_zones_are_exactly_the_contracts() {
     expected.sort_unstable();
     assert_eq!(accepted, expected);
 }
+
+#[tokio::test]
+async fn a_clinic_that_does_not_exist_is_404_on_every_clinic_route() {
+    let api = TestApi::spawn().await;
+    let token = TestApi::token(&user(), false);
+    let missing = bson::oid::ObjectId::new().to_hex();
+    let routes = [
+        (Method::GET, format!("/v1/clinics/{missing}")),
+        (Method::PUT, format!("/v1/clinics/{missing}")),
+        (Method::DELETE, format!("/v1/clinics/{missing}")),
+        (Method::GET, format!("/v1/clinics/{missing}/clinicians")),
+        (Method::GET, format!("/v1/clinics/{missing}/patients")),
+        (Method::GET, format!("/v1/clinics/{missing}/migrations")),
+        (
+            Method::GET,
+            format!("/v1/clinics/{missing}/invites/patients"),
+        ),
+    ];
+
+    for (method, path) in routes {
+        let body = (method == Method::PUT).then(|| json!({ "name": "Nowhere" }));
+        let answer = api.call(method.clone(), &path, Some(&token), body).await;
+        assert_error(&answer, StatusCode::NOT_FOUND, "not found");
+    }
+}
