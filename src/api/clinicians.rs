@@ -21,6 +21,7 @@ use super::access::{Need, require};
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
 use super::extract::{JsonBody, Params, object_id, user_id};
+use super::store::Archived;
 use super::{AppState, clinics, time};
 
 /// The roles of `clinicianRoles.v1`.
@@ -113,9 +114,32 @@ async fn find(state: &AppState, clinic: ObjectId, user: &str) -> ApiResult<Docum
 
 /// Sets the clinic's `admins` to its CLINIC_ADMIN clinicians; how many there are.
 ///
+/// Concurrent changes each compute the list at a different moment and the last write wins, so a
+/// stale list could stay: the list is written, read again, and written again until what is read
+/// is what was written (the last writer always leaves the current list).
+///
 /// # Errors
 /// Database failures.
 pub async fn sync_admins(state: &AppState, clinic: ObjectId) -> ApiResult<usize> {
+    let mut written: Option<Vec<String>> = None;
+    for _ in 0..5 {
+        let ids = admin_ids(state, clinic).await?;
+        if written.as_ref().is_some_and(|w| same_members(w, &ids)) {
+            break;
+        }
+        state
+            .store
+            .clinics
+            .update_one(doc! { "_id": clinic }, doc! { "$set": { "admins": &ids } })
+            .await?;
+        written = Some(ids);
+    }
+    Ok(written.map_or(0, |w| w.len()))
+}
+
+/// The user ids of the clinic's CLINIC_ADMIN clinicians, in stored order (`admins[0]` is the
+/// creator, as in the reference service).
+async fn admin_ids(state: &AppState, clinic: ObjectId) -> ApiResult<Vec<String>> {
     let admins: Vec<Document> = state
         .store
         .clinicians
@@ -123,16 +147,17 @@ pub async fn sync_admins(state: &AppState, clinic: ObjectId) -> ApiResult<usize>
         .await?
         .try_collect()
         .await?;
-    let ids: Vec<String> = admins
+    Ok(admins
         .iter()
         .filter_map(|a| a.get_str("userId").ok().map(str::to_owned))
-        .collect();
-    state
-        .store
-        .clinics
-        .update_one(doc! { "_id": clinic }, doc! { "$set": { "admins": &ids } })
-        .await?;
-    Ok(ids.len())
+        .collect())
+}
+
+fn same_members(a: &[String], b: &[String]) -> bool {
+    let (mut a, mut b) = (a.to_vec(), b.to_vec());
+    a.sort_unstable();
+    b.sort_unstable();
+    a == b
 }
 
 /// `GET /v1/clinics/{clinicId}/clinicians`: members and services.
@@ -395,9 +420,6 @@ pub async fn delete(
     };
     require(&state.store, &caller, clinic, need).await?;
     let clinician = find(&state, clinic, &user).await?;
-    let id = clinician
-        .get_object_id("_id")
-        .map_err(|e| ApiError::Internal(e.into()))?;
     let is_admin = clinician
         .get_array("roles")
         .is_ok_and(|r| r.iter().any(|x| x.as_str() == Some(ADMIN)));
@@ -415,23 +437,23 @@ pub async fn delete(
             ));
         }
     }
-    state
+    // Of racing deletes of one clinician only the one that removed it goes on; the others
+    // answer 404 with no archive left behind.
+    let Some(archived) = state
         .store
-        .clinician_deletions
-        .insert_one(doc! { "deletedTime": DateTime::now(), "deletedByUserId": &caller.user_id, "clinician": &clinician })
-        .await?;
-    state
-        .store
-        .clinicians
-        .delete_one(doc! { "_id": id })
-        .await?;
+        .archive_and_delete(Archived::Clinician, &clinician, &caller.user_id)
+        .await?
+    else {
+        return Err(ApiError::NotFound(format!(
+            "clinician {user} not found in clinic {}",
+            clinic.to_hex()
+        )));
+    };
     if is_admin && sync_admins(&state, clinic).await? == 0 {
         // A racing removal took the other admin: put this one back.
-        state.store.clinicians.insert_one(&clinician).await?;
         state
             .store
-            .clinician_deletions
-            .delete_one(doc! { "clinician._id": id })
+            .restore(Archived::Clinician, &clinician, &archived)
             .await?;
         sync_admins(&state, clinic).await?;
         return Err(ApiError::Unprocessable(

@@ -259,12 +259,15 @@ async fn find(state: &AppState, clinic: ObjectId, user: &str) -> ApiResult<Docum
         .patients
         .find_one(doc! { "clinicId": clinic, "userId": user })
         .await?
-        .ok_or_else(|| {
-            ApiError::NotFound(format!(
-                "patient {user} not found in clinic {}",
-                clinic.to_hex()
-            ))
-        })
+        .ok_or_else(|| gone(clinic, user))
+}
+
+/// 404 for a patient that is not there (or that a racing request removed first).
+fn gone(clinic: ObjectId, user: &str) -> ApiError {
+    ApiError::NotFound(format!(
+        "patient {user} not found in clinic {}",
+        clinic.to_hex()
+    ))
 }
 
 fn conflict(error: mongodb::error::Error) -> ApiError {
@@ -550,7 +553,8 @@ pub async fn delete(
     state
         .store
         .archive_and_delete(Archived::Patient, &patient, &caller.user_id)
-        .await?;
+        .await?
+        .ok_or_else(|| gone(clinic_id, &user))?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -596,7 +600,8 @@ pub async fn update_permissions(
         state
             .store
             .archive_and_delete(Archived::Patient, &patient, &caller.user_id)
-            .await?;
+            .await?
+            .ok_or_else(|| gone(clinic_id, &user))?;
         return Ok(Json(json!({})));
     }
     // Key by key: `permissions.<name>` set or unset, which is what the CDC event then says, and
@@ -664,7 +669,8 @@ pub async fn delete_permission(
         state
             .store
             .archive_and_delete(Archived::Patient, &patient, &caller.user_id)
-            .await?;
+            .await?
+            .ok_or_else(|| gone(clinic_id, &user))?;
         return Ok(StatusCode::NO_CONTENT);
     }
     let id = patient

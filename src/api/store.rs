@@ -6,7 +6,7 @@
 //! (create the clinic, then its admin, removing the clinic if that fails; archive first, then
 //! delete), and every unique index is a plain one.
 
-use bson::{Document, doc};
+use bson::{Bson, Document, doc};
 use mongodb::options::IndexOptions;
 use mongodb::{Collection, Database, IndexModel};
 
@@ -59,7 +59,13 @@ impl Store {
     }
 
     /// Archives `document` as the reference service does (`{deletedTime, deletedByUserId,
-    /// <kind>: <document>}`), then deletes it; nothing is deleted when the archive fails.
+    /// <kind>: <document>}`), then deletes it; nothing is deleted when the archive fails (a crash
+    /// in between leaves an archive too many, never a deletion without one).
+    ///
+    /// `Some(archive id)` when this call removed the document. `None` when it was gone already
+    /// (a racing delete removed it): the archive is taken back, so every archive describes a
+    /// deletion that happened. The deleted count decides, not `findAndModify`: FerretDB's is a
+    /// find and a delete, so racing callers would all get the document back.
     ///
     /// # Errors
     /// Database failures (of the archive: nothing deleted).
@@ -68,17 +74,49 @@ impl Store {
         kind: Archived,
         document: &Document,
         by: &str,
+    ) -> mongodb::error::Result<Option<Bson>> {
+        let (archive, collection, field) = self.of(kind);
+        let archived = archive
+            .insert_one(doc! { "deletedTime": bson::DateTime::now(), "deletedByUserId": by, field: document })
+            .await?
+            .inserted_id;
+        let id = document.get("_id").cloned().unwrap_or(Bson::Null);
+        if collection
+            .delete_one(doc! { "_id": id })
+            .await?
+            .deleted_count
+            == 0
+        {
+            archive.delete_one(doc! { "_id": &archived }).await?;
+            return Ok(None);
+        }
+        Ok(Some(archived))
+    }
+
+    /// Undoes an [`Store::archive_and_delete`] that returned `archived`: the document back, its
+    /// archive gone. Only the call that removed the document can undo it, so nobody else has put
+    /// it back meanwhile.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn restore(
+        &self,
+        kind: Archived,
+        document: &Document,
+        archived: &Bson,
     ) -> mongodb::error::Result<()> {
-        let (archive, collection, field) = match kind {
+        let (archive, collection, _) = self.of(kind);
+        collection.insert_one(document).await?;
+        archive.delete_one(doc! { "_id": archived }).await?;
+        Ok(())
+    }
+
+    /// The archive, the collection and the archive's field of `kind`.
+    fn of(&self, kind: Archived) -> (&Collection<Document>, &Collection<Document>, &'static str) {
+        match kind {
             Archived::Patient => (&self.patient_deletions, &self.patients, "patient"),
             Archived::Clinician => (&self.clinician_deletions, &self.clinicians, "clinician"),
-        };
-        archive
-            .insert_one(doc! { "deletedTime": bson::DateTime::now(), "deletedByUserId": by, field: document })
-            .await?;
-        let id = document.get("_id").cloned().unwrap_or(bson::Bson::Null);
-        collection.delete_one(doc! { "_id": id }).await?;
-        Ok(())
+        }
     }
 
     /// Creates the indexes the invariants rest on (idempotent).

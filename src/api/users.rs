@@ -50,6 +50,8 @@ pub async fn delete(
         .await?
         .try_collect()
         .await?;
+    // `archive_and_delete` answers `None` for a document a racing request removed first:
+    // nothing left to do for it here.
     for patient in &patients {
         state
             .store

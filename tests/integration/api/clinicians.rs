@@ -452,3 +452,93 @@ async fn a_user_sees_their_own_clinics_and_nobody_elses() {
         "forbidden",
     );
 }
+
+#[tokio::test]
+async fn admins_deleting_each_other_at_once_leave_an_admin_true_archives_and_no_409() {
+    let api = TestApi::spawn().await;
+    let (ann, bob) = (user(), user());
+    let clinic = clinic(&api, &ann).await;
+    let oid = ObjectId::parse_str(&clinic).expect("oid");
+    let archives = || async {
+        api.db
+            .collection::<bson::Document>("clinician_deletions")
+            .count_documents(doc! { "clinician.clinicId": oid })
+            .await
+            .expect("count")
+    };
+    let delete = |by: &str, whom: &str| {
+        let token = TestApi::token(by, false);
+        let path = format!("/v1/clinics/{clinic}/clinicians/{whom}");
+        let api = &api;
+        async move { api.call(Method::DELETE, &path, Some(&token), None).await }
+    };
+
+    for round in 0..25 {
+        for who in [&ann, &bob] {
+            if api
+                .db
+                .collection::<bson::Document>("clinicians")
+                .find_one(doc! { "clinicId": oid, "userId": who })
+                .await
+                .expect("read")
+                .is_none()
+            {
+                let (status, body) = add(&api, &clinic, json!({ "id": who, "email": format!("{who}@example.org"), "name": "Admin", "roles": ["CLINIC_ADMIN"] })).await;
+                assert_eq!(status, StatusCode::OK, "round {round}: {body}");
+            }
+        }
+        let before = archives().await;
+
+        // Each deletes the other, and Ann asks twice.
+        let answers =
+            futures::future::join_all([delete(&ann, &bob), delete(&bob, &ann), delete(&ann, &bob)])
+                .await;
+
+        let statuses: Vec<StatusCode> = answers.iter().map(|(s, _)| *s).collect();
+        assert!(
+            statuses.iter().all(|s| [
+                StatusCode::OK,
+                StatusCode::NOT_FOUND,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                StatusCode::FORBIDDEN
+            ]
+            .contains(s)),
+            "round {round}: {answers:?}"
+        );
+        let removed = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+        let present: Vec<bool> = [&ann, &bob]
+            .iter()
+            .map(|who| {
+                let db = api.db.clone();
+                let who = (*who).clone();
+                async move {
+                    db.collection::<bson::Document>("clinicians")
+                        .find_one(doc! { "clinicId": oid, "userId": who })
+                        .await
+                        .expect("read")
+                        .is_some()
+                }
+            })
+            .collect::<futures::future::JoinAll<_>>()
+            .await;
+        assert!(present.iter().any(|p| *p), "round {round}: no admin left");
+        assert_eq!(
+            removed,
+            present.iter().filter(|p| !**p).count(),
+            "round {round}: {answers:?} but present {present:?}"
+        );
+        assert_eq!(
+            archives().await - before,
+            u64::try_from(removed).expect("few"),
+            "round {round}: one archive per deletion that happened"
+        );
+        let mut expected: Vec<String> = [&ann, &bob]
+            .iter()
+            .zip(&present)
+            .filter(|(_, p)| **p)
+            .map(|(who, _)| (*who).clone())
+            .collect();
+        expected.sort();
+        assert_eq!(admins(&api, &clinic).await, expected, "round {round}");
+    }
+}

@@ -593,3 +593,33 @@ async fn a_patient_lists_their_clinics_and_members_send_upload_reminders() {
         "forbidden",
     );
 }
+
+#[tokio::test]
+async fn racing_deletes_of_a_patient_remove_and_archive_it_once_and_the_rest_answer_404() {
+    let api = TestApi::spawn().await;
+    let clinic = clinic(&api).await;
+    for round in 0..10 {
+        let patient = user();
+        let (status, body) = share(&api, &clinic.id, &patient, json!({ "permissions": { "view": {} }, "fullName": "Pat Race", "birthDate": "2000-01-01" })).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let path = format!("/v1/clinics/{}/patients/{patient}", clinic.id);
+        let token = service();
+
+        let answers = futures::future::join_all(
+            (0..4).map(|_| api.call(Method::DELETE, &path, Some(&token), None)),
+        )
+        .await;
+
+        let mut statuses: Vec<u16> = answers.iter().map(|(s, _)| s.as_u16()).collect();
+        statuses.sort_unstable();
+        assert_eq!(statuses, [204, 404, 404, 404], "round {round}: {answers:?}");
+        let archives = api
+            .db
+            .collection::<bson::Document>("patient_deletions")
+            .count_documents(doc! { "patient.userId": &patient })
+            .await
+            .expect("count");
+        assert_eq!(archives, 1, "round {round}");
+        assert_eq!(stored(&api, &clinic.id, &patient).await, None);
+    }
+}
