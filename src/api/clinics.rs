@@ -270,6 +270,28 @@ pub fn to_json(clinic: &Document) -> Value {
     Value::Object(out)
 }
 
+/// Set on a clinic while it is being deleted (the time it began); never shown.
+const DELETING: &str = "deletingSince";
+
+/// How long a deletion mark holds: one left by a request that died halfway stops blocking
+/// patient additions after this.
+const DELETING_HOLDS: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Whether patients may be added to the clinic: it exists and no deletion is under way.
+///
+/// # Errors
+/// Database failures.
+pub async fn open_for_patients(state: &AppState, id: ObjectId) -> ApiResult<bool> {
+    let Some(clinic) = state.store.clinics.find_one(doc! { "_id": id }).await? else {
+        return Ok(false);
+    };
+    let deleting = clinic.get_datetime(DELETING).ok().is_some_and(|since| {
+        let age = DateTime::now().timestamp_millis() - since.timestamp_millis();
+        u128::try_from(age).unwrap_or(0) < DELETING_HOLDS.as_millis()
+    });
+    Ok(!deleting)
+}
+
 /// The clinic `id`, or 404.
 ///
 /// # Errors
@@ -506,17 +528,30 @@ pub async fn delete(
         return Err(ApiError::Forbidden);
     }
     require(&state.store, &caller, id, Need::Write).await?;
+    // Marked before the patients are counted: a patient added after the count sees the mark
+    // and takes itself back (`open_for_patients`), so no patient outlives its clinic. FerretDB
+    // has no transactions to do this in one step.
+    let now = DateTime::now();
+    state
+        .store
+        .clinics
+        .update_one(doc! { "_id": id }, doc! { "$set": { DELETING: now } })
+        .await?;
     let patients = state
         .store
         .patients
         .count_documents(doc! { "clinicId": id })
         .await?;
     if patients > 0 {
+        state
+            .store
+            .clinics
+            .update_one(doc! { "_id": id }, doc! { "$unset": { DELETING: "" } })
+            .await?;
         return Err(ApiError::Conflict(format!(
             "the clinic has {patients} patient(s); remove them first"
         )));
     }
-    let now = DateTime::now();
     let clinicians: Vec<Document> = state
         .store
         .clinicians

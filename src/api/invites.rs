@@ -218,18 +218,9 @@ pub async fn accept(
         "_id": bson::oid::ObjectId::new(), "clinicId": clinic_id, "userId": &user,
         "permissions": grants, "invitedBy": &caller.user_id, "createdTime": now, "updatedTime": now,
     });
-    // The patient first: if that fails (already a patient), the invite stays pending.
-    state
-        .store
-        .patients
-        .insert_one(&patient)
-        .await
-        .map_err(|e| match ApiError::from(e) {
-            ApiError::Conflict(_) => {
-                ApiError::Conflict("the user is a patient of this clinic already".into())
-            }
-            other => other,
-        })?;
+    // The patient first: if that fails (already a patient, or the clinic is being deleted),
+    // the invite stays pending.
+    patients::insert(&state, &patient, clinic_id).await?;
     if !answer(&state, &key, "completed").await? {
         return Err(ApiError::Conflict(
             "the invite was answered meanwhile".into(),

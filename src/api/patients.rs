@@ -395,13 +395,33 @@ pub async fn create_custodial(
     patient.insert("invitedBy", &caller.user_id);
     patient.insert("createdTime", now);
     patient.insert("updatedTime", now);
+    insert(&state, &patient, clinic_id).await?;
+    Ok(Json(to_json(&patient)))
+}
+
+/// Inserts a new patient of `clinic`, then checks the clinic is still there and not being
+/// deleted (`clinics::delete` marks it before counting patients); if it is not, the patient is
+/// taken back and the answer is 404, so no patient outlives its clinic.
+pub(crate) async fn insert(
+    state: &AppState,
+    patient: &Document,
+    clinic: ObjectId,
+) -> ApiResult<()> {
     state
         .store
         .patients
-        .insert_one(&patient)
+        .insert_one(patient)
         .await
         .map_err(conflict)?;
-    Ok(Json(to_json(&patient)))
+    if clinics::open_for_patients(state, clinic).await? {
+        return Ok(());
+    }
+    let id = patient.get("_id").cloned().unwrap_or(Bson::Null);
+    state.store.patients.delete_one(doc! { "_id": id }).await?;
+    Err(ApiError::NotFound(format!(
+        "clinic {} not found",
+        clinic.to_hex()
+    )))
 }
 
 /// `POST /v1/clinics/{clinicId}/patients/{patientId}`: services add an existing user with the
@@ -462,12 +482,7 @@ pub async fn create_from_user(
     }
     patient.insert("createdTime", now);
     patient.insert("updatedTime", now);
-    state
-        .store
-        .patients
-        .insert_one(&patient)
-        .await
-        .map_err(conflict)?;
+    insert(&state, &patient, clinic_id).await?;
     Ok(Json(to_json(&patient)))
 }
 

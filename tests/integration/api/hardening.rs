@@ -194,3 +194,65 @@ async fn a_clinic_that_does_not_exist_is_404_on_every_clinic_route() {
         assert_error(&answer, StatusCode::NOT_FOUND, "not found");
     }
 }
+
+#[tokio::test]
+async fn a_clinic_deleted_while_a_patient_is_added_leaves_no_patient_behind() {
+    let api = TestApi::spawn().await;
+    let admin = user();
+    let token = TestApi::token(&admin, false);
+    let service = TestApi::token("clinic-worker", true);
+    for round in 0..40 {
+        let (status, clinic) = api
+            .call(
+                Method::POST,
+                "/v1/clinics",
+                Some(&token),
+                Some(json!({ "name": "Racing" })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{clinic}");
+        let id = clinic["id"].as_str().expect("id").to_owned();
+        let patient = format!("/v1/clinics/{id}/patients/{}", user());
+        let body = json!({ "permissions": { "view": {} }, "fullName": "Pat Race", "birthDate": "2000-01-01" });
+
+        let clinic_path = format!("/v1/clinics/{id}");
+        let (deleted, added) = tokio::join!(
+            api.call(Method::DELETE, &clinic_path, Some(&token), None),
+            api.call(Method::POST, &patient, Some(&service), Some(body)),
+        );
+
+        let oid = bson::oid::ObjectId::parse_str(&id).expect("oid");
+        let clinic = api
+            .db
+            .collection::<bson::Document>("clinics")
+            .find_one(bson::doc! { "_id": oid })
+            .await
+            .expect("read");
+        let patients = api
+            .db
+            .collection::<bson::Document>("patients")
+            .count_documents(bson::doc! { "clinicId": oid })
+            .await
+            .expect("count");
+        match &clinic {
+            None => {
+                assert_eq!(deleted.0, StatusCode::NO_CONTENT, "round {round}");
+                assert_eq!(patients, 0, "round {round}: a patient of a deleted clinic");
+                assert_ne!(added.0, StatusCode::OK, "round {round}: {added:?}");
+            }
+            Some(stored) => {
+                assert_eq!(
+                    deleted.0,
+                    StatusCode::CONFLICT,
+                    "round {round}: {deleted:?}"
+                );
+                assert!(!stored.contains_key("deletingSince"), "round {round}");
+                assert_eq!(
+                    patients,
+                    u64::from(added.0 == StatusCode::OK),
+                    "round {round}"
+                );
+            }
+        }
+    }
+}
