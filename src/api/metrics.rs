@@ -1,5 +1,5 @@
-//! The API's metrics (served at `/metrics` with the process's other metrics): requests by route
-//! template, method and status, and their latency. Labels are bounded: the route is the matched
+//! The API's metrics (served at `/metrics` with the process's other metrics) and request log:
+//! requests by route template, method and status, and their latency. Labels are bounded: the route is the matched
 //! template (`/v1/clinics/{clinic_id}`), never the concrete path.
 
 use std::time::Instant;
@@ -13,7 +13,8 @@ pub const REQUESTS: &str = "clinic_api_requests_total";
 /// Time to answer, seconds, by `route` and `method`.
 pub const DURATION: &str = "clinic_api_request_duration_seconds";
 
-/// Middleware recording [`REQUESTS`] and [`DURATION`].
+/// Middleware recording [`REQUESTS`] and [`DURATION`], and logging each request by route
+/// template (never the concrete path, which carries user ids): WARN for a 5xx, DEBUG otherwise.
 pub async fn record(request: Request, next: Next) -> Response {
     let route = request
         .extensions()
@@ -22,9 +23,15 @@ pub async fn record(request: Request, next: Next) -> Response {
     let method = request.method().as_str().to_owned();
     let started = Instant::now();
     let response = next.run(request).await;
+    let elapsed = started.elapsed();
     let status = response.status().as_u16().to_string();
+    if response.status().is_server_error() {
+        tracing::warn!(method, route, status, latency = ?elapsed, "Request answered with a server error.");
+    } else {
+        tracing::debug!(method, route, status, latency = ?elapsed, "Request answered.");
+    }
     ::metrics::histogram!(DURATION, "route" => route.clone(), "method" => method.clone())
-        .record(started.elapsed().as_secs_f64());
+        .record(elapsed.as_secs_f64());
     ::metrics::counter!(REQUESTS, "route" => route, "method" => method, "status" => status)
         .increment(1);
     response
