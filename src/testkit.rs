@@ -137,6 +137,58 @@ pub async fn deploy_sinks(
     Ok(deployed)
 }
 
+/// Every topic a processor's topology reads or writes: inputs, outputs, changelogs, DLQ.
+pub fn topics_of(topology: &crate::streams::Topology) -> Vec<String> {
+    let mut topics: Vec<String> = topology.inputs.iter().map(|i| i.topic.clone()).collect();
+    topics.extend(topology.outputs.iter().cloned());
+    topics.extend(topology.stores.iter().map(|s| topology.changelog_topic(s)));
+    topics.push(topology.dlq_topic());
+    topics
+}
+
+/// Topics under a fresh prefix with the repository's sink connectors on them, writing into a
+/// fresh database: what every stack test of a processor starts from.
+pub struct SinkChain {
+    /// The topic prefix (`<what>-<uuid>.`).
+    pub prefix: String,
+    /// The database the sinks write.
+    pub db: mongodb::Database,
+    /// The deployed connectors' names (for [`remove_sinks`]).
+    pub sinks: Vec<String>,
+}
+
+impl SinkChain {
+    /// Creates `topics` (name, partitions) under a prefix named after `what`, deploys the
+    /// connectors of the repository at `root` whose topic `wanted` accepts, and opens the
+    /// database they write.
+    ///
+    /// # Errors
+    /// Kafka, Connect or MongoDB refusing.
+    pub async fn new(
+        endpoints: &Endpoints,
+        what: &str,
+        root: &Path,
+        topics: &[(&str, i32)],
+        wanted: impl Fn(&str) -> bool,
+    ) -> anyhow::Result<Self> {
+        let prefix = format!("{}.", unique(what));
+        let database = unique("db");
+        create_topics(endpoints, &prefix, topics).await?;
+        let sinks = deploy_sinks(
+            endpoints,
+            &root.join("connectors"),
+            wanted,
+            &prefix,
+            &database,
+        )
+        .await?;
+        let db = mongodb::Client::with_uri_str(&endpoints.mongo_uri)
+            .await?
+            .database(&database);
+        Ok(Self { prefix, db, sinks })
+    }
+}
+
 /// Deletes connectors `deploy_sinks` made.
 ///
 /// # Errors

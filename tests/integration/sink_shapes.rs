@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bson::{Bson, Document, doc, oid::ObjectId};
 use clinic::endpoints::Endpoints;
-use clinic::testkit;
+use clinic::testkit::{self, SinkChain};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{BaseRecord, FutureProducer, FutureRecord, Producer, ThreadedProducer};
 
@@ -22,25 +22,16 @@ const COLLECTION: &str = "patient_permissions";
 
 /// A fresh topic prefix and database with the repository's patient-permissions sink on them.
 async fn sink(endpoints: &Endpoints) -> (String, mongodb::Database, Vec<String>) {
-    let prefix = format!("{}.", testkit::unique("shapes"));
-    let database = testkit::unique("gatekeeper");
-    testkit::create_topics(endpoints, &prefix, &[(TOPIC, 1)])
-        .await
-        .expect("topics");
-    let deployed = testkit::deploy_sinks(
+    let chain = SinkChain::new(
         endpoints,
-        &testkit::repo_root(0).join("connectors"),
+        "shapes",
+        &testkit::repo_root(0),
+        &[(TOPIC, 1)],
         |t| t == TOPIC,
-        &prefix,
-        &database,
     )
     .await
-    .expect("connector");
-    let db = mongodb::Client::with_uri_str(&endpoints.mongo_uri)
-        .await
-        .expect("mongo")
-        .database(&database);
-    (prefix, db, deployed)
+    .expect("topic, sink, database");
+    (chain.prefix, chain.db, chain.sinks)
 }
 
 fn key(id: ObjectId) -> String {

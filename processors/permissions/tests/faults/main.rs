@@ -21,7 +21,10 @@ use bson::{Bson, Document, doc};
 use clinic::cdc::{ChangeEvent, Namespace, Operation, SourcePosition};
 use clinic::endpoints::Endpoints;
 use clinic::ops::connectors::Connect;
-use clinic::testkit;
+use clinic::streams::Processor as _;
+use clinic::testkit::{self, SinkChain};
+use clinic_permissions::config::Inputs;
+use clinic_permissions::processor::Permissions;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -204,35 +207,14 @@ struct Chain {
 impl Chain {
     async fn new() -> Self {
         let endpoints = Endpoints::from_env().expect("endpoints");
-        let prefix = format!("{}.", testkit::unique("faults"));
-        let database = testkit::unique("gatekeeper");
-        let topics: Vec<(&str, i32)> = [
-            "clinic.patients",
-            "clinic.clinicians",
-            "permissions.dlq",
-            "permissions.patients.changelog",
-            "permissions.clinicians.changelog",
-        ]
-        .into_iter()
-        .chain(SINKS)
-        .map(|t| (t, 2))
-        .collect();
-        testkit::create_topics(&endpoints, &prefix, &topics)
+        let names = testkit::topics_of(&Permissions::new(Inputs::default()).topology());
+        let topics: Vec<(&str, i32)> = names.iter().map(|t| (t.as_str(), 2)).collect();
+        let SinkChain { prefix, db, sinks } =
+            SinkChain::new(&endpoints, "faults", &testkit::repo_root(2), &topics, |t| {
+                SINKS.contains(&t)
+            })
             .await
-            .expect("topics");
-        let sinks = testkit::deploy_sinks(
-            &endpoints,
-            &testkit::repo_root(2).join("connectors"),
-            |t| SINKS.contains(&t),
-            &prefix,
-            &database,
-        )
-        .await
-        .expect("connectors");
-        let db = mongodb::Client::with_uri_str(&endpoints.mongo_uri)
-            .await
-            .expect("mongo")
-            .database(&database);
+            .expect("topics, sinks, database");
         Self {
             endpoints,
             prefix,

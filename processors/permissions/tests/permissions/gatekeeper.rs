@@ -16,8 +16,9 @@ use bson::oid::ObjectId;
 use bson::{Bson, Document, doc};
 use clinic::cdc::Operation;
 use clinic::endpoints::Endpoints;
+use clinic::streams::Processor as _;
 use clinic::streams::runner::RunnerConfig;
-use clinic::testkit;
+use clinic::testkit::{self, SinkChain};
 use clinic_permissions::config::Inputs;
 use clinic_permissions::processor::Permissions;
 use futures::TryStreamExt as _;
@@ -106,36 +107,17 @@ async fn access_by_queries(db: &mongodb::Database, owner: &str, grantee: &str) -
 #[tokio::test(flavor = "multi_thread")]
 async fn rows_written_by_the_suite_join_rows_written_by_tidepools_sinks() {
     let endpoints = Endpoints::from_env().expect("endpoints");
-    let prefix = format!("{}.", testkit::unique("gk"));
-    let database = testkit::unique("gatekeeper");
-    let topics: Vec<(&str, i32)> = [
-        "clinic.patients",
-        "clinic.clinicians",
-        "sink.gatekeeper.patient_permissions",
-        "sink.gatekeeper.clinician_permissions",
-        "permissions.dlq",
-        "permissions.patients.changelog",
-        "permissions.clinicians.changelog",
-    ]
-    .into_iter()
-    .map(|t| (t, 1))
-    .collect();
-    testkit::create_topics(&endpoints, &prefix, &topics)
-        .await
-        .expect("topics");
-    let deployed = testkit::deploy_sinks(
-        &endpoints,
-        &testkit::repo_root(2).join("connectors"),
-        |t| t.starts_with("sink.gatekeeper.") && t.ends_with("_permissions"),
-        &prefix,
-        &database,
-    )
+    let names = testkit::topics_of(&Permissions::new(Inputs::default()).topology());
+    let topics: Vec<(&str, i32)> = names.iter().map(|t| (t.as_str(), 1)).collect();
+    let SinkChain {
+        prefix,
+        db,
+        sinks: deployed,
+    } = SinkChain::new(&endpoints, "gk", &testkit::repo_root(2), &topics, |t| {
+        t.starts_with("sink.gatekeeper.") && t.ends_with("_permissions")
+    })
     .await
-    .expect("connectors");
-    let db = mongodb::Client::with_uri_str(&endpoints.mongo_uri)
-        .await
-        .expect("mongo")
-        .database(&database);
+    .expect("topics, sinks, database");
 
     // The suite writes patient "ours" and clinician "our-doc" of the clinic, through the
     // processor and the sinks.

@@ -10,8 +10,9 @@ use bson::oid::ObjectId;
 use bson::{Document, doc};
 use clinic::cdc::{ChangeEvent, Namespace, Operation, SourcePosition};
 use clinic::endpoints::Endpoints;
+use clinic::streams::Processor as _;
 use clinic::streams::runner::RunnerConfig;
-use clinic::testkit;
+use clinic::testkit::{self, SinkChain};
 use clinic_permissions::config::Inputs;
 use clinic_permissions::processor::Permissions;
 
@@ -42,38 +43,22 @@ pub(crate) fn change(
 #[tokio::test(flavor = "multi_thread")]
 async fn avro_change_events_reach_the_gatekeeper_collections_also_after_a_replay() {
     let endpoints = Endpoints::from_env().expect("endpoints");
-    let prefix = format!("{}.", testkit::unique("perm"));
-    let database = testkit::unique("gatekeeper");
     let replay_id = testkit::unique("replay");
-    let replay_changelogs = [
+    let mut names = testkit::topics_of(&Permissions::new(Inputs::default()).topology());
+    names.extend([
         format!("{replay_id}.patients.changelog"),
         format!("{replay_id}.clinicians.changelog"),
-    ];
-    let mut topics: Vec<(&str, i32)> = [
-        "clinic.patients",
-        "clinic.clinicians",
-        "sink.gatekeeper.patient_permissions",
-        "sink.gatekeeper.clinician_permissions",
-        "permissions.dlq",
-        "permissions.patients.changelog",
-        "permissions.clinicians.changelog",
-    ]
-    .into_iter()
-    .map(|t| (t, 2))
-    .collect();
-    topics.extend(replay_changelogs.iter().map(|t| (t.as_str(), 2)));
-    testkit::create_topics(&endpoints, &prefix, &topics)
-        .await
-        .expect("topics");
-    let deployed = testkit::deploy_sinks(
-        &endpoints,
-        &testkit::repo_root(2).join("connectors"),
-        |t| t.starts_with("sink.gatekeeper.") && t.ends_with("_permissions"),
-        &prefix,
-        &database,
-    )
+    ]);
+    let topics: Vec<(&str, i32)> = names.iter().map(|t| (t.as_str(), 2)).collect();
+    let SinkChain {
+        prefix,
+        db,
+        sinks: deployed,
+    } = SinkChain::new(&endpoints, "perm", &testkit::repo_root(2), &topics, |t| {
+        t.starts_with("sink.gatekeeper.") && t.ends_with("_permissions")
+    })
     .await
-    .expect("connectors");
+    .expect("topics, sinks, database");
     assert_eq!(deployed.len(), 2);
 
     let clinic = ObjectId::new();
@@ -157,10 +142,6 @@ async fn avro_change_events_reach_the_gatekeeper_collections_also_after_a_replay
         .await
         .expect("publish");
 
-    let db = mongodb::Client::with_uri_str(&endpoints.mongo_uri)
-        .await
-        .expect("mongo")
-        .database(&database);
     // p2 lost its last permission: its document must be gone; the invite grants nothing.
     let expected = BTreeMap::from([
         (
