@@ -256,6 +256,19 @@ impl Chain {
         }
     }
 
+    /// Waits (up to a minute) until the first gatekeeper rows are written: the run is under way.
+    async fn await_first_rows(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while testkit::collection(&self.db, "patient_permissions")
+            .await
+            .expect("read")
+            .is_empty()
+        {
+            assert!(Instant::now() < deadline, "nothing reached gatekeeper");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     async fn publish(&self, events: &[(&str, ChangeEvent)]) {
         testkit::publish_changes(&self.endpoints, &self.prefix, events)
             .await
@@ -510,15 +523,7 @@ async fn a_broker_killed_and_restarted_mid_run_loses_nothing_and_the_processor_r
     let events = work.events();
     let mut processor = chain.start_processor();
     // Mid-run: rows are being written, and a batch is in flight when the broker dies.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while testkit::collection(&chain.db, "patient_permissions")
-        .await
-        .expect("read")
-        .is_empty()
-    {
-        assert!(Instant::now() < deadline, "nothing reached gatekeeper");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    chain.await_first_rows().await;
     chain.publish(&work.batches[1]).await;
     stack("stop", "kafka", Some("--kill"));
     let killed = Instant::now();
@@ -644,15 +649,7 @@ async fn a_database_outage_fails_the_sink_tasks_visibly_and_a_restart_loses_noth
     let work = workload(300);
     chain.publish(&work.batches[0]).await;
     let processor = chain.start_processor();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while testkit::collection(&chain.db, "patient_permissions")
-        .await
-        .expect("read")
-        .is_empty()
-    {
-        assert!(Instant::now() < deadline, "nothing reached gatekeeper");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    chain.await_first_rows().await;
 
     // The sinks cannot write: the driver waits for the server (30 s), then the task fails
     // instead of dead-lettering the records it holds.
