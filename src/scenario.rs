@@ -23,7 +23,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{Value, json};
 
 use crate::api::{ApiSettings, Application};
-use crate::cdc::{ChangeEvent, Namespace, Operation, SourcePosition};
+use crate::cdc::{ChangeEvent, Operation};
 use crate::endpoints::Endpoints;
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -284,18 +284,8 @@ async fn wait_for(
 /// The source connector's change event of `document` (`updateLookup`: the full document).
 fn change(operation: Operation, coll: &str, document: &Document) -> ChangeEvent {
     let id = document.get("_id").cloned().unwrap_or(Bson::Null);
-    ChangeEvent {
-        full_document: (operation != Operation::Delete).then(|| document.clone()),
-        operation,
-        namespace: Some(Namespace {
-            db: "clinic".into(),
-            coll: Some(coll.into()),
-        }),
-        document_key: doc! { "_id": id },
-        updated_fields: Document::new(),
-        removed_fields: Vec::new(),
-        source: SourcePosition::default(),
-    }
+    let full = (operation != Operation::Delete).then(|| document.clone());
+    crate::testkit::change(operation, coll, id, full)
 }
 
 /// A binary-mode `users:delete` CloudEvent, as the identity service publishes it.

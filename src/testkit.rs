@@ -137,6 +137,29 @@ pub async fn deploy_sinks(
     Ok(deployed)
 }
 
+/// A change event of a `clinic` collection as the source connector reports it, keyed by `id`,
+/// with no update description and no source position; callers set what their case needs with
+/// struct update syntax.
+pub fn change(
+    operation: cdc::Operation,
+    coll: &str,
+    id: impl Into<bson::Bson>,
+    full: Option<Document>,
+) -> ChangeEvent {
+    ChangeEvent {
+        operation,
+        namespace: Some(cdc::Namespace {
+            db: "clinic".into(),
+            coll: Some(coll.into()),
+        }),
+        document_key: doc! { "_id": id.into() },
+        full_document: full,
+        updated_fields: Document::new(),
+        removed_fields: Vec::new(),
+        source: cdc::SourcePosition::default(),
+    }
+}
+
 /// Every topic a processor's topology reads or writes: inputs, outputs, changelogs, DLQ.
 pub fn topics_of(topology: &crate::streams::Topology) -> Vec<String> {
     let mut topics: Vec<String> = topology.inputs.iter().map(|i| i.topic.clone()).collect();

@@ -7,9 +7,7 @@ mod stack;
 use bson::oid::ObjectId;
 use bson::{Bson, DateTime, Document, doc};
 use clinic::cdc::extjson::Dialect;
-use clinic::cdc::{
-    self, ChangeEvent, Encoding, Envelope, Format, Namespace, Operation, SourcePosition,
-};
+use clinic::cdc::{self, ChangeEvent, Encoding, Envelope, Format, Operation};
 use clinic::streams::driver::TestDriver;
 use clinic::streams::{OutValue, OutputRecord};
 use clinic_deletions::config::{Inputs, UserTable};
@@ -43,18 +41,7 @@ fn driver() -> TestDriver<Deletions> {
 }
 
 fn change(operation: Operation, coll: &str, id: ObjectId, full: Option<Document>) -> ChangeEvent {
-    ChangeEvent {
-        operation,
-        namespace: Some(Namespace {
-            db: "clinic".into(),
-            coll: Some(coll.into()),
-        }),
-        document_key: doc! { "_id": id },
-        full_document: full,
-        updated_fields: Document::new(),
-        removed_fields: Vec::new(),
-        source: SourcePosition::default(),
-    }
+    clinic::testkit::change(operation, coll, id, full)
 }
 
 /// As Tidepool's connectors write it: DefaultJson text double-encoded by JsonConverter.

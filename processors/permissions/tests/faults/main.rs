@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use bson::oid::ObjectId;
 use bson::{Bson, Document, doc};
-use clinic::cdc::{ChangeEvent, Namespace, Operation, SourcePosition};
+use clinic::cdc::{ChangeEvent, Operation};
 use clinic::endpoints::Endpoints;
 use clinic::ops::connectors::Connect;
 use clinic::streams::Processor as _;
@@ -69,22 +69,15 @@ impl Workload {
     }
 }
 
+/// An update reports the whole new document as its updated fields (updateLookup included).
 fn change(operation: Operation, coll: &str, id: ObjectId, full: Option<Document>) -> ChangeEvent {
     let updated = match (&operation, &full) {
         (Operation::Update, Some(full)) => full.clone(),
         _ => doc! {},
     };
     ChangeEvent {
-        operation,
-        namespace: Some(Namespace {
-            db: "clinic".into(),
-            coll: Some(coll.into()),
-        }),
-        document_key: doc! { "_id": id },
-        full_document: full,
         updated_fields: updated,
-        removed_fields: Vec::new(),
-        source: SourcePosition::default(),
+        ..testkit::change(operation, coll, id, full)
     }
 }
 

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use bson::oid::ObjectId;
 use bson::{Document, doc};
-use clinic::cdc::{ChangeEvent, Namespace, Operation, SourcePosition};
+use clinic::cdc::{ChangeEvent, Operation, SourcePosition};
 use clinic::endpoints::Endpoints;
 use clinic::streams::Processor as _;
 use clinic::streams::runner::RunnerConfig;
@@ -24,19 +24,12 @@ pub(crate) fn change(
     removed: &[&str],
 ) -> ChangeEvent {
     ChangeEvent {
-        operation,
-        namespace: Some(Namespace {
-            db: "clinic".into(),
-            coll: Some(coll.into()),
-        }),
-        document_key: doc! { "_id": id },
-        full_document: full,
-        updated_fields: doc! {},
         removed_fields: removed.iter().map(|s| (*s).to_owned()).collect(),
         source: SourcePosition {
             resume_token: Some(doc! { "_data": id.to_hex() }),
             ..SourcePosition::default()
         },
+        ..testkit::change(operation, coll, id, full)
     }
 }
 
