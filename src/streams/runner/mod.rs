@@ -120,7 +120,17 @@ where
 {
     config.validate().map_err(anyhow::Error::msg)?;
     let runtime = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || {
+    let watchdog = tokio::spawn({
+        let health = Arc::clone(&health);
+        async move {
+            let mut every = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                every.tick().await;
+                health.outages.watch();
+            }
+        }
+    });
+    let result = tokio::task::spawn_blocking(move || {
         let factory = Arc::new(factory);
         let mut restarts: Vec<Instant> = Vec::new();
         loop {
@@ -147,8 +157,9 @@ where
             tracing::warn!(error = %format!("{error:#}"), "Restarting the runner with new Kafka clients; it resumes from the last commit.");
         }
     })
-    .await
-    .context("the processing thread panicked")?
+    .await;
+    watchdog.abort();
+    result.context("the processing thread panicked")?
 }
 
 /// A Kafka client of the runner failed fatally (librdkafka's word for a client that can do
@@ -257,7 +268,8 @@ impl ConsumerContext for Context {
         if let Rebalance::Revoke(_) = rebalance {
             let mut shared = lock(&self.shared);
             shared.rebalanced = true;
-            if let Err(error) = commit(&mut shared, consumer, self.guarantee) {
+            if let Err(error) = commit(&mut shared, consumer, self.guarantee, &self.health.outages)
+            {
                 tracing::warn!(error = %format!("{error:#}"), "Commit before revocation failed; work since the last commit will be redone.");
                 shared.commit_failed = Some(error.to_string());
             }
@@ -380,6 +392,7 @@ fn commit<C: ConsumerContext>(
     shared: &mut Shared,
     consumer: &BaseConsumer<C>,
     guarantee: Guarantee,
+    outages: &outage::Outages,
 ) -> anyhow::Result<bool> {
     shared.drain();
     anyhow::ensure!(
@@ -403,7 +416,7 @@ fn commit<C: ConsumerContext>(
                 return Ok(false);
             }
             shared.transaction_open = false;
-            let result = (|| -> Result<(), KafkaError> {
+            let result = outages.calling("committing the transaction", || {
                 if offsets.count() > 0 {
                     let metadata = consumer
                         .group_metadata()
@@ -414,7 +427,7 @@ fn commit<C: ConsumerContext>(
                 // so flush first (commit_transaction's internal flush cannot serve it).
                 flush(&producer, COMMIT_TIMEOUT)?;
                 producer.commit_transaction(COMMIT_TIMEOUT)
-            })();
+            });
             if let Err(error) = result {
                 shared.transaction_failed = true;
                 shared.pending.clear();
@@ -422,15 +435,19 @@ fn commit<C: ConsumerContext>(
             }
         }
         Guarantee::AtLeastOnce => {
-            flush(&producer, COMMIT_TIMEOUT).context("flushing the producer")?;
+            outages
+                .calling("flushing the producer", || flush(&producer, COMMIT_TIMEOUT))
+                .context("flushing the producer")?;
             let failed = producer.context().failed.swap(0, Ordering::SeqCst);
             if failed > 0 {
                 shared.pending.clear();
                 anyhow::bail!("{failed} records were not delivered");
             }
             if offsets.count() > 0 {
-                consumer
-                    .commit(&offsets, CommitMode::Sync)
+                outages
+                    .calling("committing offsets", || {
+                        consumer.commit(&offsets, CommitMode::Sync)
+                    })
                     .context("committing offsets")?;
             }
         }
@@ -754,7 +771,6 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
             self.shop.producer.poll(Duration::ZERO);
             if last_report.elapsed() >= Duration::from_secs(5) {
                 self.check_consumer()?;
-                self.health.outages.remind();
                 self.report_lag();
                 last_report = Instant::now();
             }
@@ -802,6 +818,7 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
             &mut lock(&self.shared),
             &self.consumer,
             self.shop.config.guarantee,
+            &self.health.outages,
         );
         self.shop.transaction_ended();
         self.transaction_started = Instant::now();
@@ -971,11 +988,17 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
         // this it timed out with records outstanding and the producer had to be replaced.
         let producer = &self.shop.producer;
         producer.purge(PurgeConfig::default().queue().inflight());
-        if let Err(error) = flush(producer, ABORT_TIMEOUT) {
+        let outages = &self.health.outages;
+        if let Err(error) =
+            outages.calling("flushing purged records", || flush(producer, ABORT_TIMEOUT))
+        {
             tracing::debug!(error = %error, "Purged records still outstanding.");
         }
         producer.context().failed.store(0, Ordering::SeqCst);
-        if let Err(error) = self.shop.producer.abort_transaction(ABORT_TIMEOUT) {
+        let aborted = outages.calling("aborting the transaction", || {
+            producer.abort_transaction(ABORT_TIMEOUT)
+        });
+        if let Err(error) = aborted {
             tracing::debug!(error = %error, "Aborting failed; replacing the producer.");
             let producer = new_producer(
                 &self.producer_config,

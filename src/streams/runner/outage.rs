@@ -1,8 +1,13 @@
 //! Outages of what the runner depends on (the broker, the schema registry): transient faults it
 //! waits out. One WARN once an outage has lasted a second and one INFO when it ends (not a line
-//! per retry),
-//! a gauge per dependency, `/readyz` answering 503 meanwhile, and the budget
+//! per retry), a gauge per dependency, `/readyz` answering 503 meanwhile, and the budget
 //! (`streams.max_outage`) after which the runner gives up and exits non-zero.
+//!
+//! The loop learns of a broker outage from a failed call or from librdkafka's error events, which
+//! only its own poll delivers; while it blocks in a call to the broker (a commit, an abort: up to
+//! their timeouts, back to back) it learns nothing. [`Outages::calling`] marks such calls and
+//! [`Outages::watch`], run beside the loop, takes one left unanswered for [`UNANSWERED`] for an
+//! outage, so logs, metrics and `/readyz` tell it while it lasts.
 
 use std::fmt::Display;
 use std::sync::Mutex;
@@ -61,6 +66,11 @@ const GRACE: Duration = Duration::from_secs(1);
 /// answered again): no second WARN, only the INFO when it ends.
 const TAIL: Duration = Duration::from_secs(30);
 
+/// How long a call to the broker may go unanswered before it counts as an outage: a healthy
+/// broker answers a commit in milliseconds, and fencing a crashed instance's transaction (the
+/// slowest call) in well under a second.
+const UNANSWERED: Duration = Duration::from_secs(2);
+
 /// The dependencies that are away now, and since when.
 #[derive(Debug, Default)]
 pub struct Outages {
@@ -69,6 +79,8 @@ pub struct Outages {
     spans: Mutex<[Option<Span>; 2]>,
     /// When the last logged outage of each dependency ended.
     logged_end: Mutex<[Option<Instant>; 2]>,
+    /// The call to the broker the loop is blocked in, and since when.
+    call: Mutex<Option<(Instant, String)>>,
 }
 
 /// One outage.
@@ -95,6 +107,11 @@ impl Span {
 impl Outages {
     /// Records a failure of `dependency`. Returns how long the dependency has been away.
     pub fn down(&self, dependency: Dependency, error: &dyn Display) -> Duration {
+        self.down_since(dependency, error, Instant::now())
+    }
+
+    /// [`Outages::down`] for a failure first seen at `began`.
+    fn down_since(&self, dependency: Dependency, error: &dyn Display, began: Instant) -> Duration {
         let mut spans = self.lock();
         let span = spans[dependency.index()].get_or_insert_with(|| {
             self.away.fetch_or(dependency.bit(), Ordering::SeqCst);
@@ -104,7 +121,7 @@ impl Outages {
             let tail = lock(&self.logged_end)[dependency.index()]
                 .is_some_and(|ended| ended.elapsed() < TAIL);
             Span {
-                began: Instant::now(),
+                began,
                 error: error.to_string(),
                 warned: tail,
                 tail,
@@ -114,9 +131,38 @@ impl Outages {
         span.began.elapsed()
     }
 
+    /// Runs `call`, which blocks until the broker answers or its own timeout passes, where
+    /// [`Outages::watch`] can see it. What its result says about the broker is the caller's to
+    /// report ([`Outages::up`], [`Outages::down`]).
+    pub fn calling<T>(&self, what: &str, call: impl FnOnce() -> T) -> T {
+        let outer = lock(&self.call).replace((Instant::now(), what.to_owned()));
+        let result = call();
+        *lock(&self.call) = outer;
+        result
+    }
+
+    /// Run periodically beside the loop: a broker call unanswered for [`UNANSWERED`] is an
+    /// outage from the moment it was made, and outages that have lasted long enough get their
+    /// WARN.
+    pub fn watch(&self) {
+        self.watch_for(UNANSWERED);
+    }
+
+    fn watch_for(&self, unanswered: Duration) {
+        let unanswered = lock(&self.call)
+            .as_ref()
+            .filter(|(since, _)| since.elapsed() >= unanswered)
+            .map(|(since, what)| (*since, what.clone()));
+        if let Some((since, what)) = unanswered {
+            let error = format!("{what}: no answer from the broker");
+            self.down_since(Dependency::Broker, &error, since);
+        }
+        self.remind();
+    }
+
     /// Logs the WARN of outages that have lasted long enough; for callers that do not call
     /// [`Outages::down`] again while one lasts.
-    pub fn remind(&self) {
+    fn remind(&self) {
         if self.away.load(Ordering::Relaxed) == 0 {
             return;
         }
@@ -188,7 +234,7 @@ pub(super) fn with_broker<T, E: Display>(
 ) -> anyhow::Result<T> {
     let mut delays = backoff(max_backoff);
     loop {
-        match attempt() {
+        match outages.calling(what, &mut attempt) {
             Ok(value) => {
                 outages.up(Dependency::Broker);
                 return Ok(value);
@@ -321,6 +367,26 @@ mod tests {
             message.contains("longer than streams.max_outage"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn a_broker_call_left_unanswered_is_an_outage_from_when_it_was_made() {
+        let outages = Outages::default();
+        outages.calling("committing", || {
+            outages.watch_for(Duration::from_millis(20));
+            assert_eq!(outages.longest(), None, "answered in time");
+            std::thread::sleep(Duration::from_millis(30));
+            outages.watch_for(Duration::from_millis(20));
+        });
+        let (dependency, away) = outages.longest().expect("an outage");
+        assert_eq!(dependency, Dependency::Broker);
+        assert!(away >= Duration::from_millis(30), "{away:?}");
+
+        // The call is over: watching adds nothing, and only an answer ends the outage.
+        outages.watch_for(Duration::ZERO);
+        outages.up(Dependency::Broker);
+        outages.watch_for(Duration::ZERO);
+        assert_eq!(outages.longest(), None);
     }
 
     #[test]
