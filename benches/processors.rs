@@ -104,6 +104,7 @@ fn patients(records: usize) -> Vec<(&'static str, ChangeEvent)> {
                 full_document: Some(document),
                 updated_fields: doc! {},
                 removed_fields: Vec::new(),
+                truncated_arrays: Vec::new(),
                 source: SourcePosition::default(),
             };
             ("clinic.patients", event)

@@ -3,16 +3,19 @@
 //!
 //! - [`cdc`]: change events from the MongoDB source connector and Debezium, in every form the
 //!   processors accept, decoded to one typed event (and encoded, for tests and the demo);
-//! - [`streams`]: the Kafka Streams-style core: processor API, stores, record handling with
-//!   dead-lettering, the registry codec and the in-process test driver (the Kafka runner is not
-//!   built yet, see `docs/streams.md`);
+//! - [`streams`]: the Kafka Streams-style runtime: processor API, stores, record handling with
+//!   dead-lettering, the registry codec, the in-process test driver, the exactly-once Kafka
+//!   runner and the `main` every processor binary shares (see `docs/streams.md`);
+//! - [`documents`]: readers of the clinic documents' fields that several processors read;
 //! - [`endpoints`], [`telemetry`]: where the services are, and logging;
 //! - [`smoke`]: an end-to-end check of the chain the processors rely on (`clinic smoke`).
 //!
-//! The CRUD API and the operators' commands join it as their issues land (see `README.md`).
+//! - [`api`]: the clinic.v1 CRUD API; [`ops`]: the operators' `topics`/`connectors` commands;
+//!   [`scenario`], [`testkit`]: the demo's story and what the tests share.
 
 pub mod api;
 pub mod cdc;
+pub mod documents;
 pub mod endpoints;
 pub mod ops;
 pub mod scenario;

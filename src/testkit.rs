@@ -156,6 +156,7 @@ pub fn change(
         full_document: full,
         updated_fields: Document::new(),
         removed_fields: Vec::new(),
+        truncated_arrays: Vec::new(),
         source: cdc::SourcePosition::default(),
     }
 }

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::avro_json::{nullable, record, string};
 use super::error::DecodeError;
-use super::event::{CdcRecord, ChangeEvent, Namespace, Operation, SourcePosition};
+use super::event::{CdcRecord, ChangeEvent, Namespace, Operation, SourcePosition, TruncatedArray};
 use super::extjson::{self, Dialect};
 use super::fields::{self, into_object};
 
@@ -67,7 +67,8 @@ pub fn decode(key: Option<Value>, value: Option<Value>) -> Result<CdcRecord, Dec
         None => return Err(DecodeError::Missing("op")),
     };
     let full_document = fields::take_document(&mut envelope, "after")?;
-    let (updated_fields, removed_fields) = fields::take_update_description(&mut envelope)?;
+    let (updated_fields, removed_fields, truncated_arrays) =
+        fields::take_update_description(&mut envelope)?;
     let document_key = match (key, &full_document) {
         (Some(key), _) => key,
         (None, Some(after)) => match after.get("_id") {
@@ -97,6 +98,7 @@ pub fn decode(key: Option<Value>, value: Option<Value>) -> Result<CdcRecord, Dec
         full_document,
         updated_fields,
         removed_fields,
+        truncated_arrays,
         source: SourcePosition {
             resume_token: None,
             cluster_time,
@@ -121,8 +123,11 @@ pub fn to_json(record: &CdcRecord, dialect: Dialect) -> (Value, Option<Value>) {
             let value = json!({
                 "before": null,
                 "after": parts.after,
-                "updateDescription": parts.update.map(|(updated, removed)| json!({
-                    "removedFields": removed, "updatedFields": updated, "truncatedArrays": null,
+                "updateDescription": parts.update.map(|(updated, removed, truncated)| json!({
+                    "removedFields": removed, "updatedFields": updated,
+                    "truncatedArrays": (!truncated.is_empty()).then(|| truncated.iter()
+                        .map(|t| json!({"field": t.field, "size": t.new_size}))
+                        .collect::<Vec<_>>()),
                 })),
                 "source": {
                     "version": "2.7.3.Final", "connector": "mongodb", "name": "clinic",
@@ -144,14 +149,27 @@ pub fn to_avro(cdc: &CdcRecord, dialect: Dialect) -> (Avro, Option<Avro>) {
         CdcRecord::Tombstone { document_key } => (key(document_key), None),
         CdcRecord::Change(event) => {
             let parts = Parts::of(event, dialect);
-            let update = parts.update.map(|(updated, removed)| {
+            let update = parts.update.map(|(updated, removed, truncated)| {
+                let truncated = (!truncated.is_empty()).then(|| {
+                    Avro::Array(
+                        truncated
+                            .into_iter()
+                            .map(|t| {
+                                record(vec![
+                                    ("field", string(t.field)),
+                                    ("size", Avro::Int(t.new_size as i32)),
+                                ])
+                            })
+                            .collect(),
+                    )
+                });
                 record(vec![
                     (
                         "removedFields",
                         nullable(Some(Avro::Array(removed.into_iter().map(string).collect()))),
                     ),
                     ("updatedFields", nullable(Some(string(updated)))),
-                    ("truncatedArrays", nullable(None)),
+                    ("truncatedArrays", nullable(truncated)),
                 ])
             });
             let value = record(vec![
@@ -195,7 +213,7 @@ fn id_text(document_key: &Document, dialect: Dialect) -> String {
 struct Parts {
     op: &'static str,
     after: Option<String>,
-    update: Option<(String, Vec<String>)>,
+    update: Option<(String, Vec<String>, Vec<TruncatedArray>)>,
     db: String,
     collection: String,
     ts_ms: i64,
@@ -230,6 +248,7 @@ impl Parts {
                 (
                     extjson::to_string(&event.updated_fields, dialect),
                     event.removed_fields.clone(),
+                    event.truncated_arrays.clone(),
                 )
             }),
             db: namespace.db,

@@ -86,6 +86,9 @@ pub struct ChangeEvent {
     pub updated_fields: Document,
     /// Paths an update removed (dotted, like [`ChangeEvent::updated_fields`]).
     pub removed_fields: Vec<String>,
+    /// Arrays an update shortened (pipeline updates, MongoDB 5+): cut before `updated_fields`
+    /// apply.
+    pub truncated_arrays: Vec<TruncatedArray>,
     /// Position in the source's history.
     pub source: SourcePosition,
 }
@@ -95,6 +98,15 @@ impl ChangeEvent {
     pub fn id(&self) -> Option<&bson::Bson> {
         self.document_key.get("_id")
     }
+}
+
+/// An array an update shortened (`updateDescription.truncatedArrays`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TruncatedArray {
+    /// The array's dotted path.
+    pub field: String,
+    /// Its length after the update.
+    pub new_size: u32,
 }
 
 /// A decoded CDC record: a change, or a tombstone (a key with no value, which Debezium writes

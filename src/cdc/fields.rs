@@ -7,6 +7,7 @@ use bson::{Bson, DateTime, Document, Timestamp};
 use serde_json::{Map, Value};
 
 use super::error::DecodeError;
+use super::event::TruncatedArray;
 use super::extjson;
 
 pub(crate) type Object = Map<String, Value>;
@@ -115,17 +116,49 @@ pub(crate) fn take_i64(map: &mut Object, field: &'static str) -> Result<Option<i
     }
 }
 
-/// `updateDescription`: its `updatedFields` (dotted keys kept) and `removedFields`; both empty
-/// when absent (every operation but an update). Both envelopes shape it alike.
-pub(crate) fn take_update_description(
-    map: &mut Object,
-) -> Result<(Document, Vec<String>), DecodeError> {
+/// What `updateDescription` says: set paths, removed paths, shortened arrays.
+pub(crate) type UpdateDescription = (Document, Vec<String>, Vec<TruncatedArray>);
+
+/// `updateDescription`: its `updatedFields` (dotted keys kept), `removedFields` and
+/// `truncatedArrays`; all empty when absent (every operation but an update). Both envelopes
+/// shape it alike, except that Debezium names an array's new length `size`.
+pub(crate) fn take_update_description(map: &mut Object) -> Result<UpdateDescription, DecodeError> {
     match take_object(map, "updateDescription")? {
-        None => Ok((Document::new(), Vec::new())),
+        None => Ok((Document::new(), Vec::new(), Vec::new())),
         Some(mut update) => Ok((
             take_document(&mut update, "updatedFields")?.unwrap_or_default(),
             take_strings(&mut update, "removedFields")?,
+            take_truncated_arrays(&mut update)?,
         )),
+    }
+}
+
+fn take_truncated_arrays(update: &mut Object) -> Result<Vec<TruncatedArray>, DecodeError> {
+    const FIELD: &str = "updateDescription.truncatedArrays";
+    let invalid = || DecodeError::Type {
+        field: FIELD,
+        expected: "an array of {field, newSize}",
+    };
+    match take(update, "truncatedArrays") {
+        None => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .into_iter()
+            .map(|item| {
+                let Value::Object(mut item) = item else {
+                    return Err(invalid());
+                };
+                let field = take_str(&mut item, "field")?.ok_or_else(invalid)?;
+                let size = match take_i64(&mut item, "newSize")? {
+                    Some(size) => Some(size),
+                    None => take_i64(&mut item, "size")?,
+                };
+                let new_size = size
+                    .and_then(|s| u32::try_from(s).ok())
+                    .ok_or_else(invalid)?;
+                Ok(TruncatedArray { field, new_size })
+            })
+            .collect(),
+        Some(_) => Err(invalid()),
     }
 }
 

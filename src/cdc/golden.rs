@@ -316,6 +316,7 @@ fn debezium_avro_update_decodes() {
         full_document: Some(doc! { "_id": oid(CLINIC_ID), "roles": ["CLINIC_MEMBER"] }),
         updated_fields: doc! { "roles": ["CLINIC_MEMBER"] },
         removed_fields: vec![],
+        truncated_arrays: Vec::new(),
         source: SourcePosition {
             resume_token: None,
             cluster_time: Some(Timestamp {
@@ -391,4 +392,36 @@ fn legacy_binary_and_decimal_values_parse() {
     let full = event.full_document.expect("document");
     assert!(matches!(full.get("blob"), Some(bson::Bson::Binary(b)) if b.bytes == [1, 2, 3]));
     assert!(matches!(full.get("price"), Some(bson::Bson::Decimal128(_))));
+}
+
+#[test]
+fn truncated_arrays_decode_from_both_envelopes() {
+    let mongo = br#"{"operationType": "update", "documentKey": {"_id": 1},
+        "updateDescription": {"updatedFields": {}, "removedFields": [],
+          "truncatedArrays": [{"field": "rolesUpdates", "newSize": 2}, {"field": "a.b", "newSize": 0}]}}"#;
+    let debezium = br#"{"updateDescription": {"updatedFields": "{}", "removedFields": null,
+          "truncatedArrays": [{"field": "rolesUpdates", "size": 2}]},
+        "source": {"db": "clinic", "collection": "clinicians", "ts_ms": 1, "ord": 1}, "op": "u"}"#;
+    let expected = |field: &str, new_size| TruncatedArray {
+        field: field.into(),
+        new_size,
+    };
+
+    let from_mongo =
+        change(decode_json(Envelope::MongoChangeStream, None, Some(mongo)).expect("decodes"));
+    let from_debezium = change(
+        decode_json(Envelope::Debezium, Some(br#"{"id": "1"}"#), Some(debezium)).expect("decodes"),
+    );
+
+    assert_eq!(
+        from_mongo.truncated_arrays,
+        vec![expected("rolesUpdates", 2), expected("a.b", 0)]
+    );
+    assert_eq!(
+        from_debezium.truncated_arrays,
+        vec![expected("rolesUpdates", 2)]
+    );
+    let negative = br#"{"operationType": "update", "documentKey": {"_id": 1},
+        "updateDescription": {"truncatedArrays": [{"field": "x", "newSize": -1}]}}"#;
+    assert!(decode_json(Envelope::MongoChangeStream, None, Some(negative)).is_err());
 }

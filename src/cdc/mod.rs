@@ -19,12 +19,14 @@ mod error;
 mod event;
 pub mod extjson;
 mod fields;
+mod fold;
 pub mod mongo;
 mod update;
 
 pub use error::DecodeError;
-pub use event::{CdcRecord, ChangeEvent, Namespace, Operation, SourcePosition};
+pub use event::{CdcRecord, ChangeEvent, Namespace, Operation, SourcePosition, TruncatedArray};
 pub use fields::parse_json_text;
+pub use fold::{Next, next_document};
 pub use update::apply_update;
 
 use serde::{Deserialize, Serialize};

@@ -64,7 +64,8 @@ pub fn decode(value: Value) -> Result<ChangeEvent, DecodeError> {
         None => return Err(DecodeError::Missing("documentKey")),
     };
     let full_document = fields::take_document(&mut event, "fullDocument")?;
-    let (updated_fields, removed_fields) = fields::take_update_description(&mut event)?;
+    let (updated_fields, removed_fields, truncated_arrays) =
+        fields::take_update_description(&mut event)?;
     let namespace = match fields::take_object(&mut event, "ns")? {
         None => None,
         Some(mut ns) => Some(Namespace {
@@ -84,6 +85,7 @@ pub fn decode(value: Value) -> Result<ChangeEvent, DecodeError> {
         full_document,
         updated_fields,
         removed_fields,
+        truncated_arrays,
         source,
     })
 }
@@ -123,7 +125,9 @@ pub fn to_json(event: &ChangeEvent, dialect: Dialect) -> Value {
             json!({
                 "updatedFields": doc(&event.updated_fields),
                 "removedFields": event.removed_fields,
-                "truncatedArrays": [],
+                "truncatedArrays": event.truncated_arrays.iter()
+                    .map(|t| json!({"field": t.field, "newSize": t.new_size}))
+                    .collect::<Vec<_>>(),
             }),
         );
     }
@@ -152,7 +156,21 @@ pub fn to_avro(event: &ChangeEvent, dialect: Dialect) -> Avro {
                         .collect(),
                 ))),
             ),
-            ("truncatedArrays", nullable(Some(Avro::Array(Vec::new())))),
+            (
+                "truncatedArrays",
+                nullable(Some(Avro::Array(
+                    event
+                        .truncated_arrays
+                        .iter()
+                        .map(|t| {
+                            record(vec![
+                                ("field", string(t.field.as_str())),
+                                ("newSize", Avro::Int(t.new_size as i32)),
+                            ])
+                        })
+                        .collect(),
+                ))),
+            ),
             ("disambiguatedPaths", nullable(None)),
         ])
     });

@@ -77,6 +77,14 @@ fn timestamp() -> impl Strategy<Value = Timestamp> {
 }
 
 /// An event as the MongoDB source connector emits it.
+fn truncated_arrays() -> impl Strategy<Value = Vec<TruncatedArray>> {
+    prop::collection::vec(
+        ("[a-z]{1,5}(\\.[a-z]{1,3})?", 0_u32..10)
+            .prop_map(|(field, new_size)| TruncatedArray { field, new_size }),
+        0..3,
+    )
+}
+
 fn mongo_event(wide_ints: bool) -> impl Strategy<Value = ChangeEvent> {
     let operation = prop_oneof![
         Just(Operation::Insert),
@@ -95,9 +103,10 @@ fn mongo_event(wide_ints: bool) -> impl Strategy<Value = ChangeEvent> {
         prop::option::of(timestamp()),
         prop::option::of(0_i64..4_000_000_000_000),
         prop::option::of(("[a-z]{1,8}", prop::option::of("[a-z_]{1,10}"))),
+        truncated_arrays(),
     )
         .prop_map(
-            |(operation, id, full, updated, removed, token, cluster_time, wall, ns)| {
+            |(operation, id, full, updated, removed, token, cluster_time, wall, ns, truncated)| {
                 let is_update = operation == Operation::Update;
                 let has_key = !matches!(operation, Operation::Other(_));
                 ChangeEvent {
@@ -113,6 +122,7 @@ fn mongo_event(wide_ints: bool) -> impl Strategy<Value = ChangeEvent> {
                     },
                     updated_fields: if is_update { updated } else { Document::new() },
                     removed_fields: if is_update { removed } else { Vec::new() },
+                    truncated_arrays: if is_update { truncated } else { Vec::new() },
                     namespace: ns.map(|(db, coll)| Namespace { db, coll }),
                     source: SourcePosition {
                         resume_token: Some(bson::doc! { "_data": token }),
@@ -141,15 +151,17 @@ fn debezium_event(wide_ints: bool) -> impl Strategy<Value = ChangeEvent> {
         timestamp(),
         0_i64..4_000_000_000_000,
         ("[a-z]{1,8}", "[a-z_]{1,10}"),
+        truncated_arrays(),
     )
         .prop_map(
-            |(operation, id, full, updated, removed, cluster_time, wall, (db, coll))| {
+            |(operation, id, full, updated, removed, cluster_time, wall, (db, coll), truncated)| {
                 let is_update = operation == Operation::Update;
                 ChangeEvent {
                     full_document: (operation != Operation::Delete).then_some(full),
                     document_key: bson::doc! { "_id": id },
                     updated_fields: if is_update { updated } else { Document::new() },
                     removed_fields: if is_update { removed } else { Vec::new() },
+                    truncated_arrays: if is_update { truncated } else { Vec::new() },
                     namespace: Some(Namespace {
                         db,
                         coll: Some(coll),

@@ -1,13 +1,26 @@
-//! Applying an update event's `updatedFields` / `removedFields` to a document, for when the event
-//! carries no `fullDocument` (it was deleted before the lookup, or the producer omits it).
+//! Applying an update event's `truncatedArrays` / `updatedFields` / `removedFields` to a
+//! document, for when the event carries no `fullDocument` (it was deleted before the lookup, or
+//! the producer omits it).
 
 use bson::{Bson, Document};
 
-/// Applies MongoDB's update description to `document`: each dotted path of `updated` is set
-/// (descending into sub-documents and array indexes, creating missing sub-documents, padding
-/// arrays with nulls as `$set` does), then each path of `removed` is unset (an array element
-/// becomes null, as `$unset` does).
-pub fn apply_update(document: &mut Document, updated: &Document, removed: &[String]) {
+use super::event::TruncatedArray;
+
+/// Applies MongoDB's update description to `document`: each array of `truncated` is cut to its
+/// new length, each dotted path of `updated` is set (descending into sub-documents and array
+/// indexes, creating missing sub-documents, padding arrays with nulls as `$set` does), then each
+/// path of `removed` is unset (an array element becomes null, as `$unset` does).
+pub fn apply_update(
+    document: &mut Document,
+    truncated: &[TruncatedArray],
+    updated: &Document,
+    removed: &[String],
+) {
+    for array in truncated {
+        if let Some(Bson::Array(items)) = get_mut(document, &array.field) {
+            items.truncate(array.new_size as usize);
+        }
+    }
     for (path, value) in updated {
         set_path(document, path, value.clone());
     }
@@ -88,6 +101,30 @@ fn unset_in(target: &mut Bson, path: &str) {
     }
 }
 
+fn get_mut<'a>(document: &'a mut Document, path: &str) -> Option<&'a mut Bson> {
+    let (head, rest) = split(path);
+    let value = document.get_mut(head)?;
+    match rest {
+        None => Some(value),
+        Some(rest) => get_in(value, rest),
+    }
+}
+
+fn get_in<'a>(target: &'a mut Bson, path: &str) -> Option<&'a mut Bson> {
+    match target {
+        Bson::Document(document) => get_mut(document, path),
+        Bson::Array(items) => {
+            let (head, rest) = split(path);
+            let item = items.get_mut(head.parse::<usize>().ok()?)?;
+            match rest {
+                None => Some(item),
+                Some(rest) => get_in(item, rest),
+            }
+        }
+        _ => None,
+    }
+}
+
 fn split(path: &str) -> (&str, Option<&str>) {
     match path.split_once('.') {
         Some((head, rest)) => (head, Some(rest)),
@@ -107,6 +144,7 @@ mod tests {
 
         apply_update(
             &mut patient,
+            &[],
             &doc! { "permissions.upload": {}, "dataSources.0.state": "connected", "rolesUpdates.2": "x", "name": "B" },
             &["permissions.view".to_owned()],
         );
@@ -128,10 +166,33 @@ mod tests {
 
         apply_update(
             &mut document,
+            &[],
             &doc! { "list.3": 4 },
             &["list.0".to_owned(), "missing.path".to_owned()],
         );
 
         assert_eq!(document, doc! { "list": [Bson::Null, 2, Bson::Null, 4] });
+    }
+
+    #[test]
+    fn truncated_arrays_are_cut_before_the_set_paths_apply() {
+        let mut document = doc! { "sites": { "list": [1, 2, 3, 4] }, "roles": [{ "r": [1, 2] }] };
+        let truncated = [
+            TruncatedArray {
+                field: "sites.list".into(),
+                new_size: 2,
+            },
+            TruncatedArray {
+                field: "roles.0.r".into(),
+                new_size: 0,
+            },
+        ];
+
+        apply_update(&mut document, &truncated, &doc! { "sites.list.1": 9 }, &[]);
+
+        assert_eq!(
+            document,
+            doc! { "sites": { "list": [1, 9] }, "roles": [{ "r": [] }] }
+        );
     }
 }

@@ -8,10 +8,14 @@
 //! declared format, materializes table inputs into their stores, runs the processor with its
 //! writes buffered, and turns the result into one [`task::Outcome`]: the outputs, the store
 //! changelog writes, or a dead-letter record when the input was poison. Nothing of a poison
-//! record's partial work survives. The [`driver::TestDriver`] runs a `Task` in-process without a
-//! broker; the Kafka runner (transactions, rebalancing, admin endpoint) is the next step and will
-//! drive the same `Task`.
+//! record's partial work survives. Collection-level change events (`drop`, `rename`, …) are
+//! counted and skipped before any of that; [`crate::cdc::next_document`] is the one fold of a
+//! change into its document, for tables and processors alike. The [`driver::TestDriver`] runs a
+//! `Task` in-process without a broker; the [`runner`] drives the same `Task` on Kafka
+//! (transactions, rebalancing, restore, outages, admin endpoint), and [`app::run`] is the `main`
+//! of every processor binary.
 
+pub mod app;
 pub mod codec;
 pub mod dlq;
 pub mod driver;

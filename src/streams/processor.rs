@@ -82,6 +82,13 @@ pub enum ProcessError {
     Fatal(String),
 }
 
+impl From<crate::cdc::DecodeError> for ProcessError {
+    /// A change record that decoded but cannot be folded (no `_id`, no document) is poison.
+    fn from(error: crate::cdc::DecodeError) -> Self {
+        Self::Poison(error.to_string())
+    }
+}
+
 /// A processor: a pure function of (input, state) → outputs. It does no I/O.
 pub trait Processor: Send {
     /// What it reads, writes and stores.

@@ -6,6 +6,7 @@ use apache_avro::types::Value as Avro;
 
 use super::dlq::{self, ProducedRecord, RawRecord};
 use super::processor::{Context, Input, OutputRecord, Payload, ProcessError, Processor};
+use super::runner::metrics::IGNORED;
 use super::store::{StoreWrite, Stores, table_key};
 use super::topology::{InputFormat, InputKind, Topology};
 use crate::cdc::{self, CdcRecord, Encoding, Operation};
@@ -130,6 +131,16 @@ impl<P: Processor> Task<P> {
             Ok(payload) => payload,
             Err(message) => return Ok(self.dead_letter(record, &message)),
         };
+        if let Payload::Cdc(CdcRecord::Change(event)) = &payload
+            && let Operation::Other(operation) = &event.operation
+        {
+            // A collection-level event (drop, rename, invalidate, …): about no document, so
+            // nothing for a table or a processor; not poison either.
+            ::metrics::counter!(IGNORED, "topic" => record.topic.clone(), "operation" => operation.clone())
+                .increment(1);
+            tracing::debug!(topic = %record.topic, operation, "Collection-level change event skipped.");
+            return Ok(Outcome::default());
+        }
         let mut ctx = Context::new(&self.topology, &self.stores);
         let result = match (table, payload) {
             (Some(store), Payload::Cdc(change)) => materialize(&mut ctx, &store, change),
@@ -227,45 +238,15 @@ fn decode(
     }
 }
 
-/// Keeps a CDC table: the full document under its `_id`; an update without `fullDocument`
-/// is applied to the stored document path by path; deletes and tombstones remove the entry.
+/// Keeps a CDC table: each document under its `_id`, as [`cdc::next_document`] folds it.
 fn materialize(ctx: &mut Context<'_>, store: &str, change: CdcRecord) -> Result<(), ProcessError> {
-    let (document_key, event) = match change {
-        CdcRecord::Tombstone { document_key } => (document_key, None),
-        CdcRecord::Change(event) => (event.document_key.clone(), Some(event)),
-    };
-    let Some(id) = document_key.get("_id") else {
-        return Err(ProcessError::Poison(
-            "change event without a document _id".into(),
-        ));
-    };
-    let key = table_key(id);
-    let Some(event) = event else {
-        return ctx.delete(store, &key);
-    };
-    let document = match event.operation {
-        Operation::Delete => return ctx.delete(store, &key),
-        Operation::Other(_) => return Ok(()),
-        Operation::Insert | Operation::Replace | Operation::Snapshot | Operation::Update => {
-            match event.full_document {
-                Some(document) => document,
-                None if event.operation == Operation::Update => {
-                    let Some(mut stored) = ctx.get_document(store, &key)? else {
-                        // Nothing to patch: the document was never seen here, and is gone already.
-                        return Ok(());
-                    };
-                    cdc::apply_update(&mut stored, &event.updated_fields, &event.removed_fields);
-                    stored
-                }
-                None => {
-                    return Err(ProcessError::Poison(format!(
-                        "{} event without fullDocument",
-                        event.operation.as_str()
-                    )));
-                }
-            }
+    let key = table_key(change.document_id()?);
+    match cdc::next_document(change, || ctx.get_document(store, &key))? {
+        cdc::Next::Keep => Ok(()),
+        cdc::Next::Gone => ctx.delete(store, &key),
+        cdc::Next::Becomes(document) => {
+            let text = cdc::extjson::to_string(&document, cdc::extjson::Dialect::Canonical);
+            ctx.write(store, &key, Some(text.into_bytes()))
         }
-    };
-    let text = cdc::extjson::to_string(&document, cdc::extjson::Dialect::Canonical);
-    ctx.write(store, &key, Some(text.into_bytes()))
+    }
 }

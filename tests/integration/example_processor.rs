@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use apache_avro::types::Value as Avro;
 use bson::{Bson, Document, doc};
-use clinic::cdc::{self, CdcRecord, Encoding, Envelope, Format, Operation, extjson::Dialect};
+use clinic::cdc::{self, Encoding, Envelope, Format, Operation, extjson::Dialect};
 use clinic::streams::dlq::headers;
 use clinic::streams::store::table_key;
 use clinic::streams::{
@@ -31,6 +31,19 @@ const OUTPUT_SCHEMA: &str = r#"{"type": "record", "name": "ClinicName", "namespa
 struct Projection {
     name: String,
     created_by: Option<String>,
+}
+
+impl Projection {
+    /// The fields projected, as the clinic document has them.
+    fn to_document(&self) -> Result<Document, ProcessError> {
+        let mut document = doc! { "name": &self.name };
+        if let Some(created_by) = &self.created_by {
+            let id = cdc::extjson::parse_value(created_by)
+                .map_err(|e| ProcessError::Fatal(format!("BUG: a stored key: {e}")))?;
+            document.insert("createdBy", id);
+        }
+        Ok(document)
+    }
 }
 
 pub(crate) struct ClinicNames {
@@ -80,21 +93,22 @@ impl Processor for ClinicNames {
     }
 
     fn process(&mut self, input: Input<'_>, ctx: &mut Context<'_>) -> Result<(), ProcessError> {
-        let Payload::Cdc(CdcRecord::Change(event)) = input.payload else {
+        let Payload::Cdc(record) = input.payload else {
             return Ok(());
         };
-        let id = event
-            .id()
-            .ok_or_else(|| ProcessError::Poison("no _id".into()))?;
-        let key = table_key(id);
-        let output_key = match id {
+        let id = record.document_id()?.clone();
+        let key = table_key(&id);
+        let output_key = match &id {
             Bson::ObjectId(oid) => oid.to_hex(),
             Bson::String(s) => s.clone(),
             other => other.to_string(),
         };
         let stored: Option<Projection> = ctx.get_json(PROJECTIONS, &key)?;
-        let projection = match (&event.operation, &event.full_document) {
-            (Operation::Delete, _) => {
+        // An update without the looked-up document patches what was projected last time.
+        let previous = || stored.as_ref().map(Projection::to_document).transpose();
+        let projection = match cdc::next_document(record, previous)? {
+            cdc::Next::Keep => return Ok(()),
+            cdc::Next::Gone => {
                 if stored.is_some() {
                     ctx.delete(PROJECTIONS, &key)?;
                     ctx.emit(OutputRecord {
@@ -105,20 +119,7 @@ impl Processor for ClinicNames {
                 }
                 return Ok(());
             }
-            (Operation::Other(_), _) => return Ok(()),
-            (_, Some(document)) => Self::project(document)?,
-            // Update without the looked-up document: patch what we projected last time.
-            (_, None) => {
-                let Some(previous) = &stored else {
-                    return Ok(());
-                };
-                let mut document = doc! { "name": &previous.name };
-                cdc::apply_update(&mut document, &event.updated_fields, &event.removed_fields);
-                Projection {
-                    created_by: previous.created_by.clone(),
-                    ..Self::project(&document)?
-                }
-            }
+            cdc::Next::Becomes(document) => Self::project(&document)?,
         };
         if stored.as_ref() == Some(&projection) {
             return Ok(());
@@ -169,6 +170,7 @@ fn event(
         full_document: full,
         updated_fields: updated,
         removed_fields: Vec::new(),
+        truncated_arrays: Vec::new(),
         source: cdc::SourcePosition::default(),
     }
 }
@@ -477,4 +479,33 @@ fn writing_to_an_undeclared_topic_is_fatal() {
     let error = driver.pipe("in", None, Some(b"{}")).expect_err("fatal");
 
     assert!(error.message.contains("not declared"), "{error}");
+}
+
+#[test]
+fn collection_level_events_are_skipped_on_tables_and_streams_not_dead_lettered() {
+    let mut driver = Driver::new(ClinicNames::new(Encoding::Json));
+    let drop = |coll: &str| cdc::ChangeEvent {
+        document_key: Document::new(),
+        namespace: Some(cdc::Namespace {
+            db: "clinic".into(),
+            coll: Some(coll.into()),
+        }),
+        ..event(Operation::Other("drop".into()), "-", None, doc! {})
+    };
+
+    pipe(&mut driver, CLINICS, &drop("clinics"));
+    pipe(&mut driver, CLINICIANS, &drop("clinicians"));
+    pipe(
+        &mut driver,
+        CLINICS,
+        &cdc::ChangeEvent {
+            document_key: Document::new(),
+            namespace: None,
+            ..event(Operation::Other("dropDatabase".into()), "-", None, doc! {})
+        },
+    );
+
+    assert!(driver.dead_letters().is_empty());
+    assert!(driver.read_output(OUTPUT).is_empty());
+    assert!(driver.store(CLINICIANS_TABLE).is_empty());
 }

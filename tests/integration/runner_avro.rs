@@ -28,6 +28,7 @@ fn insert(id: &str, full: bson::Document) -> cdc::ChangeEvent {
         full_document: Some(full),
         updated_fields: doc! {},
         removed_fields: Vec::new(),
+        truncated_arrays: Vec::new(),
         source: cdc::SourcePosition {
             resume_token: Some(doc! { "_data": id }),
             ..Default::default()

@@ -14,12 +14,12 @@ pub struct Settings {
     pub inputs: Inputs,
 }
 
-impl Settings {
-    /// Checks what can be checked before any connection opens.
-    ///
-    /// # Errors
-    /// A message naming the first bad setting.
-    pub fn validate(&self) -> Result<(), String> {
+impl clinic::streams::app::Settings for Settings {
+    fn streams(&self) -> &RunnerConfig {
+        &self.streams
+    }
+
+    fn validate(&self) -> Result<(), String> {
         self.streams.validate()?;
         self.inputs.validate()
     }
@@ -90,9 +90,9 @@ impl Inputs {
                 return Err("inputs.user_table: topic and id_column must not be empty".into());
             }
             if [
-                crate::processor::USER_EVENTS,
-                crate::processor::PATIENTS,
-                crate::processor::CLINICIANS,
+                crate::names::USER_EVENTS,
+                crate::names::PATIENTS,
+                crate::names::CLINICIANS,
             ]
             .contains(&table.topic.as_str())
             {

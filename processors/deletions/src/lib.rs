@@ -27,6 +27,7 @@
 
 pub mod config;
 pub mod model;
+pub mod names;
 pub mod processor;
 
 /// This processor's name, as used in its consumer group, DLQ and changelog topic names.

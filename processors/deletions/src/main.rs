@@ -5,10 +5,9 @@ use clinic_deletions::processor::Deletions;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let file = std::env::var_os("CLINIC_SETTINGS").map(std::path::PathBuf::from);
-    let settings: Settings = clinic::settings::load(file.as_deref())?;
-    settings.validate().map_err(anyhow::Error::msg)?;
-    clinic::telemetry::init();
-    let inputs = settings.inputs;
-    clinic::streams::runner::run(settings.streams, move || Deletions::new(inputs.clone())).await
+    clinic::streams::app::run(|settings: &Settings| {
+        let inputs = settings.inputs.clone();
+        move || Deletions::new(inputs.clone())
+    })
+    .await
 }

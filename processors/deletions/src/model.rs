@@ -186,22 +186,6 @@ pub fn archive(kind: Kind, document: &Document, deleted_ms: i64) -> Document {
     }
 }
 
-/// Whether a patient document is custodial (`permissions.custodian` present): those stay when
-/// their clinic loses its last member, as in the reference service.
-pub fn is_custodial(patient: &Document) -> bool {
-    patient
-        .get_document("permissions")
-        .is_ok_and(|p| p.contains_key("custodian"))
-}
-
-/// A document's user id, when it has one (invites and some patients do not).
-pub fn user_id(document: &Document) -> Option<String> {
-    match document.get("userId") {
-        Some(Bson::String(user)) if !user.is_empty() => Some(user.clone()),
-        _ => None,
-    }
-}
-
 /// A document's clinic id as canonical Extended JSON text (an index key part).
 pub fn clinic_key(document: &Document) -> Option<String> {
     document

@@ -3,7 +3,8 @@
 //! non-custodial patients of any clinic left without a member. No I/O.
 
 use bson::{Bson, Document};
-use clinic::cdc::{self, CdcRecord, Encoding, Operation};
+use clinic::cdc::{self, CdcRecord, Encoding, Next};
+use clinic::documents;
 use clinic::streams::store::table_key;
 use clinic::streams::{
     Context, Input, InputFormat, OutValue, OutputRecord, Payload, ProcessError, Processor, Topology,
@@ -13,37 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::Inputs;
 use crate::model::{self, Kind, UserEvent};
 
-/// Input topic (table of patient documents).
-pub const PATIENTS: &str = "clinic.patients";
-/// Input topic (table of clinician documents).
-pub const CLINICIANS: &str = "clinic.clinicians";
-/// Input topic of CloudEvents from the identity services.
-pub const USER_EVENTS: &str = "user.events";
-/// Output: tombstones of deleted patients.
-pub const SINK_PATIENTS: &str = "sink.clinic.patients";
-/// Output: tombstones of deleted clinicians.
-pub const SINK_CLINICIANS: &str = "sink.clinic.clinicians";
-/// Output: patient archive records.
-pub const PATIENT_DELETIONS: &str = "sink.clinic.patient_deletions";
-/// Output: clinician archive records.
-pub const CLINICIAN_DELETIONS: &str = "sink.clinic.clinician_deletions";
-
-/// Store: patient documents by `_id` (canonical Extended JSON).
-pub const PATIENT_STORE: &str = "patients";
-/// Store: clinician documents by `_id`.
-pub const CLINICIAN_STORE: &str = "clinicians";
-/// Index store: `<user>|<patient _id>`.
-pub const PATIENTS_BY_USER: &str = "patients_by_user";
-/// Index store: `<clinic>|<patient _id>`.
-pub const PATIENTS_BY_CLINIC: &str = "patients_by_clinic";
-/// Index store: `<user>|<clinician _id>`.
-pub const CLINICIANS_BY_USER: &str = "clinicians_by_user";
-/// Index store: `<clinic>|<clinician _id>` for clinicians with a user (members; invites are
-/// not members).
-pub const MEMBERS_BY_CLINIC: &str = "members_by_clinic";
-/// Store: users deleted so far, with the time of deletion, so a document of theirs that arrives
-/// late (its topic lagging the user events) goes as well.
-pub const DELETED_USERS: &str = "deleted_users";
+pub use crate::names::*;
 
 /// The deletions processor.
 pub struct Deletions {
@@ -184,7 +155,7 @@ fn prefix(part: &str) -> String {
 /// The index entries a document has: (store, key).
 fn index_entries(kind: Kind, document: &Document, key: &str) -> Vec<(&'static str, String)> {
     let mut entries = Vec::new();
-    let user = model::user_id(document);
+    let user = documents::user_id(document);
     if let Some(user) = &user {
         entries.push((kind.by_user(), format!("{}{key}", prefix(user))));
     }
@@ -230,58 +201,19 @@ fn put(
 /// Keeps the table of `kind` in step with one change; a document of an already deleted user is
 /// removed at once.
 fn follow(ctx: &mut Context<'_>, kind: Kind, record: CdcRecord) -> Result<(), ProcessError> {
-    let (document_key, event) = match record {
-        CdcRecord::Tombstone { document_key } => (document_key, None),
-        CdcRecord::Change(event) => (event.document_key.clone(), Some(event)),
-    };
-    let id = document_key
-        .get("_id")
-        .ok_or_else(|| ProcessError::Poison("change without a document _id".into()))?;
-    let key = table_key(id);
+    let key = table_key(record.document_id()?);
     let stored = ctx.get_document(kind.store(), &key)?;
-    let next = match event {
-        None => None,
-        Some(event) => match event.operation {
-            Operation::Delete => None,
-            Operation::Other(_) => return Ok(()),
-            Operation::Insert | Operation::Replace | Operation::Snapshot | Operation::Update => {
-                match (event.full_document, &stored) {
-                    (Some(document), _) => Some(document),
-                    // Deleted before the lookup: patch what we have; having nothing means a
-                    // delete event follows.
-                    (None, Some(stored)) if event.operation == Operation::Update => {
-                        let mut document = stored.clone();
-                        cdc::apply_update(
-                            &mut document,
-                            &event.updated_fields,
-                            &event.removed_fields,
-                        );
-                        Some(document)
-                    }
-                    (None, None) if event.operation == Operation::Update => return Ok(()),
-                    (None, _) => {
-                        return Err(ProcessError::Poison(format!(
-                            "{} event without fullDocument",
-                            event.operation.as_str()
-                        )));
-                    }
-                }
-            }
-        },
+    let next = match cdc::next_document(record, || Ok::<_, ProcessError>(stored.clone()))? {
+        Next::Keep => return Ok(()),
+        Next::Gone => None,
+        // Holds the document's `_id`, which archives need.
+        Next::Becomes(document) => Some(document),
     };
-    // The store must hold the document's _id for archives; documents from events carry it, but a
-    // producer that projects it away would leave archives without one.
-    let next = next.map(|mut document| {
-        if !document.contains_key("_id") {
-            document.insert("_id", id.clone());
-        }
-        document
-    });
     put(ctx, kind, &key, stored.as_ref(), next.as_ref())?;
     let Some(document) = next else {
         return Ok(());
     };
-    let Some(user) = model::user_id(&document) else {
+    let Some(user) = documents::user_id(&document) else {
         return Ok(());
     };
     if let Some(deleted) = ctx.get_json::<Deleted>(DELETED_USERS, &prefix(&user))? {
@@ -369,7 +301,7 @@ fn delete_user(ctx: &mut Context<'_>, user: &str, at_ms: i64) -> Result<(), Proc
     Ok(())
 }
 
-/// A clinic with no member left keeps only its custodial patients.
+/// A clinic with no member left keeps only its custodial patients, as in the reference service.
 fn release_orphans(ctx: &mut Context<'_>, clinic: &str, at_ms: i64) -> Result<(), ProcessError> {
     if !ctx
         .scan_prefix(MEMBERS_BY_CLINIC, &prefix(clinic))?
@@ -378,7 +310,7 @@ fn release_orphans(ctx: &mut Context<'_>, clinic: &str, at_ms: i64) -> Result<()
         return Ok(());
     }
     for (key, patient) in listed(ctx, Kind::Patient, PATIENTS_BY_CLINIC, clinic)? {
-        if !model::is_custodial(&patient) {
+        if !documents::is_custodial(&patient) {
             remove(ctx, Kind::Patient, &key, &patient, at_ms)?;
         }
     }

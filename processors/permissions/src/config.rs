@@ -26,6 +26,12 @@ pub struct Inputs {
     pub clinicians: Format,
 }
 
+impl clinic::streams::app::Settings for Settings {
+    fn streams(&self) -> &RunnerConfig {
+        &self.streams
+    }
+}
+
 impl Default for Inputs {
     fn default() -> Self {
         let source = Format {

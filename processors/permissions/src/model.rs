@@ -6,6 +6,7 @@
 use std::collections::BTreeSet;
 
 use bson::{Bson, Document, doc};
+use clinic::documents::user_id;
 use clinic::streams::ProcessError;
 use serde::{Deserialize, Serialize};
 
@@ -41,14 +42,6 @@ fn id(value: &Bson, field: &str) -> Result<Bson, ProcessError> {
             "{field} should be an id, found a {:?}",
             other.element_type()
         ))),
-    }
-}
-
-/// The user id, or `None` when the document has none (an invite not yet accepted).
-fn user_id(document: &Document) -> Option<String> {
-    match document.get("userId") {
-        Some(Bson::String(user)) if !user.is_empty() => Some(user.clone()),
-        _ => None,
     }
 }
 

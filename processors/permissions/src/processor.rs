@@ -2,7 +2,7 @@
 //! changes. No I/O.
 
 use bson::{Bson, Document};
-use clinic::cdc::{self, CdcRecord, ChangeEvent, Operation};
+use clinic::cdc::{self, CdcRecord, Next};
 use clinic::streams::store::table_key;
 use clinic::streams::{
     Context, Input, InputFormat, OutValue, OutputRecord, Payload, ProcessError, Processor, Topology,
@@ -97,23 +97,17 @@ fn follow<P: Projection>(
     store: &str,
     topic: &str,
 ) -> Result<(), ProcessError> {
-    let (document_key, event) = match record {
-        CdcRecord::Tombstone { document_key } => (document_key, None),
-        CdcRecord::Change(event) => (event.document_key.clone(), Some(event)),
-    };
-    let id = document_key
-        .get("_id")
-        .ok_or_else(|| ProcessError::Poison("change without a document _id".into()))?;
-    let key = table_key(id);
+    let id = record.document_id()?.clone();
+    let key = table_key(&id);
     let stored: Option<P> = ctx.get_json(store, &key)?;
-    let next = match event {
-        None => None,
-        Some(event) => match projected(&event, stored.as_ref())? {
-            Next::Keep => return Ok(()),
-            Next::Becomes(next) => next,
-        },
+    let next = match cdc::next_document(record, || {
+        Ok::<_, ProcessError>(stored.as_ref().map(P::to_document))
+    })? {
+        Next::Keep => return Ok(()),
+        Next::Gone => None,
+        Next::Becomes(document) => P::of(&document)?,
     };
-    let output_key = sink_key(id);
+    let output_key = sink_key(&id);
     match (next, stored) {
         (None, None) => Ok(()),
         (None, Some(_)) => {
@@ -133,47 +127,6 @@ fn follow<P: Projection>(
                 key: output_key,
                 value: Some(value),
             })
-        }
-    }
-}
-
-enum Next<P> {
-    /// The event says nothing about the projection.
-    Keep,
-    /// The projection after the event (`None`: the document grants nothing now).
-    Becomes(Option<P>),
-}
-
-fn projected<P: Projection>(
-    event: &ChangeEvent,
-    stored: Option<&P>,
-) -> Result<Next<P>, ProcessError> {
-    match event.operation {
-        Operation::Delete => Ok(Next::Becomes(None)),
-        Operation::Other(_) => Ok(Next::Keep),
-        Operation::Insert | Operation::Replace | Operation::Snapshot | Operation::Update => {
-            match &event.full_document {
-                Some(document) => P::of(document).map(Next::Becomes),
-                // Deleted before the lookup (or a producer without updateLookup): apply the update to
-                // what we projected; nothing to apply it to means nothing was granted before either,
-                // and a delete event will follow.
-                None if event.operation == Operation::Update => match stored {
-                    None => Ok(Next::Keep),
-                    Some(stored) => {
-                        let mut document = stored.to_document();
-                        cdc::apply_update(
-                            &mut document,
-                            &event.updated_fields,
-                            &event.removed_fields,
-                        );
-                        P::of(&document).map(Next::Becomes)
-                    }
-                },
-                None => Err(ProcessError::Poison(format!(
-                    "{} event without fullDocument",
-                    event.operation.as_str()
-                ))),
-            }
         }
     }
 }

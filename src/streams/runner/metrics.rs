@@ -28,3 +28,5 @@ pub const OUTAGES: &str = "clinic_streams_outages_total";
 /// Times the runner aborted its transaction and rewound to the last commit (`cause`: commit,
 /// stall).
 pub const REWINDS: &str = "clinic_streams_rewinds_total";
+/// Collection-level change events skipped (`topic`, `operation`: drop, rename, invalidate, …).
+pub const IGNORED: &str = "clinic_cdc_ignored_total";

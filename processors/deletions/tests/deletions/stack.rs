@@ -33,6 +33,7 @@ fn insert(coll: &str, document: &Document) -> ChangeEvent {
         full_document: Some(document.clone()),
         updated_fields: doc! {},
         removed_fields: Vec::new(),
+        truncated_arrays: Vec::new(),
         source: SourcePosition {
             resume_token: Some(doc! { "_data": id.to_hex() }),
             ..SourcePosition::default()

@@ -52,6 +52,7 @@ fn event(
         full_document: full,
         updated_fields: updated,
         removed_fields: removed.iter().map(|s| (*s).to_owned()).collect(),
+        truncated_arrays: Vec::new(),
         source: SourcePosition {
             resume_token: Some(doc! { "_data": id.to_hex() }),
             ..SourcePosition::default()

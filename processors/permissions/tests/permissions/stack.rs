@@ -25,6 +25,7 @@ pub(crate) fn change(
 ) -> ChangeEvent {
     ChangeEvent {
         removed_fields: removed.iter().map(|s| (*s).to_owned()).collect(),
+        truncated_arrays: Vec::new(),
         source: SourcePosition {
             resume_token: Some(doc! { "_data": id.to_hex() }),
             ..SourcePosition::default()

@@ -1,0 +1,33 @@
+//! The topics and stores the processor names: its settings check them, its logic uses them.
+
+/// Input topic (table of patient documents).
+pub const PATIENTS: &str = "clinic.patients";
+/// Input topic (table of clinician documents).
+pub const CLINICIANS: &str = "clinic.clinicians";
+/// Input topic of CloudEvents from the identity services.
+pub const USER_EVENTS: &str = "user.events";
+/// Output: tombstones of deleted patients.
+pub const SINK_PATIENTS: &str = "sink.clinic.patients";
+/// Output: tombstones of deleted clinicians.
+pub const SINK_CLINICIANS: &str = "sink.clinic.clinicians";
+/// Output: patient archive records.
+pub const PATIENT_DELETIONS: &str = "sink.clinic.patient_deletions";
+/// Output: clinician archive records.
+pub const CLINICIAN_DELETIONS: &str = "sink.clinic.clinician_deletions";
+
+/// Store: patient documents by `_id` (canonical Extended JSON).
+pub const PATIENT_STORE: &str = "patients";
+/// Store: clinician documents by `_id`.
+pub const CLINICIAN_STORE: &str = "clinicians";
+/// Index store: `<user>|<patient _id>`.
+pub const PATIENTS_BY_USER: &str = "patients_by_user";
+/// Index store: `<clinic>|<patient _id>`.
+pub const PATIENTS_BY_CLINIC: &str = "patients_by_clinic";
+/// Index store: `<user>|<clinician _id>`.
+pub const CLINICIANS_BY_USER: &str = "clinicians_by_user";
+/// Index store: `<clinic>|<clinician _id>` for clinicians with a user (members; invites are
+/// not members).
+pub const MEMBERS_BY_CLINIC: &str = "members_by_clinic";
+/// Store: users deleted so far, with the time of deletion, so a document of theirs that arrives
+/// late (its topic lagging the user events) goes as well.
+pub const DELETED_USERS: &str = "deleted_users";

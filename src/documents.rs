@@ -1,0 +1,42 @@
+//! Readers of the Tidepool clinic documents' fields that more than one processor reads, so each
+//! field is read one way everywhere. The shapes are in `../shared/reference` (clinicians and
+//! patients are keyed by `clinicId` + `userId`; invites have no `userId` yet).
+
+use bson::{Bson, Document};
+
+/// The document's user id; `None` when it has none (an invite not accepted yet, a patient
+/// created without an account) or it is empty.
+pub fn user_id(document: &Document) -> Option<String> {
+    match document.get("userId") {
+        Some(Bson::String(user)) if !user.is_empty() => Some(user.clone()),
+        _ => None,
+    }
+}
+
+/// Whether a patient document is custodial: its `permissions` grant `custodian` (the clinic
+/// holds the account).
+pub fn is_custodial(patient: &Document) -> bool {
+    patient
+        .get_document("permissions")
+        .is_ok_and(|p| p.contains_key("custodian"))
+}
+
+#[cfg(test)]
+mod tests {
+    use bson::doc;
+
+    use super::*;
+
+    #[test]
+    fn user_ids_are_non_empty_strings_and_custodial_means_a_custodian_grant() {
+        assert_eq!(user_id(&doc! { "userId": "u1" }), Some("u1".into()));
+        assert_eq!(user_id(&doc! { "userId": "" }), None);
+        assert_eq!(user_id(&doc! { "userId": 5 }), None);
+        assert_eq!(user_id(&doc! {}), None);
+        assert!(is_custodial(
+            &doc! { "permissions": { "custodian": {}, "view": {} } }
+        ));
+        assert!(!is_custodial(&doc! { "permissions": { "view": {} } }));
+        assert!(!is_custodial(&doc! { "permissions": "custodian" }));
+    }
+}
