@@ -89,3 +89,33 @@ pub fn dead_letter(
         headers,
     }
 }
+
+impl RawRecord {
+    /// A consumed message, its topic without the deployment's `prefix`.
+    pub fn of(message: &rdkafka::message::BorrowedMessage<'_>, prefix: &str) -> Self {
+        use rdkafka::message::{Headers as _, Message as _};
+        let topic = message.topic();
+        Self {
+            topic: topic.strip_prefix(prefix).unwrap_or(topic).to_owned(),
+            partition: message.partition(),
+            offset: message.offset(),
+            timestamp_ms: message.timestamp().to_millis(),
+            key: message.key().map(<[u8]>::to_vec),
+            value: message.payload().map(<[u8]>::to_vec),
+            headers: message
+                .headers()
+                .map(|headers| {
+                    headers
+                        .iter()
+                        .map(|h| {
+                            (
+                                h.key.to_owned(),
+                                h.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+}

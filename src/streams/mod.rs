@@ -19,6 +19,7 @@ pub mod app;
 pub mod codec;
 pub mod dlq;
 pub mod driver;
+pub mod effect;
 pub mod processor;
 pub mod runner;
 pub mod store;

@@ -8,6 +8,7 @@
 mod api;
 mod codec;
 mod connectors;
+mod effects;
 mod example_processor;
 mod gate;
 mod helpers;

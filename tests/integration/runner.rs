@@ -37,7 +37,8 @@ impl Fixture {
         .await
     }
 
-    /// These topics (`*.changelog` compacted), `partitions` each, under a fresh prefix.
+    /// These topics (`*.changelog` and `*.done` compacted), `partitions` each, under a fresh
+    /// prefix.
     pub async fn with_topics(partitions: i32, names: &[&str]) -> Self {
         let endpoints = helpers::stack(&["kafka"]).await;
         let prefix = format!("{}.", unique("runner"));
@@ -50,7 +51,7 @@ impl Fixture {
             .iter()
             .map(|name| {
                 let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
-                if name.ends_with(".changelog") {
+                if name.ends_with(".changelog") || name.ends_with(".done") {
                     topic.set("cleanup.policy", "compact")
                 } else {
                     topic
@@ -237,14 +238,18 @@ impl Fixture {
     }
 }
 
-/// `target/<profile>/examples/counter_processor`, next to this test binary's `deps/`.
 fn counter_binary() -> PathBuf {
+    example_binary("counter_processor")
+}
+
+/// `target/<profile>/examples/<name>`, next to this test binary's `deps/`.
+pub fn example_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let dir = exe
         .parent()
         .and_then(|deps| deps.parent())
         .expect("target dir");
-    let binary = dir.join("examples").join("counter_processor");
+    let binary = dir.join("examples").join(name);
     assert!(
         binary.exists(),
         "{} is missing: run through `cargo test`, which builds examples",
@@ -253,13 +258,13 @@ fn counter_binary() -> PathBuf {
     binary
 }
 
-fn kill(child: &mut Child) {
+pub fn kill(child: &mut Child) {
     // SIGKILL: no chance to commit or flush.
     child.kill().expect("kill");
     child.wait().expect("reap");
 }
 
-fn terminate(child: &mut Child) -> std::process::ExitStatus {
+pub fn terminate(child: &mut Child) -> std::process::ExitStatus {
     let pid = child.id().to_string();
     Command::new("kill")
         .args(["-TERM", &pid])

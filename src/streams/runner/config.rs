@@ -121,6 +121,18 @@ impl Default for RunnerConfig {
 }
 
 impl RunnerConfig {
+    /// The librdkafka settings every client of a deployment shares: the brokers and
+    /// `streams.librdkafka` (`fetch_min_bytes` from the environment means `fetch.min.bytes`, see
+    /// `settings`).
+    pub fn client_config(&self) -> rdkafka::ClientConfig {
+        let mut client = rdkafka::ClientConfig::new();
+        client.set("bootstrap.servers", &self.brokers);
+        for (key, value) in &self.librdkafka {
+            client.set(key.replace('_', "."), value);
+        }
+        client
+    }
+
     /// Checks what can be checked before any connection opens.
     ///
     /// # Errors

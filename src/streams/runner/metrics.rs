@@ -30,3 +30,11 @@ pub const OUTAGES: &str = "clinic_streams_outages_total";
 pub const REWINDS: &str = "clinic_streams_rewinds_total";
 /// Collection-level change events skipped (`topic`, `operation`: drop, rename, invalidate, …).
 pub const IGNORED: &str = "clinic_cdc_ignored_total";
+/// Effects performed (`stage`).
+pub const EFFECTS_PERFORMED: &str = "clinic_effects_performed_total";
+/// Effect attempts failed (`stage`, `class`: transient, permanent).
+pub const EFFECTS_FAILED: &str = "clinic_effects_failed_total";
+/// Requests skipped because their id was performed already (`stage`).
+pub const EFFECTS_SKIPPED: &str = "clinic_effects_skipped_duplicate_total";
+/// Time to perform one effect attempt, seconds (`stage`).
+pub const EFFECT_LATENCY: &str = "clinic_effects_latency_seconds";

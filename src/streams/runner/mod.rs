@@ -34,7 +34,7 @@ pub mod config;
 mod gate;
 pub mod metrics;
 pub mod outage;
-mod restore;
+pub(crate) mod restore;
 mod worker;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -46,13 +46,15 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Headers as _, Message as _};
-use rdkafka::producer::{BaseProducer, DeliveryResult, Producer, ProducerContext, PurgeConfig};
+use rdkafka::message::{Header, Message as _, OwnedHeaders};
+use rdkafka::producer::{
+    BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig,
+};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
 pub use config::{Guarantee, RunnerConfig};
 
-use super::dlq::RawRecord;
+use super::dlq::{ProducedRecord, RawRecord};
 use super::processor::Processor;
 use super::task::Task;
 use metrics as names;
@@ -76,6 +78,26 @@ where
     P: Processor + 'static,
     F: Fn() -> P + Send + 'static,
 {
+    let runner = config.clone();
+    supervise(&config, move |shutdown, health| {
+        run_until(runner, factory, shutdown, health)
+    })
+    .await
+}
+
+/// Runs `work` (a processor, an effect stage, or both) until SIGTERM or SIGINT: sets the
+/// shutdown flag it is given on the signal, serves the admin endpoint on its health, and gives up
+/// when it has not finished `streams.shutdown_deadline` after the signal.
+///
+/// # Errors
+/// `work`'s, or the admin address cannot be bound, or the deadline passed.
+pub async fn supervise<W>(
+    config: &RunnerConfig,
+    work: impl FnOnce(Arc<AtomicBool>, Arc<Health>) -> W,
+) -> anyhow::Result<()>
+where
+    W: std::future::Future<Output = anyhow::Result<()>>,
+{
     let shutdown = Arc::new(AtomicBool::new(false));
     let signal = Arc::clone(&shutdown);
     tokio::spawn(async move {
@@ -90,7 +112,7 @@ where
     }
     let deadline = config.shutdown_deadline;
     let flag = Arc::clone(&shutdown);
-    let work = run_until(config, factory, shutdown, health);
+    let work = work(shutdown, health);
     tokio::pin!(work);
     tokio::select! {
         result = &mut work => result,
@@ -120,16 +142,7 @@ where
 {
     config.validate().map_err(anyhow::Error::msg)?;
     let runtime = tokio::runtime::Handle::current();
-    let watchdog = tokio::spawn({
-        let health = Arc::clone(&health);
-        async move {
-            let mut every = tokio::time::interval(Duration::from_millis(250));
-            loop {
-                every.tick().await;
-                health.outages.watch();
-            }
-        }
-    });
+    let watchdog = outage::watchdog(Arc::clone(&health));
     let result = tokio::task::spawn_blocking(move || {
         let factory = Arc::new(factory);
         let mut restarts: Vec<Instant> = Vec::new();
@@ -342,10 +355,25 @@ fn covers_every_input<C: ConsumerContext>(
     Ok(())
 }
 
-/// Counts failed deliveries, so at-least-once commits only what was delivered.
+/// Counts failed deliveries, so at-least-once commits only what was delivered; reports the
+/// client's errors as outages.
 pub(crate) struct DeliveryCounter {
     failed: AtomicU64,
     health: Arc<Health>,
+}
+
+impl DeliveryCounter {
+    pub(crate) fn new(health: Arc<Health>) -> Self {
+        Self {
+            failed: AtomicU64::new(0),
+            health,
+        }
+    }
+
+    /// Deliveries failed since the last call.
+    pub(crate) fn take_failed(&self) -> u64 {
+        self.failed.swap(0, Ordering::SeqCst)
+    }
 }
 
 impl ClientContext for DeliveryCounter {
@@ -438,7 +466,7 @@ fn commit<C: ConsumerContext>(
             outages
                 .calling("flushing the producer", || flush(&producer, COMMIT_TIMEOUT))
                 .context("flushing the producer")?;
-            let failed = producer.context().failed.swap(0, Ordering::SeqCst);
+            let failed = producer.context().take_failed();
             if failed > 0 {
                 shared.pending.clear();
                 anyhow::bail!("{failed} records were not delivered");
@@ -464,7 +492,10 @@ fn commit<C: ConsumerContext>(
 /// Written here because rust-rdkafka 0.39's `BaseProducer::flush` polls in slices that each last
 /// their full 100 ms, even when the reports arrived at once: every flush, and so every commit,
 /// took at least 100 ms (measured: commits went from ~103 ms to a few ms).
-fn flush(producer: &BaseProducer<DeliveryCounter>, timeout: Duration) -> Result<(), KafkaError> {
+pub(crate) fn flush<C: ProducerContext>(
+    producer: &BaseProducer<C>,
+    timeout: Duration,
+) -> Result<(), KafkaError> {
     let deadline = Instant::now() + timeout;
     while producer.in_flight_count() > 0 {
         if Instant::now() >= deadline {
@@ -477,6 +508,45 @@ fn flush(producer: &BaseProducer<DeliveryCounter>, timeout: Duration) -> Result<
     Ok(())
 }
 
+/// Queues `record` (to `partition`, or the partitioner's choice), waiting while the producer's
+/// queue is full.
+pub(crate) fn send<C: ProducerContext<DeliveryOpaque = ()>>(
+    producer: &BaseProducer<C>,
+    record: &ProducedRecord,
+    partition: Option<i32>,
+) -> Result<(), KafkaError> {
+    let mut headers = OwnedHeaders::new();
+    for (name, value) in &record.headers {
+        headers = headers.insert(Header {
+            key: name,
+            value: Some(value),
+        });
+    }
+    let mut base = BaseRecord::<[u8], [u8]>::to(&record.topic).headers(headers);
+    if let Some(key) = &record.key {
+        base = base.key(key.as_slice());
+    }
+    if let Some(value) = &record.value {
+        base = base.payload(value.as_slice());
+    }
+    if let Some(partition) = partition {
+        base = base.partition(partition);
+    }
+    loop {
+        match producer.send(base) {
+            Ok(()) => return Ok(()),
+            Err((
+                KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                back,
+            )) => {
+                producer.poll(Duration::from_millis(1));
+                base = back;
+            }
+            Err((error, _)) => return Err(error),
+        }
+    }
+}
+
 /// A producer from `producer_config`; with exactly-once, its transactions initialised, which
 /// fences a previous producer with the same transactional id and aborts its open transaction, so
 /// the changelogs and inputs are settled before anything is restored. Waits for the broker.
@@ -487,10 +557,7 @@ fn new_producer(
     shutdown: &AtomicBool,
 ) -> anyhow::Result<Arc<BaseProducer<DeliveryCounter>>> {
     let producer: BaseProducer<DeliveryCounter> = producer_config
-        .create_with_context(DeliveryCounter {
-            failed: AtomicU64::new(0),
-            health: Arc::clone(health),
-        })
+        .create_with_context(DeliveryCounter::new(Arc::clone(health)))
         .context("creating the producer")?;
     if config.guarantee == Guarantee::ExactlyOnce {
         outage::with_broker(
@@ -536,12 +603,7 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
         // namespaced alike, or two deployments on one cluster would fence each other.
         let group_id = format!("{}{}", config.topic_prefix, topology.group_id());
         let member_id = format!("{group_id}-{}", config.instance_id);
-        let mut client = ClientConfig::new();
-        client.set("bootstrap.servers", &config.brokers);
-        for (key, value) in &config.librdkafka {
-            // `fetch_min_bytes` from the environment means `fetch.min.bytes` (see `settings`).
-            client.set(key.replace('_', "."), value);
-        }
+        let client = config.client_config();
         let mut producer_config = client.clone();
         if config.guarantee == Guarantee::ExactlyOnce {
             producer_config.set("transactional.id", &member_id);
@@ -715,7 +777,7 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
             let polled = self.consumer.poll(Duration::from_millis(50)).map(|r| {
                 r.map(|m| {
                     (
-                        to_raw(&m, &self.shop.config.topic_prefix),
+                        RawRecord::of(&m, &self.shop.config.topic_prefix),
                         m.topic().to_owned(),
                     )
                 })
@@ -994,7 +1056,7 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
         {
             tracing::debug!(error = %error, "Purged records still outstanding.");
         }
-        producer.context().failed.store(0, Ordering::SeqCst);
+        producer.context().take_failed();
         let aborted = outages.calling("aborting the transaction", || {
             producer.abort_transaction(ABORT_TIMEOUT)
         });
@@ -1034,31 +1096,5 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
                     .set((high - at).max(0) as f64);
             }
         }
-    }
-}
-
-fn to_raw(message: &BorrowedMessage<'_>, prefix: &str) -> RawRecord {
-    let topic = message.topic();
-    RawRecord {
-        topic: topic.strip_prefix(prefix).unwrap_or(topic).to_owned(),
-        partition: message.partition(),
-        offset: message.offset(),
-        timestamp_ms: message.timestamp().to_millis(),
-        key: message.key().map(<[u8]>::to_vec),
-        value: message.payload().map(<[u8]>::to_vec),
-        headers: message
-            .headers()
-            .map(|headers| {
-                headers
-                    .iter()
-                    .map(|h| {
-                        (
-                            h.key.to_owned(),
-                            h.value.map(<[u8]>::to_vec).unwrap_or_default(),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
     }
 }

@@ -218,13 +218,24 @@ impl Outages {
     }
 }
 
+/// Runs [`Outages::watch`] every 250 ms beside a loop that blocks in broker calls, until aborted.
+pub(crate) fn watchdog(health: std::sync::Arc<super::Health>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            every.tick().await;
+            health.outages.watch();
+        }
+    })
+}
+
 /// Runs `attempt` until it succeeds, treating each failure as the broker being away: waits with
 /// capped exponential backoff, logs once per outage, and gives up when the outage has lasted
 /// `limit` or shutdown was requested.
 ///
 /// # Errors
 /// The last failure, once the outage outlasted `limit` or shutdown interrupted the wait.
-pub(super) fn with_broker<T, E: Display>(
+pub(crate) fn with_broker<T, E: Display>(
     outages: &Outages,
     limit: Duration,
     max_backoff: Duration,
@@ -257,7 +268,7 @@ pub(super) fn with_broker<T, E: Display>(
 }
 
 /// The runner's retry delays: 100 ms doubling up to `max`, with jitter, without end.
-pub(super) fn backoff(max: Duration) -> impl Iterator<Item = Duration> {
+pub(crate) fn backoff(max: Duration) -> impl Iterator<Item = Duration> {
     ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(100))
         .with_max_delay(max)
@@ -267,7 +278,7 @@ pub(super) fn backoff(max: Duration) -> impl Iterator<Item = Duration> {
 }
 
 /// Sleeps for `delay` in short steps; `false` when `shutdown` was set meanwhile.
-pub(super) fn sleep_unless(shutdown: &AtomicBool, delay: Duration) -> bool {
+pub(crate) fn sleep_unless(shutdown: &AtomicBool, delay: Duration) -> bool {
     let until = Instant::now() + delay;
     while Instant::now() < until {
         if shutdown.load(Ordering::SeqCst) {
@@ -282,7 +293,7 @@ pub(super) fn sleep_unless(shutdown: &AtomicBool, delay: Duration) -> bool {
 /// a partition is expected (restore reads to it); anything else means the cluster cannot be
 /// reached as configured (down, unresolvable, refusing our credentials) and is an outage, logged
 /// once until it ends.
-pub(super) fn client_error(outages: &Outages, error: &KafkaError, reason: &str) {
+pub(crate) fn client_error(outages: &Outages, error: &KafkaError, reason: &str) {
     if matches!(
         error,
         KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
@@ -302,7 +313,7 @@ pub(super) fn client_error(outages: &Outages, error: &KafkaError, reason: &str) 
 
 /// librdkafka's own log lines, at DEBUG: it logs every failed reconnect, and what they say
 /// reaches the operator once through [`client_error`]. Only its emergencies stay loud.
-pub(super) fn client_log(level: RDKafkaLogLevel, facility: &str, message: &str) {
+pub(crate) fn client_log(level: RDKafkaLogLevel, facility: &str, message: &str) {
     match level {
         RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical => {
             tracing::error!(target: "librdkafka", facility, message, "librdkafka.");

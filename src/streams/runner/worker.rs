@@ -10,9 +10,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord};
+use rdkafka::producer::BaseProducer;
 
 use super::config::RunnerConfig;
 use super::metrics as names;
@@ -403,7 +401,7 @@ fn produce(shop: &Shop, outcome: Outcome, partition: i32) -> anyhow::Result<Opti
     });
     let all = changelog.chain(records.into_iter().map(|r| (r, None)).chain(dead));
     for (record, partition) in all {
-        if let Err(error) = send(shop, &record, partition) {
+        if let Err(error) = super::send(&shop.producer, &record, partition) {
             // The producer is in a state no record can be added in (the broker went away
             // mid-transaction, or the transaction failed): the runner gives the transaction up.
             tracing::debug!(error = %error, topic = %record.topic, "Producing failed.");
@@ -411,37 +409,4 @@ fn produce(shop: &Shop, outcome: Outcome, partition: i32) -> anyhow::Result<Opti
         }
     }
     Ok(None)
-}
-
-fn send(shop: &Shop, record: &ProducedRecord, partition: Option<i32>) -> Result<(), KafkaError> {
-    let mut headers = OwnedHeaders::new();
-    for (name, value) in &record.headers {
-        headers = headers.insert(Header {
-            key: name,
-            value: Some(value),
-        });
-    }
-    let mut base = BaseRecord::<[u8], [u8]>::to(&record.topic).headers(headers);
-    if let Some(key) = &record.key {
-        base = base.key(key.as_slice());
-    }
-    if let Some(value) = &record.value {
-        base = base.payload(value.as_slice());
-    }
-    if let Some(partition) = partition {
-        base = base.partition(partition);
-    }
-    loop {
-        match shop.producer.send(base) {
-            Ok(()) => return Ok(()),
-            Err((
-                KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
-                back,
-            )) => {
-                shop.producer.poll(Duration::from_millis(1));
-                base = back;
-            }
-            Err((error, _)) => return Err(error),
-        }
-    }
 }
