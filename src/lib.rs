@@ -13,15 +13,20 @@
 //! - [`api`]: the clinic.v1 CRUD API; [`ops`]: the operators' `topics`/`connectors` commands;
 //!   [`scenario`], [`testkit`]: the demo's story and what the tests share.
 
+#[cfg(feature = "api")]
 pub mod api;
 pub mod cdc;
 pub mod documents;
 pub mod endpoints;
+#[cfg(feature = "ops")]
 pub mod ops;
+#[cfg(feature = "scenario")]
 pub mod scenario;
 pub mod settings;
 pub mod shutdown;
+#[cfg(feature = "smoke")]
 pub mod smoke;
 pub mod streams;
 pub mod telemetry;
+#[cfg(feature = "testkit")]
 pub mod testkit;

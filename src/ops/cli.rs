@@ -11,7 +11,8 @@ use super::topics::{TopicsFile, TopicsPlan, plan};
 use super::{PlanError, kafka};
 
 /// Output format for people or machines.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum Output {
     /// Aligned text, coloured on a terminal.
     Text,
