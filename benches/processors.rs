@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 use apache_avro::types::Value as Avro;
 use bson::oid::ObjectId;
 use bson::{DateTime, doc};
-use clinic::cdc::{ChangeEvent, Encoding, Envelope, Format, Namespace, Operation, SourcePosition};
+use clinic::cdc::{ChangeEvent, Encoding, Envelope, Format, Operation};
 use clinic::endpoints::Endpoints;
-use clinic::streams::runner::{self, Health, RunnerConfig};
+use clinic::streams::runner::{self, Health};
 use clinic::streams::{
     Context, Input, InputFormat, OutValue, OutputRecord, Payload, ProcessError, Processor, Topology,
 };
@@ -94,19 +94,7 @@ fn patients(records: usize) -> Vec<(&'static str, ChangeEvent)> {
                 "createdTime": DateTime::from_millis(1_700_000_000_000 + n as i64),
                 "updatedTime": DateTime::from_millis(1_700_000_000_000 + n as i64),
             };
-            let event = ChangeEvent {
-                operation: Operation::Insert,
-                namespace: Some(Namespace {
-                    db: "clinic".into(),
-                    coll: Some("patients".into()),
-                }),
-                document_key: doc! { "_id": id },
-                full_document: Some(document),
-                updated_fields: doc! {},
-                removed_fields: Vec::new(),
-                truncated_arrays: Vec::new(),
-                source: SourcePosition::default(),
-            };
+            let event = testkit::change(Operation::Insert, "patients", id, Some(document));
             ("clinic.patients", event)
         })
         .collect()
@@ -182,13 +170,7 @@ where
 
     let before = rss_mib();
     let stop = Arc::new(AtomicBool::new(false));
-    let config = RunnerConfig {
-        brokers: endpoints.kafka_brokers.clone(),
-        schema_registry_url: endpoints.schema_registry_url(),
-        topic_prefix: prefix.clone(),
-        admin_addr: None,
-        ..RunnerConfig::default()
-    };
+    let config = testkit::runner_config(endpoints, &prefix);
     let started = Instant::now();
     let running = tokio::spawn(runner::run_until(
         config,

@@ -137,27 +137,51 @@ pub async fn deploy_sinks(
     Ok(deployed)
 }
 
-/// A change event of a `clinic` collection as the source connector reports it, keyed by `id`,
-/// with no update description and no source position; callers set what their case needs with
-/// struct update syntax.
+/// The runner settings of a test or bench on the local stack: its brokers and registry, the
+/// deployment prefix `prefix`, no admin endpoint; the rest defaults.
+pub fn runner_config(
+    endpoints: &crate::endpoints::Endpoints,
+    prefix: &str,
+) -> crate::streams::runner::RunnerConfig {
+    crate::streams::runner::RunnerConfig {
+        brokers: endpoints.kafka_brokers.clone(),
+        schema_registry_url: endpoints.schema_registry_url(),
+        topic_prefix: prefix.to_owned(),
+        admin_addr: None,
+        ..Default::default()
+    }
+}
+
+/// A change event of a `clinic` collection as the source connector reports it, keyed by `id`
+/// (with a resume token made of it), with no update description; callers set what their case
+/// needs with struct update syntax. The one builder of change events for tests and benches.
 pub fn change(
     operation: cdc::Operation,
     coll: &str,
     id: impl Into<bson::Bson>,
     full: Option<Document>,
 ) -> ChangeEvent {
+    let id = id.into();
+    let token = match &id {
+        bson::Bson::ObjectId(oid) => oid.to_hex(),
+        bson::Bson::String(text) => text.clone(),
+        other => other.to_string(),
+    };
     ChangeEvent {
         operation,
         namespace: Some(cdc::Namespace {
             db: "clinic".into(),
             coll: Some(coll.into()),
         }),
-        document_key: doc! { "_id": id.into() },
+        document_key: doc! { "_id": id },
         full_document: full,
         updated_fields: Document::new(),
         removed_fields: Vec::new(),
         truncated_arrays: Vec::new(),
-        source: cdc::SourcePosition::default(),
+        source: cdc::SourcePosition {
+            resume_token: Some(doc! { "_data": token }),
+            ..Default::default()
+        },
     }
 }
 

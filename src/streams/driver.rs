@@ -6,8 +6,8 @@ use std::collections::HashMap;
 
 use apache_avro::types::Value as Avro;
 
-use super::dlq::{ProducedRecord, RawRecord};
 use super::processor::{OutputRecord, Processor};
+use super::record::{ProducedRecord, RawRecord};
 use super::store::KeyValueStore;
 use super::task::{AvroResolved, FatalError, Task};
 

@@ -31,12 +31,14 @@ use rdkafka::{ClientContext, Offset};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::dlq::{self, ProducedRecord, RawRecord};
+use super::dlq;
 use super::processor::{OutValue, OutputRecord, ProcessError};
+use super::record::{ProducedRecord, RawRecord};
+use super::runner::commit::{DeliveryCounter, flush, send};
 use super::runner::metrics as names;
 use super::runner::outage::{self, backoff, sleep_unless};
 use super::runner::restore::{RestoreError, read_partition};
-use super::runner::{DeliveryCounter, Health, RunnerConfig, flush, send};
+use super::runner::{Health, RunnerConfig};
 
 /// Why an effect was not performed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -4,8 +4,9 @@
 
 use apache_avro::types::Value as Avro;
 
-use super::dlq::{self, ProducedRecord, RawRecord};
+use super::dlq;
 use super::processor::{Context, Input, OutputRecord, Payload, ProcessError, Processor};
+use super::record::{ProducedRecord, RawRecord};
 use super::runner::metrics::IGNORED;
 use super::store::{StoreWrite, Stores, table_key};
 use super::topology::{InputFormat, InputKind, Topology};

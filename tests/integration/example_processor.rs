@@ -161,17 +161,8 @@ fn event(
     updated: Document,
 ) -> cdc::ChangeEvent {
     cdc::ChangeEvent {
-        operation,
-        namespace: Some(cdc::Namespace {
-            db: "clinic".into(),
-            coll: Some("clinics".into()),
-        }),
-        document_key: doc! { "_id": id },
-        full_document: full,
         updated_fields: updated,
-        removed_fields: Vec::new(),
-        truncated_arrays: Vec::new(),
-        source: cdc::SourcePosition::default(),
+        ..clinic::testkit::change(operation, "clinics", id, full)
     }
 }
 

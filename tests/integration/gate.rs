@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clinic::endpoints::Endpoints;
-use clinic::streams::runner::{self, Health, RunnerConfig};
+use clinic::streams::runner::{self, Health};
 use clinic::streams::{
     Context, Input, InputFormat, OutValue, OutputRecord, Payload, ProcessError, Processor, Topology,
 };
@@ -100,13 +100,7 @@ async fn a_trigger_waits_until_the_transactional_backlog_of_the_other_input_is_p
         .expect("commit");
 
     let shutdown = Arc::new(AtomicBool::new(false));
-    let config = RunnerConfig {
-        brokers: endpoints.kafka_brokers.clone(),
-        schema_registry_url: endpoints.schema_registry_url(),
-        topic_prefix: prefix.clone(),
-        admin_addr: None,
-        ..RunnerConfig::default()
-    };
+    let config = testkit::runner_config(&endpoints, &prefix);
     let running = tokio::spawn(runner::run_until(
         config,
         || Counter,

@@ -12,28 +12,14 @@ use clinic::cdc::{self, Encoding, Operation, extjson::Dialect};
 use clinic::streams::OutValue;
 use clinic::streams::codec::AvroCodec;
 use clinic::streams::dlq::headers;
-use clinic::streams::runner::{self, Health, RunnerConfig, admin};
+use clinic::streams::runner::{self, Health, admin};
+use clinic::testkit;
 
 use crate::example_processor::{CLINICS, ClinicNames, OUTPUT};
 use crate::runner::Fixture;
 
 fn insert(id: &str, full: bson::Document) -> cdc::ChangeEvent {
-    cdc::ChangeEvent {
-        operation: Operation::Insert,
-        namespace: Some(cdc::Namespace {
-            db: "clinic".into(),
-            coll: Some("clinics".into()),
-        }),
-        document_key: doc! { "_id": id },
-        full_document: Some(full),
-        updated_fields: doc! {},
-        removed_fields: Vec::new(),
-        truncated_arrays: Vec::new(),
-        source: cdc::SourcePosition {
-            resume_token: Some(doc! { "_data": id }),
-            ..Default::default()
-        },
-    }
+    testkit::change(Operation::Insert, "clinics", id, Some(full))
 }
 
 fn as_connector_writes(event: &cdc::ChangeEvent) -> OutValue {
@@ -114,13 +100,7 @@ async fn avro_cdc_poison_goes_to_the_dlq_with_headers_and_good_records_flow() {
         .await
         .expect("admin");
     let shutdown = Arc::new(AtomicBool::new(false));
-    let config = RunnerConfig {
-        brokers: fixture.endpoints.kafka_brokers.clone(),
-        schema_registry_url: registry,
-        topic_prefix: fixture.prefix.clone(),
-        admin_addr: None,
-        ..RunnerConfig::default()
-    };
+    let config = testkit::runner_config(&fixture.endpoints, &fixture.prefix);
     let running = tokio::spawn(runner::run_until(
         config,
         || ClinicNames::new(Encoding::Avro),
@@ -181,12 +161,7 @@ async fn dead_letters_carry_the_error_headers() {
     let fixture = Fixture::new(1).await;
     fixture.produce_raw("bad", b"{not json").await;
     let shutdown = Arc::new(AtomicBool::new(false));
-    let config = RunnerConfig {
-        brokers: fixture.endpoints.kafka_brokers.clone(),
-        topic_prefix: fixture.prefix.clone(),
-        admin_addr: None,
-        ..RunnerConfig::default()
-    };
+    let config = testkit::runner_config(&fixture.endpoints, &fixture.prefix);
     let running = tokio::spawn(runner::run_until(
         config,
         counter::Counter::default,
@@ -266,12 +241,7 @@ async fn a_fatal_processor_error_stops_the_runner_with_that_error() {
     }
     let fixture = Fixture::new(1).await;
     fixture.produce(0, 3).await;
-    let config = RunnerConfig {
-        brokers: fixture.endpoints.kafka_brokers.clone(),
-        topic_prefix: fixture.prefix.clone(),
-        admin_addr: None,
-        ..RunnerConfig::default()
-    };
+    let config = testkit::runner_config(&fixture.endpoints, &fixture.prefix);
 
     let result = tokio::time::timeout(
         Duration::from_secs(60),

@@ -6,7 +6,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use anyhow::Context as _;
@@ -15,7 +15,16 @@ use hyper::body::Bytes;
 use hyper::{Method, Request, Response, StatusCode};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-use super::Health;
+use super::outage;
+
+/// Readiness and liveness the admin endpoint reports.
+#[derive(Debug, Default)]
+pub struct Health {
+    /// Set once the first assignment's stores are restored; cleared while restoring again.
+    pub ready: AtomicBool,
+    /// Dependencies that are away now: not ready meanwhile.
+    pub outages: outage::Outages,
+}
 
 static RECORDER: OnceLock<PrometheusHandle> = OnceLock::new();
 

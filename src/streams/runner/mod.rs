@@ -30,44 +30,39 @@
 //!   close.
 
 pub mod admin;
+pub(crate) mod commit;
 pub mod config;
 mod gate;
 pub mod metrics;
 pub mod outage;
+mod rebalance;
 pub(crate) mod restore;
+mod shared;
 mod worker;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, Sender};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, Message as _, OwnedHeaders};
-use rdkafka::producer::{
-    BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig,
-};
-use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message as _;
+use rdkafka::producer::{Producer, PurgeConfig};
+use rdkafka::{ClientConfig, Offset};
 
+pub use admin::Health;
 pub use config::{Guarantee, RunnerConfig};
 
-use super::dlq::{ProducedRecord, RawRecord};
 use super::processor::Processor;
+use super::record::RawRecord;
 use super::task::Task;
+use commit::{ABORT_TIMEOUT, COMMIT_TIMEOUT, commit, flush, new_producer};
 use metrics as names;
+use rebalance::Context;
+use shared::{Shared, lock};
 use worker::{Event, Job, Shop, Worker};
-
-/// Readiness and liveness the admin endpoint reports.
-#[derive(Debug, Default)]
-pub struct Health {
-    /// Set once the first assignment's stores are restored; cleared while restoring again.
-    pub ready: AtomicBool,
-    /// Dependencies that are away now: not ready meanwhile.
-    pub outages: outage::Outages,
-}
 
 /// Runs `factory`'s processor until SIGTERM or SIGINT, serving the admin endpoint.
 ///
@@ -185,392 +180,6 @@ struct Restart(String);
 /// How many restarts within `streams.max_outage` are waited out; one more is an error (e.g. two
 /// instances with the same `instance_id`, fencing each other).
 const MAX_RESTARTS: usize = 5;
-
-/// What the loop and the rebalance callbacks share. The loop never holds the lock across `poll`,
-/// so the callbacks (which run inside `poll`, on the same thread) always get it at once.
-struct Shared {
-    /// One worker per assigned partition number.
-    workers: BTreeMap<i32, Worker>,
-    /// Jobs handed to workers and not yet reported back.
-    in_flight: usize,
-    /// Workers' reports.
-    events: Receiver<Event>,
-    /// Next offset to commit per input partition, for the records handled since the last commit.
-    pending: BTreeMap<(String, i32), i64>,
-    /// The producer of the open transaction (replaced when it cannot abort one).
-    producer: Arc<BaseProducer<DeliveryCounter>>,
-    transaction_open: bool,
-    /// The open transaction could not commit: it must be aborted before the next one.
-    transaction_failed: bool,
-    /// A worker gave up a record on a transient fault: the transaction must be given up too.
-    stalled: bool,
-    /// Partitions whose tasks must be created and restored before their records are handled.
-    to_restore: BTreeSet<i32>,
-    /// A commit in a callback failed: the loop must rewind.
-    commit_failed: Option<String>,
-    /// A worker failed fatally.
-    fatal: Option<anyhow::Error>,
-    /// A worker stopped handling records because shutdown interrupted a retry.
-    interrupted: bool,
-    /// The assignment changed since the loop last looked (held records are void).
-    rebalanced: bool,
-}
-
-impl Shared {
-    fn record(&mut self, event: Event) {
-        self.in_flight -= 1;
-        match event {
-            Event::Done {
-                prefixed_topic,
-                partition,
-                next_offset,
-            } => {
-                self.pending
-                    .insert((prefixed_topic, partition), next_offset);
-            }
-            Event::Interrupted => self.interrupted = true,
-            Event::Stalled => self.stalled = true,
-            Event::Skipped => {}
-            Event::Fatal(error) => {
-                if self.fatal.is_none() {
-                    self.fatal = Some(error);
-                }
-            }
-        }
-    }
-
-    /// Takes the reports that are already there.
-    fn collect(&mut self) {
-        while let Ok(event) = self.events.try_recv() {
-            self.record(event);
-        }
-    }
-
-    /// Waits until every job handed out is reported back.
-    fn drain(&mut self) {
-        while self.in_flight > 0 {
-            match self.events.recv() {
-                Ok(event) => self.record(event),
-                Err(_) => break,
-            }
-        }
-    }
-}
-
-struct Context {
-    topology: super::Topology,
-    /// The input topics, prefixed.
-    inputs: Vec<String>,
-    shared: Arc<Mutex<Shared>>,
-    guarantee: Guarantee,
-    health: Arc<Health>,
-}
-
-impl ClientContext for Context {
-    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
-        outage::client_log(level, fac, log_message);
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        outage::client_error(&self.health.outages, &error, reason);
-    }
-}
-
-impl ConsumerContext for Context {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(_) = rebalance {
-            let mut shared = lock(&self.shared);
-            shared.rebalanced = true;
-            if let Err(error) = commit(&mut shared, consumer, self.guarantee, &self.health.outages)
-            {
-                tracing::warn!(error = %format!("{error:#}"), "Commit before revocation failed; work since the last commit will be redone.");
-                shared.commit_failed = Some(error.to_string());
-            }
-        }
-    }
-
-    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Assign(assigned) => {
-                let mut shared = lock(&self.shared);
-                shared.rebalanced = true;
-                if self.topology.single_task
-                    && let Err(error) =
-                        covers_every_input(consumer, assigned, &self.topology.name, &self.inputs)
-                {
-                    shared.fatal.get_or_insert(error);
-                    return;
-                }
-                let partitions: BTreeSet<i32> = assigned
-                    .elements()
-                    .iter()
-                    .map(|e| self.topology.task_of(e.partition()))
-                    .collect();
-                // Eager protocol: everything was revoked and committed; a partition we keep was
-                // processed by nobody else in between, so its worker and stores stay valid.
-                // Dropping a worker waits for it; it has no jobs left after the revoke's drain.
-                shared.workers.retain(|p, _| partitions.contains(p));
-                let missing: Vec<i32> = partitions
-                    .iter()
-                    .filter(|p| !shared.workers.contains_key(p))
-                    .copied()
-                    .collect();
-                shared.to_restore.extend(missing);
-                tracing::info!(partitions = ?partitions, "Partitions assigned.");
-            }
-            Rebalance::Revoke(_) => {}
-            Rebalance::Error(error) => tracing::warn!(error = %error, "Rebalance error."),
-        }
-    }
-}
-
-/// A single-task processor needs every partition of every input: a second instance in the group
-/// would split them and each would see half the tables.
-fn covers_every_input<C: ConsumerContext>(
-    consumer: &BaseConsumer<C>,
-    assigned: &TopicPartitionList,
-    name: &str,
-    inputs: &[String],
-) -> anyhow::Result<()> {
-    let metadata = consumer
-        .fetch_metadata(None, Duration::from_secs(30))
-        .context("fetching metadata")?;
-    for topic in metadata
-        .topics()
-        .iter()
-        .filter(|t| inputs.iter().any(|i| i == t.name()))
-    {
-        let have = assigned
-            .elements()
-            .iter()
-            .filter(|e| e.topic() == topic.name())
-            .count();
-        let want = topic.partitions().len();
-        anyhow::ensure!(
-            have == want,
-            "{name} runs as a single task and needs every input partition, but was assigned {have} of the {want} of {}: another instance is in its group (run one replica)",
-            topic.name()
-        );
-    }
-    Ok(())
-}
-
-/// Counts failed deliveries, so at-least-once commits only what was delivered; reports the
-/// client's errors as outages.
-pub(crate) struct DeliveryCounter {
-    failed: AtomicU64,
-    health: Arc<Health>,
-}
-
-impl DeliveryCounter {
-    pub(crate) fn new(health: Arc<Health>) -> Self {
-        Self {
-            failed: AtomicU64::new(0),
-            health,
-        }
-    }
-
-    /// Deliveries failed since the last call.
-    pub(crate) fn take_failed(&self) -> u64 {
-        self.failed.swap(0, Ordering::SeqCst)
-    }
-}
-
-impl ClientContext for DeliveryCounter {
-    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
-        outage::client_log(level, fac, log_message);
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        outage::client_error(&self.health.outages, &error, reason);
-    }
-}
-
-impl ProducerContext for DeliveryCounter {
-    type DeliveryOpaque = ();
-    fn delivery(&self, result: &DeliveryResult<'_>, (): ()) {
-        // Per record, so DEBUG: the failed commit that follows says it once.
-        if let Err((error, _)) = result {
-            tracing::debug!(error = %error, "A record was not delivered.");
-            self.failed.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-}
-
-/// Every lock of the runner. A panic while holding one already ends the runner (or, for the
-/// plain counters and timestamps elsewhere, leaves nothing half-written), so poisoning is not
-/// refused.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// How long one broker call of a commit (or of its recovery) may take: the transaction's own
-/// timeout, so a broker that went away is noticed (and waited for) soon.
-const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long one abort may take before the producer is replaced instead.
-const ABORT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Commits the interval once every job handed out is done: the transaction with its offsets, or
-/// (at-least-once) the offsets once every record is delivered. A transaction that cannot commit
-/// is left marked failed, for the runner to abort before it rewinds. `true` when the broker took
-/// a commit (so it is there); `false` when there was nothing to commit.
-fn commit<C: ConsumerContext>(
-    shared: &mut Shared,
-    consumer: &BaseConsumer<C>,
-    guarantee: Guarantee,
-    outages: &outage::Outages,
-) -> anyhow::Result<bool> {
-    shared.drain();
-    anyhow::ensure!(
-        !shared.stalled,
-        "not committing: a partition worker gave up a record on a transient fault"
-    );
-    let producer = Arc::clone(&shared.producer);
-    // The runner stops on a worker's fatal error (see `Runner::take_fatal`); never commit then.
-    anyhow::ensure!(
-        shared.fatal.is_none(),
-        "not committing: a partition worker failed"
-    );
-    let started = Instant::now();
-    let mut offsets = TopicPartitionList::new();
-    for ((topic, partition), next) in &shared.pending {
-        offsets.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
-    }
-    match guarantee {
-        Guarantee::ExactlyOnce => {
-            if !shared.transaction_open {
-                return Ok(false);
-            }
-            shared.transaction_open = false;
-            let result = outages.calling("committing the transaction", || {
-                if offsets.count() > 0 {
-                    let metadata = consumer
-                        .group_metadata()
-                        .ok_or(KafkaError::NoMessageReceived)?;
-                    producer.send_offsets_to_transaction(&offsets, &metadata, COMMIT_TIMEOUT)?;
-                }
-                // Delivery reports come from an event queue only the producer's own poll serves,
-                // so flush first (commit_transaction's internal flush cannot serve it).
-                flush(&producer, COMMIT_TIMEOUT)?;
-                producer.commit_transaction(COMMIT_TIMEOUT)
-            });
-            if let Err(error) = result {
-                shared.transaction_failed = true;
-                shared.pending.clear();
-                return Err(error).context("committing the transaction");
-            }
-        }
-        Guarantee::AtLeastOnce => {
-            outages
-                .calling("flushing the producer", || flush(&producer, COMMIT_TIMEOUT))
-                .context("flushing the producer")?;
-            let failed = producer.context().take_failed();
-            if failed > 0 {
-                shared.pending.clear();
-                anyhow::bail!("{failed} records were not delivered");
-            }
-            if offsets.count() > 0 {
-                outages
-                    .calling("committing offsets", || {
-                        consumer.commit(&offsets, CommitMode::Sync)
-                    })
-                    .context("committing offsets")?;
-            }
-        }
-    }
-    shared.pending.clear();
-    tracing::debug!(elapsed = ?started.elapsed(), partitions = offsets.count(), "Committed.");
-    ::metrics::counter!(names::COMMITS).increment(1);
-    ::metrics::histogram!(names::COMMIT_LATENCY).record(started.elapsed().as_secs_f64());
-    Ok(guarantee == Guarantee::ExactlyOnce || offsets.count() > 0)
-}
-
-/// Waits until every produced record is delivered (or failed), serving delivery reports.
-///
-/// Written here because rust-rdkafka 0.39's `BaseProducer::flush` polls in slices that each last
-/// their full 100 ms, even when the reports arrived at once: every flush, and so every commit,
-/// took at least 100 ms (measured: commits went from ~103 ms to a few ms).
-pub(crate) fn flush<C: ProducerContext>(
-    producer: &BaseProducer<C>,
-    timeout: Duration,
-) -> Result<(), KafkaError> {
-    let deadline = Instant::now() + timeout;
-    while producer.in_flight_count() > 0 {
-        if Instant::now() >= deadline {
-            return Err(KafkaError::Flush(
-                rdkafka::types::RDKafkaErrorCode::OperationTimedOut,
-            ));
-        }
-        producer.poll(Duration::from_millis(1));
-    }
-    Ok(())
-}
-
-/// Queues `record` (to `partition`, or the partitioner's choice), waiting while the producer's
-/// queue is full.
-pub(crate) fn send<C: ProducerContext<DeliveryOpaque = ()>>(
-    producer: &BaseProducer<C>,
-    record: &ProducedRecord,
-    partition: Option<i32>,
-) -> Result<(), KafkaError> {
-    let mut headers = OwnedHeaders::new();
-    for (name, value) in &record.headers {
-        headers = headers.insert(Header {
-            key: name,
-            value: Some(value),
-        });
-    }
-    let mut base = BaseRecord::<[u8], [u8]>::to(&record.topic).headers(headers);
-    if let Some(key) = &record.key {
-        base = base.key(key.as_slice());
-    }
-    if let Some(value) = &record.value {
-        base = base.payload(value.as_slice());
-    }
-    if let Some(partition) = partition {
-        base = base.partition(partition);
-    }
-    loop {
-        match producer.send(base) {
-            Ok(()) => return Ok(()),
-            Err((
-                KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
-                back,
-            )) => {
-                producer.poll(Duration::from_millis(1));
-                base = back;
-            }
-            Err((error, _)) => return Err(error),
-        }
-    }
-}
-
-/// A producer from `producer_config`; with exactly-once, its transactions initialised, which
-/// fences a previous producer with the same transactional id and aborts its open transaction, so
-/// the changelogs and inputs are settled before anything is restored. Waits for the broker.
-fn new_producer(
-    producer_config: &ClientConfig,
-    config: &RunnerConfig,
-    health: &Arc<Health>,
-    shutdown: &AtomicBool,
-) -> anyhow::Result<Arc<BaseProducer<DeliveryCounter>>> {
-    let producer: BaseProducer<DeliveryCounter> = producer_config
-        .create_with_context(DeliveryCounter::new(Arc::clone(health)))
-        .context("creating the producer")?;
-    if config.guarantee == Guarantee::ExactlyOnce {
-        outage::with_broker(
-            &health.outages,
-            config.max_outage,
-            config.max_backoff,
-            shutdown,
-            "initialising transactions",
-            || producer.init_transactions(COMMIT_TIMEOUT),
-        )?;
-    }
-    Ok(Arc::new(producer))
-}
 
 struct Runner<P, F> {
     factory: Arc<F>,

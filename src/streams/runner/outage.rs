@@ -19,7 +19,8 @@ use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 
-use super::{lock, metrics as names};
+use super::metrics as names;
+use super::shared::lock;
 
 /// Something the runner needs that can go away for a while.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,7 +220,9 @@ impl Outages {
 }
 
 /// Runs [`Outages::watch`] every 250 ms beside a loop that blocks in broker calls, until aborted.
-pub(crate) fn watchdog(health: std::sync::Arc<super::Health>) -> tokio::task::JoinHandle<()> {
+pub(crate) fn watchdog(
+    health: std::sync::Arc<super::admin::Health>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_millis(250));
         loop {

@@ -9,10 +9,11 @@ use rdkafka::message::{BorrowedMessage, Message as _};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-use super::super::processor::Processor;
-use super::super::task::Task;
+use super::admin::Health;
 use super::metrics as names;
-use super::{Health, outage};
+use super::outage;
+use crate::streams::processor::Processor;
+use crate::streams::task::Task;
 
 /// Why a restore did not finish.
 #[derive(Debug, thiserror::Error)]

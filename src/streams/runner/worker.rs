@@ -12,14 +12,17 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use rdkafka::producer::BaseProducer;
 
+use super::admin::Health;
+use super::commit::DeliveryCounter;
 use super::config::RunnerConfig;
 use super::metrics as names;
 use super::outage::{self, Dependency};
-use super::{DeliveryCounter, Health, lock};
+use super::shared::lock;
 use crate::cdc::{Encoding, Envelope};
 use crate::streams::codec::{AvroCodec, CodecError};
-use crate::streams::dlq::{ProducedRecord, RawRecord, headers};
+use crate::streams::dlq::headers;
 use crate::streams::processor::Processor;
+use crate::streams::record::{ProducedRecord, RawRecord};
 use crate::streams::task::{AvroResolved, Outcome, Task};
 use crate::streams::topology::{InputFormat, Topology};
 
@@ -401,7 +404,7 @@ fn produce(shop: &Shop, outcome: Outcome, partition: i32) -> anyhow::Result<Opti
     });
     let all = changelog.chain(records.into_iter().map(|r| (r, None)).chain(dead));
     for (record, partition) in all {
-        if let Err(error) = super::send(&shop.producer, &record, partition) {
+        if let Err(error) = super::commit::send(&shop.producer, &record, partition) {
             // The producer is in a state no record can be added in (the broker went away
             // mid-transaction, or the transaction failed): the runner gives the transaction up.
             tracing::debug!(error = %error, topic = %record.topic, "Producing failed.");

@@ -10,6 +10,7 @@ use clinic::cdc::extjson::Dialect;
 use clinic::cdc::{self, ChangeEvent, Encoding, Envelope, Format, Operation};
 use clinic::streams::driver::TestDriver;
 use clinic::streams::{OutValue, OutputRecord};
+use clinic::testkit::change;
 use clinic_deletions::config::{Inputs, UserTable};
 use clinic_deletions::processor::{
     CLINICIAN_DELETIONS, CLINICIANS, Deletions, PATIENT_DELETIONS, PATIENTS, SINK_CLINICIANS,
@@ -38,10 +39,6 @@ fn inputs() -> Inputs {
 
 fn driver() -> TestDriver<Deletions> {
     TestDriver::new(Deletions::new(inputs()))
-}
-
-fn change(operation: Operation, coll: &str, id: ObjectId, full: Option<Document>) -> ChangeEvent {
-    clinic::testkit::change(operation, coll, id, full)
 }
 
 /// As Tidepool's connectors write it: DefaultJson text double-encoded by JsonConverter.

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bson::oid::ObjectId;
 use bson::{DateTime, Document, doc};
-use clinic::cdc::{ChangeEvent, Namespace, Operation, SourcePosition};
+use clinic::cdc::{ChangeEvent, Operation};
 use clinic::endpoints::Endpoints;
 use clinic::streams::runner::{self, Health, RunnerConfig};
 use clinic::testkit;
@@ -23,22 +23,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 
 fn insert(coll: &str, document: &Document) -> ChangeEvent {
     let id = document.get_object_id("_id").expect("oid");
-    ChangeEvent {
-        operation: Operation::Insert,
-        namespace: Some(Namespace {
-            db: "clinic".into(),
-            coll: Some(coll.into()),
-        }),
-        document_key: doc! { "_id": id },
-        full_document: Some(document.clone()),
-        updated_fields: doc! {},
-        removed_fields: Vec::new(),
-        truncated_arrays: Vec::new(),
-        source: SourcePosition {
-            resume_token: Some(doc! { "_data": id.to_hex() }),
-            ..SourcePosition::default()
-        },
-    }
+    testkit::change(Operation::Insert, coll, id, Some(document.clone()))
 }
 
 const DELETED_AT: &str = "2026-11-26T10:00:00Z";
@@ -216,13 +201,7 @@ async fn a_user_deletion_reaches_the_clinic_collections_also_after_a_replay() {
             ((*name).to_owned(), docs)
         })
         .collect();
-    let config = RunnerConfig {
-        brokers: endpoints.kafka_brokers.clone(),
-        schema_registry_url: endpoints.schema_registry_url(),
-        topic_prefix: prefix.clone(),
-        admin_addr: None,
-        ..RunnerConfig::default()
-    };
+    let config = testkit::runner_config(&endpoints, &prefix);
     let first = testkit::run_until_synced(
         config.clone(),
         || Deletions::new(Inputs::default()),
@@ -280,12 +259,8 @@ async fn a_second_instance_in_the_group_stops_both_rather_than_split_the_tables(
         .expect("topics");
     let start = |instance: &str| {
         let config = RunnerConfig {
-            brokers: endpoints.kafka_brokers.clone(),
-            schema_registry_url: endpoints.schema_registry_url(),
-            topic_prefix: prefix.clone(),
             instance_id: instance.to_owned(),
-            admin_addr: None,
-            ..RunnerConfig::default()
+            ..testkit::runner_config(&endpoints, &prefix)
         };
         tokio::spawn(runner::run_until(
             config,

@@ -17,7 +17,6 @@ use bson::{Bson, Document, doc};
 use clinic::cdc::Operation;
 use clinic::endpoints::Endpoints;
 use clinic::streams::Processor as _;
-use clinic::streams::runner::RunnerConfig;
 use clinic::testkit::{self, SinkChain};
 use clinic_permissions::config::Inputs;
 use clinic_permissions::processor::Permissions;
@@ -166,13 +165,7 @@ async fn rows_written_by_the_suite_join_rows_written_by_tidepools_sinks() {
             ],
         ),
     ]);
-    let config = RunnerConfig {
-        brokers: endpoints.kafka_brokers.clone(),
-        schema_registry_url: endpoints.schema_registry_url(),
-        topic_prefix: prefix.clone(),
-        admin_addr: None,
-        ..RunnerConfig::default()
-    };
+    let config = testkit::runner_config(&endpoints, &prefix);
     let synced = testkit::run_until_synced(
         config,
         || Permissions::new(Inputs::default()),

@@ -8,9 +8,7 @@ mod stack;
 use bson::oid::ObjectId;
 use bson::{Bson, Document, doc};
 use clinic::cdc::extjson::Dialect;
-use clinic::cdc::{
-    self, CdcRecord, ChangeEvent, Encoding, Envelope, Format, Namespace, Operation, SourcePosition,
-};
+use clinic::cdc::{self, CdcRecord, ChangeEvent, Encoding, Envelope, Format, Operation};
 use clinic::streams::driver::TestDriver;
 use clinic::streams::{OutValue, OutputRecord};
 use clinic_permissions::config::Inputs;
@@ -43,20 +41,9 @@ fn event(
     removed: &[&str],
 ) -> ChangeEvent {
     ChangeEvent {
-        operation,
-        namespace: Some(Namespace {
-            db: "clinic".into(),
-            coll: Some("patients".into()),
-        }),
-        document_key: doc! { "_id": id },
-        full_document: full,
         updated_fields: updated,
         removed_fields: removed.iter().map(|s| (*s).to_owned()).collect(),
-        truncated_arrays: Vec::new(),
-        source: SourcePosition {
-            resume_token: Some(doc! { "_data": id.to_hex() }),
-            ..SourcePosition::default()
-        },
+        ..clinic::testkit::change(operation, "patients", id, full)
     }
 }
 

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use bson::oid::ObjectId;
 use bson::{Document, doc};
-use clinic::cdc::{ChangeEvent, Operation, SourcePosition};
+use clinic::cdc::{ChangeEvent, Operation};
 use clinic::endpoints::Endpoints;
 use clinic::streams::Processor as _;
 use clinic::streams::runner::RunnerConfig;
@@ -26,10 +26,6 @@ pub(crate) fn change(
     ChangeEvent {
         removed_fields: removed.iter().map(|s| (*s).to_owned()).collect(),
         truncated_arrays: Vec::new(),
-        source: SourcePosition {
-            resume_token: Some(doc! { "_data": id.to_hex() }),
-            ..SourcePosition::default()
-        },
         ..testkit::change(operation, coll, id, full)
     }
 }
@@ -159,13 +155,7 @@ async fn avro_change_events_reach_the_gatekeeper_collections_also_after_a_replay
             })
             .collect()
     };
-    let config = RunnerConfig {
-        brokers: endpoints.kafka_brokers.clone(),
-        schema_registry_url: endpoints.schema_registry_url(),
-        topic_prefix: prefix.clone(),
-        admin_addr: None,
-        ..RunnerConfig::default()
-    };
+    let config = testkit::runner_config(&endpoints, &prefix);
     let first = testkit::run_until_synced(
         config.clone(),
         || Permissions::new(Inputs::default()),

@@ -1,0 +1,328 @@
+//! The `clinic` command line: the clap tree and what each command runs.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use clinic::endpoints::Endpoints;
+use clinic::ops::cli::{self, ConnectorsArgs, Output, TopicsArgs};
+
+/// Operators' tools for the clinic suite.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check the chain the processors rely on, end to end: Avro through the schema registry and
+    /// Kafka, a MongoDB sink connector in Kafka Connect writing to MongoDB, and SMTP. Uses
+    /// throwaway topics, connectors and collections and removes them. Exit 0 when all pass.
+    Smoke,
+    /// The demo's story on the local stack: the API writes a clinic with members and patients,
+    /// their change events flow through the permissions processor into gatekeeper, and a user's
+    /// deletion flows through the deletions processor into the clinic collections (needs topics,
+    /// schemas and sink connectors applied and both processors running; scripts/demo does it).
+    Scenario,
+    /// Serve the clinic CRUD API. Settings: the TOML file named by CLINIC_SETTINGS, then
+    /// CLINIC__HTTP__LISTEN, CLINIC__MONGO__URI, CLINIC__AUTH__HS256_SECRET, … (docs/api.md).
+    /// Stops on SIGTERM/SIGINT after the requests in flight.
+    Api,
+    /// Topics as desired state (`topics.yaml`). Brokers from CLINIC_KAFKA_BROKERS.
+    ///
+    /// Exit codes: 0 done (plan: no changes, or changes without --detailed-exitcode);
+    /// 1 error; 2 plan --detailed-exitcode found changes; 3 a difference cannot be changed in
+    /// place (fewer partitions, replication factor).
+    Topics {
+        #[command(subcommand)]
+        action: TopicsCommand,
+    },
+    /// Avro schemas named in `topics.yaml`, as subjects in the schema registry (CLINIC_REGISTRY_URL).
+    ///
+    /// Exit codes as for `topics`; 3: a schema is incompatible with its subject's latest version.
+    Schemas {
+        #[command(subcommand)]
+        action: SchemasCommand,
+    },
+    /// Kafka Connect connectors, one JSON file each in `connectors/` (CLINIC_CONNECT_URL).
+    ///
+    /// Exit codes: 0 done; 1 error; 2 plan --detailed-exitcode found changes; 3 status: not all
+    /// RUNNING, validate: a field has errors.
+    Connectors {
+        #[command(subcommand)]
+        action: ConnectorsCommand,
+    },
+    /// The dataflow (source topics → processors → sink topics → connectors → collections) from
+    /// `topics.yaml` and the connector files, and the checks that they agree. (That each
+    /// processor's code reads and writes what `topics.yaml` says of it is checked by the test
+    /// suite, which links the processor crates; this binary cannot, as they depend on it.)
+    ///
+    /// Exit codes: 0 consistent; 1 error; 3 the files disagree (each problem printed).
+    Topology {
+        /// `text`, `mermaid` or `json`.
+        #[arg(long, value_enum, default_value = "text")]
+        format: GraphFormat,
+        /// The topics file.
+        #[arg(long, default_value = "topics.yaml")]
+        file: PathBuf,
+        /// Connector directories.
+        #[arg(long = "connectors", default_values = ["connectors", "connectors/source"])]
+        connectors: Vec<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum GraphFormat {
+    Text,
+    Mermaid,
+    /// `{"dataflow": {producers, consumers, connectors}, "problems": [...]}` for machines.
+    Json,
+}
+
+#[derive(Subcommand)]
+enum ConnectorsCommand {
+    /// Show what apply would change.
+    Plan {
+        #[command(flatten)]
+        common: ConnectorsCommon,
+        /// Exit 2 when there are changes (for CI drift checks).
+        #[arg(long)]
+        detailed_exitcode: bool,
+    },
+    /// Create or update connectors with idempotent PUTs (and delete with --prune).
+    Apply {
+        #[command(flatten)]
+        common: ConnectorsCommon,
+    },
+    /// States of the connectors in the directory (or of NAME), with a failed task's trace.
+    Status {
+        #[command(flatten)]
+        common: ConnectorsCommon,
+        /// One connector.
+        name: Option<String>,
+    },
+    /// Restart a connector and its failed tasks.
+    Restart {
+        /// The connector.
+        name: String,
+    },
+    /// Check every file's config with its plugin's validate endpoint; errors per field.
+    Validate {
+        #[command(flatten)]
+        common: ConnectorsCommon,
+    },
+    /// Delete a connector from Connect (its file stays).
+    Delete {
+        /// The connector.
+        name: String,
+    },
+}
+
+#[derive(Args)]
+struct ConnectorsCommon {
+    /// The directory of connector files.
+    #[arg(long, default_value = "connectors")]
+    dir: PathBuf,
+    /// Also delete connectors no file describes.
+    #[arg(long)]
+    prune: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    output: Output,
+}
+
+impl ConnectorsCommon {
+    fn into_args(self) -> ConnectorsArgs {
+        ConnectorsArgs {
+            dir: self.dir,
+            prune: self.prune,
+            output: self.output,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum SchemasCommand {
+    /// Show what apply would register.
+    Plan {
+        #[command(flatten)]
+        common: TopicsCommon,
+        /// Exit 2 when there are changes (for CI drift checks).
+        #[arg(long)]
+        detailed_exitcode: bool,
+    },
+    /// Register new schemas and set compatibility levels; refuse incompatible ones.
+    Apply {
+        #[command(flatten)]
+        common: TopicsCommon,
+    },
+}
+
+#[derive(Subcommand)]
+enum TopicsCommand {
+    /// Show what apply would change.
+    Plan {
+        #[command(flatten)]
+        common: TopicsCommon,
+        /// Exit 2 when there are changes (for CI drift checks).
+        #[arg(long)]
+        detailed_exitcode: bool,
+    },
+    /// Make the cluster match the file.
+    Apply {
+        #[command(flatten)]
+        common: TopicsCommon,
+        /// Confirm deletions without asking (needed off a terminal).
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Args)]
+struct TopicsCommon {
+    /// The desired-state file.
+    #[arg(long, default_value = "topics.yaml")]
+    file: PathBuf,
+    /// Environment overlay from the file (e.g. `local`).
+    #[arg(long, env = "CLINIC_ENV")]
+    env: Option<String>,
+    /// Also delete topics under the prefix that the file does not list (topics only).
+    #[arg(long)]
+    prune: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    output: Output,
+}
+
+impl TopicsCommon {
+    fn into_args(self) -> TopicsArgs {
+        TopicsArgs {
+            file: self.file,
+            env: self.env,
+            prune: self.prune,
+            output: self.output,
+        }
+    }
+}
+
+fn report(error: clinic::ops::PlanError) -> u8 {
+    eprintln!("error: {error}");
+    cli::exit::ERROR
+}
+
+/// Parses the command line and runs the command.
+///
+/// # Errors
+/// What the command fails with (operators' commands report theirs and return an exit code).
+pub async fn run() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    clinic::telemetry::init();
+    let endpoints = Endpoints::from_env()?;
+    let code = match cli.command {
+        Command::Api => {
+            let file = std::env::var_os("CLINIC_SETTINGS").map(PathBuf::from);
+            let settings: clinic::api::ApiSettings = clinic::settings::load(file.as_deref())?;
+            let app = clinic::api::Application::build(&settings).await?;
+            tracing::info!(address = %app.address(), "API listening.");
+            app.run(clinic::shutdown::signal()).await?;
+            cli::exit::OK
+        }
+        Command::Scenario => {
+            clinic::scenario::run(&endpoints).await?;
+            cli::exit::OK
+        }
+        Command::Smoke => {
+            clinic::smoke::report::run(&endpoints).await?;
+            cli::exit::OK
+        }
+        Command::Topics { action } => {
+            let result = match action {
+                TopicsCommand::Plan {
+                    common,
+                    detailed_exitcode,
+                } => {
+                    cli::plan_topics(
+                        &endpoints.kafka_brokers,
+                        &common.into_args(),
+                        detailed_exitcode,
+                    )
+                    .await
+                }
+                TopicsCommand::Apply { common, yes } => {
+                    cli::apply_topics(&endpoints.kafka_brokers, &common.into_args(), yes).await
+                }
+            };
+            result.unwrap_or_else(report)
+        }
+        Command::Schemas { action } => {
+            let registry = endpoints.schema_registry_url();
+            let result = match action {
+                SchemasCommand::Plan {
+                    common,
+                    detailed_exitcode,
+                } => cli::plan_schemas(&registry, &common.into_args(), detailed_exitcode).await,
+                SchemasCommand::Apply { common } => {
+                    cli::apply_schemas(&registry, &common.into_args()).await
+                }
+            };
+            result.unwrap_or_else(report)
+        }
+        Command::Connectors { action } => {
+            let url = &endpoints.connect_url;
+            let result = match action {
+                ConnectorsCommand::Plan {
+                    common,
+                    detailed_exitcode,
+                } => cli::connectors_plan(url, &common.into_args(), false, detailed_exitcode).await,
+                ConnectorsCommand::Apply { common } => {
+                    cli::connectors_plan(url, &common.into_args(), true, false).await
+                }
+                ConnectorsCommand::Status { common, name } => {
+                    cli::connectors_status(url, &common.into_args(), name.as_deref()).await
+                }
+                ConnectorsCommand::Restart { name } => cli::connectors_restart(url, &name).await,
+                ConnectorsCommand::Validate { common } => {
+                    cli::connectors_validate(url, &common.into_args()).await
+                }
+                ConnectorsCommand::Delete { name } => cli::connectors_delete(url, &name).await,
+            };
+            result.unwrap_or_else(report)
+        }
+        Command::Topology {
+            format,
+            file,
+            connectors,
+        } => topology(format, &file, &connectors),
+    };
+    Ok(ExitCode::from(code))
+}
+
+/// `clinic topology`: the dataflow the repository's files describe, and its inconsistencies.
+fn topology(format: GraphFormat, file: &std::path::Path, connectors: &[PathBuf]) -> u8 {
+    let dirs: Vec<&std::path::Path> = connectors.iter().map(PathBuf::as_path).collect();
+    let dataflow = match clinic::ops::topology::Dataflow::load(file, &dirs) {
+        Ok(dataflow) => dataflow,
+        Err(error) => return report(error),
+    };
+    let problems = dataflow.problems(&std::collections::BTreeMap::new());
+    match format {
+        GraphFormat::Text => print!("{}", dataflow.render_text()),
+        GraphFormat::Mermaid => print!("{}", dataflow.render_mermaid()),
+        GraphFormat::Json => println!(
+            "{}",
+            serde_json::json!({ "dataflow": dataflow, "problems": problems })
+        ),
+    }
+    if format != GraphFormat::Json {
+        for problem in &problems {
+            eprintln!("inconsistent: {problem}");
+        }
+    }
+    if problems.is_empty() {
+        cli::exit::OK
+    } else {
+        cli::exit::BLOCKED
+    }
+}
