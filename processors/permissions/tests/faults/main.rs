@@ -301,6 +301,24 @@ impl Chain {
         (processor, sinks)
     }
 
+    /// The sink connectors' and their tasks' states, for a run whose collections are wrong.
+    async fn sink_states(&self) -> Vec<String> {
+        let connect = Connect::new(&self.endpoints.connect_url);
+        let mut states = Vec::new();
+        for name in &self.sinks {
+            let state = match connect.status(name).await {
+                Ok(Some(status)) => {
+                    let tasks: Vec<&str> = status.tasks.iter().map(|t| t.state.as_str()).collect();
+                    format!("{} (tasks {tasks:?})", status.connector.state)
+                }
+                Ok(None) => "missing".to_owned(),
+                Err(error) => format!("unknown: {error}"),
+            };
+            states.push(format!("{name}: {state}"));
+        }
+        states
+    }
+
     async fn remove(self) {
         testkit::remove_sinks(&self.endpoints, &self.sinks)
             .await
@@ -441,6 +459,7 @@ impl Outage {
         let after = processor.exited();
         let (status, log) = processor.stop();
         let dead = chain.dead_letters();
+        let sinks = chain.sink_states().await;
         chain.remove().await;
         let Self {
             dependency,
@@ -453,7 +472,7 @@ impl Outage {
         } = self;
         eprintln!(
             "{dependency} outage: {events} events, {dependency} away {away:?}, caught up {caught_up:?} after it was back; \
-             WARN lines {}, ERROR lines {}; the processor's log:\n{log}",
+             WARN lines {}, ERROR lines {}; sinks {sinks:?}; the processor's log:\n{log}",
             lines_at(&log, "WARN").len(),
             lines_at(&log, "ERROR").len(),
         );
@@ -466,7 +485,20 @@ impl Outage {
             waited,
             "/readyz never said it waited for the {dependency}:\n{log}"
         );
-        assert_eq!(seen, sorted(expected));
+        let expected = sorted(expected);
+        for (name, want) in &expected {
+            let got = seen.get(name).map_or(&[][..], Vec::as_slice);
+            let missing = want.iter().filter(|d| !got.contains(d)).count();
+            let extra = got.iter().filter(|d| !want.contains(d)).count();
+            if missing + extra > 0 {
+                eprintln!(
+                    "{name}: {} expected, {} seen, {missing} missing or different, {extra} extra or different",
+                    want.len(),
+                    got.len()
+                );
+            }
+        }
+        assert_eq!(seen, expected);
         assert_eq!(dead, (0, 0), "records dead-lettered (processor, sinks)");
         assert!(status.success(), "stopping failed ({status}):\n{log}");
         assert_eq!(lines_at(&log, "ERROR"), Vec::<&str>::new());
