@@ -34,11 +34,10 @@ use serde::de::DeserializeOwned;
 use super::dlq;
 use super::processor::{OutValue, OutputRecord, ProcessError};
 use super::record::{ProducedRecord, RawRecord};
-use super::runner::commit::{DeliveryCounter, flush, send};
 use super::runner::metrics as names;
 use super::runner::outage::{self, backoff, sleep_unless};
 use super::runner::restore::{RestoreError, read_partition};
-use super::runner::{Health, RunnerConfig};
+use super::runner::{DeliveryCounter, Health, RunnerConfig, flush, send};
 
 /// Why an effect was not performed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -21,13 +21,14 @@ use crate::streams::record::ProducedRecord;
 
 /// Counts failed deliveries, so at-least-once commits only what was delivered; reports the
 /// client's errors as outages.
-pub(crate) struct DeliveryCounter {
+pub struct DeliveryCounter {
     failed: AtomicU64,
     health: Arc<Health>,
 }
 
 impl DeliveryCounter {
-    pub(crate) fn new(health: Arc<Health>) -> Self {
+    /// A counter reporting the client's errors into `health`.
+    pub fn new(health: Arc<Health>) -> Self {
         Self {
             failed: AtomicU64::new(0),
             health,
@@ -35,7 +36,7 @@ impl DeliveryCounter {
     }
 
     /// Deliveries failed since the last call.
-    pub(crate) fn take_failed(&self) -> u64 {
+    pub fn take_failed(&self) -> u64 {
         self.failed.swap(0, Ordering::SeqCst)
     }
 }
@@ -147,7 +148,7 @@ pub(super) fn commit<C: ConsumerContext>(
 /// Written here because rust-rdkafka 0.39's `BaseProducer::flush` polls in slices that each last
 /// their full 100 ms, even when the reports arrived at once: every flush, and so every commit,
 /// took at least 100 ms (measured: commits went from ~103 ms to a few ms).
-pub(crate) fn flush<C: ProducerContext>(
+pub fn flush<C: ProducerContext>(
     producer: &BaseProducer<C>,
     timeout: Duration,
 ) -> Result<(), KafkaError> {
@@ -165,7 +166,7 @@ pub(crate) fn flush<C: ProducerContext>(
 
 /// Queues `record` (to `partition`, or the partitioner's choice), waiting while the producer's
 /// queue is full.
-pub(crate) fn send<C: ProducerContext<DeliveryOpaque = ()>>(
+pub fn send<C: ProducerContext<DeliveryOpaque = ()>>(
     producer: &BaseProducer<C>,
     record: &ProducedRecord,
     partition: Option<i32>,

@@ -53,12 +53,13 @@ use rdkafka::producer::{Producer, PurgeConfig};
 use rdkafka::{ClientConfig, Offset};
 
 pub use admin::Health;
+pub use commit::{DeliveryCounter, flush, send};
 pub use config::{Guarantee, RunnerConfig};
 
 use super::processor::Processor;
 use super::record::RawRecord;
 use super::task::Task;
-use commit::{ABORT_TIMEOUT, COMMIT_TIMEOUT, commit, flush, new_producer};
+use commit::{ABORT_TIMEOUT, COMMIT_TIMEOUT, commit, new_producer};
 use metrics as names;
 use rebalance::Context;
 use shared::{Shared, lock};
