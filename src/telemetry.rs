@@ -7,8 +7,14 @@
 //! because its schema validation logs the whole value it rejects at ERROR (a poison patient
 //! record would put a name, birth date and MRN in the logs). librdkafka's own lines arrive at
 //! DEBUG (`streams::runner::outage` says what they mean, once).
+//!
+//! Metrics: the process-wide Prometheus recorder ([`prometheus`]) that the processors' admin
+//! endpoint and the API's `/metrics` render.
 
 use std::io::IsTerminal as _;
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::Directive;
@@ -73,4 +79,18 @@ pub fn init() {
     if let Some(problem) = problem {
         tracing::warn!(problem, "Unknown log format; logging text.");
     }
+}
+
+static RECORDER: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// The process-wide Prometheus recorder, installed on first use.
+pub fn prometheus() -> &'static PrometheusHandle {
+    RECORDER.get_or_init(|| {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        // Another recorder may be installed already (tests); then this handle records nothing,
+        // which only matters for what /metrics shows in that process.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
 }

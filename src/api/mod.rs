@@ -179,7 +179,7 @@ fn router(state: AppState, settings: &ApiSettings) -> Router {
             "/v1/clinics/{clinic_id}/invites/patients/{invite_id}",
             axum::routing::put(invites::accept).delete(invites::decline),
         );
-    let prometheus = crate::streams::runner::admin::prometheus();
+    let prometheus = crate::telemetry::prometheus();
     Router::new()
         .merge(v1)
         .route("/ready", get(ready))

@@ -37,7 +37,7 @@ use super::record::{ProducedRecord, RawRecord};
 use super::runner::metrics as names;
 use super::runner::outage::{self, backoff, sleep_unless};
 use super::runner::restore::{RestoreError, read_partition};
-use super::runner::{DeliveryCounter, Health, RunnerConfig, flush, send};
+use super::runner::{DeliveryCounter, Health, RunnerConfig, flush, partition_count, send};
 
 /// Why an effect was not performed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -284,11 +284,7 @@ impl<E: Effect> Executor<E> {
             self.consumer.fetch_metadata(None, Duration::from_secs(30))
         })?;
         let partitions = |topic: &str| {
-            metadata
-                .topics()
-                .iter()
-                .find(|t| t.name() == topic && t.error().is_none())
-                .map(|t| t.partitions().len())
+            partition_count(&metadata, topic)
                 .with_context(|| format!("topic {topic} does not exist"))
         };
         let requests = partitions(&self.prefixed(&self.stage.requests))?;

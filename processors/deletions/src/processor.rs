@@ -26,6 +26,12 @@ impl Deletions {
     pub fn new(inputs: Inputs) -> Self {
         Self { inputs }
     }
+
+    /// What the binary runs: a factory of processors configured by `settings`.
+    pub fn factory(settings: &crate::config::Settings) -> impl Fn() -> Self + Send + use<> {
+        let inputs = settings.inputs.clone();
+        move || Self::new(inputs.clone())
+    }
 }
 
 /// What `deleted_users` holds per user.

@@ -1,13 +1,6 @@
 //! `clinic-permissions`: see the crate documentation.
 
-use clinic_permissions::config::Settings;
-use clinic_permissions::processor::Permissions;
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    clinic::streams::app::run(|settings: &Settings| {
-        let inputs = settings.inputs;
-        move || Permissions::new(inputs)
-    })
-    .await
+    clinic::streams::app::run(clinic_permissions::processor::Permissions::factory).await
 }

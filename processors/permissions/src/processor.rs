@@ -36,6 +36,12 @@ impl Permissions {
     pub fn new(inputs: Inputs) -> Self {
         Self { inputs }
     }
+
+    /// What the binary runs: a factory of processors configured by `settings`.
+    pub fn factory(settings: &crate::config::Settings) -> impl Fn() -> Self + Send + use<> {
+        let inputs = settings.inputs;
+        move || Self::new(inputs)
+    }
 }
 
 /// A projection the processor keeps and emits.

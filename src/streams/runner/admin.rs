@@ -6,14 +6,13 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
 
 use anyhow::Context as _;
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Method, Request, Response, StatusCode};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use super::outage;
 
@@ -26,27 +25,13 @@ pub struct Health {
     pub outages: outage::Outages,
 }
 
-static RECORDER: OnceLock<PrometheusHandle> = OnceLock::new();
-
-/// The process-wide Prometheus recorder, installed on first use.
-pub fn prometheus() -> &'static PrometheusHandle {
-    RECORDER.get_or_init(|| {
-        let recorder = PrometheusBuilder::new().build_recorder();
-        let handle = recorder.handle();
-        // Another recorder may be installed already (tests); then this handle records nothing,
-        // which only matters for what /metrics shows in that process.
-        let _ = metrics::set_global_recorder(recorder);
-        handle
-    })
-}
-
 /// Binds `addr` and serves the admin routes in the background; returns the bound address.
 ///
 /// # Errors
 /// When the address cannot be bound.
 pub async fn serve(addr: SocketAddr, health: Arc<Health>) -> anyhow::Result<SocketAddr> {
     // Installed now, so what is recorded from here on is in the first scrape.
-    prometheus();
+    crate::telemetry::prometheus();
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding the admin endpoint to {addr}"))?;
@@ -84,7 +69,7 @@ fn respond<B>(health: &Health, request: &Request<B>) -> Response<Full<Bytes>> {
     let (status, body) = match (request.method(), request.uri().path()) {
         (&Method::GET, "/healthz") => (StatusCode::OK, "ok".to_owned()),
         (&Method::GET, "/readyz") => readiness(health),
-        (&Method::GET, "/metrics") => (StatusCode::OK, prometheus().render()),
+        (&Method::GET, "/metrics") => (StatusCode::OK, crate::telemetry::prometheus().render()),
         (_, "/healthz" | "/readyz" | "/metrics") => {
             (StatusCode::METHOD_NOT_ALLOWED, "GET only".to_owned())
         }

@@ -171,6 +171,19 @@ where
     result.context("the processing thread panicked")?
 }
 
+/// How many partitions `topic` has in `metadata`; `None` when it does not exist (or the broker
+/// reported an error for it).
+pub(crate) fn partition_count(
+    metadata: &rdkafka::metadata::Metadata,
+    topic: &str,
+) -> Option<usize> {
+    metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none())
+        .map(|t| t.partitions().len())
+}
+
 /// A Kafka client of the runner failed fatally (librdkafka's word for a client that can do
 /// nothing more, e.g. a static group member fenced by its own re-join after a broker restart).
 /// The runner starts again with new clients, from the last commit.
@@ -322,13 +335,7 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
         let metadata = self.broker("fetching metadata", || {
             self.consumer.fetch_metadata(None, Duration::from_secs(30))
         })?;
-        let partitions = |topic: &str| {
-            metadata
-                .topics()
-                .iter()
-                .find(|t| t.name() == topic && t.error().is_none())
-                .map(|t| t.partitions().len())
-        };
+        let partitions = |topic: &str| partition_count(&metadata, topic);
         let mut aligned: Vec<String> = topology
             .inputs
             .iter()
