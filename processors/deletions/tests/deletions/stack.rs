@@ -4,6 +4,7 @@
 //! clinic sink connectors; the patients, clinicians and both archive collections end up exactly as
 //! expected, and again after the state is reset and the inputs replayed by a fresh application id.
 
+use clinic::streams::Processor as _;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -43,41 +44,31 @@ async fn seed(db: &mongodb::Database, patients: &[Document], clinicians: &[Docum
     }
 }
 
+/// Partitions per topic: more for the user events than for the clinic tables (deletions is a
+/// single task and reads them all), one for changelogs (the single task writes partition 0)
+/// and the DLQ.
+fn partitions(topic: &str) -> i32 {
+    match topic {
+        "user.events" => 3,
+        t if t.ends_with(".changelog") || t.ends_with(".dlq") => 1,
+        _ => 2,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_user_deletion_reaches_the_clinic_collections_also_after_a_replay() {
     let endpoints = Endpoints::from_env().expect("endpoints");
     let prefix = format!("{}.", testkit::unique("del"));
     let database = testkit::unique("clinic");
     let replay_id = testkit::unique("replay");
-    let stores = [
-        "patients",
-        "clinicians",
-        "patients_by_user",
-        "patients_by_clinic",
-        "clinicians_by_user",
-        "members_by_clinic",
-        "deleted_users",
-    ];
-    let changelogs: Vec<String> = stores
-        .iter()
-        .flat_map(|s| {
-            [
-                format!("deletions.{s}.changelog"),
-                format!("{replay_id}.{s}.changelog"),
-            ]
-        })
-        .collect();
-    let mut topics: Vec<(&str, i32)> = vec![
-        ("clinic.patients", 2),
-        ("clinic.clinicians", 2),
-        ("user.events", 3),
-        ("sink.clinic.patients", 2),
-        ("sink.clinic.clinicians", 2),
-        ("sink.clinic.patient_deletions", 2),
-        ("sink.clinic.clinician_deletions", 2),
-        ("deletions.dlq", 1),
-    ];
-    topics.extend(changelogs.iter().map(|t| (t.as_str(), 1)));
+    // The topology's topics, and the changelogs of the replay under its application id.
+    let topology = Deletions::new(Inputs::default()).topology();
+    let replayed = topology
+        .clone()
+        .with_application_id(Some(replay_id.clone()));
+    let mut names = testkit::topics_of(&topology);
+    names.extend(replayed.stores.iter().map(|s| replayed.changelog_topic(s)));
+    let topics: Vec<(&str, i32)> = names.iter().map(|t| (t.as_str(), partitions(t))).collect();
     testkit::create_topics(&endpoints, &prefix, &topics)
         .await
         .expect("topics");
@@ -230,30 +221,8 @@ async fn a_user_deletion_reaches_the_clinic_collections_also_after_a_replay() {
 async fn a_second_instance_in_the_group_stops_both_rather_than_split_the_tables() {
     let endpoints = Endpoints::from_env().expect("endpoints");
     let prefix = format!("{}.", testkit::unique("del2"));
-    let mut topics: Vec<(String, i32)> = [
-        "clinic.patients",
-        "clinic.clinicians",
-        "user.events",
-        "sink.clinic.patients",
-        "sink.clinic.clinicians",
-        "sink.clinic.patient_deletions",
-        "sink.clinic.clinician_deletions",
-        "deletions.dlq",
-    ]
-    .iter()
-    .map(|t| ((*t).to_owned(), 2))
-    .collect();
-    let topology = {
-        use clinic::streams::Processor as _;
-        Deletions::new(Inputs::default()).topology()
-    };
-    topics.extend(
-        topology
-            .stores
-            .iter()
-            .map(|s| (topology.changelog_topic(s), 1)),
-    );
-    let topics: Vec<(&str, i32)> = topics.iter().map(|(t, p)| (t.as_str(), *p)).collect();
+    let names = testkit::topics_of(&Deletions::new(Inputs::default()).topology());
+    let topics: Vec<(&str, i32)> = names.iter().map(|t| (t.as_str(), partitions(t))).collect();
     testkit::create_topics(&endpoints, &prefix, &topics)
         .await
         .expect("topics");
