@@ -66,6 +66,10 @@ pub(crate) fn read_partition(
         .clone()
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
+        // The end of the partition is known from the fetch that finds nothing more; the
+        // broker holds such a fetch for fetch.wait.max.ms (500 ms by default), which every
+        // restore paid once per partition and store.
+        .set("fetch.wait.max.ms", "10")
         .set("isolation.level", "read_committed")
         .set("group.id", group)
         .create_with_context(RestoreContext(std::sync::Arc::clone(health)))?;
