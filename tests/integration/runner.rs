@@ -186,7 +186,6 @@ impl Fixture {
 
     /// The headers of the first record of `name`, as text.
     pub fn read_headers(&self, name: &str, timeout: Duration) -> Vec<(String, String)> {
-        use rdkafka::message::Headers as _;
         let topic = self.topic(name);
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &self.endpoints.kafka_brokers)
@@ -203,21 +202,11 @@ impl Fixture {
         while Instant::now() < deadline {
             if let Some(message) = consumer.poll(Duration::from_millis(200)) {
                 let message = message.expect("consume");
-                return message
-                    .headers()
-                    .map(|headers| {
-                        headers
-                            .iter()
-                            .map(|h| {
-                                (
-                                    h.key.to_owned(),
-                                    String::from_utf8_lossy(h.value.unwrap_or_default())
-                                        .into_owned(),
-                                )
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                return clinic::streams::record::RawRecord::of(&message, "")
+                    .headers
+                    .into_iter()
+                    .map(|(key, value)| (key, String::from_utf8_lossy(&value).into_owned()))
+                    .collect();
             }
         }
         panic!("no record on {topic} within {timeout:?}");
