@@ -47,16 +47,18 @@ impl Gate {
     }
 
     /// Whether `job` must wait (it is then held); `false` hands it back untouched.
-    pub(super) fn hold<C: ConsumerContext>(
+    /// `probe` answers the end offsets (see `Runner::probe`).
+    pub(super) fn hold<C: ConsumerContext, Q: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
+        probe: &BaseConsumer<Q>,
         job: Job,
     ) -> anyhow::Result<Option<Job>> {
         if !self.gated.contains(&job.prefixed_topic) {
             return Ok(Some(job));
         }
         if self.held.is_empty() {
-            self.targets = self.ends_of_others(consumer)?;
+            self.targets = self.ends_of_others(consumer, probe)?;
             self.since = Instant::now();
             self.nagged = self.since;
         }
@@ -121,9 +123,10 @@ impl Gate {
     }
 
     /// Every other assigned partition with records not yet read by this group: its end offset.
-    fn ends_of_others<C: ConsumerContext>(
+    fn ends_of_others<C: ConsumerContext, Q: ConsumerContext>(
         &self,
         consumer: &BaseConsumer<C>,
+        probe: &BaseConsumer<Q>,
     ) -> anyhow::Result<Vec<(String, i32, i64)>> {
         let assignment = consumer.assignment().context("reading the assignment")?;
         let mut others = TopicPartitionList::new();
@@ -139,7 +142,7 @@ impl Gate {
         let mut targets = Vec::new();
         for element in others.elements() {
             let (topic, partition) = (element.topic(), element.partition());
-            let (low, high) = consumer
+            let (low, high) = probe
                 .fetch_watermarks(topic, partition, TIMEOUT)
                 .with_context(|| format!("reading the end of {topic}[{partition}]"))?;
             let offset_of = |list: &TopicPartitionList| match list

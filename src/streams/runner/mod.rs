@@ -199,6 +199,10 @@ struct Runner<P, F> {
     factory: Arc<F>,
     client: ClientConfig,
     consumer: BaseConsumer<Context>,
+    /// A consumer that never fetches, for watermark queries: on the main consumer's connection
+    /// each waits behind the in-flight fetch (up to `fetch.wait.max.ms`, 500 ms), which made
+    /// the gate take 6 s over 12 partitions and the lag report block the loop as long.
+    probe: BaseConsumer<outage::Reporting>,
     shared: Arc<Mutex<Shared>>,
     events: Sender<Event>,
     shop: Arc<Shop>,
@@ -286,6 +290,11 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
             .set("group.instance.id", &member_id)
             .create_with_context(context)
             .context("creating the consumer")?;
+        let probe: BaseConsumer<outage::Reporting> = client
+            .clone()
+            .set("group.id", format!("{group_id}-probe"))
+            .create_with_context(outage::Reporting(Arc::clone(&health)))
+            .context("creating the probe consumer")?;
         let gated = topology
             .inputs
             .iter()
@@ -305,6 +314,7 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
             factory,
             client,
             consumer,
+            probe,
             shared,
             events,
             shop,
@@ -408,7 +418,7 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
                         record,
                         prefixed_topic,
                     };
-                    if let Some(job) = self.gate.hold(&self.consumer, job)? {
+                    if let Some(job) = self.gate.hold(&self.consumer, &self.probe, job)? {
                         self.dispatch(job)?;
                     }
                 }
@@ -702,7 +712,7 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
             let Offset::Offset(at) = element.offset() else {
                 continue;
             };
-            if let Ok((_, high)) = self.consumer.fetch_watermarks(
+            if let Ok((_, high)) = self.probe.fetch_watermarks(
                 element.topic(),
                 element.partition(),
                 Duration::from_secs(1),

@@ -325,6 +325,22 @@ pub(crate) fn client_log(level: RDKafkaLogLevel, facility: &str, message: &str) 
     }
 }
 
+/// The context of a Kafka client that only reports: its errors are outages ([`client_error`]),
+/// its logs go through [`client_log`]. For the restore readers and the runner's probe.
+pub(crate) struct Reporting(pub(crate) std::sync::Arc<super::admin::Health>);
+
+impl rdkafka::ClientContext for Reporting {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        client_log(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        client_error(&self.0.outages, &error, reason);
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for Reporting {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,8 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use rdkafka::ClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message as _};
 use rdkafka::types::RDKafkaErrorCode;
@@ -11,7 +10,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use super::admin::Health;
 use super::metrics as names;
-use super::outage;
+use super::outage::Reporting;
 use crate::streams::processor::Processor;
 use crate::streams::task::Task;
 
@@ -62,7 +61,7 @@ pub(crate) fn read_partition(
     health: &std::sync::Arc<Health>,
     mut apply: impl FnMut(&BorrowedMessage<'_>) -> Result<(), String>,
 ) -> Result<u64, RestoreError> {
-    let consumer: BaseConsumer<RestoreContext> = client
+    let consumer: BaseConsumer<Reporting> = client
         .clone()
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
@@ -72,7 +71,9 @@ pub(crate) fn read_partition(
         .set("fetch.wait.max.ms", "10")
         .set("isolation.level", "read_committed")
         .set("group.id", group)
-        .create_with_context(RestoreContext(std::sync::Arc::clone(health)))?;
+        // Reaching the end of the partition is reported as a client error too, which
+        // `outage::client_error` expects.
+        .create_with_context(Reporting(std::sync::Arc::clone(health)))?;
     let (low, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(30))?;
     if high <= low {
         return Ok(0);
@@ -121,19 +122,3 @@ pub(crate) fn read_partition(
     }
     Ok(read)
 }
-
-/// Restore reads to the end of each partition on purpose; librdkafka also reports reaching it as a
-/// client error, which `outage::client_error` expects.
-struct RestoreContext(std::sync::Arc<Health>);
-
-impl ClientContext for RestoreContext {
-    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
-        outage::client_log(level, fac, log_message);
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        outage::client_error(&self.0.outages, &error, reason);
-    }
-}
-
-impl ConsumerContext for RestoreContext {}
