@@ -6,7 +6,7 @@
 //! The loop learns of a broker outage from a failed call or from librdkafka's error events, which
 //! only its own poll delivers; while it blocks in a call to the broker (a commit, an abort: up to
 //! their timeouts, back to back) it learns nothing. [`Outages::calling`] marks such calls and
-//! [`Outages::watch`], run beside the loop, takes one left unanswered for [`UNANSWERED`] for an
+//! [`Outages::watch`], run beside the loop, takes one left unanswered for 2 s for an
 //! outage, so logs, metrics and `/readyz` tell it while it lasts.
 
 use std::fmt::Display;
@@ -142,7 +142,7 @@ impl Outages {
         result
     }
 
-    /// Run periodically beside the loop: a broker call unanswered for [`UNANSWERED`] is an
+    /// Run periodically beside the loop: a broker call unanswered for 2 s (`UNANSWERED`) is an
     /// outage from the moment it was made, and outages that have lasted long enough get their
     /// WARN.
     pub fn watch(&self) {
