@@ -31,11 +31,10 @@ impl Endpoints {
     /// # Errors
     /// When `CLINIC_SMTP_PORT` is set but is not a port number.
     pub fn from_env() -> anyhow::Result<Self> {
-        let var = |name: &str, default: &str| env::var(name).unwrap_or_else(|_| default.to_owned());
         let smtp_port = var("CLINIC_SMTP_PORT", "1025");
         Ok(Self {
-            kafka_brokers: var("CLINIC_KAFKA_BROKERS", "127.0.0.1:9092"),
-            registry_url: trim_slash(var("CLINIC_REGISTRY_URL", "http://127.0.0.1:8081")),
+            kafka_brokers: kafka_brokers(),
+            registry_url: registry_url(),
             connect_url: trim_slash(var("CLINIC_CONNECT_URL", "http://127.0.0.1:8083")),
             mongo_uri: var("CLINIC_MONGO_URI", "mongodb://127.0.0.1:27017"),
             smtp_host: var("CLINIC_SMTP_HOST", "127.0.0.1"),
@@ -48,13 +47,34 @@ impl Endpoints {
 
     /// The registry's Confluent-compatible API, the one `schema_registry_converter` speaks.
     pub fn schema_registry_url(&self) -> String {
-        format!("{}/apis/ccompat/v7", self.registry_url)
+        ccompat(&self.registry_url)
     }
 
     /// The registry's native v2 API, the one Apicurio's Kafka Connect converter speaks.
     pub fn apicurio_v2_url(&self) -> String {
         format!("{}/apis/registry/v2", self.registry_url)
     }
+}
+
+/// The Confluent-compatible API under a registry root: also the default of every processor's
+/// `streams.schema_registry_url`.
+pub fn ccompat(registry_url: &str) -> String {
+    format!("{registry_url}/apis/ccompat/v7")
+}
+
+fn var(name: &str, default: &str) -> String {
+    env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+/// `CLINIC_KAFKA_BROKERS`, or the local stack's: also the default of every processor's
+/// `streams.brokers`, so one variable names the cluster for every binary.
+pub fn kafka_brokers() -> String {
+    var("CLINIC_KAFKA_BROKERS", "127.0.0.1:9092")
+}
+
+/// `CLINIC_REGISTRY_URL` (the registry's root), or the local stack's.
+pub fn registry_url() -> String {
+    trim_slash(var("CLINIC_REGISTRY_URL", "http://127.0.0.1:8081"))
 }
 
 fn trim_slash(url: String) -> String {

@@ -22,10 +22,11 @@ pub enum Guarantee {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunnerConfig {
-    /// Kafka bootstrap servers.
+    /// Kafka bootstrap servers (default: `CLINIC_KAFKA_BROKERS`, as every binary reads it).
     #[serde(default = "default_brokers")]
     pub brokers: String,
-    /// Schema registry, Confluent-compatible API (e.g. `http://registry:8081/apis/ccompat/v7`).
+    /// Schema registry, Confluent-compatible API (e.g. `http://registry:8081/apis/ccompat/v7`;
+    /// default: that API under `CLINIC_REGISTRY_URL`).
     #[serde(default = "default_registry")]
     pub schema_registry_url: String,
     /// Processing guarantee.
@@ -68,11 +69,12 @@ pub struct RunnerConfig {
     pub librdkafka: BTreeMap<String, String>,
 }
 
+// One variable names each address for every binary (`crate::endpoints`); the settings override.
 fn default_brokers() -> String {
-    "127.0.0.1:9092".into()
+    crate::endpoints::kafka_brokers()
 }
 fn default_registry() -> String {
-    "http://127.0.0.1:8081/apis/ccompat/v7".into()
+    crate::endpoints::ccompat(&crate::endpoints::registry_url())
 }
 fn default_guarantee() -> Guarantee {
     Guarantee::ExactlyOnce
