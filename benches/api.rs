@@ -87,6 +87,7 @@ async fn main() {
     let database = clinic::testkit::unique("bench-api");
     let mut settings = ApiSettings::default();
     settings.http.listen = "127.0.0.1:0".parse().expect("address");
+    settings.http.admin_listen = "127.0.0.1:0".parse().expect("address");
     settings.mongo.uri = endpoints.mongo_uri.clone();
     settings.mongo.database = database.clone();
     settings.auth.hs256_secret = Some(SECRET.into());

@@ -36,6 +36,7 @@ pub async fn run(endpoints: &Endpoints) -> anyhow::Result<()> {
     let secret = uuid::Uuid::new_v4().simple().to_string();
     let mut settings = ApiSettings::default();
     settings.http.listen = "127.0.0.1:0".parse().context("address")?;
+    settings.http.admin_listen = "127.0.0.1:0".parse().context("address")?;
     settings.mongo.uri = endpoints.mongo_uri.clone();
     settings.auth.hs256_secret = Some(secret.clone().into());
     let app = Application::build(&settings)

@@ -3,8 +3,9 @@
 //!
 //! [`Application::build`] connects, creates the indexes, binds the listener (port 0 in tests)
 //! and returns the bound port; [`Application::run`] serves until the shutdown signal.
-//! Every route but `/ready` and `/metrics` needs a token ([`auth`]); errors are `{code,
+//! Every route but `/v1/openapi.json` needs a token ([`auth`]); errors are `{code,
 //! message}` ([`error`]); request bodies and times are bounded by [`settings::HttpSettings`].
+//! `/healthz`, `/readyz` and `/metrics` are served on a port of their own (`http.admin_listen`).
 
 pub mod access;
 pub mod auth;
@@ -49,6 +50,9 @@ pub struct Application {
     listener: tokio::net::TcpListener,
     router: Router,
     address: SocketAddr,
+    admin_listener: tokio::net::TcpListener,
+    admin_router: Router,
+    admin_address: SocketAddr,
 }
 
 impl Application {
@@ -68,21 +72,36 @@ impl Application {
             .await
             .context("creating the indexes (is MongoDB reachable? `scripts/stack up` locally)")?;
         let state = AppState { store, verifier };
+        let admin_router = admin_router(state.clone());
         let router = router(state, settings);
         let listener = tokio::net::TcpListener::bind(settings.http.listen)
             .await
             .with_context(|| format!("binding {}", settings.http.listen))?;
         let address = listener.local_addr().context("reading the bound address")?;
+        let admin_listener = tokio::net::TcpListener::bind(settings.http.admin_listen)
+            .await
+            .with_context(|| format!("binding {}", settings.http.admin_listen))?;
+        let admin_address = admin_listener
+            .local_addr()
+            .context("reading the bound admin address")?;
         Ok(Self {
             listener,
             router,
             address,
+            admin_listener,
+            admin_router,
+            admin_address,
         })
     }
 
     /// The bound address.
     pub fn address(&self) -> SocketAddr {
         self.address
+    }
+
+    /// The bound address of the operational endpoints.
+    pub fn admin_address(&self) -> SocketAddr {
+        self.admin_address
     }
 
     /// Serves until `shutdown` completes, then finishes the requests in flight.
@@ -93,10 +112,14 @@ impl Application {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        axum::serve(self.listener, self.router)
+        // The operational endpoints answer until the public server has finished.
+        let admin = tokio::spawn(axum::serve(self.admin_listener, self.admin_router).into_future());
+        let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown)
             .await
-            .context("serving")
+            .context("serving");
+        admin.abort();
+        served
     }
 }
 
@@ -179,15 +202,9 @@ fn router(state: AppState, settings: &ApiSettings) -> Router {
             "/v1/clinics/{clinic_id}/invites/patients/{invite_id}",
             axum::routing::put(invites::accept).delete(invites::decline),
         );
-    let prometheus = crate::telemetry::prometheus();
     Router::new()
         .merge(v1)
-        .route("/ready", get(ready))
         .route("/v1/openapi.json", get(openapi_json))
-        .route(
-            "/metrics",
-            get(move || std::future::ready(prometheus.render())),
-        )
         .fallback(|| async { error::ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { error::ApiError::MethodNotAllowed })
         // route_layer: after routing, so the matched template is known.
@@ -197,6 +214,20 @@ fn router(state: AppState, settings: &ApiSettings) -> Router {
             settings.http.request_timeout,
             time_limit,
         ))
+        .with_state(state)
+}
+
+/// The operational endpoints, on their own port: `/healthz` (the process answers), `/readyz`
+/// (the database answers), `/metrics` (Prometheus text, the API's and the process's metrics).
+fn admin_router(state: AppState) -> Router {
+    let prometheus = crate::telemetry::prometheus();
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .route(
+            "/metrics",
+            get(move || std::future::ready(prometheus.render())),
+        )
         .with_state(state)
 }
 

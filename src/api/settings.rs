@@ -24,6 +24,9 @@ pub struct ApiSettings {
 pub struct HttpSettings {
     /// Address to listen on; port 0 picks a free one (tests).
     pub listen: SocketAddr,
+    /// Address of the operational endpoints (`/healthz`, `/readyz`, `/metrics`), kept off the
+    /// public port; port 0 picks a free one (tests).
+    pub admin_listen: SocketAddr,
     /// Longest a request may take before it is answered 408.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
@@ -35,6 +38,7 @@ impl Default for HttpSettings {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            admin_listen: SocketAddr::from(([0, 0, 0, 0], 9100)),
             request_timeout: Duration::from_secs(10),
             body_limit_bytes: 256 * 1024,
         }

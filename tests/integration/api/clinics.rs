@@ -481,8 +481,15 @@ async fn tokens_are_checked_and_tidepools_session_header_is_accepted() {
         StatusCode::UNAUTHORIZED,
         "invalid token",
     );
-    let ready = api.send(api.request(Method::GET, "/ready")).await;
-    assert_eq!(ready.0, StatusCode::OK);
+    // The operational endpoints answer without a token, on their own port only.
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let admin = reqwest::get(format!("{}{path}", api.admin_url()))
+            .await
+            .expect("admin endpoint");
+        assert_eq!(admin.status(), StatusCode::OK, "{path}");
+        let public = api.send(api.request(Method::GET, path)).await;
+        assert_eq!(public.0, StatusCode::NOT_FOUND, "{path} on the public port");
+    }
     assert_error(
         &api.call(
             Method::GET,
@@ -587,7 +594,7 @@ async fn rs256_tokens_verify_with_the_public_key_and_metrics_count_requests_by_r
     .await;
 
     let (status, text) = {
-        let response = reqwest::get(format!("{}/metrics", api.base_url()))
+        let response = reqwest::get(format!("{}/metrics", api.admin_url()))
             .await
             .expect("metrics");
         (response.status(), response.text().await.expect("text"))

@@ -22,6 +22,8 @@ const SECRET: &str = "test-secret-of-enough-length-for-hs256";
 /// A running API and what a test needs to talk to it.
 pub struct TestApi {
     base: String,
+    /// The operational endpoints' base URL.
+    admin: String,
     client: reqwest::Client,
     /// The test's own database.
     pub db: mongodb::Database,
@@ -53,11 +55,17 @@ impl TestApi {
         &self.base
     }
 
+    /// The base URL of its operational endpoints (`/healthz`, `/readyz`, `/metrics`).
+    pub fn admin_url(&self) -> &str {
+        &self.admin
+    }
+
     async fn start(database: &str, adjust: impl FnOnce(&mut ApiSettings)) -> Self {
         let endpoints = Endpoints::from_env().expect("endpoints");
         let database = database.to_owned();
         let mut settings = ApiSettings::default();
         settings.http.listen = "127.0.0.1:0".parse().expect("address");
+        settings.http.admin_listen = "127.0.0.1:0".parse().expect("address");
         settings.mongo.uri = endpoints.mongo_uri.clone();
         settings.mongo.database = database.clone();
         settings.auth.hs256_secret = Some(SECRET.into());
@@ -66,6 +74,7 @@ impl TestApi {
             panic!("the API did not start ({e:#}); is FerretDB up? `scripts/stack up`")
         });
         let base = format!("http://{}", app.address());
+        let admin = format!("http://{}", app.admin_address());
         tokio::spawn(app.run(std::future::pending()));
         let db = mongodb::Client::with_uri_str(&endpoints.mongo_uri)
             .await
@@ -73,6 +82,7 @@ impl TestApi {
             .database(&database);
         Self {
             base,
+            admin,
             client: reqwest::Client::new(),
             db,
         }
