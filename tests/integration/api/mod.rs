@@ -50,11 +50,6 @@ impl TestApi {
         Self::start(database, |_| {}).await
     }
 
-    /// The server's base URL.
-    pub fn base_url(&self) -> &str {
-        &self.base
-    }
-
     /// The base URL of its operational endpoints (`/healthz`, `/readyz`, `/metrics`).
     pub fn admin_url(&self) -> &str {
         &self.admin
