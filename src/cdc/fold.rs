@@ -55,7 +55,6 @@ pub fn next_document<E: From<DecodeError>>(
     record: CdcRecord,
     stored: impl FnOnce() -> Result<Option<Document>, E>,
 ) -> Result<Next, E> {
-    let id = record.document_id().ok().cloned();
     let event = match record {
         CdcRecord::Tombstone { .. } => return Ok(Next::Gone),
         CdcRecord::Change(event) => event,
@@ -82,10 +81,13 @@ pub fn next_document<E: From<DecodeError>>(
             }
         }
     };
-    let id = id.ok_or(DecodeError::Missing("documentKey._id"))?;
+    let id = event
+        .document_key
+        .get("_id")
+        .ok_or(DecodeError::Missing("documentKey._id"))?;
     // A producer that projects `_id` away still keys the event by it; the document keeps it.
     if !document.contains_key("_id") {
-        document.insert("_id", id);
+        document.insert("_id", id.clone());
     }
     Ok(Next::Becomes(document))
 }
