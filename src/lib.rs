@@ -7,6 +7,8 @@
 //!   dead-lettering, the registry codec, the in-process test driver, the exactly-once Kafka
 //!   runner and the `main` every processor binary shares (see `docs/streams.md`);
 //! - [`documents`]: readers of the clinic documents' fields that several processors read;
+//!   [`events`]: the identity service's user events; [`email`]: the email requests processors
+//!   send the notifications processor;
 //! - [`endpoints`], [`telemetry`]: where the services are, and logging;
 //! - [`smoke`]: an end-to-end check of the chain the processors rely on (`clinic smoke`).
 //!
@@ -17,7 +19,9 @@
 pub mod api;
 pub mod cdc;
 pub mod documents;
+pub mod email;
 pub mod endpoints;
+pub mod events;
 #[cfg(feature = "ops")]
 pub mod ops;
 #[cfg(feature = "scenario")]

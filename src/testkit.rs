@@ -387,3 +387,132 @@ where
         .expect("the runner stops cleanly");
     seen
 }
+
+/// A processor binary running as its own process on the local stack (for tests that kill it or
+/// take a component away under it): the stack's brokers and registry, the topic `prefix`, a
+/// fixed instance id (static membership: a restart gets its partitions back at once), an admin
+/// endpoint on a free port, stderr to `log`.
+pub struct Spawned {
+    child: std::process::Child,
+    /// Its log file.
+    pub log: PathBuf,
+    /// Its admin endpoint.
+    pub admin: std::net::SocketAddr,
+}
+
+impl Spawned {
+    /// Starts `binary` with `env` on top of the stack's settings; `RUST_LOG` is `rust_log`.
+    ///
+    /// # Panics
+    /// When no port is free or the binary does not start.
+    pub fn start(
+        binary: &Path,
+        endpoints: &Endpoints,
+        prefix: &str,
+        log: PathBuf,
+        rust_log: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let admin = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port");
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
+        let child = std::process::Command::new(binary)
+            .env("CLINIC__STREAMS__BROKERS", &endpoints.kafka_brokers)
+            .env(
+                "CLINIC__STREAMS__SCHEMA_REGISTRY_URL",
+                endpoints.schema_registry_url(),
+            )
+            .env("CLINIC__STREAMS__TOPIC_PREFIX", prefix)
+            .env("CLINIC__STREAMS__INSTANCE_ID", "test-instance")
+            .env("CLINIC__STREAMS__ADMIN_ADDR", admin.to_string())
+            .env("RUST_LOG", rust_log)
+            .env_remove("CLINIC_LOG_FORMAT")
+            .envs(env.iter().copied())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
+        Self { child, log, admin }
+    }
+
+    /// Whether it exited, and how.
+    ///
+    /// # Panics
+    /// When the process cannot be waited for.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().expect("wait")
+    }
+
+    /// SIGKILL: gone at once, mid-transaction or not.
+    ///
+    /// # Panics
+    /// When the process cannot be waited for.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        self.child.wait().expect("wait");
+    }
+
+    /// SIGTERM; its exit status and its whole log.
+    ///
+    /// # Panics
+    /// When the process cannot be waited for or its log read.
+    pub fn stop(mut self) -> (std::process::ExitStatus, String) {
+        let pid = self.child.id().to_string();
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status();
+        let status = self.child.wait().expect("wait");
+        let log = std::fs::read_to_string(&self.log).expect("the processor's log");
+        (status, log)
+    }
+}
+
+/// Every committed record of `topic` (all partitions, `read_committed`), read from the beginning
+/// to the end each partition had when the read began.
+///
+/// # Panics
+/// When the topic cannot be read to its end within a minute.
+pub fn read_topic(brokers: &str, topic: &str) -> Vec<rdkafka::message::OwnedMessage> {
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    use rdkafka::error::KafkaError;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed")
+        .create()
+        .expect("consumer");
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(30))
+        .expect("metadata");
+    let partitions = metadata.topics()[0].partitions().len();
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        assignment
+            .add_partition_offset(
+                topic,
+                i32::try_from(p).expect("few"),
+                rdkafka::Offset::Beginning,
+            )
+            .expect("assign");
+    }
+    consumer.assign(&assignment).expect("assign");
+    let (mut records, mut ended) = (Vec::new(), 0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ended < partitions && Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(500)) {
+            Some(Ok(message)) => records.push(message.detach()),
+            Some(Err(KafkaError::PartitionEOF(_))) => ended += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(ended, partitions, "{topic} was not read to its end");
+    records
+}

@@ -149,23 +149,68 @@ impl<'a> Context<'a> {
         store: &str,
         prefix: &str,
     ) -> Result<Vec<(String, Vec<u8>)>, ProcessError> {
+        self.scan_prefix_after(store, prefix, None, usize::MAX)
+    }
+
+    /// Up to `limit` entries of `store` whose keys start with `prefix` and sort after `after`
+    /// (from the first when `None`), in key order, as this record's own earlier writes left
+    /// them: walks a long index a chunk at a time, each chunk costing its own length.
+    ///
+    /// # Errors
+    /// [`ProcessError::Fatal`] when the store is not declared.
+    pub fn scan_prefix_after(
+        &self,
+        store: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, ProcessError> {
         let committed = self
             .stores
             .get(store)
             .ok_or_else(|| undeclared("store", store))?;
-        let mut entries: std::collections::BTreeMap<String, Option<Vec<u8>>> = committed
-            .range_prefix(prefix)
-            .map(|(k, v)| (k.to_owned(), Some(v.to_vec())))
-            .collect();
+        let mut own: std::collections::BTreeMap<&str, Option<&Vec<u8>>> = Default::default();
         for write in &self.writes {
-            if write.store == store && write.key.starts_with(prefix) {
-                entries.insert(write.key.clone(), write.value.clone());
+            if write.store == store
+                && write.key.starts_with(prefix)
+                && after.is_none_or(|after| write.key.as_str() > after)
+            {
+                own.insert(&write.key, write.value.as_ref());
             }
         }
-        Ok(entries
-            .into_iter()
-            .filter_map(|(k, v)| v.map(|v| (k, v)))
-            .collect())
+        let mut committed = committed.range_prefix_after(prefix, after).peekable();
+        let mut own = own.into_iter().peekable();
+        let mut entries = Vec::new();
+        // A merge of the two ordered sequences; this record's write wins over the committed
+        // value of the same key, and a deletion hides it.
+        while entries.len() < limit {
+            let (key, value) = match (committed.peek(), own.peek()) {
+                (None, None) => break,
+                (Some(_), None) => {
+                    let (k, v) = committed.next().expect("peeked");
+                    (k, Some(v))
+                }
+                (Some((c, _)), Some((o, _))) if *c < *o => {
+                    let (k, v) = committed.next().expect("peeked");
+                    (k, Some(v))
+                }
+                (Some((c, _)), Some((o, _))) => {
+                    if c == o {
+                        committed.next();
+                    }
+                    let (k, v) = own.next().expect("peeked");
+                    (k, v.map(Vec::as_slice))
+                }
+                (None, Some(_)) => {
+                    let (k, v) = own.next().expect("peeked");
+                    (k, v.map(Vec::as_slice))
+                }
+            };
+            if let Some(value) = value {
+                entries.push((key.to_owned(), value.to_vec()));
+            }
+        }
+        Ok(entries)
     }
 
     /// The JSON value under `key` in `store`, deserialized.
@@ -289,4 +334,45 @@ fn undeclared(what: &str, name: &str) -> ProcessError {
 /// (`connectors/README.md`).
 pub fn sink_key(id: &bson::Bson) -> String {
     serde_json::json!({ "_id": id.clone().into_canonical_extjson() }).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chunked_scan_merges_this_records_writes_and_resumes_after_its_cursor() {
+        let topology = Topology::new("t").store("s");
+        let mut stores = Stores::new(&topology.stores);
+        for key in ["a|1", "a|2", "a|4", "a|5", "b|1"] {
+            stores
+                .get_mut("s")
+                .expect("declared")
+                .apply(key.to_owned(), Some(key.as_bytes().to_vec()));
+        }
+        let mut ctx = Context::new(&topology, &stores);
+        ctx.delete("s", "a|2").expect("declared");
+        ctx.write_raw("s", "a|3", b"new".to_vec())
+            .expect("declared");
+        ctx.write_raw("s", "a|4", b"changed".to_vec())
+            .expect("declared");
+        let keys = |entries: Vec<(String, Vec<u8>)>| -> Vec<String> {
+            entries
+                .into_iter()
+                .map(|(k, v)| format!("{k}={}", String::from_utf8(v).expect("text")))
+                .collect()
+        };
+        let first = ctx.scan_prefix_after("s", "a|", None, 2).expect("scans");
+        assert_eq!(keys(first), ["a|1=a|1", "a|3=new"]);
+        let rest = ctx
+            .scan_prefix_after("s", "a|", Some("a|3"), 10)
+            .expect("scans");
+        assert_eq!(keys(rest), ["a|4=changed", "a|5=a|5"]);
+        assert_eq!(ctx.scan_prefix("s", "a|").expect("scans").len(), 4);
+        assert!(
+            ctx.scan_prefix_after("s", "a|", Some("a|5"), 10)
+                .expect("scans")
+                .is_empty()
+        );
+    }
 }

@@ -37,11 +37,23 @@ impl KeyValueStore {
         &'a self,
         prefix: &'a str,
     ) -> impl Iterator<Item = (&'a str, &'a [u8])> {
+        self.range_prefix_after(prefix, None)
+    }
+
+    /// The entries whose keys start with `prefix` and sort after `after` (all of them when
+    /// `None`), in key order.
+    pub fn range_prefix_after<'a>(
+        &'a self,
+        prefix: &'a str,
+        after: Option<&'a str>,
+    ) -> impl Iterator<Item = (&'a str, &'a [u8])> {
+        use std::ops::Bound::{Excluded, Included, Unbounded};
+        let from = match after {
+            Some(after) if after >= prefix => Excluded(after),
+            _ => Included(prefix),
+        };
         self.entries
-            .range::<str, _>((
-                std::ops::Bound::Included(prefix),
-                std::ops::Bound::Unbounded,
-            ))
+            .range::<str, _>((from, Unbounded))
             .take_while(move |(k, _)| k.starts_with(prefix))
             .map(|(k, v)| (k.as_str(), v.as_slice()))
     }

@@ -24,6 +24,8 @@ fn topics_yaml_connectors_and_the_processors_code_agree() {
     let processors = [
         clinic_permissions::processor::Permissions::new(Default::default()).topology(),
         clinic_deletions::processor::Deletions::new(deletions_inputs).topology(),
+        clinic_migrations::processor::Migrations::new(Default::default(), Default::default())
+            .topology(),
     ];
     let declared: BTreeMap<String, (Vec<String>, Vec<String>)> = processors
         .iter()

@@ -2,11 +2,9 @@
 //! either Kafka binding mode, or a Debezium row of a user table) and archive records.
 
 use bson::{Bson, DateTime, Document, doc};
+use clinic::events;
 use clinic::streams::ProcessError;
 use serde_json::Value;
-
-/// The CloudEvents type of a user deletion (the Tidepool identity services' contract).
-pub const USERS_DELETE: &str = "users:delete";
 
 /// What one record of a user-event input means.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,20 +23,12 @@ pub enum UserEvent {
     },
 }
 
-/// A header's value as text.
-fn header<'a>(headers: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .and_then(|(_, v)| std::str::from_utf8(v).ok())
-}
-
 fn poison(message: impl Into<String>) -> ProcessError {
     ProcessError::Poison(message.into())
 }
 
-/// Reads a CloudEvent from a Kafka record: binary mode (attributes in `ce_*` headers, the value is
-/// the data) or structured mode (the value is the whole event as JSON).
+/// Reads a user event from a Kafka record ([`events::cloud_event`]): a `users:delete` is a
+/// deletion, at the event's `time` (else the record's timestamp); any other type is ignored.
 ///
 /// # Errors
 /// Poison when the record is no CloudEvent, or a `users:delete` event carries no user id.
@@ -47,53 +37,18 @@ pub fn cloud_event(
     value: Option<&Value>,
     record_ms: Option<i64>,
 ) -> Result<UserEvent, ProcessError> {
-    let (kind, time, data) = if let Some(version) = header(headers, "ce_specversion") {
-        if !version.starts_with('1') {
-            return Err(poison(format!(
-                "unsupported CloudEvents specversion {version}"
-            )));
-        }
-        let kind = header(headers, "ce_type")
-            .ok_or_else(|| poison("binary-mode CloudEvent without a ce_type header"))?;
-        (
-            kind.to_owned(),
-            header(headers, "ce_time").map(str::to_owned),
-            value,
-        )
-    } else {
-        let event = value
-            .and_then(Value::as_object)
-            .filter(|event| event.contains_key("specversion"))
-            .ok_or_else(|| {
-                poison("not a CloudEvent: no ce_specversion header and no structured-mode event")
-            })?;
-        let kind = event
-            .get("type")
-            .and_then(Value::as_str)
-            .ok_or_else(|| poison("structured-mode CloudEvent without a type"))?;
-        let time = event.get("time").and_then(Value::as_str).map(str::to_owned);
-        (kind.to_owned(), time, event.get("data"))
-    };
-    if kind != USERS_DELETE {
-        return Ok(UserEvent::Ignored { kind });
+    let event = events::cloud_event(headers, value)?;
+    if event.kind != events::USERS_DELETE {
+        return Ok(UserEvent::Ignored { kind: event.kind });
     }
-    let user_id = data
-        .and_then(|data| {
-            // Shoreline's UserData spells it `userid`.
-            data.get("userid").or_else(|| data.get("userId"))
-        })
-        .and_then(Value::as_str)
-        .filter(|id| !id.is_empty())
+    let user_id = event
+        .data
+        .as_ref()
+        .and_then(events::user_id)
         .ok_or_else(|| poison("users:delete event whose data carries no userid"))?;
-    let at_ms = match time {
-        Some(time) => DateTime::parse_rfc3339_str(&time)
-            .map_err(|e| poison(format!("CloudEvent time {time:?}: {e}")))?
-            .timestamp_millis(),
-        None => record_ms.unwrap_or_default(),
-    };
     Ok(UserEvent::Deleted {
         user_id: user_id.to_owned(),
-        at_ms,
+        at_ms: event.time_ms.or(record_ms).unwrap_or_default(),
     })
 }
 

@@ -1,13 +1,42 @@
-//! The **migrations** processor (binary `clinic-migrations`, consumer group `clinic-migrations`, DLQ `migrations.dlq`).
+//! The **migrations** processor (binary `clinic-migrations`, consumer group
+//! `clinic-migrations`, DLQ `migrations.dlq`): a legacy clinician account (a user patients
+//! shared their data with directly, through gatekeeper's `perms`) becomes a clinic.
 //!
-//! - Consumes: `clinic.migrations` (insert of a PENDING migration triggers), `gatekeeper.perms`, `clinic.patients` and `clinic.clinics` as tables.
-//! - Does: moves every patient who shared data with a legacy clinician account into the clinic: PENDING → RUNNING → COMPLETED, idempotent, resumable.
-//! - Produces: `sink.clinic.patients`, `sink.clinic.migrations`, `sink.gatekeeper.perms`, `notifications.requests`.
-//!
-//! Status: the crate and its binary exist so the workspace and CI have their final shape; the
-//! processing itself is not built yet (the streams runtime, CDC codecs and operators' CLI it
-//! builds on are in the `clinic` library now). Until then the binary refuses to start rather than
-//! pretend.
+//! - Trigger: the insert of a PENDING document into `clinic.migrations` (`{_id, clinicId,
+//!   userId: <legacy clinician>, status}`, as the API's migration endpoints write it), handled
+//!   only once every table below has been read to where it stood when the insert arrived
+//!   ([`clinic::streams::Topology::stream_after_others`]).
+//! - Tables (projections, each restored from its changelog): legacy shares from
+//!   `gatekeeper.perms` by grantee; the clinics' patients by clinic and user from
+//!   `clinic.patients`; clinic names from `clinic.clinics`; profiles (name, birth date, MRN,
+//!   address) from the profile store's CDC topic (`[inputs.profiles]`, Tidepool's
+//!   `seagull.seagull`); usernames (addresses) from `users:create` / `users:update` on
+//!   `user.events`.
+//! - A migration: status RUNNING to `sink.clinic.migrations`; then, per share with the legacy
+//!   clinician (never the clinician's own row): a patient document in the clinic as the API
+//!   writes patients (`isMigrated`, `legacyClinicianIds`, permissions kept to view / upload /
+//!   note / custodian, profile fields or empty strings) to `sink.clinic.patients` under a
+//!   deterministic `_id`, unless the user is a patient of the clinic already (left as it is);
+//!   the share's tombstone to `sink.gatekeeper.perms`; a `migrate_patient` request on
+//!   `notifications.requests` when the patient has an address. At the end status COMPLETED and
+//!   a `clinic_migration_complete` request for the legacy clinician. Request ids are the
+//!   migration, the template and the recipient.
+//! - Chunks: `[migration] chunk_size` shares per step. Each step is one record (the trigger, then
+//!   the processor's own records on `migrations.steps`) whose outputs, store writes and progress
+//!   commit together, so a crash or a rebalance resumes after the last committed step and
+//!   nothing is written twice or skipped.
+//! - A share that appears while its grantee's migration runs is moved too; one that appears
+//!   after the migration completed stays. A repeated PENDING insert does nothing. A migration
+//!   whose clinic does not exist, or whose user has another one running, ends FAILED with a
+//!   `failureReason`, and nothing else is written. Malformed records go to the DLQ.
+//! - Runs as **one task over every partition**, like deletions: the lookups are by grantee, by
+//!   clinic and by user, while the CDC topics are keyed by document id. Run one replica.
+//! - Guarantees: those of the streams runner (exactly-once by default).
+//! - Settings: [`config::Settings`].
+
+pub mod config;
+pub mod model;
+pub mod processor;
 
 /// This processor's name, as used in its consumer group, DLQ and changelog topic names.
 pub const NAME: &str = "migrations";

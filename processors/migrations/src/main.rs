@@ -1,10 +1,6 @@
 //! `clinic-migrations`: see the crate documentation.
 
-fn main() -> std::process::ExitCode {
-    clinic::telemetry::init();
-    tracing::error!(
-        processor = clinic_migrations::NAME,
-        "The migrations processor is not implemented yet; nothing was consumed."
-    );
-    std::process::ExitCode::from(2)
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    clinic::streams::app::run(clinic_migrations::processor::Migrations::factory).await
 }

@@ -10,10 +10,7 @@
 //! filter for a closer look (e.g. `info,clinic=debug`), printed with `--nocapture`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read as _;
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bson::oid::ObjectId;
@@ -26,11 +23,8 @@ use clinic::testkit::{self, SinkChain};
 use clinic_permissions::config::Inputs;
 use clinic_permissions::processor::Permissions;
 use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers as _, Message as _};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
 
 /// One fault test at a time: each takes a shared component away.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -219,34 +213,14 @@ impl Chain {
 
     /// Starts `clinic-permissions` on the chain; its stderr goes to `<logs>/processor.log`.
     fn start_processor(&self) -> Processor {
-        let admin = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port");
-        let log = self.logs.path().join("processor.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_clinic-permissions"))
-            .env("CLINIC__STREAMS__BROKERS", &self.endpoints.kafka_brokers)
-            .env(
-                "CLINIC__STREAMS__SCHEMA_REGISTRY_URL",
-                self.endpoints.schema_registry_url(),
-            )
-            .env("CLINIC__STREAMS__TOPIC_PREFIX", &self.prefix)
-            .env("CLINIC__STREAMS__INSTANCE_ID", "fault-test")
-            .env("CLINIC__STREAMS__ADMIN_ADDR", admin.to_string())
-            .env(
-                "RUST_LOG",
-                std::env::var("CLINIC_FAULTS_RUST_LOG").unwrap_or("info".into()),
-            )
-            .env_remove("CLINIC_LOG_FORMAT")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("starting clinic-permissions");
-        Processor {
-            child,
-            log,
-            readyz: format!("http://{admin}/readyz"),
-        }
+        Processor(testkit::Spawned::start(
+            std::path::Path::new(env!("CARGO_BIN_EXE_clinic-permissions")),
+            &self.endpoints,
+            &self.prefix,
+            self.logs.path().join("processor.log"),
+            &std::env::var("CLINIC_FAULTS_RUST_LOG").unwrap_or("info".into()),
+            &[],
+        ))
     }
 
     /// Waits (up to a minute) until the first gatekeeper rows are written: the run is under way.
@@ -339,80 +313,45 @@ fn sorted(expected: &BTreeMap<&str, Vec<Document>>) -> BTreeMap<String, Vec<Docu
 
 /// The headers of every committed record of `topic` (all partitions).
 fn read_all(brokers: &str, topic: &str) -> Vec<BTreeMap<String, String>> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", testkit::unique("dlq-reader"))
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .set("isolation.level", "read_committed")
-        .create()
-        .expect("consumer");
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(30))
-        .expect("metadata");
-    let partitions = metadata.topics()[0].partitions().len();
-    let mut assignment = TopicPartitionList::new();
-    for p in 0..partitions {
-        assignment
-            .add_partition_offset(topic, i32::try_from(p).expect("few"), Offset::Beginning)
-            .expect("assign");
-    }
-    consumer.assign(&assignment).expect("assign");
-    let (mut records, mut ended) = (Vec::new(), 0);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while ended < partitions && Instant::now() < deadline {
-        match consumer.poll(Duration::from_millis(500)) {
-            Some(Ok(message)) => records.push(
-                message
-                    .headers()
-                    .map(|h| {
-                        h.iter()
-                            .map(|h| {
-                                let value = String::from_utf8_lossy(h.value.unwrap_or_default());
-                                (h.key.to_owned(), value.into_owned())
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-            ),
-            Some(Err(KafkaError::PartitionEOF(_))) => ended += 1,
-            _ => {}
-        }
-    }
-    assert_eq!(ended, partitions, "{topic} was not read to its end");
-    records
+    testkit::read_topic(brokers, topic)
+        .iter()
+        .map(|message| {
+            message
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| {
+                            let value = String::from_utf8_lossy(h.value.unwrap_or_default());
+                            (h.key.to_owned(), value.into_owned())
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+        .collect()
 }
 
 /// A running `clinic-permissions`.
-struct Processor {
-    child: Child,
-    log: PathBuf,
-    readyz: String,
-}
+struct Processor(testkit::Spawned);
 
 impl Processor {
     /// `/readyz`'s status and text (`None` while it does not answer).
     async fn readyz(&self) -> Option<(u16, String)> {
-        let response = reqwest::get(&self.readyz).await.ok()?;
+        let response = reqwest::get(format!("http://{}/readyz", self.0.admin))
+            .await
+            .ok()?;
         let status = response.status().as_u16();
         Some((status, response.text().await.unwrap_or_default()))
     }
 
     /// Whether it exited (it must not, whatever the fault).
     fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.try_wait().expect("wait")
+        self.0.exited()
     }
 
     /// SIGTERM; its exit status and its log.
-    fn stop(mut self) -> (std::process::ExitStatus, String) {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let status = self.child.wait().expect("wait");
-        let mut log = String::new();
-        std::fs::File::open(&self.log)
-            .and_then(|mut f| f.read_to_string(&mut log))
-            .expect("the processor's log");
-        (status, log)
+    fn stop(self) -> (std::process::ExitStatus, String) {
+        self.0.stop()
     }
 }
 
@@ -639,31 +578,12 @@ async fn poison_records_are_dead_lettered_without_personal_data_in_the_logs() {
     assert!(said.iter().all(|l| l.contains("offset=")), "{log}");
 }
 
-/// The values of both partitions of `topic`, as written.
+/// The values of every committed record of `topic`.
 fn read_values(brokers: &str, topic: &str) -> Vec<Vec<u8>> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", testkit::unique("reader"))
-        .set("enable.partition.eof", "true")
-        .create()
-        .expect("consumer");
-    let mut assignment = TopicPartitionList::new();
-    for p in 0..2 {
-        assignment
-            .add_partition_offset(topic, p, Offset::Beginning)
-            .expect("assign");
-    }
-    consumer.assign(&assignment).expect("assign");
-    let (mut values, mut ended) = (Vec::new(), 0);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while ended < 2 && Instant::now() < deadline {
-        match consumer.poll(Duration::from_millis(500)) {
-            Some(Ok(m)) => values.extend(m.payload().map(<[u8]>::to_vec)),
-            Some(Err(KafkaError::PartitionEOF(_))) => ended += 1,
-            _ => {}
-        }
-    }
-    values
+    testkit::read_topic(brokers, topic)
+        .iter()
+        .filter_map(|m| m.payload().map(<[u8]>::to_vec))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]

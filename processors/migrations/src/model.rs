@@ -1,0 +1,493 @@
+//! What the processor keeps of its tables (each a projection of the documents with the fields it
+//! reads, with the BSON types the documents have), the state of a migration, and the documents
+//! and requests a migration writes.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bson::oid::ObjectId;
+use bson::{Bson, DateTime, Document, doc};
+use clinic::documents::user_id;
+use clinic::email::{self, EmailRequest};
+use clinic::streams::ProcessError;
+use clinic::streams::store::table_key;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+/// The permissions a legacy share may carry into a clinic (the reference worker's mapping);
+/// `root` and anything else are dropped.
+pub const MIGRATED_PERMISSIONS: [&str; 4] = ["custodian", "note", "upload", "view"];
+
+fn poison(message: impl Into<String>) -> ProcessError {
+    ProcessError::Poison(message.into())
+}
+
+/// One part of a composite index key: JSON-quoted, so no part is a prefix of another's keys.
+pub fn part(text: &str) -> String {
+    format!("{}|", serde_json::Value::from(text))
+}
+
+/// A projection of a CDC table's documents that the processor keeps, with at most one index
+/// entry per document.
+pub trait Kept: Serialize + DeserializeOwned + PartialEq + Clone {
+    /// The projection of a document; `None` when the table does not keep it.
+    ///
+    /// # Errors
+    /// Poison when a field it reads has the wrong shape.
+    fn of(document: &Document) -> Result<Option<Self>, ProcessError>;
+
+    /// The fields [`Kept::of`] reads, for applying an update that carries no `fullDocument`.
+    fn to_document(&self) -> Document;
+
+    /// Its index key, if the table is indexed and the document belongs in it.
+    fn index(&self, _document_key: &str) -> Option<String> {
+        None
+    }
+}
+
+/// A string field, absent or empty being `None`.
+fn text(document: &Document, field: &str) -> Result<Option<String>, ProcessError> {
+    match document.get(field) {
+        None | Some(Bson::Null) => Ok(None),
+        Some(Bson::String(s)) if s.is_empty() => Ok(None),
+        Some(Bson::String(s)) => Ok(Some(s.clone())),
+        // The error names the type only: messages reach logs, and values are personal data.
+        Some(other) => Err(poison(format!(
+            "{field} should be a string, found a {:?}",
+            other.element_type()
+        ))),
+    }
+}
+
+/// A legacy share from `gatekeeper.perms`: `sharerId` lets `userId` (the grantee) see their
+/// data with `permissions`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Share {
+    /// The row's `_id` (the tombstone's key).
+    pub id: Bson,
+    /// The data owner.
+    pub sharer: String,
+    /// The grantee (a legacy clinician, for the shares that matter here).
+    pub grantee: String,
+    /// Every permission key the row has.
+    pub permissions: BTreeSet<String>,
+}
+
+impl Share {
+    /// The permissions a migration carries over.
+    pub fn migrated(&self) -> BTreeSet<&str> {
+        MIGRATED_PERMISSIONS
+            .into_iter()
+            .filter(|p| self.permissions.contains(*p))
+            .collect()
+    }
+}
+
+impl Kept for Share {
+    fn of(document: &Document) -> Result<Option<Self>, ProcessError> {
+        let (Some(sharer), Some(grantee)) =
+            (text(document, "sharerId")?, text(document, "userId")?)
+        else {
+            return Err(poison("a perms row without sharerId or userId"));
+        };
+        let permissions = match document.get("permissions") {
+            None | Some(Bson::Null) => BTreeSet::new(),
+            Some(Bson::Document(map)) => map.keys().cloned().collect(),
+            Some(other) => {
+                return Err(poison(format!(
+                    "permissions should be a document, found a {:?}",
+                    other.element_type()
+                )));
+            }
+        };
+        let id = document
+            .get("_id")
+            .cloned()
+            .ok_or_else(|| poison("a perms row without _id"))?;
+        Ok(Some(Self {
+            id,
+            sharer,
+            grantee,
+            permissions,
+        }))
+    }
+
+    fn to_document(&self) -> Document {
+        let permissions: Document = self
+            .permissions
+            .iter()
+            .map(|p| (p.clone(), Bson::Document(Document::new())))
+            .collect();
+        doc! { "_id": self.id.clone(), "sharerId": &self.sharer, "userId": &self.grantee, "permissions": permissions }
+    }
+
+    /// Shares a migration would move, by grantee: never a user's own row, never one with no
+    /// permission to carry over.
+    fn index(&self, document_key: &str) -> Option<String> {
+        (self.sharer != self.grantee && !self.migrated().is_empty())
+            .then(|| format!("{}{document_key}", part(&self.grantee)))
+    }
+}
+
+/// A patient of a clinic, indexed by clinic and user.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PatientRef {
+    /// The clinic's id, typed as in the document.
+    pub clinic_id: Bson,
+    /// The patient's user.
+    pub user_id: String,
+}
+
+/// The index key of a clinic's patient.
+pub fn patient_index(clinic_id: &Bson, user: &str) -> String {
+    format!("{}|{}", table_key(clinic_id), part(user))
+}
+
+impl Kept for PatientRef {
+    fn of(document: &Document) -> Result<Option<Self>, ProcessError> {
+        let (Some(user_id), Some(clinic_id)) = (user_id(document), document.get("clinicId")) else {
+            return Ok(None);
+        };
+        Ok(Some(Self {
+            clinic_id: clinic_id.clone(),
+            user_id,
+        }))
+    }
+
+    fn to_document(&self) -> Document {
+        doc! { "clinicId": self.clinic_id.clone(), "userId": &self.user_id }
+    }
+
+    fn index(&self, _document_key: &str) -> Option<String> {
+        Some(patient_index(&self.clinic_id, &self.user_id))
+    }
+}
+
+/// A clinic: that it exists, and its name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Clinic {
+    /// `name` ("" when it has none).
+    pub name: String,
+}
+
+impl Kept for Clinic {
+    fn of(document: &Document) -> Result<Option<Self>, ProcessError> {
+        Ok(Some(Self {
+            name: text(document, "name")?.unwrap_or_default(),
+        }))
+    }
+
+    fn to_document(&self) -> Document {
+        doc! { "name": &self.name }
+    }
+}
+
+/// What a migration takes from a user's profile. Tidepool's seagull keeps `{_id, userId,
+/// value}` with `value` the profile as JSON text: `{"fullName", "email", "patient": {"fullName",
+/// "birthday", "mrn", "emails": [...]}}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Profile {
+    /// The profile's user.
+    pub user_id: String,
+    /// The patient's name (`patient.fullName`, for an account kept for someone else), else the
+    /// account's `fullName`.
+    pub full_name: Option<String>,
+    /// `patient.birthday` (`YYYY-MM-DD`).
+    pub birth_date: Option<String>,
+    /// `patient.mrn`.
+    pub mrn: Option<String>,
+    /// `email`, else the first of `patient.emails`.
+    pub email: Option<String>,
+}
+
+fn json_text(value: &serde_json::Value, path: &[&str]) -> Option<String> {
+    path.iter()
+        .try_fold(value, |v, key| v.get(key))
+        .and_then(serde_json::Value::as_str)
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().to_owned())
+}
+
+impl Kept for Profile {
+    fn of(document: &Document) -> Result<Option<Self>, ProcessError> {
+        let Some(user_id) = user_id(document) else {
+            return Err(poison("a profile without userId"));
+        };
+        let value = match document.get("value") {
+            None | Some(Bson::Null) => serde_json::Value::Null,
+            Some(Bson::String(text)) => serde_json::from_str(text)
+                .map_err(|e| poison(format!("a profile's value is not JSON: {e}")))?,
+            // A deployment that stores the profile as a document.
+            Some(Bson::Document(value)) => Bson::Document(value.clone()).into_relaxed_extjson(),
+            Some(other) => {
+                return Err(poison(format!(
+                    "a profile's value should be JSON text, found a {:?}",
+                    other.element_type()
+                )));
+            }
+        };
+        let email = json_text(&value, &["email"]).or_else(|| {
+            value
+                .pointer("/patient/emails")?
+                .as_array()?
+                .iter()
+                .filter_map(serde_json::Value::as_str)
+                .find(|e| e.contains('@'))
+                .map(str::to_owned)
+        });
+        Ok(Some(Self {
+            user_id,
+            full_name: json_text(&value, &["patient", "fullName"])
+                .or_else(|| json_text(&value, &["fullName"])),
+            birth_date: json_text(&value, &["patient", "birthday"]),
+            mrn: json_text(&value, &["patient", "mrn"]),
+            email,
+        }))
+    }
+
+    fn to_document(&self) -> Document {
+        let value = serde_json::json!({
+            "fullName": self.full_name,
+            "email": self.email,
+            "patient": { "birthday": self.birth_date, "mrn": self.mrn },
+        });
+        doc! { "userId": &self.user_id, "value": value.to_string() }
+    }
+
+    fn index(&self, _document_key: &str) -> Option<String> {
+        Some(part(&self.user_id))
+    }
+}
+
+/// Where a migration stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Status {
+    /// Moving shares, a chunk per step.
+    Running,
+    /// Every share moved.
+    Completed,
+    /// Refused (its clinic does not exist, …); nothing was moved.
+    Failed,
+}
+
+impl Status {
+    /// As `clinic.migrations` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Running => "RUNNING",
+            Status::Completed => "COMPLETED",
+            Status::Failed => "FAILED",
+        }
+    }
+}
+
+/// A migration the processor has taken on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Migration {
+    /// The migration document's `_id`.
+    pub id: Bson,
+    /// The clinic the patients move into.
+    pub clinic_id: Bson,
+    /// The legacy clinician.
+    pub legacy: String,
+    /// Where it stands.
+    pub status: Status,
+    /// The last share index key moved; the next step starts after it.
+    pub cursor: Option<String>,
+    /// Shares moved so far.
+    pub moved: u64,
+    /// Patient documents written (moved shares whose user was not a patient of the clinic yet).
+    pub created: u64,
+    /// When it was triggered (epoch ms): the migrated patients' `createdTime`, the requests'
+    /// `requestedTime`, so a replay writes identical records.
+    pub at_ms: i64,
+    /// The clinic's name when it started (`ClinicName`).
+    pub clinic_name: String,
+    /// The legacy clinician's name when it started (`LegacyClinicianName`).
+    pub legacy_name: String,
+}
+
+/// A migration document's fields the trigger needs: `{_id, clinicId, userId, status}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trigger {
+    /// `_id`.
+    pub id: Bson,
+    /// `clinicId`.
+    pub clinic_id: Bson,
+    /// `userId`: the legacy clinician.
+    pub legacy: String,
+    /// `status`.
+    pub status: String,
+    /// `createdTime`, epoch ms, when it has one.
+    pub created_ms: Option<i64>,
+}
+
+impl Trigger {
+    /// Reads a migration document.
+    ///
+    /// # Errors
+    /// Poison when `_id`, `clinicId`, `userId` or `status` is missing.
+    pub fn of(document: &Document) -> Result<Self, ProcessError> {
+        let id = document
+            .get("_id")
+            .cloned()
+            .ok_or_else(|| poison("a migration without _id"))?;
+        let clinic_id = match document.get("clinicId") {
+            Some(id @ (Bson::ObjectId(_) | Bson::String(_))) => id.clone(),
+            _ => return Err(poison("a migration without clinicId")),
+        };
+        let legacy = user_id(document).ok_or_else(|| poison("a migration without userId"))?;
+        let status =
+            text(document, "status")?.ok_or_else(|| poison("a migration without status"))?;
+        Ok(Self {
+            id,
+            clinic_id,
+            legacy,
+            status,
+            created_ms: document
+                .get_datetime("createdTime")
+                .ok()
+                .map(|t| t.timestamp_millis()),
+        })
+    }
+}
+
+/// The status row for `sink.clinic.migrations` (`$set` by the sink: other fields stay).
+pub fn status_row(status: Status, at_ms: i64, reason: Option<&str>) -> Document {
+    let mut row = doc! { "status": status.as_str(), "updatedTime": DateTime::from_millis(at_ms) };
+    if let Some(reason) = reason {
+        row.insert("failureReason", reason);
+    }
+    row
+}
+
+/// The `_id` of a migrated patient: the clinic id's 4 time bytes and 8 bytes of a SHA-256 of
+/// (clinic, user). Deterministic, so a replay (or a second migration into the same clinic
+/// before the first one's patients are seen) writes the same document instead of a second one
+/// for the same clinic and user.
+pub fn patient_id(clinic_id: &Bson, user: &str) -> ObjectId {
+    let mut bytes = [0_u8; 12];
+    if let Bson::ObjectId(clinic) = clinic_id {
+        bytes[..4].copy_from_slice(&clinic.bytes()[..4]);
+    }
+    let digest = Sha256::digest(format!("{}|{user}", table_key(clinic_id)));
+    bytes[4..].copy_from_slice(&digest[..8]);
+    ObjectId::from_bytes(bytes)
+}
+
+/// A migrated patient's document, as the API writes patients (the reference service's
+/// CreatePatientFromUser with `isMigrated` and the legacy clinician): profile fields are empty
+/// strings where unknown.
+pub fn patient_document(
+    migration: &Migration,
+    share: &Share,
+    profile: Option<&Profile>,
+    email: Option<&str>,
+) -> Document {
+    let permissions: Document = share
+        .migrated()
+        .into_iter()
+        .map(|p| (p.to_owned(), Bson::Document(Document::new())))
+        .collect();
+    let field = |get: fn(&Profile) -> &Option<String>| {
+        profile.and_then(|p| get(p).clone()).unwrap_or_default()
+    };
+    let at = DateTime::from_millis(migration.at_ms);
+    doc! {
+        "_id": patient_id(&migration.clinic_id, &share.sharer),
+        "clinicId": migration.clinic_id.clone(),
+        "userId": &share.sharer,
+        "fullName": field(|p| &p.full_name),
+        "birthDate": field(|p| &p.birth_date),
+        "email": email.unwrap_or_default(),
+        "mrn": field(|p| &p.mrn),
+        "permissions": permissions,
+        "isMigrated": true,
+        "legacyClinicianIds": [&migration.legacy],
+        "createdTime": at,
+        "updatedTime": at,
+    }
+}
+
+/// The id of a migration's email request: the migration, the template and the recipient.
+pub fn request_id(migration: &Migration, template: &str, recipient: &str) -> String {
+    format!(
+        "migration:{}:{template}:{recipient}",
+        table_key(&migration.id)
+    )
+}
+
+/// The `migrate_patient` email to a moved patient.
+pub fn migrate_patient(migration: &Migration, user: &str, address: &str) -> EmailRequest {
+    EmailRequest {
+        id: request_id(migration, email::MIGRATE_PATIENT, user),
+        template: email::MIGRATE_PATIENT.into(),
+        recipient_email: Some(address.to_owned()),
+        recipient_user_id: Some(user.to_owned()),
+        variables: BTreeMap::from([
+            ("ClinicName".into(), migration.clinic_name.clone()),
+            ("LegacyClinicianName".into(), migration.legacy_name.clone()),
+        ]),
+        requested_ms: migration.at_ms,
+    }
+}
+
+/// The `clinic_migration_complete` email to the legacy clinician (the address when known; the
+/// notifications processor looks the user up otherwise).
+pub fn migration_complete(migration: &Migration, address: Option<&str>) -> EmailRequest {
+    EmailRequest {
+        id: request_id(
+            migration,
+            email::CLINIC_MIGRATION_COMPLETE,
+            &migration.legacy,
+        ),
+        template: email::CLINIC_MIGRATION_COMPLETE.into(),
+        recipient_email: address.map(str::to_owned),
+        recipient_user_id: Some(migration.legacy.clone()),
+        variables: BTreeMap::from([("ClinicName".into(), migration.clinic_name.clone())]),
+        requested_ms: migration.at_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_profile_reads_the_patients_name_birthday_mrn_and_an_address() {
+        let document = doc! { "_id": 1, "userId": "u1", "value": r#"{"fullName":"Parent","patient":{"fullName":"Child","birthday":"2012-03-04","mrn":"M1","emails":["c@x.org"]}}"# };
+        let profile = Profile::of(&document).expect("reads").expect("kept");
+        assert_eq!(profile.full_name.as_deref(), Some("Child"));
+        assert_eq!(profile.birth_date.as_deref(), Some("2012-03-04"));
+        assert_eq!(profile.mrn.as_deref(), Some("M1"));
+        assert_eq!(profile.email.as_deref(), Some("c@x.org"));
+        // What an update without fullDocument is applied to reads back the same.
+        assert_eq!(Profile::of(&profile.to_document()), Ok(Some(profile)));
+        let bad = doc! { "userId": "u1", "value": "{not json" };
+        assert!(matches!(Profile::of(&bad), Err(ProcessError::Poison(_))));
+    }
+
+    #[test]
+    fn own_rows_and_rows_without_a_migratable_permission_are_not_indexed() {
+        let share = |sharer: &str, permissions: Document| {
+            Share::of(&doc! { "_id": 1, "sharerId": sharer, "userId": "legacy", "permissions": permissions })
+                .expect("reads")
+                .expect("kept")
+        };
+        assert!(share("legacy", doc! { "root": {} }).index("k").is_none());
+        assert!(share("p1", doc! { "root": {} }).index("k").is_none());
+        let kept = share("p1", doc! { "view": {}, "root": {}, "upload": {} });
+        assert_eq!(kept.index("k").as_deref(), Some("\"legacy\"|k"));
+        assert_eq!(kept.migrated(), BTreeSet::from(["upload", "view"]));
+    }
+
+    #[test]
+    fn a_migrated_patients_id_depends_on_clinic_and_user_only() {
+        let clinic = Bson::ObjectId(ObjectId::parse_str("65a1b2c3d4e5f60718293a4b").expect("hex"));
+        let id = patient_id(&clinic, "u1");
+        assert_eq!(id, patient_id(&clinic, "u1"));
+        assert_ne!(id, patient_id(&clinic, "u2"));
+        assert_eq!(id.bytes()[..4], [0x65, 0xa1, 0xb2, 0xc3]);
+    }
+}
