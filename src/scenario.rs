@@ -11,6 +11,10 @@
 //! 3. A patient's account is deleted (a `users:delete` CloudEvent): `deletions` archives their
 //!    record into `clinic.patient_deletions` and the sink removes it from `clinic.patients`;
 //!    that delete's change event then removes the grant from gatekeeper.
+//! 4. A legacy clinician, with whom three patients shared their data through gatekeeper's
+//!    `perms`, creates a clinic and triggers its migration through the API: `migrations` moves
+//!    the three into the clinic (`clinic.patients`, names from their seagull profiles), removes
+//!    the legacy shares from `gatekeeper.perms` and marks the migration COMPLETED.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -189,6 +193,124 @@ pub async fn run(endpoints: &Endpoints) -> anyhow::Result<()> {
     println!(
         "PASS  users:delete → deletions → sinks: Alice archived and removed; gatekeeper keeps {} grants of the clinic ({:.2} s)",
         left.len(),
+        started.elapsed().as_secs_f64()
+    );
+
+    migrate(endpoints, &api, &mongo, suffix).await
+}
+
+/// 4. A legacy clinician's clinic and its migration.
+async fn migrate(
+    endpoints: &Endpoints,
+    api: &Api,
+    mongo: &mongodb::Client,
+    suffix: &str,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let legacy = user_id();
+    let patients: Vec<(String, &str)> = ["Dana Poe", "Eli Fox", "Fay Lin"]
+        .into_iter()
+        .map(|name| (user_id(), name))
+        .collect();
+    // What Tidepool's gatekeeper and seagull hold for them.
+    let mut perms = vec![doc! {
+        "_id": bson::oid::ObjectId::new(), "sharerId": &legacy, "userId": &legacy, "permissions": { "root": {} },
+    }];
+    let mut profiles = vec![doc! {
+        "_id": bson::oid::ObjectId::new(), "userId": &legacy,
+        "value": json!({ "fullName": "Dr. Legacy", "email": format!("legacy-{suffix}@example.org") }).to_string(),
+    }];
+    for (user, name) in &patients {
+        perms.push(doc! {
+            "_id": bson::oid::ObjectId::new(), "sharerId": user, "userId": &legacy,
+            "permissions": { "view": {}, "upload": {} },
+        });
+        profiles.push(doc! {
+            "_id": bson::oid::ObjectId::new(), "userId": user,
+            "value": json!({ "fullName": name, "email": format!("{user}@example.org"),
+                             "patient": { "birthday": "1985-02-03" } }).to_string(),
+        });
+    }
+    let gatekeeper = mongo.database("gatekeeper");
+    gatekeeper
+        .collection::<Document>("perms")
+        .insert_many(&perms)
+        .await
+        .context("seeding gatekeeper.perms")?;
+    mongo
+        .database("seagull")
+        .collection::<Document>("seagull")
+        .insert_many(&profiles)
+        .await
+        .context("seeding seagull.seagull")?;
+    let clinic = api
+        .call(reqwest::Method::POST, "/v1/clinics", &legacy, false, Some(json!({ "name": format!("Legacy Practice {suffix}"), "city": "Boston", "clinicType": "provider_practice" })))
+        .await?;
+    let clinic_id = clinic["id"].as_str().context("clinic id")?.to_owned();
+    api.call(
+        reqwest::Method::POST,
+        &format!("/v1/clinics/{clinic_id}/migrate"),
+        &legacy,
+        false,
+        Some(json!({})),
+    )
+    .await?;
+    let clinic_oid = bson::oid::ObjectId::parse_str(&clinic_id).context("clinic id")?;
+    let clinic_db = mongo.database("clinic");
+    let clinics = all(&clinic_db, "clinics", doc! { "_id": clinic_oid }).await?;
+    let migrations = all(&clinic_db, "migrations", doc! { "clinicId": clinic_oid }).await?;
+    anyhow::ensure!(migrations.len() == 1, "the API wrote no migration");
+    let mut events: Vec<(&str, ChangeEvent)> = vec![(
+        "clinic.clinics",
+        change(Operation::Insert, "clinics", &clinics[0]),
+    )];
+    events.extend(
+        perms
+            .iter()
+            .map(|p| ("gatekeeper.perms", change(Operation::Insert, "perms", p))),
+    );
+    events.extend(
+        profiles
+            .iter()
+            .map(|p| ("seagull.seagull", change(Operation::Insert, "seagull", p))),
+    );
+    events.push((
+        "clinic.migrations",
+        change(Operation::Insert, "migrations", &migrations[0]),
+    ));
+    crate::testkit::publish_changes(endpoints, "", &events)
+        .await
+        .context("publishing change events")?;
+    let id = migrations[0]
+        .get_object_id("_id")
+        .context("migration _id")?;
+    wait_for(
+        &clinic_db,
+        "migrations",
+        doc! { "_id": id, "status": "COMPLETED" },
+        1,
+    )
+    .await
+    .context("the migration COMPLETED (is clinic-migrations running?)")?;
+    let moved = wait_for(
+        &clinic_db,
+        "patients",
+        doc! { "clinicId": clinic_oid, "isMigrated": true, "legacyClinicianIds": &legacy },
+        3,
+    )
+    .await
+    .context("the three migrated patients in clinic.patients")?;
+    wait_for(&gatekeeper, "perms", doc! { "userId": &legacy }, 1)
+        .await
+        .context("the legacy shares gone from gatekeeper.perms")?;
+    let mut names: Vec<&str> = moved
+        .iter()
+        .filter_map(|p| p.get_str("fullName").ok())
+        .collect();
+    names.sort_unstable();
+    println!(
+        "PASS  migration → migrations → sinks: {} moved into the clinic, the legacy shares removed, status COMPLETED ({:.2} s)",
+        names.join(", "),
         started.elapsed().as_secs_f64()
     );
     Ok(())
