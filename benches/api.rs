@@ -1,7 +1,7 @@
 //! Requests per second and latency of the API's two hottest reads, get-patient and
-//! list-patients (a clinic of 1,000 patients, first page of 50 by name, with counts), at a fixed
-//! concurrency, next to the same queries issued directly with the driver (the ceiling). Prints
-//! figures; asserts nothing. Needs FerretDB from the local stack.
+//! list-patients (a clinic of 1,000 patients, first page of 50 by name, with counts), from one
+//! caller and from 16 concurrent callers, next to the same queries issued directly with the
+//! driver (the ceiling). Prints figures; asserts nothing. Needs FerretDB from the local stack.
 //!
 //! Run: `cargo bench --bench api [-- <seconds per measurement>]` (default 5).
 
@@ -16,7 +16,8 @@ use futures::TryStreamExt as _;
 use mongodb::options::FindOptions;
 
 const PATIENTS: usize = 1_000;
-const CONCURRENCY: usize = 16;
+/// The concurrencies measured.
+const CALLERS: [usize; 2] = [1, 16];
 const SECRET: &str = "bench-secret-bench-secret-bench-secret";
 
 struct Figures {
@@ -25,16 +26,29 @@ struct Figures {
     p99_ms: f64,
 }
 
-/// Runs `request` from `CONCURRENCY` tasks for `duration`; each call's latency is recorded.
-async fn measure<F, Fut>(duration: Duration, request: F) -> Figures
+/// Runs `request` from each of `CALLERS` concurrent tasks in turn, for `duration` each; each
+/// call's latency is recorded.
+async fn measure<F, Fut>(duration: Duration, request: F) -> Vec<Figures>
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
     let request = Arc::new(request);
+    let mut figures = Vec::new();
+    for callers in CALLERS {
+        figures.push(measure_at(duration, callers, Arc::clone(&request)).await);
+    }
+    figures
+}
+
+async fn measure_at<F, Fut>(duration: Duration, callers: usize, request: Arc<F>) -> Figures
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for worker in 0..CONCURRENCY {
+    for worker in 0..callers {
         let request = Arc::clone(&request);
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
@@ -43,7 +57,7 @@ where
                 let at = Instant::now();
                 request(n).await;
                 latencies.push(at.elapsed().as_secs_f64() * 1000.0);
-                n += CONCURRENCY;
+                n += callers;
             }
             latencies
         }));
@@ -125,7 +139,7 @@ async fn main() {
     let client = reqwest::Client::new();
     let token = Arc::new(token());
     println!(
-        "api: {PATIENTS} patients in one clinic, {CONCURRENCY} concurrent callers, {seconds} s per measurement, FerretDB (local stack)"
+        "api: {PATIENTS} patients in one clinic, {CALLERS:?} concurrent callers, {seconds} s per measurement, FerretDB (local stack)"
     );
 
     let get_api = {
@@ -221,16 +235,18 @@ async fn main() {
         ("get-patient", get_api, get_driver),
         ("list-patients (50 of 1,000)", list_api, list_driver),
     ] {
-        println!(
-            "  {name:<28} API {:>7.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms | driver {:>7.0} q/s  p50 {:>6.2} ms  p99 {:>6.2} ms | API/driver {:>3.0}%",
-            api.per_second,
-            api.p50_ms,
-            api.p99_ms,
-            driver.per_second,
-            driver.p50_ms,
-            driver.p99_ms,
-            100.0 * api.per_second / driver.per_second
-        );
+        for ((callers, api), driver) in CALLERS.iter().zip(&api).zip(&driver) {
+            println!(
+                "  {name:<28} {callers:>2} caller(s)  API {:>7.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms | driver {:>7.0} q/s  p50 {:>6.2} ms  p99 {:>6.2} ms | API/driver {:>3.0}%",
+                api.per_second,
+                api.p50_ms,
+                api.p99_ms,
+                driver.per_second,
+                driver.p50_ms,
+                driver.p99_ms,
+                100.0 * api.per_second / driver.per_second
+            );
+        }
     }
     db.drop().await.expect("clean up");
 }
