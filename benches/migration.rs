@@ -24,72 +24,15 @@ use clinic::streams::Processor as _;
 use clinic::streams::runner::{self, Health};
 use clinic::testkit::{self, SinkChain};
 use clinic_migrations::processor::Migrations;
+use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::message::Message as _;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 const LEGACY: &str = "bench-legacy-clinician";
-
-fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
-}
 
 fn insert(coll: &str, document: &Document) -> ChangeEvent {
     let id = document.get("_id").cloned().expect("_id");
     testkit::change(Operation::Insert, coll, id, Some(document.clone()))
-}
-
-/// Waits until the group has committed the end of every partition of `topics`.
-fn await_caught_up(brokers: &str, group: &str, topics: &[String]) {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", group)
-        .create()
-        .expect("consumer");
-    let mut ends = Vec::new();
-    for topic in topics {
-        let metadata = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .expect("metadata");
-        for p in 0..metadata.topics()[0].partitions().len() {
-            let p = i32::try_from(p).expect("few");
-            let (_, end) = consumer
-                .fetch_watermarks(topic, p, Duration::from_secs(10))
-                .expect("watermarks");
-            ends.push((topic.clone(), p, end));
-        }
-    }
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        let mut wanted = TopicPartitionList::new();
-        for (topic, p, _) in &ends {
-            wanted.add_partition(topic, *p);
-        }
-        let committed = consumer
-            .committed_offsets(wanted, Duration::from_secs(10))
-            .expect("committed offsets");
-        let done = ends.iter().all(|(topic, p, end)| {
-            committed.find_partition(topic, *p).is_some_and(|e| {
-                matches!(e.offset(), Offset::Offset(at) if at >= *end) || *end == 0
-            })
-        });
-        if done {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the processor stopped committing"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Reads `topic` (read_committed) until a value contains `needle`.
@@ -206,10 +149,12 @@ async fn main() {
         endpoints.kafka_brokers.clone(),
         format!("{}{}", chain.prefix, topology.group_id()),
     );
-    tokio::task::spawn_blocking(move || await_caught_up(&brokers, &group, &inputs))
-        .await
-        .expect("waiter");
-    let loaded = rss_mib();
+    tokio::task::spawn_blocking(move || {
+        testkit::await_committed(&brokers, &group, &inputs, Duration::from_secs(600));
+    })
+    .await
+    .expect("waiter");
+    let loaded = testkit::rss_mib();
     eprintln!("tables loaded; migrating");
 
     let started = Instant::now();
@@ -228,7 +173,7 @@ async fn main() {
         .await
         .expect("waiter");
     let committed = started.elapsed();
-    let done = rss_mib();
+    let done = testkit::rss_mib();
     eprintln!("COMPLETED committed; waiting for the database");
 
     let id = migration.get_object_id("_id").expect("oid");

@@ -23,8 +23,6 @@ use clinic::streams::{
     Context, Input, InputFormat, OutValue, OutputRecord, Payload, ProcessError, Processor, Topology,
 };
 use clinic::testkit;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 const PARTITIONS: i32 = 3;
 const OUT_SCHEMA: &str = r#"{"type":"record","name":"Out","namespace":"bench","fields":[{"name":"id","type":"string"}]}"#;
@@ -68,18 +66,6 @@ fn avro_source() -> Format {
     }
 }
 
-fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
 /// `records` patient inserts spread over 40 clinics, a realistic document each.
 fn patients(records: usize) -> Vec<(&'static str, ChangeEvent)> {
     let clinics: Vec<ObjectId> = (0..40).map(|_| ObjectId::new()).collect();
@@ -98,45 +84,6 @@ fn patients(records: usize) -> Vec<(&'static str, ChangeEvent)> {
             ("clinic.patients", event)
         })
         .collect()
-}
-
-/// Waits until the group has committed the end of every partition of `topic`.
-fn await_committed(brokers: &str, group: &str, topic: &str) {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", group)
-        .create()
-        .expect("consumer");
-    let ends: Vec<i64> = (0..PARTITIONS)
-        .map(|p| {
-            consumer
-                .fetch_watermarks(topic, p, Duration::from_secs(10))
-                .expect("watermarks")
-                .1
-        })
-        .collect();
-    let deadline = Instant::now() + Duration::from_secs(900);
-    loop {
-        let mut wanted = TopicPartitionList::new();
-        for p in 0..PARTITIONS {
-            wanted.add_partition(topic, p);
-        }
-        let committed = consumer
-            .committed_offsets(wanted, Duration::from_secs(10))
-            .expect("committed offsets");
-        let done = committed.elements().iter().all(|e| match e.offset() {
-            Offset::Offset(at) => at >= ends[e.partition() as usize],
-            _ => false,
-        });
-        if done {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the processor stopped committing"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 async fn measure<P, F>(endpoints: &Endpoints, records: usize, factory: F) -> (f64, f64, f64)
@@ -168,7 +115,7 @@ where
         .await
         .expect("publish");
 
-    let before = rss_mib();
+    let before = testkit::rss_mib();
     let stop = Arc::new(AtomicBool::new(false));
     let config = testkit::runner_config(endpoints, &prefix);
     let started = Instant::now();
@@ -183,11 +130,13 @@ where
         format!("{prefix}{}", topology.group_id()),
         format!("{prefix}clinic.patients"),
     );
-    tokio::task::spawn_blocking(move || await_committed(&brokers, &group, &input))
-        .await
-        .expect("waiter");
+    tokio::task::spawn_blocking(move || {
+        testkit::await_committed(&brokers, &group, &[input], Duration::from_secs(900));
+    })
+    .await
+    .expect("waiter");
     let elapsed = started.elapsed();
-    let after = rss_mib();
+    let after = testkit::rss_mib();
     stop.store(true, Ordering::SeqCst);
     running
         .await

@@ -516,3 +516,67 @@ pub fn read_topic(brokers: &str, topic: &str) -> Vec<rdkafka::message::OwnedMess
     assert_eq!(ended, partitions, "{topic} was not read to its end");
     records
 }
+
+/// This process's resident set size, MiB (0 where `/proc` is not there).
+pub fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Waits until consumer group `group` has committed the end (as it stands now) of every
+/// partition of `topics`: a processor has read them.
+///
+/// # Panics
+/// When the group stops committing for `timeout`, or Kafka cannot be asked.
+pub fn await_committed(brokers: &str, group: &str, topics: &[String], timeout: Duration) {
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .create()
+        .expect("consumer");
+    let mut ends = Vec::new();
+    for topic in topics {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .expect("metadata");
+        for p in 0..metadata.topics()[0].partitions().len() {
+            let p = i32::try_from(p).expect("few");
+            let (_, end) = consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .expect("watermarks");
+            ends.push((topic.clone(), p, end));
+        }
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut wanted = rdkafka::TopicPartitionList::new();
+        for (topic, p, _) in &ends {
+            wanted.add_partition(topic, *p);
+        }
+        let committed = consumer
+            .committed_offsets(wanted, Duration::from_secs(10))
+            .expect("committed offsets");
+        let done = ends.iter().all(|(topic, p, end)| {
+            *end == 0
+                || committed.find_partition(topic, *p).is_some_and(
+                    |e| matches!(e.offset(), rdkafka::Offset::Offset(at) if at >= *end),
+                )
+        });
+        if done {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the processor stopped committing"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

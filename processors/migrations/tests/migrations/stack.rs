@@ -239,6 +239,18 @@ async fn check(endpoints: &Endpoints, chain: &SinkChain, world: &World) {
     assert!(dead.is_empty(), "nothing dead-lettered");
 }
 
+/// Waits for the migration in the database, stops the processor cleanly, checks everything and
+/// removes the sinks.
+async fn finish(endpoints: &Endpoints, chain: &SinkChain, world: &World, processor: Spawned) {
+    await_migrated(chain, world).await;
+    let (status, log) = processor.stop();
+    assert!(status.success(), "{log}");
+    check(endpoints, chain, world).await;
+    testkit::remove_sinks(endpoints, &chain.sinks)
+        .await
+        .expect("remove connectors");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_migration_of_a_thousand_patients_reaches_the_databases_exactly() {
     let endpoints = Endpoints::from_env().expect("endpoints");
@@ -246,13 +258,7 @@ async fn a_migration_of_a_thousand_patients_reaches_the_databases_exactly() {
     let chain = chain(&endpoints, &world).await;
     let logs = tempfile::tempdir().expect("temp dir");
     let processor = start(&endpoints, &chain, &logs.path().join("run.log"), "500");
-    await_migrated(&chain, &world).await;
-    let (status, log) = processor.stop();
-    assert!(status.success(), "{log}");
-    check(&endpoints, &chain, &world).await;
-    testkit::remove_sinks(&endpoints, &chain.sinks)
-        .await
-        .expect("remove connectors");
+    finish(&endpoints, &chain, &world, processor).await;
 }
 
 /// The processor's `/metrics` text (empty while it does not answer).
@@ -297,11 +303,5 @@ async fn a_migration_killed_three_times_midway_ends_the_same() {
         eprintln!("kill {kill}: SIGKILLed after {moved}");
         processor = start(&endpoints, &chain, &log, "10");
     }
-    await_migrated(&chain, &world).await;
-    let (status, log) = processor.stop();
-    assert!(status.success(), "{log}");
-    check(&endpoints, &chain, &world).await;
-    testkit::remove_sinks(&endpoints, &chain.sinks)
-        .await
-        .expect("remove connectors");
+    finish(&endpoints, &chain, &world, processor).await;
 }
