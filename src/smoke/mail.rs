@@ -95,11 +95,28 @@ pub async fn round_trip(endpoints: &Endpoints) -> anyhow::Result<MailRoundTrip> 
         )
     })?;
 
+    let received = await_message(&endpoints.mailpit_url, &subject).await?;
+    Ok(MailRoundTrip {
+        to,
+        subject,
+        text,
+        html,
+        received,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Waits (up to the smoke's round-trip timeout) until Mailpit at `mailpit_url` holds a message
+/// with this exact subject, and reads it (text with the line ends as written).
+///
+/// # Errors
+/// Mailpit unreachable, or no such message in time.
+pub async fn await_message(mailpit_url: &str, subject: &str) -> anyhow::Result<MailpitMessage> {
     let http = reqwest::Client::new();
     let deadline = Instant::now() + ROUND_TRIP_TIMEOUT;
     let id = loop {
         let search: SearchResult = http
-            .get(format!("{}/api/v1/search", endpoints.mailpit_url))
+            .get(format!("{mailpit_url}/api/v1/search"))
             .query(&[("query", format!("subject:\"{subject}\""))])
             .send()
             .await
@@ -118,7 +135,7 @@ pub async fn round_trip(endpoints: &Endpoints) -> anyhow::Result<MailRoundTrip> 
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let mut received: MailpitMessage = http
-        .get(format!("{}/api/v1/message/{id}", endpoints.mailpit_url))
+        .get(format!("{mailpit_url}/api/v1/message/{id}"))
         .send()
         .await
         .context("reading the message from Mailpit")?
@@ -128,12 +145,5 @@ pub async fn round_trip(endpoints: &Endpoints) -> anyhow::Result<MailRoundTrip> 
         .context("decoding Mailpit's message")?;
     // MIME carries text with CRLF line ends; compare text as written.
     received.text = received.text.replace("\r\n", "\n");
-    Ok(MailRoundTrip {
-        to,
-        subject,
-        text,
-        html,
-        received,
-        elapsed: started.elapsed(),
-    })
+    Ok(received)
 }
