@@ -3,7 +3,7 @@
 //! not how. The template names are Tidepool mailer's.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use apache_avro::types::Value as Avro;
 
@@ -14,6 +14,9 @@ pub const REQUESTS_TOPIC: &str = "notifications.requests";
 
 /// The Avro schema of a request (`notifications.requests-value`).
 pub const SCHEMA: &str = include_str!("email_request.avsc");
+
+/// [`SCHEMA`] shared by every request record, not copied into each.
+static SHARED_SCHEMA: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(SCHEMA));
 
 /// Tidepool's template: a patient was moved into a clinic by a migration.
 pub const MIGRATE_PATIENT: &str = "migrate_patient";
@@ -81,7 +84,7 @@ impl EmailRequest {
             topic: REQUESTS_TOPIC.to_owned(),
             key: self.id.clone(),
             value: Some(OutValue::Avro {
-                schema: Arc::from(SCHEMA),
+                schema: Arc::clone(&SHARED_SCHEMA),
                 value: self.to_avro(),
             }),
         }
