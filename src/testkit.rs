@@ -555,10 +555,44 @@ pub fn await_committed(brokers: &str, group: &str, topics: &[String], timeout: D
             ends.push((topic.clone(), p, end));
         }
     }
+    await_offsets(&consumer, &ends, timeout);
+}
+
+/// Waits until consumer group `group` has committed past the last committed record (as it
+/// stands now) of every partition of `topic`: for a topic written in transactions, whose end
+/// is a commit marker no consumer commits past.
+///
+/// # Panics
+/// As [`await_committed`].
+pub fn await_consumed(brokers: &str, group: &str, topic: &str, timeout: Duration) {
+    use rdkafka::message::Message as _;
+    let mut last: BTreeMap<i32, i64> = BTreeMap::new();
+    for record in read_topic(brokers, topic) {
+        let at = last.entry(record.partition()).or_default();
+        *at = (*at).max(record.offset() + 1);
+    }
+    let ends: Vec<(String, i32, i64)> = last
+        .into_iter()
+        .map(|(p, end)| (topic.to_owned(), p, end))
+        .collect();
+    let consumer: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .create()
+        .expect("consumer");
+    await_offsets(&consumer, &ends, timeout);
+}
+
+fn await_offsets(
+    consumer: &rdkafka::consumer::BaseConsumer,
+    ends: &[(String, i32, i64)],
+    timeout: Duration,
+) {
+    use rdkafka::consumer::Consumer as _;
     let deadline = Instant::now() + timeout;
     loop {
         let mut wanted = rdkafka::TopicPartitionList::new();
-        for (topic, p, _) in &ends {
+        for (topic, p, _) in ends {
             wanted.add_partition(topic, *p);
         }
         let committed = consumer

@@ -134,6 +134,14 @@ pub async fn await_message(mailpit_url: &str, subject: &str) -> anyhow::Result<M
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    read_message(&http, mailpit_url, &id).await
+}
+
+async fn read_message(
+    http: &reqwest::Client,
+    mailpit_url: &str,
+    id: &str,
+) -> anyhow::Result<MailpitMessage> {
     let mut received: MailpitMessage = http
         .get(format!("{mailpit_url}/api/v1/message/{id}"))
         .send()
@@ -146,4 +154,32 @@ pub async fn await_message(mailpit_url: &str, subject: &str) -> anyhow::Result<M
     // MIME carries text with CRLF line ends; compare text as written.
     received.text = received.text.replace("\r\n", "\n");
     Ok(received)
+}
+
+/// Every message Mailpit's search `query` finds (e.g. `subject:"…"`, `to:…`), read in full,
+/// up to `limit`: for counting what arrived, duplicates included.
+///
+/// # Errors
+/// Mailpit unreachable or answering something else.
+pub async fn messages(
+    mailpit_url: &str,
+    query: &str,
+    limit: usize,
+) -> anyhow::Result<Vec<MailpitMessage>> {
+    let http = reqwest::Client::new();
+    let search: SearchResult = http
+        .get(format!("{mailpit_url}/api/v1/search"))
+        .query(&[("query", query.to_owned()), ("limit", limit.to_string())])
+        .send()
+        .await
+        .context("searching Mailpit")?
+        .error_for_status()?
+        .json()
+        .await
+        .context("reading Mailpit's search result")?;
+    let mut found = Vec::with_capacity(search.messages.len());
+    for hit in search.messages {
+        found.push(read_message(&http, mailpit_url, &hit.id).await?);
+    }
+    Ok(found)
 }

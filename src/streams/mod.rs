@@ -21,6 +21,7 @@ pub mod dlq;
 pub mod driver;
 pub mod effect;
 pub mod processor;
+pub mod projection;
 pub mod record;
 pub mod runner;
 pub mod store;

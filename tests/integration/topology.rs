@@ -26,11 +26,22 @@ fn topics_yaml_connectors_and_the_processors_code_agree() {
         clinic_deletions::processor::Deletions::new(deletions_inputs).topology(),
         clinic_migrations::processor::Migrations::new(Default::default(), Default::default())
             .topology(),
+        clinic_notifications::processor::Notifications::new(
+            Default::default(),
+            std::time::Duration::from_secs(86_400),
+        )
+        .topology(),
     ];
-    let declared: BTreeMap<String, (Vec<String>, Vec<String>)> = processors
+    let mut declared: BTreeMap<String, (Vec<String>, Vec<String>)> = processors
         .iter()
         .map(|t| (t.name.clone(), declared(t)))
         .collect();
+    // The notifications binary also runs its effect stage: it reads the outbox and the done
+    // log, and writes the done log and the DLQ.
+    let stage = clinic_notifications::processor::stage();
+    let (reads, writes) = declared.get_mut("notifications").expect("declared");
+    reads.extend([stage.requests, stage.done.clone()]);
+    writes.extend([stage.done, stage.dlq]);
 
     assert_eq!(dataflow.problems(&declared), Vec::<String>::new());
 }

@@ -9,8 +9,8 @@ use bson::{Bson, DateTime, Document, doc};
 use clinic::documents::user_id;
 use clinic::email::{self, EmailRequest};
 use clinic::streams::ProcessError;
+use clinic::streams::projection::{Kept, part, text};
 use clinic::streams::store::table_key;
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
@@ -20,43 +20,6 @@ pub const MIGRATED_PERMISSIONS: [&str; 4] = ["custodian", "note", "upload", "vie
 
 fn poison(message: impl Into<String>) -> ProcessError {
     ProcessError::Poison(message.into())
-}
-
-/// One part of a composite index key: JSON-quoted, so no part is a prefix of another's keys.
-pub fn part(text: &str) -> String {
-    format!("{}|", serde_json::Value::from(text))
-}
-
-/// A projection of a CDC table's documents that the processor keeps, with at most one index
-/// entry per document.
-pub trait Kept: Serialize + DeserializeOwned + PartialEq + Clone {
-    /// The projection of a document; `None` when the table does not keep it.
-    ///
-    /// # Errors
-    /// Poison when a field it reads has the wrong shape.
-    fn of(document: &Document) -> Result<Option<Self>, ProcessError>;
-
-    /// The fields [`Kept::of`] reads, for applying an update that carries no `fullDocument`.
-    fn to_document(&self) -> Document;
-
-    /// Its index key, if the table is indexed and the document belongs in it.
-    fn index(&self, _document_key: &str) -> Option<String> {
-        None
-    }
-}
-
-/// A string field, absent or empty being `None`.
-fn text(document: &Document, field: &str) -> Result<Option<String>, ProcessError> {
-    match document.get(field) {
-        None | Some(Bson::Null) => Ok(None),
-        Some(Bson::String(s)) if s.is_empty() => Ok(None),
-        Some(Bson::String(s)) => Ok(Some(s.clone())),
-        // The error names the type only: messages reach logs, and values are personal data.
-        Some(other) => Err(poison(format!(
-            "{field} should be a string, found a {:?}",
-            other.element_type()
-        ))),
-    }
 }
 
 /// A legacy share from `gatekeeper.perms`: `sharerId` lets `userId` (the grantee) see their

@@ -5,7 +5,7 @@
 use bson::{Bson, Document};
 use clinic::cdc::{self, CdcRecord, Next, Operation};
 use clinic::email;
-use clinic::events;
+use clinic::streams::projection::{Address, Kept as _, follow, follow_user_event, part};
 use clinic::streams::store::table_key;
 use clinic::streams::{
     Context, Input, InputFormat, OutValue, OutputRecord, Payload, ProcessError, Processor, Topology,
@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Inputs, Migration as MigrationSettings, Settings};
 use crate::model::{
-    self, Clinic, Kept, Migration, PatientRef, Profile, Share, Status, Trigger, part, patient_index,
+    self, Clinic, Migration, PatientRef, Profile, Share, Status, Trigger, patient_index,
 };
 
 /// The trigger: the insert of a PENDING migration.
@@ -62,13 +62,6 @@ pub mod metrics {
     /// Migration changes that trigger nothing (not an insert, not PENDING, repeated), and user
     /// events of other types.
     pub const IGNORED: &str = "clinic_migrations_ignored_total";
-}
-
-/// A user's address, from the identity service's events.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Address {
-    /// The address (the username).
-    pub email: String,
 }
 
 /// A step record's value.
@@ -155,7 +148,13 @@ impl Processor for Migrations {
             (CLINICS, Payload::Cdc(record)) => {
                 follow::<Clinic>(ctx, CLINIC_STORE, record).map(drop)
             }
-            (USER_EVENTS, Payload::Json(value)) => user_event(ctx, input.headers, value.as_ref()),
+            (USER_EVENTS, Payload::Json(value)) => {
+                if follow_user_event(ctx, USERS, input.headers, value.as_ref())? {
+                    Ok(())
+                } else {
+                    ignored("user event of another type")
+                }
+            }
             (topic, Payload::Cdc(record)) if topic == self.inputs.profiles.topic => {
                 follow::<Profile>(ctx, PROFILE_STORE, record).map(drop)
             }
@@ -443,73 +442,4 @@ fn address_of(
         None => profile_of(ctx, user)?,
     };
     Ok(profile.and_then(|p| p.email))
-}
-
-/// Keeps a table of projections `K` (`d/<document key>`) and its index (`i/<index>` → document
-/// key) in step with one change; returns the document key and the projection before and after.
-fn follow<K: Kept>(
-    ctx: &mut Context<'_>,
-    store: &str,
-    record: CdcRecord,
-) -> Result<(String, Option<K>, Option<K>), ProcessError> {
-    let key = table_key(record.document_id()?);
-    let document_key = format!("d/{key}");
-    let before: Option<K> = ctx.get_json(store, &document_key)?;
-    let after = match cdc::next_document(record, || {
-        Ok::<_, ProcessError>(before.as_ref().map(K::to_document))
-    })? {
-        Next::Keep => return Ok((key, before.clone(), before)),
-        Next::Gone => None,
-        Next::Becomes(document) => K::of(&document)?,
-    };
-    let old = before.as_ref().and_then(|k| k.index(&key));
-    let new = after.as_ref().and_then(|k| k.index(&key));
-    if old != new {
-        if let Some(old) = &old {
-            ctx.delete(store, &format!("i/{old}"))?;
-        }
-        if let Some(new) = &new {
-            ctx.write_raw(store, &format!("i/{new}"), key.clone().into_bytes())?;
-        }
-    }
-    match &after {
-        Some(next) if Some(next) != before.as_ref() => ctx.put_json(store, &document_key, next)?,
-        Some(_) => {}
-        None if before.is_some() => ctx.delete(store, &document_key)?,
-        None => {}
-    }
-    Ok((key, before, after))
-}
-
-/// Keeps users' addresses from `users:create` / `users:update`; forgets a deleted user.
-fn user_event(
-    ctx: &mut Context<'_>,
-    headers: &[(String, Vec<u8>)],
-    value: Option<&serde_json::Value>,
-) -> Result<(), ProcessError> {
-    let event = events::cloud_event(headers, value)?;
-    if ![
-        events::USERS_CREATE,
-        events::USERS_UPDATE,
-        events::USERS_DELETE,
-    ]
-    .contains(&event.kind.as_str())
-    {
-        return ignored("user event of another type");
-    }
-    let user = events::subject(&event)
-        .ok_or_else(|| ProcessError::Poison(format!("{} event without its user", event.kind)))?;
-    let id = events::user_id(user)
-        .ok_or_else(|| ProcessError::Poison(format!("{} event without a userid", event.kind)))?;
-    let key = part(id);
-    match events::address(user) {
-        Some(address) if event.kind != events::USERS_DELETE => ctx.put_json(
-            USERS,
-            &key,
-            &Address {
-                email: address.to_owned(),
-            },
-        ),
-        _ => ctx.delete(USERS, &key),
-    }
 }

@@ -1,15 +1,30 @@
-//! The **notifications** processor (binary `clinic-notifications`, consumer group `clinic-notifications`, DLQ `notifications.dlq`).
+//! The **notifications** processor (binary `clinic-notifications`, consumer group
+//! `clinic-notifications`, DLQ `notifications.dlq`): the clinic service's transactional emails,
+//! each sent once.
 //!
-//! - Consumes: `clinic.clinics`, `clinic.clinicians`, `clinic.patients`, `clinic.patient_invites`, `notifications.requests`.
-//! - Does: sends the transactional emails, each at most once per triggering change.
-//! - Produces: `notifications.sent` (compacted log of what was sent); email over SMTP.
-//!
-//! Status: built so far is how email leaves over SMTP ([`smtp`]: an effect for the runtime's
-//! effect stage, tested against Mailpit). The triggers, tables, templates, the Tidepool-mailer
-//! sender and the binary are not built yet; until they are, the binary refuses to start rather
-//! than pretend.
+//! - Consumes: `clinic.clinics`, `clinic.clinicians`, `clinic.patients`,
+//!   `clinic.patient_invites`, `notifications.requests` (Avro [`clinic::email::EmailRequest`]s
+//!   of other processors) and `user.events` (addresses).
+//! - Decides (pure, exactly-once, [`processor`]): which change calls for which email, to whom,
+//!   with which variables, under a deterministic id; writes each to `notifications.outbox`.
+//!   Tables of clinics, clinicians and patients are kept for names and addresses.
+//! - Sends (the runtime's effect stage, [`sender`]): reads the outbox `read_committed`, skips
+//!   ids already in `notifications.sent` (compacted), sends over SMTP ([`smtp`], rendering
+//!   [`templates`]) or as Tidepool mailer CloudEvents, records the id. A crash repeats at most
+//!   the email in flight; an SMTP 5xx or an unusable request goes to the DLQ with the reason.
+//! - Changes and requests older than `notifications.max_age` (24 h) update the tables but send
+//!   nothing.
+//! - Runs as **one task over every partition** (the lookups are by clinic and by user while
+//!   the CDC topics are keyed by document id): run one replica.
+//! - Settings: [`config::Settings`]; `clinic-notifications render <template>` shows an email
+//!   without sending it.
+
+pub mod config;
+pub mod model;
+pub mod processor;
+pub mod sender;
+pub mod smtp;
+pub mod templates;
 
 /// This processor's name, as used in its consumer group, DLQ and changelog topic names.
 pub const NAME: &str = "notifications";
-
-pub mod smtp;

@@ -1,0 +1,653 @@
+//! The pure logic: keep clinics, clinicians and patients as tables; turn the changes that call
+//! for an email, and the requests of other processors, into [`Outgoing`] records for the effect
+//! stage. No I/O.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bson::{Bson, Document};
+use clinic::cdc::{self, CdcRecord, ChangeEvent, Next, Operation};
+use clinic::email::{self, EmailRequest};
+use clinic::streams::effect::{self, Stage};
+use clinic::streams::projection::{Address, follow, follow_user_event, part};
+use clinic::streams::store::table_key;
+use clinic::streams::{Context, Input, InputFormat, Payload, ProcessError, Processor, Topology};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Inputs, Settings};
+use crate::model::{Clinic, Member, Outgoing, Patient, member_index, request_id};
+use crate::templates::{
+    self, CLINIC_CREATED, CLINICIAN_PERMISSIONS_UPDATED, CUSTODIAL_ACCOUNT_CREATED,
+    PATIENT_CLINIC_INVITATION, PATIENT_UPLOAD_REMINDER,
+};
+
+/// Clinics (names, admins, suppressed notifications); an insert is `clinic_created`.
+pub const CLINICS: &str = "clinic.clinics";
+/// Clinicians (names, addresses); a roles change is `clinician_permissions_updated`.
+pub const CLINICIANS: &str = "clinic.clinicians";
+/// Patients; a custodial insert is `custodial_account_created`, a reminder stamp
+/// `patient_upload_reminder`.
+pub const PATIENTS: &str = "clinic.patients";
+/// Patients' invitations of clinics: an insert is `patient_clinic_invitation`.
+pub const PATIENT_INVITES: &str = "clinic.patient_invites";
+/// Users' addresses (CloudEvents).
+pub const USER_EVENTS: &str = "user.events";
+/// The effect stage's requests: one record per email to send.
+pub const OUTBOX: &str = "notifications.outbox";
+/// The effect stage's compacted log of settled email ids (its dedupe store).
+pub const SENT: &str = "notifications.sent";
+
+/// Store: clinics (`d/<document key>` → [`Clinic`]).
+pub const CLINIC_STORE: &str = "clinics";
+/// Store: clinicians (`d/<document key>` → [`Member`], `i/<clinic>|<user>|` → document key).
+pub const CLINICIAN_STORE: &str = "clinicians";
+/// Store: patients (`d/<document key>` → [`Patient`]).
+pub const PATIENT_STORE: &str = "patients";
+/// Store: addresses from user events (`<user>|` → [`Address`]).
+pub const USERS: &str = "users";
+/// Store: emails waiting for their clinic (`c/<clinic>|<id>`) or their recipient's address
+/// (`a/<clinic>|<user>|<id>`), sent when the change that tells it arrives: the CDC topics are
+/// read side by side, so a patient's insert can come before its clinic's, and the API writes a
+/// clinic before its first admin's record.
+pub const WAITING: &str = "waiting";
+
+/// The name the updater of a clinician's roles gets when their own record has none.
+pub const UNKNOWN_UPDATER: &str = "Clinic administrator";
+
+/// Metric names of this processor.
+pub mod metrics {
+    /// Emails handed to the effect stage, by `template`.
+    pub const REQUESTED: &str = "clinic_notifications_requested_total";
+    /// Changes that would have sent an email but did not, by `reason` (`old`, `no_address`,
+    /// `suppressed`, `unknown_clinic`).
+    pub const SKIPPED: &str = "clinic_notifications_skipped_total";
+}
+
+/// The effect stage that sends what this processor decides (consumer group
+/// `notifications-effects`).
+pub fn stage() -> Stage {
+    Stage {
+        name: crate::NAME.into(),
+        requests: OUTBOX.into(),
+        done: SENT.into(),
+        dlq: format!("{}.dlq", crate::NAME),
+    }
+}
+
+/// Epoch milliseconds now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The notifications processor.
+pub struct Notifications {
+    inputs: Inputs,
+    max_age_ms: i64,
+    clock: Box<dyn Fn() -> i64 + Send>,
+}
+
+impl Notifications {
+    /// A processor reading its inputs as `inputs` says, sending nothing for changes older than
+    /// `max_age`.
+    pub fn new(inputs: Inputs, max_age: Duration) -> Self {
+        Self {
+            inputs,
+            max_age_ms: i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX),
+            clock: Box::new(now_ms),
+        }
+    }
+
+    /// The same with another clock (epoch milliseconds), for tests.
+    #[must_use]
+    pub fn with_clock(mut self, clock: impl Fn() -> i64 + Send + 'static) -> Self {
+        self.clock = Box::new(clock);
+        self
+    }
+
+    /// What the binary runs: a factory of processors configured by `settings`.
+    pub fn factory(settings: &Settings) -> impl Fn() -> Self + Send + use<> {
+        let (inputs, max_age) = (settings.inputs.clone(), settings.notifications.max_age);
+        move || Self::new(inputs.clone(), max_age)
+    }
+
+    /// Whether something that happened at `at_ms` is recent enough to mail.
+    fn fresh(&self, at_ms: Option<i64>) -> bool {
+        let recent = at_ms.is_none_or(|at| (self.clock)().saturating_sub(at) <= self.max_age_ms);
+        if !recent {
+            skipped("old");
+        }
+        recent
+    }
+}
+
+impl Processor for Notifications {
+    fn topology(&self) -> Topology {
+        let inputs = &self.inputs;
+        let mut topology = Topology::new(crate::NAME)
+            // The lookups are by clinic and by user while the CDC topics are keyed by document
+            // id: one task sees every partition (see docs/streams.md on global tables).
+            .single_task()
+            .stream(CLINICS, InputFormat::Cdc(inputs.clinics))
+            .stream(CLINICIANS, InputFormat::Cdc(inputs.clinicians))
+            .stream(PATIENTS, InputFormat::Cdc(inputs.patients))
+            .stream(PATIENT_INVITES, InputFormat::Cdc(inputs.patient_invites))
+            .stream(email::REQUESTS_TOPIC, InputFormat::Avro);
+        if inputs.user_events {
+            topology = topology.stream(USER_EVENTS, InputFormat::Json);
+        }
+        [CLINIC_STORE, CLINICIAN_STORE, PATIENT_STORE, USERS, WAITING]
+            .into_iter()
+            .fold(topology, Topology::store)
+            .output(OUTBOX)
+    }
+
+    fn process(&mut self, input: Input<'_>, ctx: &mut Context<'_>) -> Result<(), ProcessError> {
+        let source = format!("{}/{}@{}", input.topic, input.partition, input.offset);
+        match (input.topic, input.payload) {
+            (CLINICS, Payload::Cdc(record)) => {
+                self.clinic(ctx, record, &source, input.timestamp_ms)
+            }
+            (CLINICIANS, Payload::Cdc(record)) => {
+                self.clinician(ctx, record, &source, input.timestamp_ms)
+            }
+            (PATIENTS, Payload::Cdc(record)) => {
+                self.patient(ctx, record, &source, input.timestamp_ms)
+            }
+            (PATIENT_INVITES, Payload::Cdc(record)) => {
+                self.invite(ctx, record, &source, input.timestamp_ms)
+            }
+            (email::REQUESTS_TOPIC, Payload::Avro(value)) => self.request(ctx, value.as_ref()),
+            (USER_EVENTS, Payload::Json(value)) => {
+                follow_user_event(ctx, USERS, input.headers, value.as_ref()).map(drop)
+            }
+            (topic, _) => Err(ProcessError::Fatal(format!(
+                "BUG: unexpected input {topic} or payload"
+            ))),
+        }
+    }
+}
+
+fn skipped(reason: &'static str) {
+    ::metrics::counter!(metrics::SKIPPED, "reason" => reason).increment(1);
+}
+
+/// The change's identity for request ids: its resume token when the producer carries one (so
+/// a change the connector delivers twice is one email), else where it was read.
+fn identity(change: &ChangeEvent, source: &str) -> String {
+    match &change.source.resume_token {
+        Some(token) => format!("{}", Bson::Document(token.clone()).into_relaxed_extjson()),
+        None => source.to_owned(),
+    }
+}
+
+/// When the change happened: its wall time or oplog time, else the record's timestamp.
+fn happened_ms(change: &ChangeEvent, timestamp_ms: Option<i64>) -> Option<i64> {
+    change
+        .source
+        .wall_time
+        .map(|t| t.timestamp_millis())
+        .or_else(|| change.source.cluster_time.map(|t| i64::from(t.time) * 1000))
+        .or(timestamp_ms)
+}
+
+/// Hands one email to the effect stage.
+fn send(ctx: &mut Context<'_>, email: Outgoing) -> Result<(), ProcessError> {
+    templates::check(&email.template, &email.variables).map_err(ProcessError::Fatal)?;
+    ::metrics::counter!(metrics::REQUESTED, "template" => email.template.clone()).increment(1);
+    ctx.emit(effect::request(OUTBOX, &email.id, &email)?)
+}
+
+fn vars<const N: usize>(pairs: [(&str, String); N]) -> BTreeMap<String, String> {
+    pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+}
+
+/// The change's updated fields, for an update.
+fn updated(change: &CdcRecord) -> Option<&Document> {
+    match change {
+        CdcRecord::Change(event) if event.operation == Operation::Update => {
+            Some(&event.updated_fields)
+        }
+        _ => None,
+    }
+}
+
+/// The change event, when the record is one of `operation`.
+fn change_of(record: &CdcRecord, operation: Operation) -> Option<&ChangeEvent> {
+    match record {
+        CdcRecord::Change(event) if event.operation == operation => Some(event),
+        _ => None,
+    }
+}
+
+/// Who an email goes to, once its clinic is known.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum Recipient {
+    /// The address is in the email already.
+    Address,
+    /// This user of the clinic: their clinician record's address, else their user events'.
+    User(String),
+    /// Every admin of the clinic, unless it suppressed invitation emails (one email each).
+    Admins,
+}
+
+/// An email decided but not sendable yet: its clinic's name or its recipient's address is not
+/// known yet, because the change that tells it sits on another topic that was not read as far
+/// (the CDC topics are read side by side, in no order across topics).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Parked {
+    email: Outgoing,
+    recipient: Recipient,
+}
+
+/// Where emails waiting for `clinic` are parked: `c/<clinic>|<email id>`.
+fn waiting_for_clinic(clinic_id: &Bson) -> String {
+    format!("c/{}|", table_key(clinic_id))
+}
+
+/// Where emails waiting for the address of `user` in `clinic` are parked:
+/// `a/<clinic>|<user>|<email id>`.
+fn waiting_for_address(clinic_id: &Bson, user: &str) -> String {
+    format!("a/{}", member_index(clinic_id, user))
+}
+
+impl Notifications {
+    fn clinic_of(ctx: &Context<'_>, clinic_id: &Bson) -> Result<Option<Clinic>, ProcessError> {
+        ctx.get_json(CLINIC_STORE, &format!("d/{}", table_key(clinic_id)))
+    }
+
+    /// A clinic member's record, by clinic and user.
+    fn member(
+        ctx: &Context<'_>,
+        clinic_id: &Bson,
+        user: &str,
+    ) -> Result<Option<Member>, ProcessError> {
+        let index = format!("i/{}", member_index(clinic_id, user));
+        let Some(key) = ctx.get(CLINICIAN_STORE, &index)? else {
+            return Ok(None);
+        };
+        let key = String::from_utf8_lossy(key).into_owned();
+        ctx.get_json(CLINICIAN_STORE, &format!("d/{key}"))
+    }
+
+    /// A user's address: from their record in the clinic, else from the identity service's
+    /// events.
+    fn address_of(
+        ctx: &Context<'_>,
+        clinic_id: &Bson,
+        user: &str,
+    ) -> Result<Option<String>, ProcessError> {
+        if let Some(email) = Self::member(ctx, clinic_id, user)?.and_then(|m| m.email) {
+            return Ok(Some(email));
+        }
+        Ok(ctx
+            .get_json::<Address>(USERS, &part(user))?
+            .map(|a| a.email))
+    }
+
+    /// Sends `parked` if its clinic (for the clinic's name and admins) and its recipient's
+    /// address are known; parks it until they are otherwise.
+    fn deliver(
+        ctx: &mut Context<'_>,
+        clinic_id: &Bson,
+        parked: Parked,
+    ) -> Result<(), ProcessError> {
+        let Some(clinic) = Self::clinic_of(ctx, clinic_id)?.filter(|c| !c.name.is_empty()) else {
+            let key = format!("{}{}", waiting_for_clinic(clinic_id), parked.email.id);
+            return ctx.put_json(WAITING, &key, &parked);
+        };
+        let Parked {
+            mut email,
+            recipient,
+        } = parked;
+        email
+            .variables
+            .insert("ClinicName".to_owned(), clinic.name.clone());
+        match recipient {
+            Recipient::Address => send(ctx, email),
+            Recipient::User(user) => match Self::address_of(ctx, clinic_id, &user)? {
+                Some(to) => {
+                    email.to = to;
+                    send(ctx, email)
+                }
+                None => {
+                    let key = format!("{}{}", waiting_for_address(clinic_id, &user), email.id);
+                    ctx.put_json(
+                        WAITING,
+                        &key,
+                        &Parked {
+                            email,
+                            recipient: Recipient::User(user),
+                        },
+                    )
+                }
+            },
+            Recipient::Admins if clinic.suppress_invitations => {
+                skipped("suppressed");
+                Ok(())
+            }
+            Recipient::Admins => {
+                for admin in &clinic.admins {
+                    let one = Outgoing {
+                        id: request_id(&email.id, &email.template, admin),
+                        ..email.clone()
+                    };
+                    Self::deliver(
+                        ctx,
+                        clinic_id,
+                        Parked {
+                            email: one,
+                            recipient: Recipient::User(admin.clone()),
+                        },
+                    )?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Delivers what was parked under `prefix`, now that what it waited for arrived.
+    fn release(
+        ctx: &mut Context<'_>,
+        clinic_id: &Bson,
+        prefix: &str,
+        address: Option<&str>,
+    ) -> Result<(), ProcessError> {
+        for (key, value) in ctx.scan_prefix(WAITING, prefix)? {
+            let mut parked: Parked = serde_json::from_slice(&value).map_err(|e| {
+                ProcessError::Fatal(format!("store {WAITING} key {key}: unreadable: {e}"))
+            })?;
+            ctx.delete(WAITING, &key)?;
+            if let Some(address) = address {
+                parked.email.to = address.to_owned();
+                parked.recipient = Recipient::Address;
+            }
+            Self::deliver(ctx, clinic_id, parked)?;
+        }
+        Ok(())
+    }
+
+    /// Keeps the clinic; `clinic_created` to the first admin on the insert of a clinic with a
+    /// name and admins; releases the emails that waited for the clinic.
+    fn clinic(
+        &self,
+        ctx: &mut Context<'_>,
+        record: CdcRecord,
+        source: &str,
+        timestamp_ms: Option<i64>,
+    ) -> Result<(), ProcessError> {
+        let inserted = change_of(&record, Operation::Insert)
+            .map(|c| (identity(c, source), happened_ms(c, timestamp_ms)));
+        let clinic_id = record.document_id()?.clone();
+        let (_, _, after) = follow::<Clinic>(ctx, CLINIC_STORE, record)?;
+        let Some(clinic) = after else {
+            return Ok(());
+        };
+        if let (Some((identity, at)), Some(admin)) = (inserted, clinic.admins.first())
+            && !clinic.name.is_empty()
+            && self.fresh(at)
+        {
+            let email = Outgoing {
+                id: request_id(&identity, CLINIC_CREATED, admin),
+                template: CLINIC_CREATED.into(),
+                to: String::new(),
+                variables: BTreeMap::new(),
+            };
+            let recipient = Recipient::User(admin.clone());
+            Self::deliver(ctx, &clinic_id, Parked { email, recipient })?;
+        }
+        if clinic.name.is_empty() {
+            return Ok(());
+        }
+        Self::release(ctx, &clinic_id, &waiting_for_clinic(&clinic_id), None)
+    }
+
+    /// Keeps the clinician; releases the emails that waited for this member's address, and
+    /// sends `clinician_permissions_updated` when the roles changed.
+    fn clinician(
+        &self,
+        ctx: &mut Context<'_>,
+        record: CdcRecord,
+        source: &str,
+        timestamp_ms: Option<i64>,
+    ) -> Result<(), ProcessError> {
+        let updater = updated(&record).and_then(last_roles_updater);
+        let context = match &record {
+            CdcRecord::Change(change) => {
+                Some((identity(change, source), happened_ms(change, timestamp_ms)))
+            }
+            CdcRecord::Tombstone { .. } => None,
+        };
+        let (_, _, after) = follow::<Member>(ctx, CLINICIAN_STORE, record)?;
+        let Some(member) = after else {
+            return Ok(());
+        };
+        let (Some(clinic_id), Some(user)) = (&member.clinic_id, &member.user_id) else {
+            return Ok(());
+        };
+        if let Some(email) = &member.email {
+            Self::release(
+                ctx,
+                clinic_id,
+                &waiting_for_address(clinic_id, user),
+                Some(email),
+            )?;
+        }
+        let (Some(updater), Some((identity, at))) = (updater, context) else {
+            return Ok(());
+        };
+        let Some(to) = member.email.clone() else {
+            skipped("no_address");
+            return Ok(());
+        };
+        if !self.fresh(at) {
+            return Ok(());
+        }
+        let updater_name = updater
+            .as_deref()
+            .map(|u| Self::member(ctx, clinic_id, u))
+            .transpose()?
+            .flatten()
+            .and_then(|m| m.name)
+            .unwrap_or_else(|| UNKNOWN_UPDATER.to_owned());
+        let email = Outgoing {
+            id: request_id(&identity, CLINICIAN_PERMISSIONS_UPDATED, user),
+            template: CLINICIAN_PERMISSIONS_UPDATED.into(),
+            to,
+            variables: vars([("ClinicianName", updater_name)]),
+        };
+        Self::deliver(
+            ctx,
+            clinic_id,
+            Parked {
+                email,
+                recipient: Recipient::Address,
+            },
+        )
+    }
+
+    /// Keeps the patient; `custodial_account_created` on the insert of a custodial patient with
+    /// an address, `patient_upload_reminder` when `lastUploadReminderTime` is set.
+    fn patient(
+        &self,
+        ctx: &mut Context<'_>,
+        record: CdcRecord,
+        source: &str,
+        timestamp_ms: Option<i64>,
+    ) -> Result<(), ProcessError> {
+        let reminded = updated(&record).is_some_and(|fields| {
+            matches!(fields.get("lastUploadReminderTime"), Some(Bson::DateTime(at)) if at.timestamp_millis() > 0)
+        });
+        let inserted = change_of(&record, Operation::Insert).is_some();
+        let context = match &record {
+            CdcRecord::Change(change) => {
+                Some((identity(change, source), happened_ms(change, timestamp_ms)))
+            }
+            CdcRecord::Tombstone { .. } => None,
+        };
+        let (_, _, after) = follow::<Patient>(ctx, PATIENT_STORE, record)?;
+        let (Some(patient), Some((identity, at))) = (after, context) else {
+            return Ok(());
+        };
+        let template = if inserted && patient.custodial {
+            CUSTODIAL_ACCOUNT_CREATED
+        } else if reminded {
+            PATIENT_UPLOAD_REMINDER
+        } else {
+            return Ok(());
+        };
+        let (Some(clinic_id), Some(user)) = (&patient.clinic_id, &patient.user_id) else {
+            return Ok(());
+        };
+        let Some(to) = patient.email.clone() else {
+            skipped("no_address");
+            return Ok(());
+        };
+        if !self.fresh(at) {
+            return Ok(());
+        }
+        let variables = if template == CUSTODIAL_ACCOUNT_CREATED {
+            vars([
+                ("PatientName", patient.name.clone().unwrap_or_default()),
+                ("ClinicId", object_id_text(clinic_id)),
+                ("UserId", user.clone()),
+            ])
+        } else {
+            BTreeMap::new()
+        };
+        let email = Outgoing {
+            id: request_id(&identity, template, user),
+            template: template.into(),
+            to,
+            variables,
+        };
+        Self::deliver(
+            ctx,
+            clinic_id,
+            Parked {
+                email,
+                recipient: Recipient::Address,
+            },
+        )
+    }
+
+    /// `patient_clinic_invitation` to each admin of the clinic on the insert of an invite,
+    /// unless the clinic suppressed them.
+    fn invite(
+        &self,
+        ctx: &mut Context<'_>,
+        record: CdcRecord,
+        source: &str,
+        timestamp_ms: Option<i64>,
+    ) -> Result<(), ProcessError> {
+        let Some(change) = change_of(&record, Operation::Insert) else {
+            return Ok(());
+        };
+        let (identity, at) = (identity(change, source), happened_ms(change, timestamp_ms));
+        let Next::Becomes(invite) = cdc::next_document(record, || Ok::<_, ProcessError>(None))?
+        else {
+            return Ok(());
+        };
+        let clinic_id = invite
+            .get("clinicId")
+            .cloned()
+            .ok_or_else(|| ProcessError::Poison("a patient invite without clinicId".into()))?;
+        if !self.fresh(at) {
+            return Ok(());
+        }
+        let patient_name = invite
+            .get_document("profile")
+            .ok()
+            .and_then(|p| p.get_str("fullName").ok())
+            .unwrap_or_default()
+            .to_owned();
+        let email = Outgoing {
+            id: request_id(&identity, PATIENT_CLINIC_INVITATION, "admins"),
+            template: PATIENT_CLINIC_INVITATION.into(),
+            to: String::new(),
+            variables: vars([("PatientName", patient_name)]),
+        };
+        Self::deliver(
+            ctx,
+            &clinic_id,
+            Parked {
+                email,
+                recipient: Recipient::Admins,
+            },
+        )
+    }
+
+    /// A request of another processor: checked, its address looked up when it names a user
+    /// only, and passed on under its own id.
+    fn request(
+        &self,
+        ctx: &mut Context<'_>,
+        value: Option<&apache_avro::types::Value>,
+    ) -> Result<(), ProcessError> {
+        let value =
+            value.ok_or_else(|| ProcessError::Poison("an email request without a value".into()))?;
+        let request = EmailRequest::from_avro(value).map_err(ProcessError::Poison)?;
+        templates::check(&request.template, &request.variables).map_err(ProcessError::Poison)?;
+        let address = match (&request.recipient_email, &request.recipient_user_id) {
+            (Some(address), _) => Some(address.clone()),
+            (None, Some(user)) => ctx
+                .get_json::<Address>(USERS, &part(user))?
+                .map(|a| a.email),
+            (None, None) => None,
+        };
+        let to = address.ok_or_else(|| {
+            ProcessError::Poison(format!(
+                "email request {} has no address and none is known for its user",
+                request.id
+            ))
+        })?;
+        if !self.fresh(Some(request.requested_ms)) {
+            return Ok(());
+        }
+        send(
+            ctx,
+            Outgoing {
+                id: request.id,
+                template: request.template,
+                to,
+                variables: request.variables,
+            },
+        )
+    }
+}
+
+/// The user who made the newest roles change an update appended: `rolesUpdates` set as a whole
+/// (its last element), or appended to (`rolesUpdates.<n>` keys, the highest `n`). `Some(None)`
+/// when the change names no updater.
+fn last_roles_updater(fields: &Document) -> Option<Option<String>> {
+    let newest = fields
+        .iter()
+        .filter_map(|(key, value)| {
+            if key == "rolesUpdates" {
+                let last = value.as_array().and_then(|items| items.last());
+                return Some((u64::MAX, last));
+            }
+            let n = key.strip_prefix("rolesUpdates.")?.parse::<u64>().ok()?;
+            Some((n, Some(value)))
+        })
+        .max_by_key(|(n, _)| *n)?;
+    Some(
+        newest
+            .1
+            .and_then(Bson::as_document)
+            .and_then(|update| update.get_str("updatedBy").ok())
+            .filter(|u| !u.is_empty())
+            .map(str::to_owned),
+    )
+}
+
+/// An id as the API shows it (hex for an ObjectId).
+fn object_id_text(id: &Bson) -> String {
+    match id {
+        Bson::ObjectId(oid) => oid.to_hex(),
+        Bson::String(text) => text.clone(),
+        other => other.to_string(),
+    }
+}

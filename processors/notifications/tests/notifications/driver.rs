@@ -1,0 +1,503 @@
+//! Every trigger and non-trigger of the processor through the test driver, with change events in
+//! the double-encoded JSON form Tidepool's connectors write: what goes to the outbox (template,
+//! recipient, variables, id), what waits, what is dead-lettered.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bson::oid::ObjectId;
+use bson::{DateTime, Document, doc};
+use clinic::cdc::extjson::Dialect;
+use clinic::cdc::{self, ChangeEvent, Encoding, Envelope, Format, Operation};
+use clinic::email::EmailRequest;
+use clinic::streams::OutValue;
+use clinic::streams::driver::TestDriver;
+use clinic::testkit::change;
+use clinic_notifications::config::Inputs;
+use clinic_notifications::model::Outgoing;
+use clinic_notifications::processor::{
+    CLINICIANS, CLINICS, Notifications, OUTBOX, PATIENT_INVITES, PATIENTS, USER_EVENTS, WAITING,
+};
+use serde_json::json;
+
+/// The driver's "now": 2026-11-30T12:00:00Z.
+const NOW_MS: i64 = 1_795_953_600_000;
+
+struct Harness {
+    driver: TestDriver<Notifications>,
+}
+
+fn oid(n: u32) -> ObjectId {
+    ObjectId::parse_str(format!("65a1b2c3{n:016x}")).expect("hex")
+}
+
+impl Harness {
+    fn new() -> Self {
+        let json = Format {
+            envelope: Envelope::MongoChangeStream,
+            encoding: Encoding::Json,
+        };
+        let inputs = Inputs {
+            clinics: json,
+            clinicians: json,
+            patients: json,
+            patient_invites: json,
+            user_events: true,
+        };
+        let processor =
+            Notifications::new(inputs, Duration::from_secs(24 * 3600)).with_clock(|| NOW_MS);
+        Self {
+            driver: TestDriver::new(processor),
+        }
+    }
+
+    fn pipe(&mut self, topic: &str, mut change: ChangeEvent, at_ms: i64) {
+        change.source.wall_time = Some(DateTime::from_millis(at_ms));
+        let text = cdc::mongo::to_json(&change, Dialect::Legacy).to_string();
+        let literal = serde_json::to_string(&text).expect("literal");
+        self.driver
+            .pipe(topic, None, Some(literal.as_bytes()))
+            .expect("no fatal error");
+    }
+
+    fn insert(&mut self, topic: &str, document: Document) {
+        let id = document.get("_id").cloned().expect("_id");
+        let coll = topic.split('.').nth(1).expect("db.coll");
+        self.pipe(
+            topic,
+            change(Operation::Insert, coll, id, Some(document)),
+            NOW_MS - 1_000,
+        );
+    }
+
+    fn update(&mut self, topic: &str, full: Document, updated: Document, at_ms: i64) {
+        let id = full.get("_id").cloned().expect("_id");
+        let coll = topic.split('.').nth(1).expect("db.coll");
+        let mut event = change(Operation::Update, coll, id, Some(full));
+        event.updated_fields = updated;
+        // A distinct resume token per change, as the source connector's.
+        event.source.resume_token = Some(doc! { "_data": format!("update-{at_ms}") });
+        self.pipe(topic, event, at_ms);
+    }
+
+    fn sent(&mut self) -> Vec<Outgoing> {
+        self.driver
+            .read_output(OUTBOX)
+            .into_iter()
+            .map(|record| {
+                let Some(OutValue::Json(value)) = record.value else {
+                    panic!("a JSON request expected")
+                };
+                let outgoing: Outgoing = serde_json::from_value(value).expect("an outgoing email");
+                assert_eq!(record.key, outgoing.id);
+                outgoing
+            })
+            .collect()
+    }
+
+    fn user_created(&mut self, user: &str, username: &str) {
+        let event = json!({
+            "specversion": "1.0", "type": "users:create", "id": format!("c-{user}"),
+            "source": "shoreline", "data": { "userid": user, "username": username },
+        });
+        self.driver
+            .pipe(
+                USER_EVENTS,
+                Some(user.as_bytes()),
+                Some(event.to_string().as_bytes()),
+            )
+            .expect("no fatal error");
+    }
+
+    fn request(&mut self, request: &EmailRequest) {
+        self.driver
+            .pipe_avro(clinic::email::REQUESTS_TOPIC, None, Some(request.to_avro()))
+            .expect("no fatal error");
+    }
+}
+
+fn clinic_doc(id: ObjectId, admins: &[&str]) -> Document {
+    doc! { "_id": id, "name": "Riverside Diabetes Clinic", "admins": admins }
+}
+
+fn clinician_doc(id: ObjectId, clinic: ObjectId, user: &str, name: &str) -> Document {
+    doc! {
+        "_id": id, "clinicId": clinic, "userId": user, "name": name,
+        "email": format!("{user}@example.org"), "roles": ["CLINIC_MEMBER"],
+    }
+}
+
+fn variables(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+#[test]
+fn clinic_created_goes_to_the_first_admin_even_when_their_record_comes_second() {
+    let mut h = Harness::new();
+    let (clinic, other) = (oid(1), oid(2));
+    // As the API writes it: the clinic, then its admin's clinician record.
+    h.insert(CLINICS, clinic_doc(clinic, &["admin1"]));
+    assert!(h.sent().is_empty());
+    assert_eq!(h.driver.store(WAITING).len(), 1);
+    h.insert(
+        CLINICIANS,
+        clinician_doc(oid(11), clinic, "admin1", "Dr. Ana Ortiz"),
+    );
+    let sent = h.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].template, "clinic_created");
+    assert_eq!(sent[0].to, "admin1@example.org");
+    assert_eq!(
+        sent[0].variables,
+        variables(&[("ClinicName", "Riverside Diabetes Clinic")])
+    );
+    assert!(sent[0].id.starts_with("clinic_created:"));
+    assert!(h.driver.store(WAITING).is_empty());
+
+    // Record first, clinic second: sent at once. An address from user events works too.
+    h.user_created("admin2", "second.admin@example.org");
+    h.insert(CLINICS, clinic_doc(other, &["admin2"]));
+    let sent = h.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].to, "second.admin@example.org");
+    assert_ne!(sent[0].id, format!("{}", oid(1)));
+}
+
+#[test]
+fn a_clinic_without_a_name_or_admins_and_clinic_updates_send_nothing() {
+    let mut h = Harness::new();
+    h.insert(CLINICS, doc! { "_id": oid(1), "admins": ["admin1"] });
+    h.insert(
+        CLINICS,
+        doc! { "_id": oid(2), "name": "No Admins", "admins": [] },
+    );
+    h.insert(CLINICIANS, clinician_doc(oid(11), oid(3), "admin3", "Ana"));
+    h.update(
+        CLINICS,
+        clinic_doc(oid(3), &["admin3"]),
+        doc! { "name": "Riverside Diabetes Clinic" },
+        NOW_MS,
+    );
+    assert!(h.sent().is_empty());
+    assert!(h.driver.store(WAITING).is_empty());
+    assert!(h.driver.dead_letters().is_empty());
+}
+
+#[test]
+fn a_roles_change_mails_the_clinician_in_both_forms_and_other_updates_do_not() {
+    let mut h = Harness::new();
+    let clinic = oid(1);
+    h.insert(
+        CLINICIANS,
+        clinician_doc(oid(10), clinic, "admin1", "Dr. Ana Ortiz"),
+    );
+    h.insert(CLINICS, clinic_doc(clinic, &["admin1"]));
+    h.sent();
+    let member = clinician_doc(oid(11), clinic, "member1", "Sam Clinician");
+    h.insert(CLINICIANS, member.clone());
+
+    // The array set as a whole (its first roles change).
+    let update = doc! { "roles": ["CLINIC_ADMIN"], "updatedBy": "admin1" };
+    h.update(
+        CLINICIANS,
+        member.clone(),
+        doc! { "roles": ["CLINIC_ADMIN"], "rolesUpdates": [update] },
+        NOW_MS - 10,
+    );
+    // Appended to, as MongoDB reports a `$push` to an existing array; by an unknown updater.
+    h.update(
+        CLINICIANS,
+        member.clone(),
+        doc! { "roles": ["CLINIC_MEMBER"], "rolesUpdates.1": { "roles": ["CLINIC_MEMBER"], "updatedBy": "gone" } },
+        NOW_MS - 5,
+    );
+    // A name change touches no roles.
+    h.update(CLINICIANS, member, doc! { "name": "Sam C." }, NOW_MS);
+    let sent = h.sent();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert!(
+        sent.iter()
+            .all(|s| s.template == "clinician_permissions_updated")
+    );
+    assert!(sent.iter().all(|s| s.to == "member1@example.org"));
+    assert_eq!(
+        sent[0].variables,
+        variables(&[
+            ("ClinicName", "Riverside Diabetes Clinic"),
+            ("ClinicianName", "Dr. Ana Ortiz")
+        ])
+    );
+    assert_eq!(sent[1].variables["ClinicianName"], "Clinic administrator");
+    assert_ne!(sent[0].id, sent[1].id);
+}
+
+#[test]
+fn custodial_inserts_with_an_address_and_upload_reminders_mail_the_patient() {
+    let mut h = Harness::new();
+    let clinic = oid(1);
+    h.insert(
+        CLINICS,
+        doc! { "_id": clinic, "name": "Riverside Diabetes Clinic" },
+    );
+    let custodial = doc! {
+        "_id": oid(20), "clinicId": clinic, "userId": "patient1", "fullName": "Sam Lee",
+        "email": "sam@example.org", "permissions": { "custodian": {}, "view": {} },
+    };
+    h.insert(PATIENTS, custodial.clone());
+    // Not custodial; custodial without an address.
+    h.insert(
+        PATIENTS,
+        doc! { "_id": oid(21), "clinicId": clinic, "userId": "patient2", "email": "p2@example.org", "permissions": { "view": {} } },
+    );
+    h.insert(
+        PATIENTS,
+        doc! { "_id": oid(22), "clinicId": clinic, "userId": "patient3", "permissions": { "custodian": {} } },
+    );
+    let sent = h.sent();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].template, "custodial_account_created");
+    assert_eq!(sent[0].to, "sam@example.org");
+    assert_eq!(
+        sent[0].variables,
+        variables(&[
+            ("ClinicName", "Riverside Diabetes Clinic"),
+            ("PatientName", "Sam Lee"),
+            ("ClinicId", &clinic.to_hex()),
+            ("UserId", "patient1"),
+        ])
+    );
+
+    h.update(
+        PATIENTS,
+        custodial.clone(),
+        doc! { "lastUploadReminderTime": DateTime::from_millis(NOW_MS - 100) },
+        NOW_MS - 100,
+    );
+    h.update(
+        PATIENTS,
+        custodial,
+        doc! { "fullName": "Sam M. Lee" },
+        NOW_MS,
+    );
+    let sent = h.sent();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].template, "patient_upload_reminder");
+    assert_eq!(sent[0].to, "sam@example.org");
+}
+
+#[test]
+fn an_invite_mails_every_admin_unless_the_clinic_suppressed_it() {
+    let mut h = Harness::new();
+    let (open, quiet) = (oid(1), oid(2));
+    for (n, user) in [(10, "admin1"), (11, "admin2")] {
+        h.insert(CLINICIANS, clinician_doc(oid(n), open, user, user));
+    }
+    h.insert(
+        CLINICIANS,
+        clinician_doc(oid(12), quiet, "admin3", "admin3"),
+    );
+    h.insert(CLINICS, clinic_doc(open, &["admin1", "admin2"]));
+    let mut suppressed = clinic_doc(quiet, &["admin3"]);
+    suppressed.insert(
+        "suppressedNotifications",
+        doc! { "patientClinicInvitation": true },
+    );
+    h.insert(CLINICS, suppressed);
+    h.sent();
+    for (key, clinic) in [("invite1", open), ("invite2", quiet)] {
+        h.insert(
+            PATIENT_INVITES,
+            doc! {
+                "_id": key, "key": key, "clinicId": clinic, "creatorId": "patient9",
+                "profile": { "fullName": "Kim Park", "birthDate": "2010-05-06" },
+            },
+        );
+    }
+    let sent = h.sent();
+    let recipients: Vec<&str> = sent.iter().map(|s| s.to.as_str()).collect();
+    assert_eq!(recipients, ["admin1@example.org", "admin2@example.org"]);
+    assert!(
+        sent.iter()
+            .all(|s| s.template == "patient_clinic_invitation"
+                && s.variables["PatientName"] == "Kim Park")
+    );
+}
+
+#[test]
+fn old_changes_update_the_tables_but_send_nothing() {
+    let mut h = Harness::new();
+    let clinic = oid(1);
+    let day_and_a_bit = 25 * 3600 * 1000;
+    let admin = clinician_doc(oid(10), clinic, "admin1", "Dr. Ana Ortiz");
+    h.pipe(
+        CLINICIANS,
+        change(Operation::Insert, "clinicians", oid(10), Some(admin)),
+        NOW_MS - day_and_a_bit,
+    );
+    h.pipe(
+        CLINICS,
+        change(
+            Operation::Insert,
+            "clinics",
+            clinic,
+            Some(clinic_doc(clinic, &["admin1"])),
+        ),
+        NOW_MS - day_and_a_bit,
+    );
+    assert!(h.sent().is_empty());
+    // The tables kept what the old changes said: a fresh invite finds the clinic and its admin.
+    h.insert(
+        PATIENT_INVITES,
+        doc! { "_id": "invite1", "clinicId": clinic, "profile": { "fullName": "Kim Park" } },
+    );
+    let sent = h.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].to, "admin1@example.org");
+    assert_eq!(sent[0].variables["ClinicName"], "Riverside Diabetes Clinic");
+}
+
+#[test]
+fn the_same_change_twice_makes_the_same_id() {
+    let mut h = Harness::new();
+    let clinic = oid(1);
+    h.insert(CLINICIANS, clinician_doc(oid(10), clinic, "admin1", "Ana"));
+    h.insert(CLINICS, clinic_doc(clinic, &["admin1"]));
+    // A connector that delivers a change twice (at-least-once) delivers the same resume token.
+    h.insert(CLINICS, clinic_doc(clinic, &["admin1"]));
+    let sent = h.sent();
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[0].id, sent[1].id);
+}
+
+#[test]
+fn requests_pass_with_their_ids_and_bad_ones_are_dead_lettered() {
+    let mut h = Harness::new();
+    h.user_created("legacy1", "lou.ward@example.org");
+    let request =
+        |id: &str, template: &str, email: Option<&str>, user: Option<&str>| EmailRequest {
+            id: id.into(),
+            template: template.into(),
+            recipient_email: email.map(str::to_owned),
+            recipient_user_id: user.map(str::to_owned),
+            variables: variables(&[
+                ("ClinicName", "Riverside"),
+                ("LegacyClinicianName", "Dr. Lou Ward"),
+            ]),
+            requested_ms: NOW_MS - 1_000,
+        };
+    h.request(&request(
+        "migration:1:migrate_patient:p1",
+        "migrate_patient",
+        Some("p1@example.org"),
+        None,
+    ));
+    h.request(&request(
+        "migration:1:clinic_migration_complete:legacy1",
+        "clinic_migration_complete",
+        None,
+        Some("legacy1"),
+    ));
+    h.request(&request(
+        "x:1",
+        "no_such_template",
+        Some("p1@example.org"),
+        None,
+    ));
+    h.request(&request("x:2", "migrate_patient", None, Some("stranger")));
+    let mut old = request("x:3", "migrate_patient", Some("p1@example.org"), None);
+    old.requested_ms = NOW_MS - 48 * 3600 * 1000;
+    h.request(&old);
+    let sent = h.sent();
+    let summary: Vec<(&str, &str)> = sent
+        .iter()
+        .map(|s| (s.id.as_str(), s.to.as_str()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("migration:1:migrate_patient:p1", "p1@example.org"),
+            (
+                "migration:1:clinic_migration_complete:legacy1",
+                "lou.ward@example.org"
+            ),
+        ]
+    );
+    let reasons: Vec<String> = h
+        .driver
+        .dead_letters()
+        .iter()
+        .map(|d| {
+            d.headers
+                .iter()
+                .find(|(k, _)| k.contains("message"))
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default()
+        })
+        .collect();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(reasons[0].contains("unknown template"), "{reasons:?}");
+    assert!(reasons[1].contains("no address"), "{reasons:?}");
+}
+
+#[test]
+fn malformed_changes_are_dead_lettered_and_processing_goes_on() {
+    let mut h = Harness::new();
+    h.insert(
+        CLINICS,
+        doc! { "_id": oid(1), "name": 42, "admins": ["admin1"] },
+    );
+    h.insert(PATIENT_INVITES, doc! { "_id": "invite1", "profile": {} });
+    assert_eq!(h.driver.dead_letters().len(), 2);
+    h.insert(CLINICIANS, clinician_doc(oid(10), oid(2), "admin1", "Ana"));
+    h.insert(CLINICS, clinic_doc(oid(2), &["admin1"]));
+    assert_eq!(h.sent().len(), 1);
+}
+
+#[test]
+fn emails_whose_clinic_or_admin_comes_later_wait_for_them() {
+    let mut h = Harness::new();
+    let clinic = oid(1);
+    // Read before the clinic: a custodial patient, and an invite (whose admins are not known).
+    h.insert(
+        PATIENTS,
+        doc! {
+            "_id": oid(20), "clinicId": clinic, "userId": "patient1", "fullName": "Sam Lee",
+            "email": "sam@example.org", "permissions": { "custodian": {} },
+        },
+    );
+    h.insert(
+        PATIENT_INVITES,
+        doc! { "_id": "invite1", "clinicId": clinic, "profile": { "fullName": "Kim Park" } },
+    );
+    assert!(h.sent().is_empty());
+    assert_eq!(h.driver.store(WAITING).len(), 2);
+    // The clinic: the patient's email goes, and clinic_created and the invitation now wait
+    // for the admin's address.
+    h.insert(CLINICS, clinic_doc(clinic, &["admin1"]));
+    let sent = h.sent();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].template, "custodial_account_created");
+    assert_eq!(sent[0].variables["ClinicName"], "Riverside Diabetes Clinic");
+    assert_eq!(h.driver.store(WAITING).len(), 2);
+    h.insert(CLINICIANS, clinician_doc(oid(10), clinic, "admin1", "Ana"));
+    let mut templates: Vec<(String, String)> =
+        h.sent().into_iter().map(|s| (s.template, s.to)).collect();
+    templates.sort();
+    assert_eq!(
+        templates,
+        [
+            ("clinic_created".to_owned(), "admin1@example.org".to_owned()),
+            (
+                "patient_clinic_invitation".to_owned(),
+                "admin1@example.org".to_owned()
+            ),
+        ]
+    );
+    assert!(h.driver.store(WAITING).is_empty());
+    // Nothing is left to send twice.
+    h.insert(CLINICIANS, clinician_doc(oid(10), clinic, "admin1", "Ana"));
+    assert!(h.sent().is_empty());
+}

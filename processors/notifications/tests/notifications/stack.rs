@@ -1,0 +1,607 @@
+//! On the local stack: the `clinic-notifications` binary (processor and effect stage) against
+//! Kafka, the registry and a Mailpit of its own (the stack's binary on free ports, so chaos,
+//! rejected recipients and an outage touch no other test):
+//! - the seven emails arrive once each, with recipient, subject, both parts and variables,
+//!   while Mailpit answers 30 % of `RCPT TO` with a 451; a repeated request is sent once; an
+//!   unknown template and a recipient Mailpit refuses (550) are dead-lettered;
+//! - a burst of 500 requests with the processor SIGKILLed twice and Mailpit away for 10 s:
+//!   every email arrives, and no more are repeated than kills (the one in flight each time);
+//! - the Tidepool mailer sender: the CloudEvents on the topic match the mailer's contract.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bson::oid::ObjectId;
+use bson::{DateTime, Document, doc};
+use clinic::cdc::{ChangeEvent, Operation};
+use clinic::email::EmailRequest;
+use clinic::endpoints::Endpoints;
+use clinic::smoke::mail::{MailpitMessage, messages};
+use clinic::streams::Processor as _;
+use clinic::streams::codec::AvroCodec;
+use clinic::testkit::{self, Spawned};
+use clinic_notifications::processor::{Notifications, SENT, stage};
+use clinic_notifications::sender::MailerData;
+use rdkafka::ClientConfig;
+use rdkafka::message::{Headers as _, Message as _};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_clinic-notifications");
+
+/// A Mailpit of the test's own: the stack's binary, a fresh database, free ports.
+struct Mailpit {
+    child: Option<std::process::Child>,
+    smtp_port: u16,
+    http_port: u16,
+    dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+fn mailpit_binary() -> PathBuf {
+    let cache = std::env::var_os("CLINIC_STACK_CACHE").map_or_else(
+        || PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/clinic-stack"),
+        PathBuf::from,
+    );
+    std::fs::read_dir(cache.join("bin"))
+        .ok()
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("mailpit-"))
+        })
+        .expect("Mailpit is installed by `scripts/stack up`; run it first")
+}
+
+impl Mailpit {
+    /// Accepts recipients at `example.org` only (others get a 550), with chaos available.
+    fn start() -> Self {
+        let mut mailpit = Self {
+            child: None,
+            smtp_port: free_port(),
+            http_port: free_port(),
+            dir: tempfile::tempdir().expect("temp dir"),
+        };
+        mailpit.resume();
+        mailpit
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    /// Starts it (again) on the same ports and database.
+    fn resume(&mut self) {
+        let child = std::process::Command::new(mailpit_binary())
+            .arg("--database")
+            .arg(self.dir.path().join("mailpit.db"))
+            .args(["--smtp", &format!("127.0.0.1:{}", self.smtp_port)])
+            .args(["--listen", &format!("127.0.0.1:{}", self.http_port)])
+            .args(["--smtp-allowed-recipients", r"@example\.org$"])
+            .args([
+                "--max",
+                "10000",
+                "--disable-version-check",
+                "--enable-chaos",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("starting Mailpit");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", self.http_port)).is_err()
+            || std::net::TcpStream::connect(("127.0.0.1", self.smtp_port)).is_err()
+        {
+            assert!(Instant::now() < deadline, "Mailpit did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Gone, as a crashed mail server is.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Answers `RCPT TO` with a 451 `percent` of the time.
+    async fn chaos(&self, percent: u32) {
+        reqwest::Client::new()
+            .put(format!("{}/api/v1/chaos", self.url()))
+            .json(&serde_json::json!({ "Recipient": { "ErrorCode": 451, "Probability": percent } }))
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .expect("setting Mailpit's chaos");
+    }
+
+    /// Every message to an address of `domain_token` (all recipients of a run share it).
+    async fn received(&self, token: &str) -> Vec<MailpitMessage> {
+        messages(&self.url(), &format!("to:{token}"), 5_000)
+            .await
+            .expect("Mailpit answers")
+    }
+}
+
+impl Drop for Mailpit {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The processor's topics under a fresh prefix: one partition for changelogs and the DLQ, two
+/// for the rest (the done log as many as the outbox).
+async fn topics(endpoints: &Endpoints, what: &str, extra: &[&str]) -> String {
+    let prefix = format!("{}.", testkit::unique(what));
+    let mut names = testkit::topics_of(
+        &Notifications::new(Default::default(), Duration::from_secs(86_400)).topology(),
+    );
+    names.push(SENT.to_owned());
+    names.extend(extra.iter().map(|t| (*t).to_owned()));
+    let topics: Vec<(&str, i32)> = names
+        .iter()
+        .map(|t| {
+            let one = t.ends_with(".changelog") || t.ends_with(".dlq");
+            (t.as_str(), if one { 1 } else { 2 })
+        })
+        .collect();
+    testkit::create_topics(endpoints, &prefix, &topics)
+        .await
+        .expect("topics");
+    prefix
+}
+
+fn start(
+    endpoints: &Endpoints,
+    prefix: &str,
+    mailpit: Option<&Mailpit>,
+    log: &Path,
+    env: &[(&str, &str)],
+) -> Spawned {
+    let port = mailpit.map(|m| m.smtp_port.to_string()).unwrap_or_default();
+    let mut all: Vec<(&str, &str)> = vec![
+        ("CLINIC__SMTP__HOST", "127.0.0.1"),
+        ("CLINIC__SMTP__TIMEOUT", "5s"),
+        ("CLINIC__STREAMS__MAX_BACKOFF", "1s"),
+        (
+            "CLINIC__NOTIFICATIONS__WEB_URL",
+            "https://clinic.example.org",
+        ),
+    ];
+    if mailpit.is_some() {
+        all.push(("CLINIC__SMTP__PORT", &port));
+    }
+    all.extend_from_slice(env);
+    Spawned::start(
+        Path::new(BINARY),
+        endpoints,
+        prefix,
+        log.to_owned(),
+        "info",
+        &all,
+    )
+}
+
+fn insert(coll: &str, document: &Document) -> ChangeEvent {
+    let id = document.get("_id").cloned().expect("_id");
+    let mut event = testkit::change(Operation::Insert, coll, id, Some(document.clone()));
+    event.source.wall_time = Some(DateTime::now());
+    event
+}
+
+fn update(coll: &str, document: &Document, fields: Document, token: &str) -> ChangeEvent {
+    let id = document.get("_id").cloned().expect("_id");
+    let mut event = testkit::change(Operation::Update, coll, id, Some(document.clone()));
+    event.updated_fields = fields;
+    event.source.resume_token = Some(doc! { "_data": token });
+    event.source.wall_time = Some(DateTime::now());
+    event
+}
+
+async fn publish_requests(endpoints: &Endpoints, prefix: &str, requests: &[EmailRequest]) {
+    let codec = AvroCodec::new(&endpoints.schema_registry_url());
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &endpoints.kafka_brokers)
+        .set("enable.idempotence", "true")
+        .create()
+        .expect("producer");
+    for request in requests {
+        let record = request.record();
+        let topic = format!("{prefix}{}", record.topic);
+        let value = codec
+            .encode(&topic, record.value.as_ref().expect("a value"))
+            .await
+            .expect("encoded");
+        producer
+            .send(
+                FutureRecord::to(&topic).key(&record.key).payload(&value),
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .expect("produced");
+    }
+}
+
+fn request(id: &str, template: &str, to: &str, variables: &[(&str, &str)]) -> EmailRequest {
+    EmailRequest {
+        id: id.into(),
+        template: template.into(),
+        recipient_email: Some(to.into()),
+        recipient_user_id: None,
+        variables: variables
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        requested_ms: DateTime::now().timestamp_millis(),
+    }
+}
+
+/// Waits until Mailpit holds `count` messages for the run, and the effect stage has committed
+/// past everything in the outbox (so a late duplicate would be there too).
+async fn await_received(
+    endpoints: &Endpoints,
+    prefix: &str,
+    mailpit: &Mailpit,
+    token: &str,
+    count: usize,
+) -> Vec<MailpitMessage> {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let received = mailpit.received(token).await;
+        if received.len() >= count {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {count} emails arrived: {:?}",
+            received.len(),
+            received
+                .iter()
+                .map(|m| (&m.to[0].address, &m.subject))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let group = format!("{prefix}notifications-effects");
+    let outbox = format!("{prefix}{}", stage().requests);
+    testkit::await_consumed(
+        &endpoints.kafka_brokers,
+        &group,
+        &outbox,
+        Duration::from_secs(60),
+    );
+    mailpit.received(token).await
+}
+
+fn dead_letter_reasons(endpoints: &Endpoints, prefix: &str) -> Vec<String> {
+    testkit::read_topic(
+        &endpoints.kafka_brokers,
+        &format!("{prefix}notifications.dlq"),
+    )
+    .iter()
+    .map(|m| {
+        m.headers()
+            .and_then(|h| h.iter().find(|h| h.key == "clinic.error.message"))
+            .and_then(|h| h.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default()
+    })
+    .collect()
+}
+
+#[tokio::test]
+async fn the_seven_emails_arrive_once_each_through_smtp_chaos() {
+    let endpoints = Endpoints::from_env().expect("endpoints");
+    let prefix = topics(&endpoints, "notif", &[]).await;
+    let mailpit = Mailpit::start();
+    mailpit.chaos(30).await;
+    let token = testkit::unique("n").replace('-', "");
+    let at = |who: &str| format!("{who}.{token}@example.org");
+    let clinic = ObjectId::new();
+    let clinic_doc =
+        doc! { "_id": clinic, "name": "Riverside Diabetes Clinic", "admins": ["admin1"] };
+    let admin = doc! { "_id": ObjectId::new(), "clinicId": clinic, "userId": "admin1", "name": "Dr. Ana Ortiz", "email": at("admin"), "roles": ["CLINIC_ADMIN"] };
+    let member = doc! { "_id": ObjectId::new(), "clinicId": clinic, "userId": "member1", "name": "Sam Clinician", "email": at("member"), "roles": ["CLINIC_MEMBER"] };
+    let patient = doc! {
+        "_id": ObjectId::new(), "clinicId": clinic, "userId": "patient1", "fullName": "Kim Park",
+        "email": at("patient"), "permissions": { "custodian": {}, "view": {} },
+    };
+    let invite = doc! { "_id": format!("invite{token}"), "clinicId": clinic, "creatorId": "patient2", "profile": { "fullName": "Lee Chan" } };
+    let events = vec![
+        ("clinic.clinics", insert("clinics", &clinic_doc)),
+        ("clinic.clinicians", insert("clinicians", &admin)),
+        ("clinic.clinicians", insert("clinicians", &member)),
+        (
+            "clinic.clinicians",
+            update(
+                "clinicians",
+                &member,
+                doc! { "roles": ["CLINIC_ADMIN"], "rolesUpdates.0": { "roles": ["CLINIC_ADMIN"], "updatedBy": "admin1" } },
+                "r1",
+            ),
+        ),
+        ("clinic.patients", insert("patients", &patient)),
+        (
+            "clinic.patients",
+            update(
+                "patients",
+                &patient,
+                doc! { "lastUploadReminderTime": DateTime::now() },
+                "r2",
+            ),
+        ),
+        ("clinic.patient_invites", insert("patient_invites", &invite)),
+    ];
+    testkit::publish_changes(&endpoints, &prefix, &events)
+        .await
+        .expect("published");
+    let migrate = request(
+        &format!("migration:{token}:migrate_patient"),
+        "migrate_patient",
+        &at("legacy-patient"),
+        &[
+            ("ClinicName", "Riverside Diabetes Clinic"),
+            ("LegacyClinicianName", "Dr. Lou Ward"),
+        ],
+    );
+    publish_requests(
+        &endpoints,
+        &prefix,
+        &[
+            migrate.clone(),
+            migrate,
+            request(
+                &format!("m:{token}:done"),
+                "clinic_migration_complete",
+                &at("legacy"),
+                &[("ClinicName", "Riverside Diabetes Clinic")],
+            ),
+            request(
+                &format!("m:{token}:x"),
+                "no_such_template",
+                &at("nobody"),
+                &[],
+            ),
+            request(
+                &format!("m:{token}:bounce"),
+                "clinic_migration_complete",
+                &format!("bounce.{token}@rejected.test"),
+                &[("ClinicName", "R")],
+            ),
+        ],
+    )
+    .await;
+
+    let log = std::env::temp_dir().join(format!("{token}-notifications.log"));
+    let processor = start(&endpoints, &prefix, Some(&mailpit), &log, &[]);
+    let received = await_received(&endpoints, &prefix, &mailpit, &token, 7).await;
+    let (status, log_text) = processor.stop();
+    assert!(status.success(), "exit {status}: {log_text}");
+
+    let by_recipient: BTreeMap<String, Vec<&MailpitMessage>> =
+        received.iter().fold(BTreeMap::new(), |mut map, m| {
+            map.entry(m.to[0].address.clone()).or_default().push(m);
+            map
+        });
+    let subjects: BTreeMap<&str, Vec<&str>> = by_recipient
+        .iter()
+        .map(|(to, ms)| {
+            let mut subjects: Vec<&str> = ms.iter().map(|m| m.subject.as_str()).collect();
+            subjects.sort_unstable();
+            (to.split('.').next().unwrap_or_default(), subjects)
+        })
+        .collect();
+    let expected: BTreeMap<&str, Vec<&str>> = BTreeMap::from([
+        (
+            "admin",
+            vec![
+                "Lee Chan invited Riverside Diabetes Clinic to see their data",
+                "Your clinic Riverside Diabetes Clinic is ready on Tidepool",
+            ],
+        ),
+        (
+            "legacy",
+            vec!["Riverside Diabetes Clinic is ready: your patients have moved"],
+        ),
+        (
+            "legacy-patient",
+            vec!["Your data is now shared with Riverside Diabetes Clinic"],
+        ),
+        (
+            "member",
+            vec!["Your permissions at Riverside Diabetes Clinic have changed"],
+        ),
+        (
+            "patient",
+            vec![
+                "Riverside Diabetes Clinic asks you to upload your data",
+                "Riverside Diabetes Clinic created a Tidepool account for you",
+            ],
+        ),
+    ]);
+    // Each email once: a repeat would show as a second equal subject.
+    assert_eq!(subjects, expected);
+    let account = by_recipient[&at("patient")]
+        .iter()
+        .find(|m| m.subject.contains("account"))
+        .expect("account email");
+    assert!(account.text.contains("Hello Kim Park"), "{}", account.text);
+    assert!(account.text.contains(&format!(
+        "https://clinic.example.org/claim-account?clinicId={}&userId=patient1",
+        clinic.to_hex()
+    )));
+    assert!(
+        account
+            .html
+            .contains("<strong>Riverside Diabetes Clinic</strong>")
+    );
+    let invited = received
+        .iter()
+        .find(|m| m.subject.contains("invited"))
+        .expect("invitation");
+    assert_eq!(
+        invited.subject,
+        "Lee Chan invited Riverside Diabetes Clinic to see their data"
+    );
+    assert_eq!(invited.to[0].address, at("admin"));
+    let member_mail = by_recipient[&at("member")][0];
+    assert!(
+        member_mail
+            .text
+            .contains("Dr. Ana Ortiz changed your permissions")
+    );
+
+    let reasons = dead_letter_reasons(&endpoints, &prefix);
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(
+        reasons.iter().any(|r| r.contains("unknown template")),
+        "{reasons:?}"
+    );
+    assert!(reasons.iter().any(|r| r.contains("SMTP 5")), "{reasons:?}");
+    let _ = std::fs::remove_file(&log);
+}
+
+#[tokio::test]
+async fn a_burst_through_two_kills_and_a_mail_server_outage_repeats_at_most_the_emails_in_flight() {
+    const BURST: usize = 500;
+    let endpoints = Endpoints::from_env().expect("endpoints");
+    let prefix = topics(&endpoints, "notif-burst", &[]).await;
+    let mut mailpit = Mailpit::start();
+    let token = testkit::unique("b").replace('-', "");
+    let requests: Vec<EmailRequest> = (0..BURST)
+        .map(|i| {
+            request(
+                &format!("burst:{token}:{i}"),
+                "clinic_migration_complete",
+                &format!("p{i:03}.{token}@example.org"),
+                &[("ClinicName", "Burst Clinic")],
+            )
+        })
+        .collect();
+    publish_requests(&endpoints, &prefix, &requests).await;
+    let log = std::env::temp_dir().join(format!("{token}-notifications.log"));
+    let mut kills = 0;
+    for threshold in [BURST / 5, BURST / 2] {
+        let processor = start(&endpoints, &prefix, Some(&mailpit), &log, &[]);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while mailpit.received(&token).await.len() < threshold {
+            assert!(Instant::now() < deadline, "stuck before {threshold}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        processor.kill();
+        kills += 1;
+    }
+    // Back, with the mail server away for 10 s: transient failures, retried, nothing lost.
+    let processor = start(&endpoints, &prefix, Some(&mailpit), &log, &[]);
+    mailpit.kill();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    mailpit.resume();
+    let received = await_received(&endpoints, &prefix, &mailpit, &token, BURST).await;
+    let (status, log_text) = processor.stop();
+    assert!(status.success(), "exit {status}: {log_text}");
+    let mut per_address: BTreeMap<&str, usize> = BTreeMap::new();
+    for message in &received {
+        *per_address
+            .entry(message.to[0].address.as_str())
+            .or_default() += 1;
+    }
+    let repeated: usize = per_address.values().map(|n| n - 1).sum();
+    println!(
+        "burst: {} received for {BURST} requests, {repeated} repeated, {kills} kills",
+        received.len()
+    );
+    assert_eq!(per_address.len(), BURST, "every email arrived");
+    assert!(repeated <= kills, "{repeated} repeated with {kills} kills");
+    assert!(dead_letter_reasons(&endpoints, &prefix).is_empty());
+    let _ = std::fs::remove_file(&log);
+}
+
+#[tokio::test]
+async fn the_mailer_sender_publishes_tidepool_mailer_cloud_events() {
+    let endpoints = Endpoints::from_env().expect("endpoints");
+    let prefix = topics(&endpoints, "notif-mailer", &["emails"]).await;
+    let token = testkit::unique("m").replace('-', "");
+    let to = format!("legacy.{token}@example.org");
+    let asked = request(
+        &format!("m:{token}"),
+        "clinic_migration_complete",
+        &to,
+        &[("ClinicName", "Riverside")],
+    );
+    publish_requests(&endpoints, &prefix, std::slice::from_ref(&asked)).await;
+    let log = std::env::temp_dir().join(format!("{token}-notifications.log"));
+    let processor = start(
+        &endpoints,
+        &prefix,
+        None,
+        &log,
+        &[
+            ("CLINIC__SENDER__KIND", "mailer"),
+            ("CLINIC__MAILER__SOURCE", "clinic-notifications-test"),
+        ],
+    );
+    let topic = format!("{prefix}emails");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let events = loop {
+        let events = testkit::read_topic(&endpoints.kafka_brokers, &topic);
+        if !events.is_empty() {
+            break events;
+        }
+        assert!(Instant::now() < deadline, "no mailer event");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let (status, log_text) = processor.stop();
+    assert!(status.success(), "exit {status}: {log_text}");
+    assert_eq!(events.len(), 1);
+    let event = &events[0];
+    assert_eq!(
+        event.key(),
+        Some(to.as_bytes()),
+        "keyed by the recipient, as go-common's MailerClient"
+    );
+    let headers: BTreeMap<String, String> = event
+        .headers()
+        .map(|h| {
+            h.iter()
+                .map(|h| {
+                    (
+                        h.key.to_owned(),
+                        String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(headers["ce_specversion"], "1.0");
+    assert_eq!(headers["ce_type"], "email_template:send");
+    assert_eq!(headers["ce_source"], "clinic-notifications-test");
+    assert_eq!(headers["ce_id"], asked.id);
+    assert_eq!(headers["content-type"], "application/json");
+    assert!(
+        bson::DateTime::parse_rfc3339_str(&headers["ce_time"]).is_ok(),
+        "{headers:?}"
+    );
+    let data: MailerData =
+        serde_json::from_slice(event.payload().expect("data")).expect("mailer data");
+    assert_eq!(
+        data,
+        MailerData {
+            recipient: to,
+            template: "clinic_migration_complete".into(),
+            variables: BTreeMap::from([("ClinicName".into(), "Riverside".into())]),
+        }
+    );
+    let _ = std::fs::remove_file(&log);
+}
