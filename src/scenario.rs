@@ -15,6 +15,9 @@
 //!    `perms`, creates a clinic and triggers its migration through the API: `migrations` moves
 //!    the three into the clinic (`clinic.patients`, names from their seagull profiles), removes
 //!    the legacy shares from `gatekeeper.perms` and marks the migration COMPLETED.
+//! 5. `notifications` mails the story's seven emails into Mailpit: `clinic_created` to both
+//!    clinics' admins, `custodial_account_created` to Casey, `migrate_patient` to the three
+//!    migrated patients and `clinic_migration_complete` to the legacy clinician.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -89,7 +92,7 @@ pub async fn run(endpoints: &Endpoints) -> anyhow::Result<()> {
             &format!("/v1/clinics/{clinic_id}/patients"),
             &member,
             false,
-            Some(json!({ "fullName": "Casey Kid", "birthDate": "2015-06-07" })),
+            Some(json!({ "fullName": "Casey Kid", "birthDate": "2015-06-07", "email": format!("casey-{suffix}@example.org") })),
         )
         .await?;
     let casey = custodial["id"].as_str().context("custodial id")?.to_owned();
@@ -104,10 +107,16 @@ pub async fn run(endpoints: &Endpoints) -> anyhow::Result<()> {
     let clinic_oid = bson::oid::ObjectId::parse_str(&clinic_id).context("clinic id")?;
     let patients = all(&clinic_db, "patients", doc! { "clinicId": clinic_oid }).await?;
     let clinicians = all(&clinic_db, "clinicians", doc! { "clinicId": clinic_oid }).await?;
-    let mut events: Vec<(&str, ChangeEvent)> = patients
+    let clinics = all(&clinic_db, "clinics", doc! { "_id": clinic_oid }).await?;
+    let mut events: Vec<(&str, ChangeEvent)> = clinics
         .iter()
-        .map(|p| ("clinic.patients", change(Operation::Insert, "patients", p)))
+        .map(|c| ("clinic.clinics", change(Operation::Insert, "clinics", c)))
         .collect();
+    events.extend(
+        patients
+            .iter()
+            .map(|p| ("clinic.patients", change(Operation::Insert, "patients", p))),
+    );
     events.extend(clinicians.iter().map(|c| {
         (
             "clinic.clinicians",
@@ -196,7 +205,46 @@ pub async fn run(endpoints: &Endpoints) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
 
-    migrate(endpoints, &api, &mongo, suffix).await
+    migrate(endpoints, &api, &mongo, suffix).await?;
+    emails(endpoints, suffix).await
+}
+
+/// Step 5, the emails of the story, from the notifications processor through Mailpit: every
+/// subject names its clinic, and both clinics' names carry the run's suffix.
+async fn emails(endpoints: &Endpoints, suffix: &str) -> anyhow::Result<()> {
+    const EXPECTED: usize = 7;
+    let started = Instant::now();
+    let deadline = started + WAIT;
+    let received = loop {
+        let received =
+            crate::smoke::mail::messages(&endpoints.mailpit_url, &format!("subject:{suffix}"), 100)
+                .await?;
+        if received.len() >= EXPECTED {
+            break received;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{} of the story's {EXPECTED} emails in Mailpit after {WAIT:?} (is clinic-notifications running?)",
+            received.len()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let mut subjects: Vec<String> = received
+        .iter()
+        .map(|m| m.subject.replace(suffix, "…"))
+        .collect();
+    subjects.sort();
+    subjects.dedup();
+    anyhow::ensure!(
+        received.len() == EXPECTED && subjects.len() == 5,
+        "expected {EXPECTED} emails with 5 subjects, found {}: {subjects:?}",
+        received.len()
+    );
+    println!(
+        "PASS  clinics, custodial patient, migration → notifications → Mailpit: {EXPECTED} emails (clinic_created ×2, custodial_account_created, migrate_patient ×3, clinic_migration_complete) ({:.2} s)",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 /// 4. A legacy clinician's clinic and its migration.
@@ -258,12 +306,19 @@ async fn migrate(
     let clinic_oid = bson::oid::ObjectId::parse_str(&clinic_id).context("clinic id")?;
     let clinic_db = mongo.database("clinic");
     let clinics = all(&clinic_db, "clinics", doc! { "_id": clinic_oid }).await?;
+    let clinicians = all(&clinic_db, "clinicians", doc! { "clinicId": clinic_oid }).await?;
     let migrations = all(&clinic_db, "migrations", doc! { "clinicId": clinic_oid }).await?;
     anyhow::ensure!(migrations.len() == 1, "the API wrote no migration");
     let mut events: Vec<(&str, ChangeEvent)> = vec![(
         "clinic.clinics",
         change(Operation::Insert, "clinics", &clinics[0]),
     )];
+    events.extend(clinicians.iter().map(|c| {
+        (
+            "clinic.clinicians",
+            change(Operation::Insert, "clinicians", c),
+        )
+    }));
     events.extend(
         perms
             .iter()

@@ -4,16 +4,11 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Parser, Subcommand};
 use clinic::streams::app::Settings as _;
-use clinic::streams::runner::Health;
-use clinic::streams::{effect, runner};
+use clinic::streams::runner;
 use clinic_notifications::config::Settings;
-use clinic_notifications::processor::{Notifications, stage};
-use clinic_notifications::sender::Sender;
 use clinic_notifications::templates::{self, Templates};
 
 #[derive(Parser)]
@@ -73,46 +68,14 @@ fn settings() -> anyhow::Result<Settings> {
     Ok(settings)
 }
 
-/// The processor and the effect stage side by side, one admin endpoint for both: when either
-/// stops, the other is told to.
+/// The processor and its effect stage until SIGTERM, one admin endpoint for both.
 #[tokio::main]
 async fn run() -> anyhow::Result<()> {
     let settings = settings()?;
     clinic::telemetry::init();
-    let sender = Sender::new(&settings).map_err(anyhow::Error::msg)?;
-    let factory = Notifications::factory(&settings);
-    let config = settings.streams.clone();
-    runner::supervise(
-        &settings.streams,
-        |shutdown: Arc<AtomicBool>, health| async move {
-            let stop = |result: anyhow::Result<()>, flag: &AtomicBool| {
-                flag.store(true, Ordering::SeqCst);
-                result
-            };
-            let processing = {
-                let (config, shutdown) = (config.clone(), Arc::clone(&shutdown));
-                async move {
-                    let result =
-                        runner::run_until(config, factory, Arc::clone(&shutdown), health).await;
-                    stop(result, &shutdown)
-                }
-            };
-            // The stage keeps its own outage bookkeeping (`Outages` follows the broker calls of
-            // one loop, and the two loops run side by side); readiness is the processor's.
-            let sending = {
-                let shutdown = Arc::clone(&shutdown);
-                async move {
-                    let own = Arc::new(Health::default());
-                    let result =
-                        effect::run_until(config, stage(), sender, Arc::clone(&shutdown), own)
-                            .await;
-                    stop(result, &shutdown)
-                }
-            };
-            let (processed, sent) = tokio::join!(processing, sending);
-            processed.and(sent)
-        },
-    )
+    runner::supervise(&settings.streams.clone(), |shutdown, health| {
+        clinic_notifications::run_until(settings, shutdown, health)
+    })
     .await
 }
 

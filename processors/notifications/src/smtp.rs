@@ -1,5 +1,5 @@
-//! Email leaving over SMTP: an [`Effect`] with `lettre`'s pooled async transport, for the
-//! effect stage (`clinic::streams::effect`). Rendering is not its business: it sends an
+//! Email leaving over SMTP: an [`Effect`] with `lettre`'s async SMTP client, for the effect
+//! stage (`clinic::streams::effect`). Rendering is not its business: it sends an
 //! [`Email`] as given, and tells the stage which failures may pass (retried) and which never will
 //! (dead-lettered with the server's reply).
 
@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use clinic::streams::effect::{Effect, EffectError};
 use lettre::message::{Mailbox, MultiPart};
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, Tls, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
@@ -77,15 +78,37 @@ pub struct Email {
     pub html: String,
 }
 
-/// Sends [`Email`]s over SMTP.
+/// Sends [`Email`]s over SMTP, one at a time (the effect stage performs one request at a time).
+///
+/// Plain and STARTTLS connections are opened here, with `TCP_NODELAY`, and kept for the next
+/// email: `lettre` writes a message's end (`CRLF.CRLF`) apart from its body, and with Nagle's
+/// algorithm on, that last write waits for the server's delayed ACK of the body, 40 ms per email
+/// on Linux (measured: 43 ms per email through lettre's pool, see `docs/processors.md`). Its pool
+/// offers no socket options, so for these two modes the connection is handled here; implicit TLS
+/// (port 465) keeps lettre's pooled transport, where the TLS handshake is lettre's business.
 pub struct Smtp {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    connection: Connection,
     from: Mailbox,
 }
 
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per sender, made once and never moved"
+)]
+enum Connection {
+    Direct {
+        settings: SmtpSettings,
+        tls: Option<TlsParameters>,
+        credentials: Option<Credentials>,
+        /// The open session, when there is one.
+        open: Option<AsyncSmtpConnection>,
+    },
+    Pooled(AsyncSmtpTransport<Tokio1Executor>),
+}
+
 impl Smtp {
-    /// A sender with a pooled transport (connections are opened on first use). Call it within a
-    /// Tokio runtime: the pool keeps a task there.
+    /// A sender (connections are opened on first use). Call it within a Tokio runtime: the
+    /// implicit-TLS pool keeps a task there.
     ///
     /// # Errors
     /// A message naming the setting that is wrong (the sender's address, TLS parameters).
@@ -94,34 +117,77 @@ impl Smtp {
             .parse()
             .map_err(|e| format!("smtp.from_name / smtp.from_address: {e}"))?;
         let tls = match settings.tls {
-            TlsMode::None => Tls::None,
-            mode => {
-                let parameters = TlsParameters::new(settings.host.clone())
-                    .map_err(|e| format!("smtp.tls for {}: {e}", settings.host))?;
-                if mode == TlsMode::Tls {
-                    Tls::Wrapper(parameters)
-                } else {
-                    Tls::Required(parameters)
-                }
-            }
+            TlsMode::None => None,
+            _ => Some(
+                TlsParameters::new(settings.host.clone())
+                    .map_err(|e| format!("smtp.tls for {}: {e}", settings.host))?,
+            ),
         };
-        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&settings.host)
-            .port(settings.port)
-            .tls(tls)
-            .timeout(Some(settings.timeout));
-        if let Some(user) = &settings.username {
+        let credentials = settings.username.as_ref().map(|user| {
             let password = settings
                 .password
                 .as_ref()
                 .map(|p| p.expose_secret().to_owned())
                 .unwrap_or_default();
-            builder = builder.credentials(Credentials::new(user.clone(), password));
-        }
-        Ok(Self {
-            transport: builder.build(),
-            from,
-        })
+            Credentials::new(user.clone(), password)
+        });
+        let connection = match (settings.tls, tls) {
+            (TlsMode::Tls, Some(parameters)) => {
+                let mut builder =
+                    AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&settings.host)
+                        .port(settings.port)
+                        .tls(Tls::Wrapper(parameters))
+                        .timeout(Some(settings.timeout));
+                if let Some(credentials) = credentials {
+                    builder = builder.credentials(credentials);
+                }
+                Connection::Pooled(builder.build())
+            }
+            (_, tls) => Connection::Direct {
+                settings: settings.clone(),
+                tls,
+                credentials,
+                open: None,
+            },
+        };
+        Ok(Self { connection, from })
     }
+}
+
+/// Opens a session: TCP without Nagle, the greeting and EHLO, STARTTLS when asked for,
+/// authentication when credentials are set.
+async fn open(
+    settings: &SmtpSettings,
+    tls: Option<&TlsParameters>,
+    credentials: Option<&Credentials>,
+) -> Result<AsyncSmtpConnection, EffectError> {
+    let unreachable = |e: std::io::Error| {
+        EffectError::Transient(format!(
+            "connecting to {}:{}: {e}",
+            settings.host, settings.port
+        ))
+    };
+    let stream = tokio::net::TcpStream::connect((settings.host.as_str(), settings.port))
+        .await
+        .map_err(unreachable)?;
+    stream.set_nodelay(true).map_err(unreachable)?;
+    let hello = ClientId::default();
+    let mut session = AsyncSmtpConnection::connect_with_transport(Box::new(stream), &hello)
+        .await
+        .map_err(|e| classify(&e))?;
+    if let Some(parameters) = tls {
+        session
+            .starttls(parameters.clone(), &hello)
+            .await
+            .map_err(|e| classify(&e))?;
+    }
+    if let Some(credentials) = credentials {
+        session
+            .auth(&[Mechanism::Plain, Mechanism::Login], credentials)
+            .await
+            .map_err(|e| classify(&e))?;
+    }
+    Ok(session)
 }
 
 /// What a failed SMTP hand-off means for the effect stage: a 5xx reply will never change
@@ -136,6 +202,49 @@ fn classify(error: &lettre::transport::smtp::Error) -> EffectError {
         EffectError::Permanent(reply)
     } else {
         EffectError::Transient(reply)
+    }
+}
+
+impl Smtp {
+    /// One session's exchange for `message`: the open session (or a new one), kept when the
+    /// server accepted the message, closed after any failure (a refused `RCPT` leaves a
+    /// transaction half done; a new session starts clean).
+    async fn send_direct(&mut self, message: &Message) -> Result<(), EffectError> {
+        let Connection::Direct {
+            settings,
+            tls,
+            credentials,
+            open: slot,
+        } = &mut self.connection
+        else {
+            unreachable!("only called for a direct connection");
+        };
+        let exchange = async {
+            let mut session = match slot.take() {
+                Some(session) => session,
+                None => open(settings, tls.as_ref(), credentials.as_ref()).await?,
+            };
+            match session.send(message.envelope(), &message.formatted()).await {
+                Ok(_) => {
+                    *slot = Some(session);
+                    Ok(())
+                }
+                Err(error) => {
+                    session.abort().await;
+                    Err(classify(&error))
+                }
+            }
+        };
+        match tokio::time::timeout(settings.timeout, exchange).await {
+            Ok(result) => result,
+            Err(_) => {
+                *slot = None;
+                Err(EffectError::Transient(format!(
+                    "no answer from {}:{} within {:?}",
+                    settings.host, settings.port, settings.timeout
+                )))
+            }
+        }
     }
 }
 
@@ -156,11 +265,14 @@ impl Effect for Smtp {
                 email.html.clone(),
             ))
             .map_err(|e| EffectError::Permanent(format!("message: {e}")))?;
-        self.transport
-            .send(message)
-            .await
-            .map(drop)
-            .map_err(|e| classify(&e))
+        match &self.connection {
+            Connection::Pooled(transport) => transport
+                .send(message)
+                .await
+                .map(drop)
+                .map_err(|e| classify(&e)),
+            Connection::Direct { .. } => self.send_direct(&message).await,
+        }
     }
 }
 
