@@ -26,6 +26,12 @@ enum Command {
     /// deletion flows through the deletions processor into the clinic collections (needs topics,
     /// schemas and sink connectors applied and both processors running; scripts/demo does it).
     Scenario,
+    /// Change events from a database without change streams (FerretDB): a development stand-in
+    /// for the MongoDB source connector, never for production.
+    Cdc {
+        #[command(subcommand)]
+        action: CdcCommand,
+    },
     /// Serve the clinic CRUD API. Settings: the TOML file named by CLINIC_SETTINGS, then
     /// CLINIC__HTTP__LISTEN, CLINIC__MONGO__URI, CLINIC__AUTH__HS256_SECRET, … (docs/api.md).
     /// Stops on SIGTERM/SIGINT after the requests in flight.
@@ -161,6 +167,28 @@ enum SchemasCommand {
 }
 
 #[derive(Subcommand)]
+enum CdcCommand {
+    /// Follow the collections the source connectors in `connectors/source/` watch and publish
+    /// their changes as those connectors would (CLINIC_MONGO_URI, CLINIC_KAFKA_BROKERS,
+    /// CLINIC_REGISTRY_URL), polling every --interval-ms; until SIGTERM/SIGINT, or one poll with
+    /// --once. Its position is kept in the topic `cdc-emulator.state` (docs/local-stack.md).
+    Emulate {
+        /// Milliseconds between two reads of the collections.
+        #[arg(long, default_value_t = 500)]
+        interval_ms: u64,
+        /// One poll, then exit.
+        #[arg(long)]
+        once: bool,
+        /// The source connectors' directory.
+        #[arg(long, default_value = "connectors/source")]
+        connectors: PathBuf,
+        /// Prefix of the topics written (the connectors' `topic.prefix`).
+        #[arg(long, default_value = "")]
+        prefix: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum TopicsCommand {
     /// Show what apply would change.
     Plan {
@@ -231,6 +259,46 @@ pub async fn run() -> anyhow::Result<ExitCode> {
         }
         Command::Scenario => {
             clinic::scenario::run(&endpoints).await?;
+            cli::exit::OK
+        }
+        Command::Cdc {
+            action:
+                CdcCommand::Emulate {
+                    interval_ms,
+                    once,
+                    connectors,
+                    prefix,
+                },
+        } => {
+            let settings = clinic::emulator::Settings {
+                mongo_uri: endpoints.mongo_uri.clone(),
+                brokers: endpoints.kafka_brokers.clone(),
+                registry_url: endpoints.schema_registry_url(),
+                topic_prefix: prefix,
+                interval: std::time::Duration::from_millis(interval_ms),
+            };
+            let sources = clinic::emulator::sources(&connectors)?;
+            let mut emulator = clinic::emulator::Emulator::start(settings, sources).await?;
+            tracing::warn!(
+                "The CDC emulator is a development stand-in for the MongoDB source connector; never run it in production."
+            );
+            tracing::info!(
+                interval_ms,
+                "CDC emulator following the source connectors' collections."
+            );
+            if once {
+                let published = emulator.poll().await?;
+                println!(
+                    "published {} change events: {} inserts, {} updates, {} replaces, {} deletes",
+                    published.total(),
+                    published.inserts,
+                    published.updates,
+                    published.replaces,
+                    published.deletes
+                );
+            } else {
+                emulator.run(clinic::shutdown::signal()).await?;
+            }
             cli::exit::OK
         }
         Command::Smoke => {

@@ -13,13 +13,16 @@
 //! - [`smoke`]: an end-to-end check of the chain the processors rely on (`clinic smoke`).
 //!
 //! - [`api`]: the clinic.v1 CRUD API; [`ops`]: the operators' `topics`/`connectors` commands;
-//!   [`scenario`], [`testkit`]: the demo's story and what the tests share.
+//!   [`scenario`], [`testkit`]: the demo's story and what the tests share; [`emulator`]: the
+//!   source connector's development stand-in for databases without change streams.
 
 #[cfg(feature = "api")]
 pub mod api;
 pub mod cdc;
 pub mod documents;
 pub mod email;
+#[cfg(feature = "emulator")]
+pub mod emulator;
 pub mod endpoints;
 pub mod events;
 #[cfg(feature = "ops")]

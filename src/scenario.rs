@@ -1,8 +1,9 @@
 //! `clinic scenario`: the demo's story through the whole suite on the local stack, once the
-//! topics, schemas and sink connectors are applied and the permissions and deletions processors
-//! run (`scripts/demo` does all that). It plays what has no local stand-in, the MongoDB source
-//! connector (FerretDB has no change streams), by publishing the connector's Avro change events
-//! of the documents the API wrote; everything else is real.
+//! topics, schemas and sink connectors are applied and the four processors and the CDC emulator
+//! (`clinic cdc emulate`, the source connector's stand-in: FerretDB has no change streams) run
+//! (`scripts/demo` does all that). The story only writes through the API and into the databases
+//! (and publishes the identity service's `users:delete`); every change event comes from the
+//! emulator, as it would from the connector.
 //!
 //! 1. The API (in-process, database `clinic`): a user creates a clinic, a service adds a member
 //!    and shares two patients, the member creates a custodial patient.
@@ -22,7 +23,7 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
-use bson::{Bson, Document, doc};
+use bson::{Document, doc};
 use futures::TryStreamExt as _;
 use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
@@ -30,7 +31,6 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{Value, json};
 
 use crate::api::{ApiSettings, Application};
-use crate::cdc::{ChangeEvent, Operation};
 use crate::endpoints::Endpoints;
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -102,30 +102,10 @@ pub async fn run(endpoints: &Endpoints) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
 
-    // 2. The source connector's part, then permissions and the gatekeeper sinks.
+    // 2. The emulator publishes the writes' change events; permissions and the gatekeeper sinks.
     let started = Instant::now();
     let clinic_oid = bson::oid::ObjectId::parse_str(&clinic_id).context("clinic id")?;
     let patients = all(&clinic_db, "patients", doc! { "clinicId": clinic_oid }).await?;
-    let clinicians = all(&clinic_db, "clinicians", doc! { "clinicId": clinic_oid }).await?;
-    let clinics = all(&clinic_db, "clinics", doc! { "_id": clinic_oid }).await?;
-    let mut events: Vec<(&str, ChangeEvent)> = clinics
-        .iter()
-        .map(|c| ("clinic.clinics", change(Operation::Insert, "clinics", c)))
-        .collect();
-    events.extend(
-        patients
-            .iter()
-            .map(|p| ("clinic.patients", change(Operation::Insert, "patients", p))),
-    );
-    events.extend(clinicians.iter().map(|c| {
-        (
-            "clinic.clinicians",
-            change(Operation::Insert, "clinicians", c),
-        )
-    }));
-    crate::testkit::publish_changes(endpoints, "", &events)
-        .await
-        .context("publishing change events")?;
     let grants = wait_for(
         &gatekeeper,
         "patient_permissions",
@@ -133,7 +113,7 @@ pub async fn run(endpoints: &Endpoints) -> anyhow::Result<()> {
         3,
     )
     .await
-    .context("the gatekeeper patient_permissions of the clinic (is clinic-permissions running?)")?;
+    .context("the gatekeeper patient_permissions of the clinic (are clinic-permissions and clinic cdc emulate running?)")?;
     let members = wait_for(
         &gatekeeper,
         "clinician_permissions",
@@ -175,15 +155,6 @@ pub async fn run(endpoints: &Endpoints) -> anyhow::Result<()> {
     wait_for(&clinic_db, "patients", doc! { "_id": alice_id }, 0)
         .await
         .context("Alice's record gone from clinic.patients")?;
-    crate::testkit::publish_changes(
-        endpoints,
-        "",
-        &[(
-            "clinic.patients",
-            change(Operation::Delete, "patients", &alice_doc),
-        )],
-    )
-    .await?;
     wait_for(
         &gatekeeper,
         "patient_permissions",
@@ -205,7 +176,7 @@ pub async fn run(endpoints: &Endpoints) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
 
-    migrate(endpoints, &api, &mongo, suffix).await?;
+    migrate(&api, &mongo, suffix).await?;
     emails(endpoints, suffix).await
 }
 
@@ -248,12 +219,7 @@ async fn emails(endpoints: &Endpoints, suffix: &str) -> anyhow::Result<()> {
 }
 
 /// 4. A legacy clinician's clinic and its migration.
-async fn migrate(
-    endpoints: &Endpoints,
-    api: &Api,
-    mongo: &mongodb::Client,
-    suffix: &str,
-) -> anyhow::Result<()> {
+async fn migrate(api: &Api, mongo: &mongodb::Client, suffix: &str) -> anyhow::Result<()> {
     let started = Instant::now();
     let legacy = user_id();
     let patients: Vec<(String, &str)> = ["Dana Poe", "Eli Fox", "Fay Lin"]
@@ -305,37 +271,8 @@ async fn migrate(
     .await?;
     let clinic_oid = bson::oid::ObjectId::parse_str(&clinic_id).context("clinic id")?;
     let clinic_db = mongo.database("clinic");
-    let clinics = all(&clinic_db, "clinics", doc! { "_id": clinic_oid }).await?;
-    let clinicians = all(&clinic_db, "clinicians", doc! { "clinicId": clinic_oid }).await?;
     let migrations = all(&clinic_db, "migrations", doc! { "clinicId": clinic_oid }).await?;
     anyhow::ensure!(migrations.len() == 1, "the API wrote no migration");
-    let mut events: Vec<(&str, ChangeEvent)> = vec![(
-        "clinic.clinics",
-        change(Operation::Insert, "clinics", &clinics[0]),
-    )];
-    events.extend(clinicians.iter().map(|c| {
-        (
-            "clinic.clinicians",
-            change(Operation::Insert, "clinicians", c),
-        )
-    }));
-    events.extend(
-        perms
-            .iter()
-            .map(|p| ("gatekeeper.perms", change(Operation::Insert, "perms", p))),
-    );
-    events.extend(
-        profiles
-            .iter()
-            .map(|p| ("seagull.seagull", change(Operation::Insert, "seagull", p))),
-    );
-    events.push((
-        "clinic.migrations",
-        change(Operation::Insert, "migrations", &migrations[0]),
-    ));
-    crate::testkit::publish_changes(endpoints, "", &events)
-        .await
-        .context("publishing change events")?;
     let id = migrations[0]
         .get_object_id("_id")
         .context("migration _id")?;
@@ -457,13 +394,6 @@ async fn wait_for(
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-}
-
-/// The source connector's change event of `document` (`updateLookup`: the full document).
-fn change(operation: Operation, coll: &str, document: &Document) -> ChangeEvent {
-    let id = document.get("_id").cloned().unwrap_or(Bson::Null);
-    let full = (operation != Operation::Delete).then(|| document.clone());
-    crate::testkit::change(operation, coll, id, full)
 }
 
 /// A binary-mode `users:delete` CloudEvent, as the identity service publishes it.

@@ -9,6 +9,7 @@ mod api;
 mod codec;
 mod connectors;
 mod effects;
+mod emulator;
 mod example_processor;
 mod gate;
 mod helpers;
