@@ -473,6 +473,16 @@ impl Spawned {
     }
 }
 
+impl Drop for Spawned {
+    /// A test that fails before stopping it does not leave it running.
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// Every committed record of `topic` (all partitions, `read_committed`), read from the beginning
 /// to the end each partition had when the read began.
 ///
