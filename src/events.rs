@@ -120,6 +120,32 @@ pub fn subject(event: &CloudEvent) -> Option<&Value> {
     }
 }
 
+/// The Kafka headers of a CloudEvent in binary mode (the Kafka protocol binding, as go-common's
+/// producers write them): `ce_specversion` 1.0, `ce_type`, `ce_id`, `ce_source`, `ce_time`
+/// (RFC 3339) and `content-type: application/json` for the JSON data in the value.
+pub fn binary_headers(
+    kind: &str,
+    id: &str,
+    source: &str,
+    time: &str,
+) -> rdkafka::message::OwnedHeaders {
+    [
+        ("ce_specversion", "1.0"),
+        ("ce_type", kind),
+        ("ce_id", id),
+        ("ce_source", source),
+        ("ce_time", time),
+        ("content-type", "application/json"),
+    ]
+    .into_iter()
+    .fold(rdkafka::message::OwnedHeaders::new(), |h, (key, value)| {
+        h.insert(rdkafka::message::Header {
+            key,
+            value: Some(value),
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

@@ -7,7 +7,6 @@ use anyhow::Context as _;
 use bson::Document;
 use futures::TryStreamExt as _;
 use rdkafka::ClientConfig;
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{Value, json};
 
@@ -186,21 +185,7 @@ pub async fn delete_user(endpoints: &Endpoints, user: &str) -> anyhow::Result<()
         .create()?;
     let time = bson::DateTime::now().try_to_rfc3339_string()?;
     let id = uuid::Uuid::new_v4().to_string();
-    let headers = [
-        ("ce_specversion", "1.0"),
-        ("ce_type", "users:delete"),
-        ("ce_id", id.as_str()),
-        ("ce_source", "demo"),
-        ("ce_time", time.as_str()),
-        ("content-type", "application/json"),
-    ]
-    .into_iter()
-    .fold(OwnedHeaders::new(), |h, (key, value)| {
-        h.insert(Header {
-            key,
-            value: Some(value),
-        })
-    });
+    let headers = crate::events::binary_headers(crate::events::USERS_DELETE, &id, "demo", &time);
     let data = json!({ "userid": user, "username": address(user) }).to_string();
     producer
         .send(

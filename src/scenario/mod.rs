@@ -98,7 +98,12 @@ pub async fn run(endpoints: &Endpoints) -> anyhow::Result<()> {
     step(1, "a clinic is created", story.clinic_created()).await?;
     step(2, "clinicians join, one is promoted", story.clinicians()).await?;
     step(3, "a custodial patient", story.custodial_patient()).await?;
-    step(4, "a patient invites the clinic", story.patient_invitation()).await?;
+    step(
+        4,
+        "a patient invites the clinic",
+        story.patient_invitation(),
+    )
+    .await?;
     step(5, "an upload reminder", story.upload_reminder()).await?;
     step(6, "a legacy clinician migrates", story.migration()).await?;
     step(7, "a user deletes their account", story.user_deleted()).await?;
@@ -227,7 +232,9 @@ impl Story {
         let mail = await_mail(&self.endpoints, &subject, 1).await?;
         anyhow::ensure!(mail[0].to[0].address == address(&self.member));
         anyhow::ensure!(
-            mail[0].text.contains(&format!("User {} changed your permissions", self.admin)),
+            mail[0]
+                .text
+                .contains(&format!("User {} changed your permissions", self.admin)),
             "the updater's name is not in the email: {}",
             mail[0].text
         );
@@ -269,7 +276,10 @@ impl Story {
         )
         .await
         .context("Casey's grant in gatekeeper")?;
-        Ok("Casey Kid (custodial_account_created to casey); the clinic's grant in gatekeeper".into())
+        Ok(
+            "Casey Kid (custodial_account_created to casey); the clinic's grant in gatekeeper"
+                .into(),
+        )
     }
 
     async fn patient_invitation(&mut self) -> anyhow::Result<String> {

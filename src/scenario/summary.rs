@@ -35,11 +35,17 @@ fn text<'a>(document: &'a Document, field: &str) -> &'a str {
 
 pub(super) async fn print(story: &Story) -> anyhow::Result<()> {
     println!();
-    println!("What the story left (clinic {}, {}):", story.name, story.clinic_id);
+    println!(
+        "What the story left (clinic {}, {}):",
+        story.name, story.clinic_id
+    );
     let clinic = doc! { "clinicId": story.clinic };
 
     println!("\n  gatekeeper.patient_permissions / clinician_permissions of the clinic");
-    println!("    {:<36} {:<28} collection", "userId", "permissions / roles");
+    println!(
+        "    {:<36} {:<28} collection",
+        "userId", "permissions / roles"
+    );
     for (collection, field) in [
         ("patient_permissions", "permissions"),
         ("clinician_permissions", "roles"),
@@ -73,9 +79,10 @@ pub(super) async fn print(story: &Story) -> anyhow::Result<()> {
     println!("    {}", counts.join(" · "));
     println!("  the clinic's clinicians");
     for member in all(&story.clinic_db, "clinicians", clinic.clone()).await? {
-        let who = member
-            .get_str("userId")
-            .map_or_else(|_| format!("invite {}", text(&member, "inviteId")), str::to_owned);
+        let who = member.get_str("userId").map_or_else(
+            |_| format!("invite {}", text(&member, "inviteId")),
+            str::to_owned,
+        );
         println!(
             "    {:<20} {:<16} {:<28} rolesUpdates {}",
             text(&member, "name"),

@@ -114,19 +114,14 @@ pub async fn round_trip(endpoints: &Endpoints) -> anyhow::Result<MailRoundTrip> 
 pub async fn await_message(mailpit_url: &str, subject: &str) -> anyhow::Result<MailpitMessage> {
     let http = reqwest::Client::new();
     let deadline = Instant::now() + ROUND_TRIP_TIMEOUT;
+    let query = format!("subject:\"{subject}\"");
     let id = loop {
-        let search: SearchResult = http
-            .get(format!("{mailpit_url}/api/v1/search"))
-            .query(&[("query", format!("subject:\"{subject}\""))])
-            .send()
-            .await
-            .context("searching Mailpit")?
-            .error_for_status()?
-            .json()
-            .await
-            .context("reading Mailpit's search result")?;
-        if let Some(hit) = search.messages.into_iter().next() {
-            break hit.id;
+        if let Some(id) = search(&http, mailpit_url, &query, 1)
+            .await?
+            .into_iter()
+            .next()
+        {
+            break id;
         }
         anyhow::ensure!(
             Instant::now() < deadline,
@@ -167,7 +162,21 @@ pub async fn messages(
     limit: usize,
 ) -> anyhow::Result<Vec<MailpitMessage>> {
     let http = reqwest::Client::new();
-    let search: SearchResult = http
+    let mut found = Vec::new();
+    for id in search(&http, mailpit_url, query, limit).await? {
+        found.push(read_message(&http, mailpit_url, &id).await?);
+    }
+    Ok(found)
+}
+
+/// The ids of up to `limit` messages Mailpit's search `query` finds, newest first.
+async fn search(
+    http: &reqwest::Client,
+    mailpit_url: &str,
+    query: &str,
+    limit: usize,
+) -> anyhow::Result<Vec<String>> {
+    let result: SearchResult = http
         .get(format!("{mailpit_url}/api/v1/search"))
         .query(&[("query", query.to_owned()), ("limit", limit.to_string())])
         .send()
@@ -177,9 +186,5 @@ pub async fn messages(
         .json()
         .await
         .context("reading Mailpit's search result")?;
-    let mut found = Vec::with_capacity(search.messages.len());
-    for hit in search.messages {
-        found.push(read_message(&http, mailpit_url, &hit.id).await?);
-    }
-    Ok(found)
+    Ok(result.messages.into_iter().map(|hit| hit.id).collect())
 }

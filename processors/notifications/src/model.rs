@@ -86,6 +86,23 @@ pub fn member_index(clinic_id: &Bson, user: &str) -> String {
     format!("{}|{}", table_key(clinic_id), part(user))
 }
 
+/// A document of `clinicId` and the text fields that are there.
+fn present<const N: usize>(
+    clinic_id: Option<&Bson>,
+    fields: [(&str, &Option<String>); N],
+) -> Document {
+    let mut document = Document::new();
+    if let Some(clinic) = clinic_id {
+        document.insert("clinicId", clinic.clone());
+    }
+    for (field, value) in fields {
+        if let Some(value) = value {
+            document.insert(field, value);
+        }
+    }
+    document
+}
+
 /// A clinician (or an invite, until a user accepts it), indexed by clinic and user.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Member {
@@ -110,20 +127,14 @@ impl Kept for Member {
     }
 
     fn to_document(&self) -> Document {
-        let mut document = Document::new();
-        if let Some(clinic) = &self.clinic_id {
-            document.insert("clinicId", clinic.clone());
-        }
-        for (field, value) in [
-            ("userId", &self.user_id),
-            ("name", &self.name),
-            ("email", &self.email),
-        ] {
-            if let Some(value) = value {
-                document.insert(field, value);
-            }
-        }
-        document
+        present(
+            self.clinic_id.as_ref(),
+            [
+                ("userId", &self.user_id),
+                ("name", &self.name),
+                ("email", &self.email),
+            ],
+        )
     }
 
     fn index(&self, _document_key: &str) -> Option<String> {
@@ -162,19 +173,14 @@ impl Kept for Patient {
     }
 
     fn to_document(&self) -> Document {
-        let mut document = Document::new();
-        if let Some(clinic) = &self.clinic_id {
-            document.insert("clinicId", clinic.clone());
-        }
-        for (field, value) in [
-            ("userId", &self.user_id),
-            ("fullName", &self.name),
-            ("email", &self.email),
-        ] {
-            if let Some(value) = value {
-                document.insert(field, value);
-            }
-        }
+        let mut document = present(
+            self.clinic_id.as_ref(),
+            [
+                ("userId", &self.user_id),
+                ("fullName", &self.name),
+                ("email", &self.email),
+            ],
+        );
         if self.custodial {
             document.insert("permissions", doc! { "custodian": {} });
         }

@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use clinic::streams::effect::{Effect, EffectError};
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use crate::config::{SenderKind, Settings};
@@ -115,14 +114,9 @@ impl Mailer {
         let time = bson::DateTime::now()
             .try_to_rfc3339_string()
             .unwrap_or_default();
-        let headers = OwnedHeaders::new()
-            .insert(header("ce_specversion", "1.0"))
-            // The request's id: the same email published twice has the same event id.
-            .insert(header("ce_id", &request.id))
-            .insert(header("ce_source", &self.source))
-            .insert(header("ce_type", MAILER_EVENT_TYPE))
-            .insert(header("ce_time", &time))
-            .insert(header("content-type", "application/json"));
+        // The request's id is the event's: the same email published twice has one id.
+        let headers =
+            clinic::events::binary_headers(MAILER_EVENT_TYPE, &request.id, &self.source, &time);
         let record = FutureRecord::to(&self.topic)
             .key(request.to.as_bytes())
             .payload(&data)
@@ -134,12 +128,5 @@ impl Mailer {
             .map_err(|(error, _)| {
                 EffectError::Transient(format!("publishing to the mailer topic: {error}"))
             })
-    }
-}
-
-fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
-    Header {
-        key,
-        value: Some(value),
     }
 }

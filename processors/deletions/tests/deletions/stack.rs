@@ -19,7 +19,6 @@ use clinic::testkit;
 use clinic_deletions::config::Inputs;
 use clinic_deletions::processor::Deletions;
 use rdkafka::ClientConfig;
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 fn insert(coll: &str, document: &Document) -> ChangeEvent {
@@ -138,21 +137,12 @@ async fn a_user_deletion_reaches_the_clinic_collections_also_after_a_replay() {
         .set("bootstrap.servers", &endpoints.kafka_brokers)
         .create()
         .expect("producer");
-    let headers = [
-        ("ce_specversion", "1.0"),
-        ("ce_type", "users:delete"),
-        ("ce_id", "delete-u1"),
-        ("ce_source", "shoreline"),
-        ("ce_time", DELETED_AT),
-        ("content-type", "application/json"),
-    ]
-    .into_iter()
-    .fold(OwnedHeaders::new(), |h, (key, value)| {
-        h.insert(Header {
-            key,
-            value: Some(value),
-        })
-    });
+    let headers = clinic::events::binary_headers(
+        clinic::events::USERS_DELETE,
+        "delete-u1",
+        "shoreline",
+        DELETED_AT,
+    );
     producer
         .send(
             FutureRecord::to(&format!("{prefix}user.events"))
