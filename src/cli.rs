@@ -32,6 +32,17 @@ enum Command {
         #[command(subcommand)]
         action: CdcCommand,
     },
+    /// The Strimzi custom resources (KafkaTopic, KafkaConnector) for `topics.yaml` and the sink
+    /// connectors of `connectors/`, with the Helm chart's placeholders for the cluster names and
+    /// the topic prefix, on stdout (the chart ships it as helm/clinic/files/strimzi.yaml).
+    Strimzi {
+        /// The topics file.
+        #[arg(long, default_value = "topics.yaml")]
+        topics: PathBuf,
+        /// The connectors' directory.
+        #[arg(long, default_value = "connectors")]
+        connectors: PathBuf,
+    },
     /// Serve the clinic CRUD API. Settings: the TOML file named by CLINIC_SETTINGS, then
     /// CLINIC__HTTP__LISTEN, CLINIC__MONGO__URI, CLINIC__AUTH__HS256_SECRET, … (docs/api.md).
     /// Stops on SIGTERM/SIGINT after the requests in flight.
@@ -299,6 +310,19 @@ pub async fn run() -> anyhow::Result<ExitCode> {
             } else {
                 emulator.run(clinic::shutdown::signal()).await?;
             }
+            cli::exit::OK
+        }
+        Command::Strimzi { topics, connectors } => {
+            let topics = clinic::ops::topics::TopicsFile::load(&topics)?;
+            let connectors = clinic::ops::connectors::desired(&connectors)?;
+            print!(
+                "{}",
+                clinic::ops::strimzi::render(
+                    &topics,
+                    &connectors,
+                    &clinic::ops::strimzi::Placeholders::helm()
+                )?
+            );
             cli::exit::OK
         }
         Command::Smoke => {

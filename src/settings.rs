@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use figment::Figment;
-use figment::providers::{Env, Format as _, Serialized, Toml};
+use figment::providers::{Env, Format as _, Json, Serialized, Toml};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -48,7 +48,8 @@ pub fn string_map<'de, D: serde::Deserializer<'de>>(
         .collect())
 }
 
-/// Loads `T` from its defaults, then `file` (when given; it must exist), then the environment.
+/// Loads `T` from its defaults, then `file` (when given; it must exist; TOML, or JSON when its
+/// name ends in `.json`, as the Helm chart renders it), then the environment.
 ///
 /// # Errors
 /// A missing file, a malformed value, or an unknown key, with the key's path in the message.
@@ -60,7 +61,11 @@ pub fn load<T: Serialize + DeserializeOwned + Default>(file: Option<&Path>) -> a
             "settings file {} does not exist",
             file.display()
         );
-        figment = figment.merge(Toml::file(file));
+        figment = if file.extension().is_some_and(|e| e == "json") {
+            figment.merge(Json::file(file))
+        } else {
+            figment.merge(Toml::file(file))
+        };
     }
     figment = figment.merge(Env::prefixed("CLINIC__").split("__").lowercase(true));
     figment
@@ -125,6 +130,24 @@ mod tests {
                     .map(String::as_str),
                 Some("1024")
             );
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(
+        clippy::result_large_err,
+        reason = "figment's Jail API returns its own error type"
+    )]
+    fn a_json_file_is_read_as_json() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "clinic.json",
+                r#"{"streams": {"brokers": "kafka:9092", "commit_interval_ms": 250}}"#,
+            )?;
+            let loaded: Sample = load(Some(Path::new("clinic.json"))).map_err(|e| e.to_string())?;
+            assert_eq!(loaded.streams.brokers, "kafka:9092");
+            assert_eq!(loaded.streams.commit_interval_ms, 250);
             Ok(())
         });
     }

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod connectors;
 pub mod kafka;
 pub mod schemas;
+pub mod strimzi;
 pub mod topics;
 pub mod topology;
 

@@ -1,0 +1,82 @@
+{{/* Names and labels shared by every template. */}}
+{{- define "clinic.fullname" -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "clinic.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{/* Labels of every object; a component's also carry its selector labels (clinic.selector),
+which name the instance, so these do not. */}}
+{{- define "clinic.labels" -}}
+app.kubernetes.io/part-of: clinic
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{/* Selector labels of one component: (dict "root" $ "component" "api"). */}}
+{{- define "clinic.selector" -}}
+app.kubernetes.io/name: clinic
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* The restricted pod and container security contexts. */}}
+{{- define "clinic.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 65532
+runAsGroup: 65532
+fsGroup: 65532
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{- define "clinic.securityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop: ["ALL"]
+{{- end -}}
+
+{{/* Environment every binary reads: where Kafka and the registry are. */}}
+{{- define "clinic.kafkaEnv" -}}
+- name: CLINIC_KAFKA_BROKERS
+  value: {{ .Values.kafka.brokers | quote }}
+- name: CLINIC_REGISTRY_URL
+  value: {{ .Values.schemaRegistry.url | quote }}
+{{- end -}}
+
+{{/* Probes on the admin port. */}}
+{{- define "clinic.probes" -}}
+livenessProbe:
+  httpGet: { path: /healthz, port: admin }
+  periodSeconds: 10
+  failureThreshold: 6
+readinessProbe:
+  httpGet: { path: /readyz, port: admin }
+  periodSeconds: 5
+startupProbe:
+  httpGet: { path: /healthz, port: admin }
+  periodSeconds: 2
+  failureThreshold: 60
+{{- end -}}
+
+{{- define "clinic.scheduling" -}}
+{{- with .Values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
