@@ -377,3 +377,36 @@ fn the_dashboard_and_the_alerts_query_metrics_the_binaries_export() {
         }
     }
 }
+
+#[test]
+fn a_security_scan_of_the_rendered_chart_finds_nothing() {
+    let root = clinic::testkit::repo_root(0);
+    let manifests = helm(&[
+        "template",
+        "demo",
+        "helm/clinic",
+        "--namespace",
+        "clinic",
+        "--kube-version",
+        "1.31.0",
+        "-f",
+        "helm/clinic/ci/ci-values.yaml",
+    ]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("rendered.yaml");
+    std::fs::write(&file, manifests).expect("written");
+    let scan = Command::new(root.join("scripts/checkov"))
+        .arg("-f")
+        .arg(&file)
+        .args(["--config-file", "helm/clinic/.checkov.yaml"])
+        .current_dir(&root)
+        .output()
+        .expect("scripts/checkov runs");
+    let report = String::from_utf8_lossy(&scan.stdout);
+    assert!(
+        scan.status.success() && report.contains("Failed checks: 0"),
+        "checkov (skips justified in helm/clinic/.checkov.yaml):\n{report}{}",
+        String::from_utf8_lossy(&scan.stderr)
+    );
+    assert!(report.contains("Passed checks:"), "{report}");
+}

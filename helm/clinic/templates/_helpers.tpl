@@ -4,7 +4,11 @@
 {{- end -}}
 
 {{- define "clinic.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
 {{- end -}}
 
 {{/* Labels of every object; a component's also carry its selector labels (clinic.selector),
