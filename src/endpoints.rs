@@ -72,6 +72,47 @@ pub fn kafka_brokers() -> String {
     var("CLINIC_KAFKA_BROKERS", "127.0.0.1:9092")
 }
 
+/// Kafka client properties from the environment for the operators' commands and every other
+/// client built outside the runner (which has `streams.librdkafka`): `CLINIC_KAFKA__<NAME>` sets
+/// librdkafka's `<name>` with `_` for `.` (`CLINIC_KAFKA__SECURITY_PROTOCOL=SASL_SSL`,
+/// `CLINIC_KAFKA__SASL_PASSWORD=…`), so a SASL or TLS cluster needs no file.
+pub fn kafka_properties() -> Vec<(String, String)> {
+    properties_of(env::vars())
+}
+
+fn properties_of(vars: impl Iterator<Item = (String, String)>) -> Vec<(String, String)> {
+    let mut properties: Vec<(String, String)> = vars
+        .filter_map(|(name, value)| {
+            let property = name.strip_prefix("CLINIC_KAFKA__")?;
+            Some((property.to_lowercase().replace('_', "."), value))
+        })
+        .collect();
+    properties.sort();
+    properties
+}
+
+/// A Kafka client for `brokers` with [`kafka_properties`] set.
+pub fn kafka_client(brokers: &str) -> rdkafka::ClientConfig {
+    let mut client = rdkafka::ClientConfig::new();
+    client.set("bootstrap.servers", brokers);
+    for (name, value) in kafka_properties() {
+        client.set(name, value);
+    }
+    client
+}
+
+/// The registry's basic-auth credentials, when `CLINIC_REGISTRY_USERNAME` is set (with
+/// `CLINIC_REGISTRY_PASSWORD`): for every binary's registry client.
+pub fn registry_credentials() -> Option<(String, String)> {
+    let user = env::var("CLINIC_REGISTRY_USERNAME")
+        .ok()
+        .filter(|u| !u.is_empty())?;
+    Some((
+        user,
+        env::var("CLINIC_REGISTRY_PASSWORD").unwrap_or_default(),
+    ))
+}
+
 /// `CLINIC_REGISTRY_URL` (the registry's root), or the local stack's.
 pub fn registry_url() -> String {
     trim_slash(var("CLINIC_REGISTRY_URL", "http://127.0.0.1:8081"))
@@ -83,6 +124,23 @@ fn trim_slash(url: String) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn kafka_properties_come_from_double_underscore_variables() {
+        let vars = [
+            ("CLINIC_KAFKA__SECURITY_PROTOCOL", "SASL_SSL"),
+            ("CLINIC_KAFKA_BROKERS", "kafka:9092"),
+            ("CLINIC_KAFKA__SASL_PASSWORD", "secret"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        assert_eq!(
+            super::properties_of(vars.into_iter()),
+            [
+                ("sasl.password".to_owned(), "secret".to_owned()),
+                ("security.protocol".to_owned(), "SASL_SSL".to_owned()),
+            ]
+        );
+    }
+
     use super::*;
 
     #[test]

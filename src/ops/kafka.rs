@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
 use rdkafka::admin::{
     AdminClient, AdminOptions, AlterConfig, ConfigSource, NewPartitions, NewTopic,
     ResourceSpecifier, TopicReplication,
@@ -25,8 +24,7 @@ fn kafka_error(what: &str) -> impl Fn(rdkafka::error::KafkaError) -> PlanError +
 /// # Errors
 /// The cluster cannot be reached or described.
 pub async fn observe(brokers: &str) -> Result<Vec<ObservedTopic>, PlanError> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let consumer: BaseConsumer = crate::endpoints::kafka_client(brokers)
         .create()
         .map_err(kafka_error("creating a client"))?;
     let metadata = consumer
@@ -78,8 +76,7 @@ pub async fn observe(brokers: &str) -> Result<Vec<ObservedTopic>, PlanError> {
 }
 
 fn admin(brokers: &str) -> Result<AdminClient<DefaultClientContext>, PlanError> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    crate::endpoints::kafka_client(brokers)
         .create()
         .map_err(kafka_error("creating an admin client"))
 }

@@ -126,6 +126,8 @@ pub struct SchemasPlan {
 pub struct Registry {
     url: String,
     http: reqwest::Client,
+    /// Basic auth (`CLINIC_REGISTRY_USERNAME` / `CLINIC_REGISTRY_PASSWORD`).
+    credentials: Option<(String, String)>,
 }
 
 #[derive(Deserialize)]
@@ -150,13 +152,21 @@ impl Registry {
         Self {
             url: url.trim_end_matches('/').to_owned(),
             http: reqwest::Client::new(),
+            credentials: crate::endpoints::registry_credentials(),
+        }
+    }
+
+    /// `request` with the registry's basic auth, when credentials are set.
+    fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.credentials {
+            Some((user, password)) => request.basic_auth(user, Some(password)),
+            None => request,
         }
     }
 
     async fn get<T: for<'de> Deserialize<'de>>(&self, path: &str) -> Result<Option<T>, PlanError> {
         let response = self
-            .http
-            .get(format!("{}{path}", self.url))
+            .authorized(self.http.get(format!("{}{path}", self.url)))
             .send()
             .await
             .map_err(registry_error)?;
@@ -174,8 +184,7 @@ impl Registry {
         body: serde_json::Value,
     ) -> Result<serde_json::Value, PlanError> {
         let response = self
-            .http
-            .request(method, format!("{}{path}", self.url))
+            .authorized(self.http.request(method, format!("{}{path}", self.url)))
             .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE)
             .json(&body)
             .send()

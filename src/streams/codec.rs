@@ -34,11 +34,24 @@ pub struct AvroCodec {
 }
 
 impl AvroCodec {
-    /// A codec for the registry at `url` (e.g. `http://127.0.0.1:8081/apis/ccompat/v7`).
+    /// A codec for the registry at `url` (e.g. `http://127.0.0.1:8081/apis/ccompat/v7`), with
+    /// basic auth when `CLINIC_REGISTRY_USERNAME` is set ([`crate::endpoints::registry_credentials`]).
+    ///
+    /// # Panics
+    /// When the registry client cannot be built (a TLS backend that does not start).
     pub fn new(url: &str) -> Self {
+        let settings = || {
+            let mut builder = SrSettings::new_builder(url.to_owned());
+            if let Some((user, password)) = crate::endpoints::registry_credentials() {
+                builder.set_basic_authorization(&user, Some(&password));
+            }
+            builder
+                .build()
+                .expect("BUG: the registry client builds from a URL")
+        };
         Self {
-            decoder: AvroDecoder::new(SrSettings::new(url.to_owned())),
-            encoder: AvroEncoder::new(SrSettings::new(url.to_owned())),
+            decoder: AvroDecoder::new(settings()),
+            encoder: AvroEncoder::new(settings()),
         }
     }
 

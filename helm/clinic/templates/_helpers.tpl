@@ -43,12 +43,35 @@ capabilities:
   drop: ["ALL"]
 {{- end -}}
 
-{{/* Environment every binary reads: where Kafka and the registry are. */}}
+{{/* Environment every binary reads: where Kafka and the registry are, and the registry's
+credentials when it wants them. */}}
 {{- define "clinic.kafkaEnv" -}}
 - name: CLINIC_KAFKA_BROKERS
   value: {{ .Values.kafka.brokers | quote }}
 - name: CLINIC_REGISTRY_URL
   value: {{ .Values.schemaRegistry.url | quote }}
+{{- with .Values.schemaRegistry.existingSecret }}
+- name: CLINIC_REGISTRY_USERNAME
+  valueFrom:
+    secretKeyRef: { name: {{ . }}, key: {{ $.Values.schemaRegistry.usernameKey }} }
+- name: CLINIC_REGISTRY_PASSWORD
+  valueFrom:
+    secretKeyRef: { name: {{ . }}, key: {{ $.Values.schemaRegistry.passwordKey }} }
+{{- end }}
+{{- end -}}
+
+{{/* The operators' commands' Kafka client properties (CLINIC_KAFKA__<NAME>), as the processors'
+streams.librdkafka: the same SASL or TLS settings for the hook. */}}
+{{- define "clinic.kafkaClientEnv" -}}
+{{- range $key, $value := .Values.kafka.librdkafka }}
+- name: CLINIC_KAFKA__{{ $key | replace "." "_" | upper }}
+  value: {{ $value | quote }}
+{{- end }}
+{{- if .Values.kafka.sasl.existingSecret }}
+- name: CLINIC_KAFKA__SASL_PASSWORD
+  valueFrom:
+    secretKeyRef: { name: {{ .Values.kafka.sasl.existingSecret }}, key: {{ .Values.kafka.sasl.passwordKey }} }
+{{- end }}
 {{- end -}}
 
 {{/* Probes on the admin port. */}}
