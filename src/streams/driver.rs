@@ -47,6 +47,23 @@ impl<P: Processor> TestDriver<P> {
         self.handle(&record, None)
     }
 
+    /// Pipes a change event as Tidepool's source connectors write it: the connector's
+    /// `DefaultJson` text (legacy strict Extended JSON), double-encoded by Connect's
+    /// JsonConverter. For a topic declared with the JSON encoding.
+    ///
+    /// # Errors
+    /// When the processor fails fatally.
+    pub fn pipe_tidepool_json(
+        &mut self,
+        topic: &str,
+        change: &crate::cdc::ChangeEvent,
+    ) -> Result<(), FatalError> {
+        let text =
+            crate::cdc::mongo::to_json(change, crate::cdc::extjson::Dialect::Legacy).to_string();
+        let literal = serde_json::to_vec(&text).expect("BUG: a string serializes");
+        self.pipe(topic, None, Some(&literal))
+    }
+
     /// Pipes a record with headers (CloudEvents binary mode carries its attributes there).
     ///
     /// # Errors

@@ -168,10 +168,8 @@ fn event(
 
 /// Pipes a change as the source connector's JSON output, double-encoded like Tidepool's.
 fn pipe(driver: &mut Driver, topic: &str, change: &cdc::ChangeEvent) {
-    let text = cdc::mongo::to_json(change, Dialect::Legacy).to_string();
-    let bytes = serde_json::to_vec(&text).expect("string literal");
     driver
-        .pipe(topic, None, Some(&bytes))
+        .pipe_tidepool_json(topic, change)
         .expect("no fatal error");
 }
 

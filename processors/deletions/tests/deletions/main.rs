@@ -43,10 +43,8 @@ fn driver() -> TestDriver<Deletions> {
 
 /// As Tidepool's connectors write it: DefaultJson text double-encoded by JsonConverter.
 fn pipe(driver: &mut TestDriver<Deletions>, topic: &str, change: &ChangeEvent) {
-    let text = cdc::mongo::to_json(change, Dialect::Legacy).to_string();
-    let literal = serde_json::to_string(&text).expect("literal");
     driver
-        .pipe(topic, None, Some(literal.as_bytes()))
+        .pipe_tidepool_json(topic, change)
         .expect("no fatal error");
 }
 

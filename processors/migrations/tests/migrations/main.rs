@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 
 use bson::oid::ObjectId;
 use bson::{Bson, DateTime, Document, doc};
-use clinic::cdc::extjson::Dialect;
 use clinic::cdc::{self, ChangeEvent, Encoding, Envelope, Format, Operation};
 use clinic::email::EmailRequest;
 use clinic::streams::driver::TestDriver;
@@ -74,10 +73,8 @@ impl Harness {
 
     /// As Tidepool's connectors write it: DefaultJson text double-encoded by JsonConverter.
     fn pipe(&mut self, topic: &str, change: &ChangeEvent) {
-        let text = cdc::mongo::to_json(change, Dialect::Legacy).to_string();
-        let literal = serde_json::to_string(&text).expect("literal");
         self.driver
-            .pipe(topic, None, Some(literal.as_bytes()))
+            .pipe_tidepool_json(topic, change)
             .expect("no fatal error");
     }
 

@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use bson::oid::ObjectId;
 use bson::{DateTime, Document, doc};
-use clinic::cdc::extjson::Dialect;
-use clinic::cdc::{self, ChangeEvent, Encoding, Envelope, Format, Operation};
+use clinic::cdc::{ChangeEvent, Encoding, Envelope, Format, Operation};
 use clinic::email::EmailRequest;
 use clinic::streams::OutValue;
 use clinic::streams::driver::TestDriver;
@@ -53,10 +52,8 @@ impl Harness {
 
     fn pipe(&mut self, topic: &str, mut change: ChangeEvent, at_ms: i64) {
         change.source.wall_time = Some(DateTime::from_millis(at_ms));
-        let text = cdc::mongo::to_json(&change, Dialect::Legacy).to_string();
-        let literal = serde_json::to_string(&text).expect("literal");
         self.driver
-            .pipe(topic, None, Some(literal.as_bytes()))
+            .pipe_tidepool_json(topic, &change)
             .expect("no fatal error");
     }
 

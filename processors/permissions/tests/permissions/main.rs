@@ -53,13 +53,8 @@ fn patient(id: ObjectId, permissions: Document) -> Document {
 
 /// As existing Tidepool connectors write it: DefaultJson text double-encoded by JsonConverter.
 fn pipe(driver: &mut TestDriver<Permissions>, topic: &str, change: &ChangeEvent) {
-    let text = cdc::mongo::to_json(change, Dialect::Legacy).to_string();
     driver
-        .pipe(
-            topic,
-            None,
-            Some(serde_json::to_string(&text).expect("literal").as_bytes()),
-        )
+        .pipe_tidepool_json(topic, change)
         .expect("no fatal error");
 }
 
