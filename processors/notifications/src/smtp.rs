@@ -8,7 +8,7 @@ use std::time::Duration;
 use clinic::streams::effect::{Effect, EffectError};
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{AsyncSmtpConnection, Tls, TlsParameters};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, Tls, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use secrecy::{ExposeSecret as _, SecretString};
@@ -48,6 +48,9 @@ pub struct SmtpSettings {
     /// How long one SMTP exchange may take.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// A PEM file of root certificates to trust besides the system's (a relay whose certificate
+    /// an internal CA signed); for `tls = "starttls"` or `"tls"`.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for SmtpSettings {
@@ -61,6 +64,7 @@ impl Default for SmtpSettings {
             from_name: "Tidepool".into(),
             from_address: "noreply@tidepool.org".into(),
             timeout: Duration::from_secs(30),
+            ca_file: None,
         }
     }
 }
@@ -118,10 +122,21 @@ impl Smtp {
             .map_err(|e| format!("smtp.from_name / smtp.from_address: {e}"))?;
         let tls = match settings.tls {
             TlsMode::None => None,
-            _ => Some(
-                TlsParameters::new(settings.host.clone())
-                    .map_err(|e| format!("smtp.tls for {}: {e}", settings.host))?,
-            ),
+            _ => {
+                let mut builder = TlsParameters::builder(settings.host.clone());
+                if let Some(file) = &settings.ca_file {
+                    let pem = std::fs::read(file)
+                        .map_err(|e| format!("smtp.ca_file {}: {e}", file.display()))?;
+                    let roots = Certificate::from_pem(&pem)
+                        .map_err(|e| format!("smtp.ca_file {}: {e}", file.display()))?;
+                    builder = builder.add_root_certificate(roots);
+                }
+                Some(
+                    builder
+                        .build()
+                        .map_err(|e| format!("smtp.tls for {}: {e}", settings.host))?,
+                )
+            }
         };
         let credentials = settings.username.as_ref().map(|user| {
             let password = settings

@@ -2,5 +2,6 @@
 //! sender against Mailpit ([`smtp`]), and the whole binary on the local stack ([`stack`]).
 
 mod driver;
+mod mailpit;
 mod smtp;
 mod stack;

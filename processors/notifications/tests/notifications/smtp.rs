@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clinic::endpoints::Endpoints;
 use clinic::streams::effect::{Effect as _, EffectError};
-use clinic_notifications::smtp::{Email, Smtp, SmtpSettings};
+use clinic_notifications::smtp::{Email, Smtp, SmtpSettings, TlsMode};
 
 fn settings(endpoints: &Endpoints) -> SmtpSettings {
     SmtpSettings {
@@ -67,4 +67,127 @@ async fn an_unreachable_server_is_transient_and_a_bad_address_permanent() {
         matches!(failed, Err(EffectError::Permanent(ref m)) if m.contains("recipient")),
         "{failed:?}"
     );
+}
+
+/// A CA and a certificate it signs for `localhost`, made with openssl in `dir`: (CA, cert, key).
+fn certificates(
+    dir: &std::path::Path,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let run = |args: &[&str]| {
+        let status = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl runs");
+        assert!(status.success(), "openssl {args:?}");
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=Clinic Test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .expect("ext");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    )
+}
+
+#[tokio::test]
+async fn starttls_and_implicit_tls_reach_a_server_whose_certificate_a_private_ca_signed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (ca, cert, key) = certificates(dir.path());
+    let (cert, key) = (
+        cert.to_string_lossy().into_owned(),
+        key.to_string_lossy().into_owned(),
+    );
+    for (tls, require) in [
+        (TlsMode::Starttls, "--smtp-require-starttls"),
+        (TlsMode::Tls, "--smtp-require-tls"),
+    ] {
+        let mailpit = crate::mailpit::Mailpit::start_with(&[
+            "--smtp-tls-cert",
+            &cert,
+            "--smtp-tls-key",
+            &key,
+            require,
+        ]);
+        let secured = SmtpSettings {
+            host: "localhost".into(),
+            port: mailpit.smtp_port,
+            tls,
+            from_name: "Clinic Tests".into(),
+            from_address: "tests@clinic.local".into(),
+            timeout: Duration::from_secs(5),
+            ca_file: Some(ca.clone()),
+            ..SmtpSettings::default()
+        };
+        let mut smtp = Smtp::new(&secured).expect("settings");
+        let sent = email("patient@example.org");
+        smtp.perform(&sent)
+            .await
+            .unwrap_or_else(|e| panic!("{tls:?}: {e}"));
+        let received = clinic::smoke::mail::await_message(&mailpit.url(), &sent.subject)
+            .await
+            .expect("in Mailpit");
+        assert_eq!(received.text.trim_end(), sent.text, "{tls:?}");
+        // Without the CA the server's certificate is not trusted: a failure, retried (it may be
+        // fixed by configuration), never a plain-text fallback.
+        let mut untrusting = Smtp::new(&SmtpSettings {
+            ca_file: None,
+            ..secured
+        })
+        .expect("settings");
+        let refused = untrusting.perform(&email("patient@example.org")).await;
+        assert!(
+            matches!(refused, Err(EffectError::Transient(_))),
+            "{tls:?}: {refused:?}"
+        );
+    }
 }

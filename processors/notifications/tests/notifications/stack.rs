@@ -9,7 +9,7 @@
 //! - the Tidepool mailer sender: the CloudEvents on the topic match the mailer's contract.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bson::oid::ObjectId;
@@ -17,7 +17,7 @@ use bson::{DateTime, Document, doc};
 use clinic::cdc::{ChangeEvent, Operation};
 use clinic::email::EmailRequest;
 use clinic::endpoints::Endpoints;
-use clinic::smoke::mail::{MailpitMessage, messages};
+use clinic::smoke::mail::MailpitMessage;
 use clinic::streams::Processor as _;
 use clinic::streams::codec::AvroCodec;
 use clinic::testkit::{self, Spawned};
@@ -27,118 +27,9 @@ use rdkafka::ClientConfig;
 use rdkafka::message::{Headers as _, Message as _};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
+use crate::mailpit::Mailpit;
+
 const BINARY: &str = env!("CARGO_BIN_EXE_clinic-notifications");
-
-/// A Mailpit of the test's own: the stack's binary, a fresh database, free ports.
-struct Mailpit {
-    child: Option<std::process::Child>,
-    smtp_port: u16,
-    http_port: u16,
-    dir: tempfile::TempDir,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-fn mailpit_binary() -> PathBuf {
-    let cache = std::env::var_os("CLINIC_STACK_CACHE").map_or_else(
-        || PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/clinic-stack"),
-        PathBuf::from,
-    );
-    std::fs::read_dir(cache.join("bin"))
-        .ok()
-        .into_iter()
-        .flatten()
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("mailpit-"))
-        })
-        .expect("Mailpit is installed by `scripts/stack up`; run it first")
-}
-
-impl Mailpit {
-    /// Accepts recipients at `example.org` only (others get a 550), with chaos available.
-    fn start() -> Self {
-        let mut mailpit = Self {
-            child: None,
-            smtp_port: free_port(),
-            http_port: free_port(),
-            dir: tempfile::tempdir().expect("temp dir"),
-        };
-        mailpit.resume();
-        mailpit
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.http_port)
-    }
-
-    /// Starts it (again) on the same ports and database.
-    fn resume(&mut self) {
-        let child = std::process::Command::new(mailpit_binary())
-            .arg("--database")
-            .arg(self.dir.path().join("mailpit.db"))
-            .args(["--smtp", &format!("127.0.0.1:{}", self.smtp_port)])
-            .args(["--listen", &format!("127.0.0.1:{}", self.http_port)])
-            .args(["--smtp-allowed-recipients", r"@example\.org$"])
-            .args([
-                "--max",
-                "10000",
-                "--disable-version-check",
-                "--enable-chaos",
-            ])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("starting Mailpit");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", self.http_port)).is_err()
-            || std::net::TcpStream::connect(("127.0.0.1", self.smtp_port)).is_err()
-        {
-            assert!(Instant::now() < deadline, "Mailpit did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Gone, as a crashed mail server is.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Answers `RCPT TO` with a 451 `percent` of the time.
-    async fn chaos(&self, percent: u32) {
-        reqwest::Client::new()
-            .put(format!("{}/api/v1/chaos", self.url()))
-            .json(&serde_json::json!({ "Recipient": { "ErrorCode": 451, "Probability": percent } }))
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .expect("setting Mailpit's chaos");
-    }
-
-    /// Every message to an address of `domain_token` (all recipients of a run share it).
-    async fn received(&self, token: &str) -> Vec<MailpitMessage> {
-        messages(&self.url(), &format!("to:{token}"), 5_000)
-            .await
-            .expect("Mailpit answers")
-    }
-}
-
-impl Drop for Mailpit {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// The processor's topics under a fresh prefix: one partition for changelogs and the DLQ, two
 /// for the rest (the done log as many as the outbox).
