@@ -174,23 +174,29 @@ fn skipped(reason: &'static str) {
     ::metrics::counter!(metrics::SKIPPED, "reason" => reason).increment(1);
 }
 
-/// The change's identity for request ids: its resume token when the producer carries one (so
-/// a change the connector delivers twice is one email), else where it was read.
-fn identity(change: &ChangeEvent, source: &str) -> String {
-    match &change.source.resume_token {
+/// Where a change came from and when: its identity for request ids (its resume token when the
+/// producer carries one, so a change the connector delivers twice is one email, else where it
+/// was read), and when it happened (its wall time or oplog time, else the record's timestamp).
+/// `None` for a tombstone.
+fn origin(
+    record: &CdcRecord,
+    source: &str,
+    timestamp_ms: Option<i64>,
+) -> Option<(String, Option<i64>)> {
+    let CdcRecord::Change(change) = record else {
+        return None;
+    };
+    let identity = match &change.source.resume_token {
         Some(token) => format!("{}", Bson::Document(token.clone()).into_relaxed_extjson()),
         None => source.to_owned(),
-    }
-}
-
-/// When the change happened: its wall time or oplog time, else the record's timestamp.
-fn happened_ms(change: &ChangeEvent, timestamp_ms: Option<i64>) -> Option<i64> {
-    change
+    };
+    let at = change
         .source
         .wall_time
         .map(|t| t.timestamp_millis())
         .or_else(|| change.source.cluster_time.map(|t| i64::from(t.time) * 1000))
-        .or(timestamp_ms)
+        .or(timestamp_ms);
+    Some((identity, at))
 }
 
 /// Hands one email to the effect stage.
@@ -378,8 +384,8 @@ impl Notifications {
         source: &str,
         timestamp_ms: Option<i64>,
     ) -> Result<(), ProcessError> {
-        let inserted = change_of(&record, Operation::Insert)
-            .map(|c| (identity(c, source), happened_ms(c, timestamp_ms)));
+        let inserted =
+            change_of(&record, Operation::Insert).and(origin(&record, source, timestamp_ms));
         let clinic_id = record.document_id()?.clone();
         let (_, _, after) = follow::<Clinic>(ctx, CLINIC_STORE, record)?;
         let Some(clinic) = after else {
@@ -414,12 +420,7 @@ impl Notifications {
         timestamp_ms: Option<i64>,
     ) -> Result<(), ProcessError> {
         let updater = updated(&record).and_then(last_roles_updater);
-        let context = match &record {
-            CdcRecord::Change(change) => {
-                Some((identity(change, source), happened_ms(change, timestamp_ms)))
-            }
-            CdcRecord::Tombstone { .. } => None,
-        };
+        let context = origin(&record, source, timestamp_ms);
         let (_, _, after) = follow::<Member>(ctx, CLINICIAN_STORE, record)?;
         let Some(member) = after else {
             return Ok(());
@@ -481,12 +482,7 @@ impl Notifications {
             matches!(fields.get("lastUploadReminderTime"), Some(Bson::DateTime(at)) if at.timestamp_millis() > 0)
         });
         let inserted = change_of(&record, Operation::Insert).is_some();
-        let context = match &record {
-            CdcRecord::Change(change) => {
-                Some((identity(change, source), happened_ms(change, timestamp_ms)))
-            }
-            CdcRecord::Tombstone { .. } => None,
-        };
+        let context = origin(&record, source, timestamp_ms);
         let (_, _, after) = follow::<Patient>(ctx, PATIENT_STORE, record)?;
         let (Some(patient), Some((identity, at))) = (after, context) else {
             return Ok(());
@@ -542,10 +538,12 @@ impl Notifications {
         source: &str,
         timestamp_ms: Option<i64>,
     ) -> Result<(), ProcessError> {
-        let Some(change) = change_of(&record, Operation::Insert) else {
+        let (Some(_), Some((identity, at))) = (
+            change_of(&record, Operation::Insert),
+            origin(&record, source, timestamp_ms),
+        ) else {
             return Ok(());
         };
-        let (identity, at) = (identity(change, source), happened_ms(change, timestamp_ms));
         let Next::Becomes(invite) = cdc::next_document(record, || Ok::<_, ProcessError>(None))?
         else {
             return Ok(());
