@@ -187,7 +187,7 @@ pub fn change(
 
 /// Every topic a processor's topology reads or writes: inputs, outputs, changelogs, DLQ.
 pub fn topics_of(topology: &crate::streams::Topology) -> Vec<String> {
-    let mut topics: Vec<String> = topology.inputs.iter().map(|i| i.topic.clone()).collect();
+    let mut topics = topology.input_topics();
     topics.extend(topology.outputs.iter().cloned());
     topics.extend(topology.stores.iter().map(|s| topology.changelog_topic(s)));
     topics.push(topology.dlq_topic());

@@ -1,19 +1,26 @@
 //! Runs a processor in-process without a broker, like Kafka Streams' `TopologyTestDriver`: pipe
 //! records in (any supported input form), read what it emitted, dead-lettered and wrote to its
-//! stores. Synchronous and deterministic: offsets count from 0 per topic, one partition.
+//! stores. Synchronous and deterministic: offsets count from 0 per topic, one partition. A
+//! record of a topic that is a global input is folded into the global tables first and the
+//! change announced to the task, then handled as a stream record if the topic is one too (the
+//! order the runner's global thread, usually ahead of the group, gives most often).
 
 use std::collections::HashMap;
 
 use apache_avro::types::Value as Avro;
 
+use super::global::GlobalTables;
 use super::processor::{OutputRecord, Processor};
 use super::record::{ProducedRecord, RawRecord};
 use super::store::KeyValueStore;
-use super::task::{AvroResolved, FatalError, Task};
+use super::task::{AvroResolved, FatalError, Outcome, Task, read};
 
 /// The driver around one processor.
 pub struct TestDriver<P> {
     task: Task<P>,
+    globals: GlobalTables,
+    /// The task is stopped: only the global tables follow their topics.
+    stopped: bool,
     next_offset: HashMap<String, i64>,
     outputs: Vec<OutputRecord>,
     changelog: Vec<ProducedRecord>,
@@ -23,8 +30,12 @@ pub struct TestDriver<P> {
 impl<P: Processor> TestDriver<P> {
     /// A driver with empty stores.
     pub fn new(processor: P) -> Self {
+        let task = Task::new(processor);
+        let globals = GlobalTables::new(task.topology().clone());
         Self {
-            task: Task::new(processor),
+            task: task.with_globals(globals.stores()),
+            globals,
+            stopped: false,
             next_offset: HashMap::new(),
             outputs: Vec::new(),
             changelog: Vec::new(),
@@ -144,6 +155,60 @@ impl<P: Processor> TestDriver<P> {
         self.task.stores().get(name).expect("store is declared")
     }
 
+    /// A global store's current contents (a copy).
+    ///
+    /// # Panics
+    /// When the global store is not declared.
+    pub fn global_store(&self, name: &str) -> KeyValueStore {
+        read(&self.globals.stores())
+            .get(name)
+            .expect("global store is declared")
+            .clone()
+    }
+
+    /// What a restarted task does once its stores are restored ([`Processor::resumed`]).
+    ///
+    /// # Errors
+    /// When the processor fails fatally.
+    pub fn resume(&mut self) -> Result<(), FatalError> {
+        let outcome = self.task.resumed()?;
+        self.collect(outcome);
+        Ok(())
+    }
+
+    /// Stops the task, as a crash of its instance would: until [`TestDriver::restart_task`],
+    /// records of global inputs only update the global tables (nobody hears of the change), and
+    /// the stream side of their topics is left for after the restart.
+    ///
+    /// # Panics
+    /// Later, when a record of a topic that is only a stream input is piped meanwhile.
+    pub fn stop_task(&mut self) {
+        self.stopped = true;
+    }
+
+    /// Empties the task's stores (not the global ones) and restores them from the changelog it
+    /// wrote so far, then resumes: what a restart of the instance does to the task.
+    ///
+    /// # Errors
+    /// When the processor fails fatally.
+    pub fn restart_task(&mut self, processor: P) -> Result<(), FatalError> {
+        let mut task = Task::new(processor).with_globals(self.globals.stores());
+        let topology = self.task.topology();
+        for record in &self.changelog {
+            let store = topology
+                .stores
+                .iter()
+                .find(|store| topology.changelog_topic(store) == record.topic)
+                .expect("a changelog topic of this processor");
+            let key = String::from_utf8_lossy(record.key.as_deref().unwrap_or_default());
+            task.restore(store, key.into_owned(), record.value.clone())
+                .expect("store is declared");
+        }
+        self.task = task;
+        self.stopped = false;
+        self.resume()
+    }
+
     fn raw(&mut self, topic: &str, key: Option<Vec<u8>>, value: Option<Vec<u8>>) -> RawRecord {
         let offset = self.next_offset.entry(topic.to_owned()).or_insert(0);
         let record = RawRecord {
@@ -160,10 +225,34 @@ impl<P: Processor> TestDriver<P> {
     }
 
     fn handle(&mut self, record: &RawRecord, avro: Option<AvroResolved>) -> Result<(), FatalError> {
-        let outcome = self.task.handle(record, avro)?;
+        let topology = self.task.topology();
+        let (global, stream) = (
+            topology.global_input(&record.topic).is_some(),
+            topology.input(&record.topic).is_some(),
+        );
+        if global {
+            let changed = self
+                .globals
+                .apply(self.task.processor(), record, avro.clone())?;
+            if !self.stopped {
+                let outcome = self.task.global_changed(&changed)?;
+                self.collect(outcome);
+            }
+        }
+        if self.stopped {
+            assert!(global, "the task is stopped: {} waits for it", record.topic);
+            return Ok(());
+        }
+        if stream || !global {
+            let outcome = self.task.handle(record, avro)?;
+            self.collect(outcome);
+        }
+        Ok(())
+    }
+
+    fn collect(&mut self, outcome: Outcome) {
         self.outputs.extend(outcome.outputs);
         self.changelog.extend(outcome.changelog);
         self.dead_letters.extend(outcome.dead_letter);
-        Ok(())
     }
 }

@@ -11,7 +11,8 @@
 //! record's partial work survives. Collection-level change events (`drop`, `rename`, …) are
 //! counted and skipped before any of that; [`crate::cdc::next_document`] is the one fold of a
 //! change into its document, for tables and processors alike. The [`driver::TestDriver`] runs a
-//! `Task` in-process without a broker; the [`runner`] drives the same `Task` on Kafka
+//! `Task` in-process without a broker; [`global::GlobalTables`] keeps the global tables every
+//! instance reads whole (read by every task, changes announced to each); the [`runner`] drives the same `Task` on Kafka
 //! (transactions, rebalancing, restore, outages, admin endpoint), and [`app::run`] is the `main`
 //! of every processor binary.
 
@@ -20,6 +21,7 @@ pub mod codec;
 pub mod dlq;
 pub mod driver;
 pub mod effect;
+pub mod global;
 pub mod processor;
 pub mod projection;
 pub mod record;

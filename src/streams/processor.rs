@@ -97,13 +97,57 @@ pub trait Processor: Send {
     /// Handles one record of a stream input. Store writes and emitted records take effect only
     /// when this returns `Ok`.
     fn process(&mut self, input: Input<'_>, ctx: &mut Context<'_>) -> Result<(), ProcessError>;
+
+    /// Keeps a global table: handles one record of a global input ([`Topology::global`]),
+    /// writing only global stores and emitting nothing. Runs once per instance, outside any
+    /// task and transaction, so it must do nothing but fold the record into the table.
+    ///
+    /// # Errors
+    /// Poison is logged and skipped (the topic is the table's log; there is no transaction to
+    /// dead-letter in); fatal stops the processor.
+    fn process_global(&self, input: Input<'_>, ctx: &mut Context<'_>) -> Result<(), ProcessError> {
+        let _ = (input, ctx);
+        Err(ProcessError::Fatal(
+            "BUG: a global input without process_global".into(),
+        ))
+    }
+
+    /// A global table changed: `key` of the global store `store` was written. Runs in every
+    /// task, in its transaction (it may read and write the task's stores and emit), after the
+    /// change is visible: the place to act on what waited for it. Changes that land while a
+    /// task is not running are not replayed to it; [`Processor::resumed`] covers them.
+    ///
+    /// # Errors
+    /// Any error stops the processor (there is no record to dead-letter).
+    fn global_changed(
+        &mut self,
+        store: &str,
+        key: &str,
+        ctx: &mut Context<'_>,
+    ) -> Result<(), ProcessError> {
+        let _ = (store, key, ctx);
+        Ok(())
+    }
+
+    /// The task's stores were restored and the global tables are current: act on what became
+    /// possible while the task was not running (a global table change it did not hear of).
+    ///
+    /// # Errors
+    /// Any error stops the processor.
+    fn resumed(&mut self, ctx: &mut Context<'_>) -> Result<(), ProcessError> {
+        let _ = ctx;
+        Ok(())
+    }
 }
 
 /// What a processor may touch while handling a record: its stores (reads see the record's own
-/// earlier writes) and its output topics.
+/// earlier writes), the global stores (read only) and its output topics. Keeping a global table,
+/// it is the other way round: the global stores are its stores, and it emits nothing.
 pub struct Context<'a> {
     pub(crate) topology: &'a Topology,
     pub(crate) stores: &'a Stores,
+    globals: Option<&'a Stores>,
+    keeping_global: bool,
     pub(crate) writes: Vec<StoreWrite>,
     pub(crate) outputs: Vec<OutputRecord>,
 }
@@ -113,9 +157,33 @@ impl<'a> Context<'a> {
         Self {
             topology,
             stores,
+            globals: None,
+            keeping_global: false,
             writes: Vec::new(),
             outputs: Vec::new(),
         }
+    }
+
+    /// A task's context that can also read the global stores.
+    pub(crate) fn with_globals(mut self, globals: Option<&'a Stores>) -> Self {
+        self.globals = globals;
+        self
+    }
+
+    /// The context of [`Processor::process_global`]: `globals` are the writable stores.
+    pub(crate) fn keeping_global(topology: &'a Topology, globals: &'a Stores) -> Self {
+        Self {
+            keeping_global: true,
+            ..Self::new(topology, globals)
+        }
+    }
+
+    /// A declared store: the task's, else a global one.
+    fn store(&self, store: &str) -> Result<&'a crate::streams::store::KeyValueStore, ProcessError> {
+        self.stores
+            .get(store)
+            .or_else(|| self.globals.and_then(|globals| globals.get(store)))
+            .ok_or_else(|| undeclared("store", store))
     }
 
     /// The raw value under `key` in `store`.
@@ -123,10 +191,7 @@ impl<'a> Context<'a> {
     /// # Errors
     /// [`ProcessError::Fatal`] when the store is not declared.
     pub fn get(&self, store: &str, key: &str) -> Result<Option<&[u8]>, ProcessError> {
-        let committed = self
-            .stores
-            .get(store)
-            .ok_or_else(|| undeclared("store", store))?;
+        let committed = self.store(store)?;
         match self
             .writes
             .iter()
@@ -165,10 +230,7 @@ impl<'a> Context<'a> {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(String, Vec<u8>)>, ProcessError> {
-        let committed = self
-            .stores
-            .get(store)
-            .ok_or_else(|| undeclared("store", store))?;
+        let committed = self.store(store)?;
         let mut own: std::collections::BTreeMap<&str, Option<&Vec<u8>>> = Default::default();
         for write in &self.writes {
             if write.store == store
@@ -300,6 +362,15 @@ impl<'a> Context<'a> {
         value: Option<Vec<u8>>,
     ) -> Result<(), ProcessError> {
         if self.stores.get(store).is_none() {
+            if self
+                .globals
+                .and_then(|globals| globals.get(store))
+                .is_some()
+            {
+                return Err(ProcessError::Fatal(format!(
+                    "BUG: the global store {store} is written only by process_global"
+                )));
+            }
             return Err(undeclared("store", store));
         }
         self.writes.push(StoreWrite {
@@ -315,6 +386,12 @@ impl<'a> Context<'a> {
     /// # Errors
     /// Fatal when the topic is not a declared output.
     pub fn emit(&mut self, record: OutputRecord) -> Result<(), ProcessError> {
+        if self.keeping_global {
+            return Err(ProcessError::Fatal(format!(
+                "BUG: keeping a global table emits nothing (tried {})",
+                record.topic
+            )));
+        }
         if !self.topology.outputs.contains(&record.topic) {
             return Err(undeclared("output topic", &record.topic));
         }

@@ -2,6 +2,8 @@
 //! then commit the record's writes or dead-letter it. Pure: the runner does the Kafka I/O
 //! around it, the test driver calls it directly.
 
+use std::sync::{Arc, RwLock};
+
 use apache_avro::types::Value as Avro;
 
 use super::dlq;
@@ -51,6 +53,8 @@ pub struct Task<P> {
     processor: P,
     topology: Topology,
     stores: Stores,
+    /// The instance's global stores (read only here), when the topology has global inputs.
+    globals: Option<SharedStores>,
 }
 
 impl<P: Processor> Task<P> {
@@ -62,7 +66,20 @@ impl<P: Processor> Task<P> {
             processor,
             topology,
             stores,
+            globals: None,
         }
+    }
+
+    /// Lets the task read the instance's global stores.
+    #[must_use]
+    pub fn with_globals(mut self, globals: SharedStores) -> Self {
+        self.globals = Some(globals);
+        self
+    }
+
+    /// The processor.
+    pub fn processor(&self) -> &P {
+        &self.processor
     }
 
     /// Scopes the task's changelogs to an application id (see [`Topology::with_application_id`]).
@@ -126,23 +143,16 @@ impl<P: Processor> Task<P> {
         let format = input.format;
         let table = match &input.kind {
             InputKind::Table { store } => Some(store.clone()),
-            InputKind::Stream => None,
+            // `input` never answers a global input: the global thread reads those.
+            InputKind::Stream | InputKind::Global { .. } => None,
         };
         let payload = match decode(format, record, avro) {
-            Ok(payload) => payload,
+            Ok(Some(payload)) => payload,
+            Ok(None) => return Ok(Outcome::default()),
             Err(message) => return Ok(self.dead_letter(record, &message)),
         };
-        if let Payload::Cdc(CdcRecord::Change(event)) = &payload
-            && let Operation::Other(operation) = &event.operation
-        {
-            // A collection-level event (drop, rename, invalidate, …): about no document, so
-            // nothing for a table or a processor; not poison either.
-            ::metrics::counter!(IGNORED, "topic" => record.topic.clone(), "operation" => operation.clone())
-                .increment(1);
-            tracing::debug!(topic = %record.topic, operation, "Collection-level change event skipped.");
-            return Ok(Outcome::default());
-        }
-        let mut ctx = Context::new(&self.topology, &self.stores);
+        let globals = self.globals.as_ref().map(|g| read(g));
+        let mut ctx = Context::new(&self.topology, &self.stores).with_globals(globals.as_deref());
         let result = match (table, payload) {
             (Some(store), Payload::Cdc(change)) => materialize(&mut ctx, &store, change),
             (Some(_), _) => Err(ProcessError::Fatal(
@@ -166,10 +176,61 @@ impl<P: Processor> Task<P> {
                 let Context {
                     writes, outputs, ..
                 } = ctx;
+                drop(globals);
                 Ok(self.commit(writes, outputs))
             }
             Err(ProcessError::Poison(message)) => Ok(self.dead_letter(record, &message)),
             Err(ProcessError::Fatal(message)) => Err(fatal(message)),
+        }
+    }
+
+    /// Tells the processor that global tables changed (`(store, key)` written, in order), as
+    /// [`Processor::global_changed`] in this task.
+    ///
+    /// # Errors
+    /// [`FatalError`] when the processor fails (there is no record to dead-letter).
+    pub fn global_changed(&mut self, changed: &[(String, String)]) -> Result<Outcome, FatalError> {
+        let mut outcome = Outcome::default();
+        for (store, key) in changed {
+            let part = self.step(&format!("global store {store}"), |processor, ctx| {
+                processor.global_changed(store, key, ctx)
+            })?;
+            outcome.outputs.extend(part.outputs);
+            outcome.changelog.extend(part.changelog);
+        }
+        Ok(outcome)
+    }
+
+    /// [`Processor::resumed`], once the task's stores are restored.
+    ///
+    /// # Errors
+    /// [`FatalError`] when the processor fails.
+    pub fn resumed(&mut self) -> Result<Outcome, FatalError> {
+        self.step("resuming", |processor, ctx| processor.resumed(ctx))
+    }
+
+    /// Runs one step of the processor that no input record caused, committing its writes.
+    fn step(
+        &mut self,
+        what: &str,
+        run: impl FnOnce(&mut P, &mut Context<'_>) -> Result<(), ProcessError>,
+    ) -> Result<Outcome, FatalError> {
+        let globals = self.globals.as_ref().map(|g| read(g));
+        let mut ctx = Context::new(&self.topology, &self.stores).with_globals(globals.as_deref());
+        match run(&mut self.processor, &mut ctx) {
+            Ok(()) => {
+                let Context {
+                    writes, outputs, ..
+                } = ctx;
+                drop(globals);
+                Ok(self.commit(writes, outputs))
+            }
+            Err(error) => Err(FatalError {
+                topic: format!("({what})"),
+                partition: -1,
+                offset: -1,
+                message: error.to_string(),
+            }),
         }
     }
 
@@ -209,7 +270,37 @@ impl<P: Processor> Task<P> {
     }
 }
 
-fn decode(
+/// The global stores of an instance: written by the global thread, read by every task.
+pub type SharedStores = Arc<RwLock<Stores>>;
+
+/// Reads shared stores (a writer that panicked left whole entries: the lock's poison is ignored).
+pub(crate) fn read(stores: &SharedStores) -> std::sync::RwLockReadGuard<'_, Stores> {
+    stores
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A record's payload by its topic's format; `None` for a collection-level change event (drop,
+/// rename, invalidate, …): about no document, so nothing for a table or a processor, and not
+/// poison either. `Err` is why the record is poison.
+pub(crate) fn decode(
+    format: InputFormat,
+    record: &RawRecord,
+    avro: Option<AvroResolved>,
+) -> Result<Option<Payload>, String> {
+    let payload = decode_payload(format, record, avro)?;
+    if let Payload::Cdc(CdcRecord::Change(event)) = &payload
+        && let Operation::Other(operation) = &event.operation
+    {
+        ::metrics::counter!(IGNORED, "topic" => record.topic.clone(), "operation" => operation.clone())
+            .increment(1);
+        tracing::debug!(topic = %record.topic, operation, "Collection-level change event skipped.");
+        return Ok(None);
+    }
+    Ok(Some(payload))
+}
+
+fn decode_payload(
     format: InputFormat,
     record: &RawRecord,
     avro: Option<AvroResolved>,

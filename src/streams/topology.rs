@@ -15,6 +15,22 @@ pub enum InputFormat {
     Avro,
 }
 
+impl InputFormat {
+    /// Whether values are Confluent-framed Avro, resolved through the registry.
+    pub fn avro_values(self) -> bool {
+        match self {
+            Self::Avro => true,
+            Self::Cdc(format) => format.encoding == cdc::Encoding::Avro,
+            Self::Json => false,
+        }
+    }
+
+    /// Whether keys are too (Debezium's Avro keys; the MongoDB connector's keys are JSON).
+    pub fn avro_keys(self) -> bool {
+        matches!(self, Self::Cdc(format) if format.encoding == cdc::Encoding::Avro && format.envelope == cdc::Envelope::Debezium)
+    }
+}
+
 /// Whether an input is processed record by record or materialized into a store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InputKind {
@@ -24,6 +40,14 @@ pub enum InputKind {
     /// under its `_id`, deletes remove it. The processor reads the table; it is not called.
     Table {
         /// The store holding the table.
+        store: String,
+    },
+    /// A global table, as Kafka Streams' `GlobalKTable`: every instance reads every partition of
+    /// the topic, outside the consumer group, into the global store `store` (no changelog: the
+    /// topic is the log), through [`super::Processor::process_global`]. Tasks read it as any
+    /// store and hear of its changes through [`super::Processor::global_changed`].
+    Global {
+        /// The global store the processor keeps from the topic.
         store: String,
     },
 }
@@ -52,8 +76,10 @@ pub struct Topology {
     pub inputs: Vec<InputTopic>,
     /// Topics written (besides the DLQ and changelogs).
     pub outputs: Vec<String>,
-    /// Stores, by name.
+    /// Stores, by name (each task has its own, backed by a changelog).
     pub stores: Vec<String>,
+    /// Global stores, by name (one per instance, kept from global inputs, no changelog).
+    pub global_stores: Vec<String>,
     /// Whether one task handles every partition of every input (see [`Topology::single_task`]).
     pub single_task: bool,
     /// Kafka Streams' `application.id`: scopes the consumer group, the transactional ids and the
@@ -69,6 +95,7 @@ impl Topology {
             inputs: Vec::new(),
             outputs: Vec::new(),
             stores: Vec::new(),
+            global_stores: Vec::new(),
             single_task: false,
             application_id: None,
         }
@@ -146,6 +173,31 @@ impl Topology {
         self
     }
 
+    /// Adds a global table input: every instance reads all of `topic` into the global store
+    /// `store` (declared here too) before its tasks start, and keeps it current. For small tables
+    /// a processor looks up by something other than the record key it is partitioned by
+    /// (clinics and clinicians by clinic and user). A topic may be a global input and a stream
+    /// input at once: the stream side sees each change as a trigger, in its task.
+    #[must_use]
+    pub fn global(
+        mut self,
+        topic: impl Into<String>,
+        format: InputFormat,
+        store: impl Into<String>,
+    ) -> Self {
+        let store = store.into();
+        if !self.global_stores.contains(&store) {
+            self.global_stores.push(store.clone());
+        }
+        self.inputs.push(InputTopic {
+            topic: topic.into(),
+            format,
+            kind: InputKind::Global { store },
+            after_others: false,
+        });
+        self
+    }
+
     /// Declares an output topic.
     #[must_use]
     pub fn output(mut self, topic: impl Into<String>) -> Self {
@@ -182,7 +234,7 @@ impl Topology {
 
     /// Every topic it reads: inputs and its changelogs (restored from).
     pub fn reads(&self) -> Vec<String> {
-        let mut topics: Vec<String> = self.inputs.iter().map(|i| i.topic.clone()).collect();
+        let mut topics = self.input_topics();
         topics.extend(self.stores.iter().map(|s| self.changelog_topic(s)));
         topics
     }
@@ -195,8 +247,45 @@ impl Topology {
         topics
     }
 
-    /// The declared input for `topic`.
+    /// The input topics, each once (a topic can be a global and a stream input).
+    pub fn input_topics(&self) -> Vec<String> {
+        let mut topics: Vec<String> = Vec::new();
+        for input in &self.inputs {
+            if !topics.contains(&input.topic) {
+                topics.push(input.topic.clone());
+            }
+        }
+        topics
+    }
+
+    /// The declared stream or table input for `topic` (what the consumer group reads).
     pub fn input(&self, topic: &str) -> Option<&InputTopic> {
-        self.inputs.iter().find(|input| input.topic == topic)
+        self.partitioned_inputs().find(|input| input.topic == topic)
+    }
+
+    /// The inputs the consumer group reads, partition by partition: all but the global ones.
+    pub fn partitioned_inputs(&self) -> impl Iterator<Item = &InputTopic> {
+        self.inputs
+            .iter()
+            .filter(|input| !matches!(input.kind, InputKind::Global { .. }))
+    }
+
+    /// The global input for `topic`, with its store.
+    pub fn global_input(&self, topic: &str) -> Option<(&InputTopic, &str)> {
+        self.inputs.iter().find_map(|input| match &input.kind {
+            InputKind::Global { store } if input.topic == topic => Some((input, store.as_str())),
+            _ => None,
+        })
+    }
+
+    /// The global inputs' topics.
+    pub fn global_topics(&self) -> Vec<String> {
+        let mut topics: Vec<String> = Vec::new();
+        for input in &self.inputs {
+            if matches!(input.kind, InputKind::Global { .. }) && !topics.contains(&input.topic) {
+                topics.push(input.topic.clone());
+            }
+        }
+        topics
     }
 }

@@ -12,6 +12,7 @@ mod effects;
 mod emulator;
 mod example_processor;
 mod gate;
+mod global;
 mod helm;
 mod helpers;
 mod runner;

@@ -7,15 +7,17 @@
 //!   of other processors) and `user.events` (addresses).
 //! - Decides (pure, exactly-once, [`processor`]): which change calls for which email, to whom,
 //!   with which variables, under a deterministic id; writes each to `notifications.outbox`.
-//!   Tables of clinics, clinicians and patients are kept for names and addresses.
+//!   Clinics, clinicians and users' addresses are global tables (read whole by every instance),
+//!   patients a partitioned table; they give names and addresses.
 //! - Sends (the runtime's effect stage, [`sender`]): reads the outbox `read_committed`, skips
 //!   ids already in `notifications.sent` (compacted), sends over SMTP ([`smtp`], rendering
 //!   [`templates`]) or as Tidepool mailer CloudEvents, records the id. A crash repeats at most
 //!   the email in flight; an SMTP 5xx or an unusable request goes to the DLQ with the reason.
 //! - Changes and requests older than `notifications.max_age` (24 h) update the tables but send
 //!   nothing.
-//! - Runs as **one task over every partition** (the lookups are by clinic and by user while
-//!   the CDC topics are keyed by document id): run one replica.
+//! - Runs as **several replicas**: the lookups by clinic and by user go to the global tables,
+//!   the triggers are partitioned streams, and an email waiting for a table's change waits in
+//!   the task that decided it.
 //! - Settings: [`config::Settings`]; `clinic-notifications render <template>` shows an email
 //!   without sending it.
 

@@ -83,7 +83,12 @@ impl Kept for Clinic {
 
 /// The index key of a clinic's member or patient: clinic, then user.
 pub fn member_index(clinic_id: &Bson, user: &str) -> String {
-    format!("{}|{}", table_key(clinic_id), part(user))
+    member_key(&table_key(clinic_id), user)
+}
+
+/// The same from the clinic's document key.
+pub fn member_key(clinic: &str, user: &str) -> String {
+    format!("{clinic}|{}", part(user))
 }
 
 /// A document of `clinicId` and the text fields that are there.

@@ -1,6 +1,14 @@
-//! The pure logic: keep clinics, clinicians and patients as tables; turn the changes that call
-//! for an email, and the requests of other processors, into [`Outgoing`] records for the effect
-//! stage. No I/O.
+//! The pure logic: keep clinics, clinicians and users' addresses as global tables and patients
+//! as a partitioned one; turn the changes that call for an email, and the requests of other
+//! processors, into [`Outgoing`] records for the effect stage. No I/O.
+//!
+//! The global tables are read whole by every instance, so the triggers (clinics' inserts,
+//! clinicians' roles changes, patients, invites, requests) are ordinary partitioned streams and
+//! the processor runs as several replicas. What a trigger needs may not be in a global table yet
+//! (the topics are read side by side, and the API writes a clinic before its first admin's
+//! record): the email waits in the task's `parked` store, and the global table's change that
+//! brings what it needs sends it ([`Processor::global_changed`]; after a restart,
+//! [`Processor::resumed`]).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -9,14 +17,14 @@ use bson::{Bson, Document};
 use clinic::cdc::{self, CdcRecord, ChangeEvent, Next, Operation};
 use clinic::email::{self, EmailRequest};
 use clinic::streams::effect::{self, Stage};
-use clinic::streams::projection::{Address, follow, follow_user_event, part};
+use clinic::streams::projection::{Address, Kept as _, follow, follow_user_event, part};
 use clinic::streams::store::table_key;
 use clinic::streams::{Context, Input, InputFormat, Payload, ProcessError, Processor, Topology};
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Inputs, Settings};
-use crate::model::{Clinic, Member, Outgoing, Patient, member_index, request_id};
+use crate::model::{Clinic, Member, Outgoing, Patient, member_key, request_id};
 use crate::templates::{
     self, CLINIC_CREATED, CLINICIAN_PERMISSIONS_UPDATED, CUSTODIAL_ACCOUNT_CREATED,
     PATIENT_CLINIC_INVITATION, PATIENT_UPLOAD_REMINDER,
@@ -38,19 +46,22 @@ pub const OUTBOX: &str = "notifications.outbox";
 /// The effect stage's compacted log of settled email ids (its dedupe store).
 pub const SENT: &str = "notifications.sent";
 
-/// Store: clinics (`d/<document key>` → [`Clinic`]).
+/// Global store: clinics (`d/<document key>` → [`Clinic`]).
 pub const CLINIC_STORE: &str = "clinics";
-/// Store: clinicians (`d/<document key>` → [`Member`], `i/<clinic>|<user>|` → document key).
+/// Global store: clinicians (`d/<document key>` → [`Member`], `i/<clinic>|<user>|` → document
+/// key).
 pub const CLINICIAN_STORE: &str = "clinicians";
-/// Store: patients (`d/<document key>` → [`Patient`]).
-pub const PATIENT_STORE: &str = "patients";
-/// Store: addresses from user events (`<user>|` → [`Address`]).
+/// Global store: addresses from user events (`<user>|` → [`Address`]).
 pub const USERS: &str = "users";
+/// Store: patients (`d/<document key>` → [`Patient`]), per partition (patients' changes are
+/// keyed by the patient).
+pub const PATIENT_STORE: &str = "patients";
 /// Store: emails waiting for their clinic (`c/<clinic>|<id>`) or their recipient's address
-/// (`a/<clinic>|<user>|<id>`), sent when the change that tells it arrives: the CDC topics are
-/// read side by side, so a patient's insert can come before its clinic's, and the API writes a
-/// clinic before its first admin's record.
-pub const WAITING: &str = "waiting";
+/// (`a/<clinic>|<user>|<id>`), sent when the global table's change that tells it arrives: the
+/// CDC topics are read side by side, so a patient's insert can come before its clinic's, and
+/// the API writes a clinic before its first admin's record. Per task: the task that decided an
+/// email keeps it.
+pub const PARKED: &str = "parked";
 
 /// The name the updater of a clinician's roles gets when their own record has none.
 pub const UNKNOWN_UPDATER: &str = "Clinic administrator";
@@ -60,7 +71,8 @@ pub mod metrics {
     /// Emails handed to the effect stage, by `template`.
     pub const REQUESTED: &str = "clinic_notifications_requested_total";
     /// Changes that would have sent an email but did not, by `reason` (`old`, `no_address`,
-    /// `suppressed`, `unknown_clinic`).
+    /// `suppressed`, `unknown_member`: a roles change of a clinician neither the change nor the
+    /// table describes).
     pub const SKIPPED: &str = "clinic_notifications_skipped_total";
 }
 
@@ -127,20 +139,23 @@ impl Processor for Notifications {
     fn topology(&self) -> Topology {
         let inputs = &self.inputs;
         let mut topology = Topology::new(crate::NAME)
-            // The lookups are by clinic and by user while the CDC topics are keyed by document
-            // id: one task sees every partition (see docs/streams.md on global tables).
-            .single_task()
+            .global(CLINICS, InputFormat::Cdc(inputs.clinics), CLINIC_STORE)
+            .global(
+                CLINICIANS,
+                InputFormat::Cdc(inputs.clinicians),
+                CLINICIAN_STORE,
+            );
+        if inputs.user_events {
+            topology = topology.global(USER_EVENTS, InputFormat::Json, USERS);
+        }
+        topology
             .stream(CLINICS, InputFormat::Cdc(inputs.clinics))
             .stream(CLINICIANS, InputFormat::Cdc(inputs.clinicians))
             .stream(PATIENTS, InputFormat::Cdc(inputs.patients))
             .stream(PATIENT_INVITES, InputFormat::Cdc(inputs.patient_invites))
-            .stream(email::REQUESTS_TOPIC, InputFormat::Avro);
-        if inputs.user_events {
-            topology = topology.stream(USER_EVENTS, InputFormat::Json);
-        }
-        [CLINIC_STORE, CLINICIAN_STORE, PATIENT_STORE, USERS, WAITING]
-            .into_iter()
-            .fold(topology, Topology::store)
+            .stream(email::REQUESTS_TOPIC, InputFormat::Avro)
+            .store(PATIENT_STORE)
+            .store(PARKED)
             .output(OUTBOX)
     }
 
@@ -160,13 +175,68 @@ impl Processor for Notifications {
                 self.invite(ctx, record, &source, input.timestamp_ms)
             }
             (email::REQUESTS_TOPIC, Payload::Avro(value)) => self.request(ctx, value.as_ref()),
-            (USER_EVENTS, Payload::Json(value)) => {
-                follow_user_event(ctx, USERS, input.headers, value.as_ref()).map(drop)
-            }
             (topic, _) => Err(ProcessError::Fatal(format!(
                 "BUG: unexpected input {topic} or payload"
             ))),
         }
+    }
+
+    fn process_global(&self, input: Input<'_>, ctx: &mut Context<'_>) -> Result<(), ProcessError> {
+        match (input.topic, input.payload) {
+            (CLINICS, Payload::Cdc(record)) => {
+                follow::<Clinic>(ctx, CLINIC_STORE, record).map(drop)
+            }
+            (CLINICIANS, Payload::Cdc(record)) => {
+                follow::<Member>(ctx, CLINICIAN_STORE, record).map(drop)
+            }
+            (USER_EVENTS, Payload::Json(value)) => {
+                follow_user_event(ctx, USERS, input.headers, value.as_ref()).map(drop)
+            }
+            (topic, _) => Err(ProcessError::Fatal(format!(
+                "BUG: unexpected global input {topic} or payload"
+            ))),
+        }
+    }
+
+    /// A clinic that now has a name releases what waited for it; a clinician's record, what
+    /// waited for that member's address.
+    fn global_changed(
+        &mut self,
+        store: &str,
+        key: &str,
+        ctx: &mut Context<'_>,
+    ) -> Result<(), ProcessError> {
+        let Some(document_key) = key.strip_prefix("d/") else {
+            return Ok(());
+        };
+        match store {
+            CLINIC_STORE if Self::clinic_of(ctx, document_key)?.is_some() => {
+                self.release(ctx, &waiting_for_clinic(document_key))
+            }
+            CLINICIAN_STORE => {
+                let member: Option<Member> = ctx.get_json(CLINICIAN_STORE, key)?;
+                match member
+                    .filter(|m| m.email.is_some())
+                    .and_then(|m| m.index(document_key))
+                {
+                    Some(index) => self.release(ctx, &format!("a/{index}")),
+                    None => Ok(()),
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Sends what became sendable while the task was not running.
+    fn resumed(&mut self, ctx: &mut Context<'_>) -> Result<(), ProcessError> {
+        for (key, value) in ctx.scan_prefix(PARKED, "")? {
+            let parked = parked(&key, &value)?;
+            if self.sendable(ctx, &parked)? {
+                ctx.delete(PARKED, &key)?;
+                self.deliver(ctx, parked)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -244,33 +314,41 @@ enum Recipient {
 /// (the CDC topics are read side by side, in no order across topics).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Parked {
+    /// The clinic's document key.
+    clinic: String,
     email: Outgoing,
     recipient: Recipient,
 }
 
-/// Where emails waiting for `clinic` are parked: `c/<clinic>|<email id>`.
-fn waiting_for_clinic(clinic_id: &Bson) -> String {
-    format!("c/{}|", table_key(clinic_id))
+/// Where emails waiting for the clinic `clinic` (a document key) are parked:
+/// `c/<clinic>|<email id>`.
+fn waiting_for_clinic(clinic: &str) -> String {
+    format!("c/{clinic}|")
 }
 
 /// Where emails waiting for the address of `user` in `clinic` are parked:
 /// `a/<clinic>|<user>|<email id>`.
-fn waiting_for_address(clinic_id: &Bson, user: &str) -> String {
-    format!("a/{}", member_index(clinic_id, user))
+fn waiting_for_address(clinic: &str, user: &str) -> String {
+    format!("a/{}", member_key(clinic, user))
+}
+
+/// A parked email, as stored under `key`.
+fn parked(key: &str, value: &[u8]) -> Result<Parked, ProcessError> {
+    serde_json::from_slice(value)
+        .map_err(|e| ProcessError::Fatal(format!("store {PARKED} key {key}: unreadable: {e}")))
 }
 
 impl Notifications {
-    fn clinic_of(ctx: &Context<'_>, clinic_id: &Bson) -> Result<Option<Clinic>, ProcessError> {
-        ctx.get_json(CLINIC_STORE, &format!("d/{}", table_key(clinic_id)))
+    /// A clinic with a name (what emails need of it), by document key.
+    fn clinic_of(ctx: &Context<'_>, clinic: &str) -> Result<Option<Clinic>, ProcessError> {
+        Ok(ctx
+            .get_json::<Clinic>(CLINIC_STORE, &format!("d/{clinic}"))?
+            .filter(|c| !c.name.is_empty()))
     }
 
-    /// A clinic member's record, by clinic and user.
-    fn member(
-        ctx: &Context<'_>,
-        clinic_id: &Bson,
-        user: &str,
-    ) -> Result<Option<Member>, ProcessError> {
-        let index = format!("i/{}", member_index(clinic_id, user));
+    /// A clinic member's record, by clinic (document key) and user.
+    fn member(ctx: &Context<'_>, clinic: &str, user: &str) -> Result<Option<Member>, ProcessError> {
+        let index = format!("i/{}", member_key(clinic, user));
         let Some(key) = ctx.get(CLINICIAN_STORE, &index)? else {
             return Ok(None);
         };
@@ -279,51 +357,71 @@ impl Notifications {
     }
 
     /// A user's address: from their record in the clinic, else from the identity service's
-    /// events.
+    /// events (when they are read).
     fn address_of(
+        &self,
         ctx: &Context<'_>,
-        clinic_id: &Bson,
+        clinic: &str,
         user: &str,
     ) -> Result<Option<String>, ProcessError> {
-        if let Some(email) = Self::member(ctx, clinic_id, user)?.and_then(|m| m.email) {
+        if let Some(email) = Self::member(ctx, clinic, user)?.and_then(|m| m.email) {
             return Ok(Some(email));
+        }
+        self.user_address(ctx, user)
+    }
+
+    /// A user's address from the identity service's events, when they are read.
+    fn user_address(&self, ctx: &Context<'_>, user: &str) -> Result<Option<String>, ProcessError> {
+        if !self.inputs.user_events {
+            return Ok(None);
         }
         Ok(ctx
             .get_json::<Address>(USERS, &part(user))?
             .map(|a| a.email))
     }
 
+    /// Whether `parked` would be sent now: its clinic is known, and so is its recipient's
+    /// address.
+    fn sendable(&self, ctx: &Context<'_>, parked: &Parked) -> Result<bool, ProcessError> {
+        if Self::clinic_of(ctx, &parked.clinic)?.is_none() {
+            return Ok(false);
+        }
+        match &parked.recipient {
+            Recipient::User(user) => Ok(self.address_of(ctx, &parked.clinic, user)?.is_some()),
+            Recipient::Address | Recipient::Admins => Ok(true),
+        }
+    }
+
     /// Sends `parked` if its clinic (for the clinic's name and admins) and its recipient's
     /// address are known; parks it until they are otherwise.
-    fn deliver(
-        ctx: &mut Context<'_>,
-        clinic_id: &Bson,
-        parked: Parked,
-    ) -> Result<(), ProcessError> {
-        let Some(clinic) = Self::clinic_of(ctx, clinic_id)?.filter(|c| !c.name.is_empty()) else {
-            let key = format!("{}{}", waiting_for_clinic(clinic_id), parked.email.id);
-            return ctx.put_json(WAITING, &key, &parked);
+    fn deliver(&self, ctx: &mut Context<'_>, parked: Parked) -> Result<(), ProcessError> {
+        let clinic_key = parked.clinic.clone();
+        let Some(clinic) = Self::clinic_of(ctx, &clinic_key)?.filter(|c| !c.name.is_empty()) else {
+            let key = format!("{}{}", waiting_for_clinic(&clinic_key), parked.email.id);
+            return ctx.put_json(PARKED, &key, &parked);
         };
         let Parked {
             mut email,
             recipient,
+            ..
         } = parked;
         email
             .variables
             .insert("ClinicName".to_owned(), clinic.name.clone());
         match recipient {
             Recipient::Address => send(ctx, email),
-            Recipient::User(user) => match Self::address_of(ctx, clinic_id, &user)? {
+            Recipient::User(user) => match self.address_of(ctx, &clinic_key, &user)? {
                 Some(to) => {
                     email.to = to;
                     send(ctx, email)
                 }
                 None => {
-                    let key = format!("{}{}", waiting_for_address(clinic_id, &user), email.id);
+                    let key = format!("{}{}", waiting_for_address(&clinic_key, &user), email.id);
                     ctx.put_json(
-                        WAITING,
+                        PARKED,
                         &key,
                         &Parked {
+                            clinic: clinic_key,
                             email,
                             recipient: Recipient::User(user),
                         },
@@ -340,10 +438,10 @@ impl Notifications {
                         id: request_id(&email.id, &email.template, admin),
                         ..email.clone()
                     };
-                    Self::deliver(
+                    self.deliver(
                         ctx,
-                        clinic_id,
                         Parked {
+                            clinic: clinic_key.clone(),
                             email: one,
                             recipient: Recipient::User(admin.clone()),
                         },
@@ -354,29 +452,19 @@ impl Notifications {
         }
     }
 
-    /// Delivers what was parked under `prefix`, now that what it waited for arrived.
-    fn release(
-        ctx: &mut Context<'_>,
-        clinic_id: &Bson,
-        prefix: &str,
-        address: Option<&str>,
-    ) -> Result<(), ProcessError> {
-        for (key, value) in ctx.scan_prefix(WAITING, prefix)? {
-            let mut parked: Parked = serde_json::from_slice(&value).map_err(|e| {
-                ProcessError::Fatal(format!("store {WAITING} key {key}: unreadable: {e}"))
-            })?;
-            ctx.delete(WAITING, &key)?;
-            if let Some(address) = address {
-                parked.email.to = address.to_owned();
-                parked.recipient = Recipient::Address;
-            }
-            Self::deliver(ctx, clinic_id, parked)?;
+    /// Delivers what was parked under `prefix`, now that what it waited for arrived (what still
+    /// lacks something is parked again, under what it lacks now).
+    fn release(&self, ctx: &mut Context<'_>, prefix: &str) -> Result<(), ProcessError> {
+        for (key, value) in ctx.scan_prefix(PARKED, prefix)? {
+            let parked = parked(&key, &value)?;
+            ctx.delete(PARKED, &key)?;
+            self.deliver(ctx, parked)?;
         }
         Ok(())
     }
 
-    /// Keeps the clinic; `clinic_created` to the first admin on the insert of a clinic with a
-    /// name and admins; releases the emails that waited for the clinic.
+    /// `clinic_created` to the first admin on the insert of a clinic with a name and admins (the
+    /// global table keeps the clinic).
     fn clinic(
         &self,
         ctx: &mut Context<'_>,
@@ -384,34 +472,43 @@ impl Notifications {
         source: &str,
         timestamp_ms: Option<i64>,
     ) -> Result<(), ProcessError> {
-        let inserted =
-            change_of(&record, Operation::Insert).and(origin(&record, source, timestamp_ms));
-        let clinic_id = record.document_id()?.clone();
-        let (_, _, after) = follow::<Clinic>(ctx, CLINIC_STORE, record)?;
-        let Some(clinic) = after else {
+        let Some((identity, at)) =
+            change_of(&record, Operation::Insert).and(origin(&record, source, timestamp_ms))
+        else {
             return Ok(());
         };
-        if let (Some((identity, at)), Some(admin)) = (inserted, clinic.admins.first())
-            && !clinic.name.is_empty()
-            && self.fresh(at)
-        {
-            let email = Outgoing {
-                id: request_id(&identity, CLINIC_CREATED, admin),
-                template: CLINIC_CREATED.into(),
-                to: String::new(),
-                variables: BTreeMap::new(),
-            };
-            let recipient = Recipient::User(admin.clone());
-            Self::deliver(ctx, &clinic_id, Parked { email, recipient })?;
-        }
-        if clinic.name.is_empty() {
+        let clinic_key = table_key(record.document_id()?);
+        let Next::Becomes(document) = cdc::next_document(record, || Ok::<_, ProcessError>(None))?
+        else {
+            return Ok(());
+        };
+        let Some(clinic) = Clinic::of(&document)? else {
+            return Ok(());
+        };
+        let Some(admin) = clinic.admins.first() else {
+            return Ok(());
+        };
+        if clinic.name.is_empty() || !self.fresh(at) {
             return Ok(());
         }
-        Self::release(ctx, &clinic_id, &waiting_for_clinic(&clinic_id), None)
+        let email = Outgoing {
+            id: request_id(&identity, CLINIC_CREATED, admin),
+            template: CLINIC_CREATED.into(),
+            to: String::new(),
+            variables: BTreeMap::new(),
+        };
+        self.deliver(
+            ctx,
+            Parked {
+                clinic: clinic_key,
+                email,
+                recipient: Recipient::User(admin.clone()),
+            },
+        )
     }
 
-    /// Keeps the clinician; releases the emails that waited for this member's address, and
-    /// sends `clinician_permissions_updated` when the roles changed.
+    /// `clinician_permissions_updated` when a clinician's roles changed (the global table keeps
+    /// the clinician). The clinician is the change's `fullDocument`, else the table's record.
     fn clinician(
         &self,
         ctx: &mut Context<'_>,
@@ -419,24 +516,27 @@ impl Notifications {
         source: &str,
         timestamp_ms: Option<i64>,
     ) -> Result<(), ProcessError> {
-        let updater = updated(&record).and_then(last_roles_updater);
-        let context = origin(&record, source, timestamp_ms);
-        let (_, _, after) = follow::<Member>(ctx, CLINICIAN_STORE, record)?;
-        let Some(member) = after else {
+        let (Some(updater), Some((identity, at))) = (
+            updated(&record).and_then(last_roles_updater),
+            origin(&record, source, timestamp_ms),
+        ) else {
+            return Ok(());
+        };
+        let stored: Option<Member> = ctx.get_json(
+            CLINICIAN_STORE,
+            &format!("d/{}", table_key(record.document_id()?)),
+        )?;
+        let member = match cdc::next_document(record, || {
+            Ok::<_, ProcessError>(stored.as_ref().map(Member::to_document))
+        })? {
+            Next::Becomes(document) => Member::of(&document)?,
+            Next::Keep | Next::Gone => None,
+        };
+        let Some(member) = member else {
+            skipped("unknown_member");
             return Ok(());
         };
         let (Some(clinic_id), Some(user)) = (&member.clinic_id, &member.user_id) else {
-            return Ok(());
-        };
-        if let Some(email) = &member.email {
-            Self::release(
-                ctx,
-                clinic_id,
-                &waiting_for_address(clinic_id, user),
-                Some(email),
-            )?;
-        }
-        let (Some(updater), Some((identity, at))) = (updater, context) else {
             return Ok(());
         };
         let Some(to) = member.email.clone() else {
@@ -446,9 +546,10 @@ impl Notifications {
         if !self.fresh(at) {
             return Ok(());
         }
+        let clinic = table_key(clinic_id);
         let updater_name = updater
             .as_deref()
-            .map(|u| Self::member(ctx, clinic_id, u))
+            .map(|u| Self::member(ctx, &clinic, u))
             .transpose()?
             .flatten()
             .and_then(|m| m.name)
@@ -459,10 +560,10 @@ impl Notifications {
             to,
             variables: vars([("ClinicianName", updater_name)]),
         };
-        Self::deliver(
+        self.deliver(
             ctx,
-            clinic_id,
             Parked {
+                clinic,
                 email,
                 recipient: Recipient::Address,
             },
@@ -519,10 +620,10 @@ impl Notifications {
             to,
             variables,
         };
-        Self::deliver(
+        self.deliver(
             ctx,
-            clinic_id,
             Parked {
+                clinic: table_key(clinic_id),
                 email,
                 recipient: Recipient::Address,
             },
@@ -567,10 +668,10 @@ impl Notifications {
             to: String::new(),
             variables: vars([("PatientName", patient_name)]),
         };
-        Self::deliver(
+        self.deliver(
             ctx,
-            &clinic_id,
             Parked {
+                clinic: table_key(&clinic_id),
                 email,
                 recipient: Recipient::Admins,
             },
@@ -590,9 +691,7 @@ impl Notifications {
         templates::check(&request.template, &request.variables).map_err(ProcessError::Poison)?;
         let address = match (&request.recipient_email, &request.recipient_user_id) {
             (Some(address), _) => Some(address.clone()),
-            (None, Some(user)) => ctx
-                .get_json::<Address>(USERS, &part(user))?
-                .map(|a| a.email),
+            (None, Some(user)) => self.user_address(ctx, user)?,
             (None, None) => None,
         };
         let to = address.ok_or_else(|| {

@@ -33,6 +33,7 @@ pub mod admin;
 pub(crate) mod commit;
 pub mod config;
 mod gate;
+mod global;
 pub mod metrics;
 pub mod outage;
 mod rebalance;
@@ -56,9 +57,10 @@ pub use admin::Health;
 pub use commit::{DeliveryCounter, flush, send};
 pub use config::{Guarantee, RunnerConfig};
 
+use super::global::GlobalTables;
 use super::processor::Processor;
 use super::record::RawRecord;
-use super::task::Task;
+use super::task::{SharedStores, Task};
 use commit::{ABORT_TIMEOUT, COMMIT_TIMEOUT, commit, new_producer};
 use metrics as names;
 use rebalance::Context;
@@ -212,7 +214,19 @@ struct Runner<P, F> {
     transaction_started: Instant,
     /// Holds records of `after_others` inputs until the other inputs caught up.
     gate: gate::Gate,
+    /// The global tables' thread and stores, when the processor has global inputs.
+    global: Option<(global::GlobalThread, SharedStores)>,
     processor: std::marker::PhantomData<fn() -> P>,
+}
+
+/// Which workers a piece of work goes to.
+enum Target {
+    /// The task of this partition number.
+    Task(i32),
+    /// Every task.
+    All,
+    /// Every task not resumed since it was restored.
+    Unresumed,
 }
 
 impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
@@ -269,8 +283,7 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
         }));
         let context = Context {
             inputs: topology
-                .inputs
-                .iter()
+                .partitioned_inputs()
                 .map(|i| format!("{}{}", config.topic_prefix, i.topic))
                 .collect(),
             topology: topology.clone(),
@@ -296,8 +309,7 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
             .create_with_context(outage::Reporting(Arc::clone(&health)))
             .context("creating the probe consumer")?;
         let gated = topology
-            .inputs
-            .iter()
+            .partitioned_inputs()
             .filter(|i| i.after_others)
             .map(|i| format!("{}{}", config.topic_prefix, i.topic))
             .collect();
@@ -310,7 +322,7 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
             Arc::clone(&health),
             transaction_budget,
         ));
-        let runner = Self {
+        let mut runner = Self {
             factory,
             client,
             consumer,
@@ -322,14 +334,29 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
             producer_config,
             transaction_started: Instant::now(),
             gate: gate::Gate::new(gated),
+            global: None,
             processor: std::marker::PhantomData,
         };
         runner.check_topics()?;
+        if !runner.shop.topology.global_stores.is_empty() {
+            // Before joining the group: no task starts before the global tables are read.
+            let started = Instant::now();
+            let tables = GlobalTables::new(runner.shop.topology.clone());
+            let stores = tables.stores();
+            let thread = global::GlobalThread::start(
+                (runner.factory)(),
+                tables,
+                &runner.client,
+                &group_id,
+                Arc::clone(&runner.shop),
+            )?;
+            tracing::info!(elapsed = ?started.elapsed(), "Global tables ready.");
+            runner.global = Some((thread, stores));
+        }
         let topics: Vec<String> = runner
             .shop
             .topology
-            .inputs
-            .iter()
+            .partitioned_inputs()
             .map(|i| runner.shop.prefixed(&i.topic))
             .collect();
         let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
@@ -347,8 +374,7 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
         })?;
         let partitions = |topic: &str| partition_count(&metadata, topic);
         let mut aligned: Vec<String> = topology
-            .inputs
-            .iter()
+            .partitioned_inputs()
             .map(|i| self.shop.prefixed(&i.topic))
             .collect();
         aligned.extend(
@@ -375,6 +401,13 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
             .map(|t| self.shop.prefixed(t))
             .collect();
         others.push(self.shop.prefixed(&topology.dlq_topic()));
+        // Read whole by every instance: any partition count.
+        others.extend(
+            topology
+                .global_topics()
+                .iter()
+                .map(|t| self.shop.prefixed(t)),
+        );
         for topic in others {
             partitions(&topic).with_context(|| format!("topic {topic} does not exist"))?;
         }
@@ -410,6 +443,7 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
                 })
             });
             self.after_callbacks()?;
+            self.global_news()?;
             match polled {
                 Some(Ok((record, prefixed_topic))) => {
                     // No `outages.up` here: librdkafka hands out records fetched before an
@@ -478,12 +512,64 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
         Ok(())
     }
 
-    /// Hands a record to its partition's worker, opening the interval's transaction first.
+    /// Hands a record to its partition's worker.
     fn dispatch(&mut self, job: Job) -> anyhow::Result<()> {
+        let partition = self.shop.topology.task_of(job.record.partition);
+        let mut job = Some(job);
+        self.hand(Target::Task(partition), |worker| {
+            worker.send(job.take().expect("BUG: a record goes to one worker"))
+        })
+    }
+
+    /// Hands the global thread's news to every task, and resumes the tasks restored since.
+    fn global_news(&mut self) -> anyhow::Result<()> {
+        let Some((thread, _)) = &self.global else {
+            return Ok(());
+        };
+        let mut changes = Vec::new();
+        while let Ok(news) = thread.news.try_recv() {
+            match news {
+                global::News::Changed(changed) => changes.push(changed),
+                global::News::Failed(error) => {
+                    return Err(error.context("the global tables' thread failed"));
+                }
+                global::News::Ready => {}
+            }
+        }
+        self.hand(Target::Unresumed, Worker::resume)?;
+        for changed in changes {
+            self.hand(Target::All, |worker| {
+                worker.global_changed(Arc::clone(&changed))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Hands work to `target`'s workers, opening the interval's transaction first.
+    fn hand(
+        &mut self,
+        target: Target,
+        mut give: impl FnMut(&Worker) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
         let mut shared = lock(&self.shared);
+        let resuming = matches!(target, Target::Unresumed);
+        let partitions: Vec<i32> = match target {
+            Target::Task(partition) => vec![partition],
+            Target::All => shared.workers.keys().copied().collect(),
+            Target::Unresumed => shared
+                .workers
+                .iter()
+                .filter(|(_, worker)| !worker.resumed)
+                .map(|(partition, _)| *partition)
+                .collect(),
+        };
+        if partitions.is_empty() {
+            return Ok(());
+        }
         if self.shop.config.guarantee == Guarantee::ExactlyOnce && !shared.transaction_open {
             if let Err(error) = self.shop.producer.begin_transaction() {
-                // The record is dropped here and read again after the rewind.
+                // The work is dropped here: records are read again after the rewind, and a
+                // restored task resumes anew.
                 shared.transaction_failed = true;
                 drop(shared);
                 return self.recover("commit", &format_args!("beginning a transaction: {error}"));
@@ -492,13 +578,15 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
             self.transaction_started = Instant::now();
             self.shop.transaction_began(self.transaction_started);
         }
-        let partition = self.shop.topology.task_of(job.record.partition);
-        let worker = shared
-            .workers
-            .get(&partition)
-            .with_context(|| format!("BUG: no worker for assigned partition {partition}"))?;
-        worker.send(job)?;
-        shared.in_flight += 1;
+        for partition in partitions {
+            let worker = shared
+                .workers
+                .get_mut(&partition)
+                .with_context(|| format!("BUG: no worker for assigned partition {partition}"))?;
+            give(worker)?;
+            worker.resumed |= resuming;
+            shared.in_flight += 1;
+        }
         Ok(())
     }
 
@@ -594,6 +682,9 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
                 || {
                     let mut task = Task::new((self.factory)())
                         .with_application_id(self.shop.config.application_id.clone());
+                    if let Some((_, globals)) = &self.global {
+                        task = task.with_globals(Arc::clone(globals));
+                    }
                     match restore::restore(
                         &self.client,
                         &self.shop.config.topic_prefix,

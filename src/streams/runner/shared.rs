@@ -43,14 +43,13 @@ impl Shared {
     pub(super) fn record(&mut self, event: Event) {
         self.in_flight -= 1;
         match event {
-            Event::Done {
-                prefixed_topic,
-                partition,
-                next_offset,
-            } => {
-                self.pending
-                    .insert((prefixed_topic, partition), next_offset);
+            Event::Done(Some(position)) => {
+                self.pending.insert(
+                    (position.prefixed_topic, position.partition),
+                    position.next_offset,
+                );
             }
+            Event::Done(None) => {}
             Event::Interrupted => self.interrupted = true,
             Event::Stalled => self.stalled = true,
             Event::Skipped => {}

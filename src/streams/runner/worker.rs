@@ -18,9 +18,9 @@ use super::config::RunnerConfig;
 use super::metrics as names;
 use super::outage::{self, Dependency};
 use super::shared::lock;
-use crate::cdc::{Encoding, Envelope};
 use crate::streams::codec::{AvroCodec, CodecError};
 use crate::streams::dlq::headers;
+use crate::streams::global::Changed;
 use crate::streams::processor::Processor;
 use crate::streams::record::{ProducedRecord, RawRecord};
 use crate::streams::task::{AvroResolved, Outcome, Task};
@@ -123,14 +123,27 @@ pub(super) struct Job {
     pub(super) prefixed_topic: String,
 }
 
+/// What a worker is given to do, in order.
+enum Work {
+    /// A record of a partitioned input.
+    Record(Job),
+    /// Global tables changed ([`crate::streams::Processor::global_changed`]).
+    GlobalChanged(Arc<[Changed]>),
+    /// The task was restored ([`crate::streams::Processor::resumed`]).
+    Resume,
+}
+
+/// Where a handled record ends: the next offset to commit for its input partition.
+pub(super) struct Position {
+    pub(super) prefixed_topic: String,
+    pub(super) partition: i32,
+    pub(super) next_offset: i64,
+}
+
 /// What a worker reports for each job.
 pub(super) enum Event {
-    /// Handled; its offset may be committed.
-    Done {
-        prefixed_topic: String,
-        partition: i32,
-        next_offset: i64,
-    },
+    /// Handled; the record's offset may be committed (`None` for work that no record caused).
+    Done(Option<Position>),
     /// Not handled because shutdown interrupted a retry (nor will later ones of this worker be).
     Interrupted,
     /// Not handled: a transient fault outlasted the transaction's budget, or producing failed.
@@ -144,7 +157,9 @@ pub(super) enum Event {
 
 /// A running worker.
 pub(super) struct Worker {
-    jobs: Option<SyncSender<Job>>,
+    /// Whether its task was resumed since it was restored (see [`Worker::resume`]).
+    pub(super) resumed: bool,
+    jobs: Option<SyncSender<Work>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -162,20 +177,35 @@ impl Worker {
         let (jobs, queue) = std::sync::mpsc::sync_channel(QUEUE);
         let thread = std::thread::Builder::new()
             .name(format!("partition-{partition}"))
-            .spawn(move || work(task, &shop, &queue, &events))
+            .spawn(move || work(partition, task, &shop, &queue, &events))
             .context("starting a partition worker")?;
         Ok(Self {
+            resumed: false,
             jobs: Some(jobs),
             thread: Some(thread),
         })
     }
 
-    /// Queues a job (waits while the worker's queue is full).
+    /// Queues a record (waits while the worker's queue is full).
     pub(super) fn send(&self, job: Job) -> anyhow::Result<()> {
+        self.queue(Work::Record(job))
+    }
+
+    /// Queues the news that global tables changed.
+    pub(super) fn global_changed(&self, changed: Arc<[Changed]>) -> anyhow::Result<()> {
+        self.queue(Work::GlobalChanged(changed))
+    }
+
+    /// Queues the task's resumption (its first work after a restore).
+    pub(super) fn resume(&self) -> anyhow::Result<()> {
+        self.queue(Work::Resume)
+    }
+
+    fn queue(&self, work: Work) -> anyhow::Result<()> {
         self.jobs
             .as_ref()
             .expect("BUG: a stopped worker gets no jobs")
-            .send(job)
+            .send(work)
             .map_err(|_| anyhow::anyhow!("a partition worker stopped unexpectedly"))
     }
 }
@@ -193,9 +223,10 @@ impl Drop for Worker {
 }
 
 fn work<P: Processor>(
+    partition: i32,
     mut task: Task<P>,
     shop: &Shop,
-    queue: &Receiver<Job>,
+    queue: &Receiver<Work>,
     events: &Sender<Event>,
 ) {
     // Once a job is interrupted or stalls, the task's state is no longer trusted: later jobs are
@@ -206,7 +237,7 @@ fn work<P: Processor>(
         let event = match &stopped {
             Some(Event::Interrupted) => Event::Interrupted,
             Some(_) => Event::Skipped,
-            None => match handle(&mut task, shop, job) {
+            None => match perform(partition, &mut task, shop, job) {
                 Ok(Handled::Done(event)) => event,
                 Ok(Handled::Interrupted) => {
                     stopped = Some(Event::Interrupted);
@@ -243,13 +274,35 @@ enum Handled {
 }
 
 /// What a retried registry call came to.
-enum Retried<T> {
+pub(super) enum Retried<T> {
     /// The call's answer (poison stays an error for the caller to dead-letter).
     Answer(Result<T, CodecError>),
     /// Shutdown interrupted the wait.
     Interrupted,
     /// The wait would outlive the transaction.
     Stalled,
+}
+
+/// Does one piece of work of the task of `partition`.
+fn perform<P: Processor>(
+    partition: i32,
+    task: &mut Task<P>,
+    shop: &Shop,
+    work: Work,
+) -> anyhow::Result<Handled> {
+    let outcome = match work {
+        Work::Record(job) => return handle(task, shop, job),
+        Work::GlobalChanged(changed) => task.global_changed(&changed),
+        Work::Resume => task.resumed(),
+    };
+    let outcome = outcome.map_err(|fatal| {
+        ::metrics::counter!(names::ERRORS, "class" => "fatal").increment(1);
+        anyhow::Error::new(fatal)
+    })?;
+    if let Some(unhandled) = produce(shop, outcome, partition)? {
+        return Ok(unhandled);
+    }
+    Ok(Handled::Done(Event::Done(None)))
 }
 
 /// Handles one record: decode, process, produce.
@@ -265,30 +318,11 @@ fn handle<P: Processor>(task: &mut Task<P>, shop: &Shop, job: Job) -> anyhow::Re
         .input(&record.topic)
         .with_context(|| format!("BUG: consumed {} which is not an input", record.topic))?
         .format;
-    let avro_key = matches!(format, InputFormat::Cdc(f) if f.encoding == Encoding::Avro && f.envelope == Envelope::Debezium);
-    let avro_value = matches!(format, InputFormat::Avro)
-        || matches!(format, InputFormat::Cdc(f) if f.encoding == Encoding::Avro);
-    let outcome = if avro_value {
-        let key = if avro_key {
-            decode_avro(shop, record.key.as_deref())?
-        } else {
-            Retried::Answer(Ok(None))
-        };
-        let value = decode_avro(shop, record.value.as_deref())?;
-        match (key, value) {
-            (Retried::Interrupted, _) | (_, Retried::Interrupted) => {
-                return Ok(Handled::Interrupted);
-            }
-            (Retried::Stalled, _) | (_, Retried::Stalled) => return Ok(Handled::Stalled),
-            (Retried::Answer(Err(error)), _) | (_, Retried::Answer(Err(error))) => {
-                task.dead_letter(&record, &error.to_string())
-            }
-            (Retried::Answer(Ok(key)), Retried::Answer(Ok(value))) => {
-                handled(task, &record, Some(AvroResolved { key, value }))?
-            }
-        }
-    } else {
-        handled(task, &record, None)?
+    let outcome = match resolve_avro(shop, format, &record, true)? {
+        Retried::Interrupted => return Ok(Handled::Interrupted),
+        Retried::Stalled => return Ok(Handled::Stalled),
+        Retried::Answer(Err(error)) => task.dead_letter(&record, &error.to_string()),
+        Retried::Answer(Ok(avro)) => handled(task, &record, avro)?,
     };
     if let Some(dead) = &outcome.dead_letter {
         // Where, not what: the reason can quote the record, and records carry personal data.
@@ -303,11 +337,11 @@ fn handle<P: Processor>(task: &mut Task<P>, shop: &Shop, job: Job) -> anyhow::Re
         return Ok(unhandled);
     }
     ::metrics::histogram!(names::PROCESS_LATENCY).record(started.elapsed().as_secs_f64());
-    Ok(Handled::Done(Event::Done {
+    Ok(Handled::Done(Event::Done(Some(Position {
         prefixed_topic,
         partition: record.partition,
         next_offset: record.offset + 1,
-    }))
+    }))))
 }
 
 fn handled<P: Processor>(
@@ -321,12 +355,38 @@ fn handled<P: Processor>(
     })
 }
 
-/// Decodes through the registry, waiting out registry outages.
-fn decode_avro(
+/// Resolves a record of an Avro topic through the registry (`None` for other formats), waiting
+/// out registry outages; `within_transaction`: the wait ends at the open transaction's budget.
+pub(super) fn resolve_avro(
     shop: &Shop,
-    bytes: Option<&[u8]>,
-) -> anyhow::Result<Retried<Option<apache_avro::types::Value>>> {
-    retry(shop, || shop.runtime.block_on(shop.codec.decode(bytes)))
+    format: InputFormat,
+    record: &RawRecord,
+    within_transaction: bool,
+) -> anyhow::Result<Retried<Option<AvroResolved>>> {
+    if !format.avro_values() {
+        return Ok(Retried::Answer(Ok(None)));
+    }
+    let decode = |bytes: Option<&[u8]>| {
+        retry(shop, within_transaction, || {
+            shop.runtime.block_on(shop.codec.decode(bytes))
+        })
+    };
+    let key = if format.avro_keys() {
+        decode(record.key.as_deref())?
+    } else {
+        Retried::Answer(Ok(None))
+    };
+    let value = decode(record.value.as_deref())?;
+    Ok(match (key, value) {
+        (Retried::Interrupted, _) | (_, Retried::Interrupted) => Retried::Interrupted,
+        (Retried::Stalled, _) | (_, Retried::Stalled) => Retried::Stalled,
+        (Retried::Answer(Err(error)), _) | (_, Retried::Answer(Err(error))) => {
+            Retried::Answer(Err(error))
+        }
+        (Retried::Answer(Ok(key)), Retried::Answer(Ok(value))) => {
+            Retried::Answer(Ok(Some(AvroResolved { key, value })))
+        }
+    })
 }
 
 /// Runs a registry call until it is not transient, waiting with capped backoff (one WARN per
@@ -335,6 +395,7 @@ fn decode_avro(
 /// `streams.max_outage` (an error).
 fn retry<T>(
     shop: &Shop,
+    within_transaction: bool,
     attempt: impl Fn() -> Result<T, CodecError>,
 ) -> anyhow::Result<Retried<T>> {
     let mut delays = outage::backoff(shop.config.max_backoff);
@@ -349,7 +410,7 @@ fn retry<T>(
                     shop.config.max_outage
                 );
                 let delay = delays.next().unwrap_or(shop.config.max_backoff);
-                if shop.would_outlive_transaction(delay) {
+                if within_transaction && shop.would_outlive_transaction(delay) {
                     return Ok(Retried::Stalled);
                 }
                 if !outage::sleep_unless(&shop.shutdown, delay) {
@@ -375,7 +436,7 @@ fn produce(shop: &Shop, outcome: Outcome, partition: i32) -> anyhow::Result<Opti
         let topic = shop.prefixed(&output.topic);
         let value = match &output.value {
             None => None,
-            Some(value) => match retry(shop, || {
+            Some(value) => match retry(shop, true, || {
                 shop.runtime.block_on(shop.codec.encode(&topic, value))
             })? {
                 Retried::Interrupted => return Ok(Some(Handled::Interrupted)),

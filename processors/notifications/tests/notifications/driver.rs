@@ -15,7 +15,7 @@ use clinic::testkit::change;
 use clinic_notifications::config::Inputs;
 use clinic_notifications::model::Outgoing;
 use clinic_notifications::processor::{
-    CLINICIANS, CLINICS, Notifications, OUTBOX, PATIENT_INVITES, PATIENTS, USER_EVENTS, WAITING,
+    CLINICIANS, CLINICS, Notifications, OUTBOX, PARKED, PATIENT_INVITES, PATIENTS, USER_EVENTS,
 };
 use serde_json::json;
 
@@ -32,6 +32,13 @@ fn oid(n: u32) -> ObjectId {
 
 impl Harness {
     fn new() -> Self {
+        Self {
+            driver: TestDriver::new(Self::processor()),
+        }
+    }
+
+    /// The processor under test: JSON change events, user events read, the clock at `NOW_MS`.
+    fn processor() -> Notifications {
         let json = Format {
             envelope: Envelope::MongoChangeStream,
             encoding: Encoding::Json,
@@ -43,11 +50,7 @@ impl Harness {
             patient_invites: json,
             user_events: true,
         };
-        let processor =
-            Notifications::new(inputs, Duration::from_secs(24 * 3600)).with_clock(|| NOW_MS);
-        Self {
-            driver: TestDriver::new(processor),
-        }
+        Notifications::new(inputs, Duration::from_secs(24 * 3600)).with_clock(|| NOW_MS)
     }
 
     fn pipe(&mut self, topic: &str, mut change: ChangeEvent, at_ms: i64) {
@@ -138,7 +141,7 @@ fn clinic_created_goes_to_the_first_admin_even_when_their_record_comes_second() 
     // As the API writes it: the clinic, then its admin's clinician record.
     h.insert(CLINICS, clinic_doc(clinic, &["admin1"]));
     assert!(h.sent().is_empty());
-    assert_eq!(h.driver.store(WAITING).len(), 1);
+    assert_eq!(h.driver.store(PARKED).len(), 1);
     h.insert(
         CLINICIANS,
         clinician_doc(oid(11), clinic, "admin1", "Dr. Ana Ortiz"),
@@ -152,7 +155,7 @@ fn clinic_created_goes_to_the_first_admin_even_when_their_record_comes_second() 
         variables(&[("ClinicName", "Riverside Diabetes Clinic")])
     );
     assert!(sent[0].id.starts_with("clinic_created:"));
-    assert!(h.driver.store(WAITING).is_empty());
+    assert!(h.driver.store(PARKED).is_empty());
 
     // Record first, clinic second: sent at once. An address from user events works too.
     h.user_created("admin2", "second.admin@example.org");
@@ -179,7 +182,7 @@ fn a_clinic_without_a_name_or_admins_and_clinic_updates_send_nothing() {
         NOW_MS,
     );
     assert!(h.sent().is_empty());
-    assert!(h.driver.store(WAITING).is_empty());
+    assert!(h.driver.store(PARKED).is_empty());
     assert!(h.driver.dead_letters().is_empty());
 }
 
@@ -470,7 +473,7 @@ fn emails_whose_clinic_or_admin_comes_later_wait_for_them() {
         doc! { "_id": "invite1", "clinicId": clinic, "profile": { "fullName": "Kim Park" } },
     );
     assert!(h.sent().is_empty());
-    assert_eq!(h.driver.store(WAITING).len(), 2);
+    assert_eq!(h.driver.store(PARKED).len(), 2);
     // The clinic: the patient's email goes, and clinic_created and the invitation now wait
     // for the admin's address.
     h.insert(CLINICS, clinic_doc(clinic, &["admin1"]));
@@ -478,7 +481,7 @@ fn emails_whose_clinic_or_admin_comes_later_wait_for_them() {
     assert_eq!(sent.len(), 1, "{sent:?}");
     assert_eq!(sent[0].template, "custodial_account_created");
     assert_eq!(sent[0].variables["ClinicName"], "Riverside Diabetes Clinic");
-    assert_eq!(h.driver.store(WAITING).len(), 2);
+    assert_eq!(h.driver.store(PARKED).len(), 2);
     h.insert(CLINICIANS, clinician_doc(oid(10), clinic, "admin1", "Ana"));
     let mut templates: Vec<(String, String)> =
         h.sent().into_iter().map(|s| (s.template, s.to)).collect();
@@ -493,8 +496,71 @@ fn emails_whose_clinic_or_admin_comes_later_wait_for_them() {
             ),
         ]
     );
-    assert!(h.driver.store(WAITING).is_empty());
+    assert!(h.driver.store(PARKED).is_empty());
     // Nothing is left to send twice.
     h.insert(CLINICIANS, clinician_doc(oid(10), clinic, "admin1", "Ana"));
     assert!(h.sent().is_empty());
+}
+
+#[test]
+fn a_restarted_task_sends_what_a_global_table_brought_while_it_was_down() {
+    let mut h = Harness::new();
+    let clinic = oid(1);
+    h.insert(CLINICIANS, clinician_doc(oid(10), clinic, "admin1", "Ana"));
+    h.insert(
+        PATIENTS,
+        doc! {
+            "_id": oid(20), "clinicId": clinic, "userId": "patient1", "fullName": "Sam Lee",
+            "email": "sam@example.org", "permissions": { "custodian": {} },
+        },
+    );
+    assert_eq!(h.driver.store(PARKED).len(), 1);
+    // The instance crashes; its global tables keep reading (another instance, or this one
+    // after the restart, reads the clinic), but no task hears of it.
+    h.driver.stop_task();
+    h.insert(CLINICS, clinic_doc(clinic, &["admin1"]));
+    assert!(h.sent().is_empty());
+    h.driver
+        .restart_task(Harness::processor())
+        .expect("restarted");
+    let sent = h.sent();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].template, "custodial_account_created");
+    assert_eq!(sent[0].variables["ClinicName"], "Riverside Diabetes Clinic");
+    assert!(h.driver.store(PARKED).is_empty());
+    // Nothing that was sent before the restart, or that still waits, is sent again.
+    h.driver
+        .restart_task(Harness::processor())
+        .expect("restarted");
+    assert!(h.sent().is_empty());
+}
+
+#[test]
+fn a_roles_change_without_its_document_uses_the_table_and_skips_a_clinician_nobody_knows() {
+    let mut h = Harness::new();
+    let clinic = oid(1);
+    h.insert(CLINICS, clinic_doc(clinic, &["admin1"]));
+    h.insert(
+        CLINICIANS,
+        clinician_doc(oid(10), clinic, "admin1", "Dr. Ana Ortiz"),
+    );
+    h.insert(CLINICIANS, clinician_doc(oid(11), clinic, "member1", "Sam"));
+    h.sent();
+    let roles = doc! { "rolesUpdates.0": { "roles": ["CLINIC_ADMIN"], "updatedBy": "admin1" } };
+    // No fullDocument (the connector's lookup found the document gone, or a producer without
+    // updateLookup): the global table's record names the recipient.
+    let mut event = change(Operation::Update, "clinicians", oid(11), None);
+    event.updated_fields = roles.clone();
+    event.source.resume_token = Some(doc! { "_data": "no-full-document" });
+    h.pipe(CLINICIANS, event, NOW_MS - 1_000);
+    let sent = h.sent();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].to, "member1@example.org");
+    assert_eq!(sent[0].variables["ClinicianName"], "Dr. Ana Ortiz");
+    // A clinician neither the change nor the table describes: nothing to send, nothing poison.
+    let mut event = change(Operation::Update, "clinicians", oid(12), None);
+    event.updated_fields = roles;
+    h.pipe(CLINICIANS, event, NOW_MS - 1_000);
+    assert!(h.sent().is_empty());
+    assert!(h.driver.dead_letters().is_empty());
 }

@@ -1,8 +1,8 @@
 //! On the local stack: the `clinic-notifications` binary (processor and effect stage) against
 //! Kafka, the registry and a Mailpit of its own (the stack's binary on free ports, so chaos,
 //! rejected recipients and an outage touch no other test):
-//! - the seven emails arrive once each, with recipient, subject, both parts and variables,
-//!   while Mailpit answers 30 % of `RCPT TO` with a 451; a repeated request is sent once; an
+//! - the seven emails arrive once each from two replicas, with recipient, subject, both parts
+//!   and variables, while Mailpit answers 30 % of `RCPT TO` with a 451; a repeated request is sent once; an
 //!   unknown template and a recipient Mailpit refuses (550) are dead-lettered;
 //! - a burst of 500 requests with the processor SIGKILLed twice and Mailpit away for 10 s:
 //!   every email arrives, and no more are repeated than kills (the one in flight each time);
@@ -31,8 +31,8 @@ use crate::mailpit::Mailpit;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_clinic-notifications");
 
-/// The processor's topics under a fresh prefix: one partition for changelogs and the DLQ, two
-/// for the rest (the done log as many as the outbox).
+/// The processor's topics under a fresh prefix: one partition for the DLQ, two for the rest
+/// (changelogs as many as the inputs, the done log as many as the outbox).
 async fn topics(endpoints: &Endpoints, what: &str, extra: &[&str]) -> String {
     let prefix = format!("{}.", testkit::unique(what));
     let mut names = testkit::topics_of(
@@ -42,10 +42,7 @@ async fn topics(endpoints: &Endpoints, what: &str, extra: &[&str]) -> String {
     names.extend(extra.iter().map(|t| (*t).to_owned()));
     let topics: Vec<(&str, i32)> = names
         .iter()
-        .map(|t| {
-            let one = t.ends_with(".changelog") || t.ends_with(".dlq");
-            (t.as_str(), if one { 1 } else { 2 })
-        })
+        .map(|t| (t.as_str(), if t.ends_with(".dlq") { 1 } else { 2 }))
         .collect();
     testkit::create_topics(endpoints, &prefix, &topics)
         .await
@@ -266,8 +263,19 @@ async fn the_seven_emails_arrive_once_each_through_smtp_chaos() {
     )
     .await;
 
-    let log = std::env::temp_dir().join(format!("{token}-notifications.log"));
-    let processor = start(&endpoints, &prefix, Some(&mailpit), &log, &[]);
+    // Two replicas: each reads the clinics, clinicians and users whole (global tables) and one
+    // of the two partitions of every trigger topic.
+    let logs =
+        ["a", "b"].map(|r| std::env::temp_dir().join(format!("{token}-notifications-{r}.log")));
+    let processors = [("replica-a", &logs[0]), ("replica-b", &logs[1])].map(|(id, log)| {
+        start(
+            &endpoints,
+            &prefix,
+            Some(&mailpit),
+            log,
+            &[("CLINIC__STREAMS__INSTANCE_ID", id)],
+        )
+    });
     // The promotion comes once the admin's record has been read (as in life, where it is old):
     // the clinicians topic's partitions are read side by side, and the email names the updater.
     clinic::smoke::mail::await_message(
@@ -286,8 +294,11 @@ async fn the_seven_emails_arrive_once_each_through_smtp_chaos() {
         .await
         .expect("published");
     let received = await_received(&endpoints, &prefix, &mailpit, &token, 7).await;
-    let (status, log_text) = processor.stop();
-    assert!(status.success(), "exit {status}: {log_text}");
+    for processor in processors {
+        let (status, log_text) = processor.stop();
+        assert!(status.success(), "exit {status}: {log_text}");
+        assert!(log_text.contains("Global tables ready."), "{log_text}");
+    }
 
     let by_recipient: BTreeMap<String, Vec<&MailpitMessage>> =
         received.iter().fold(BTreeMap::new(), |mut map, m| {
@@ -369,7 +380,9 @@ async fn the_seven_emails_arrive_once_each_through_smtp_chaos() {
         "{reasons:?}"
     );
     assert!(reasons.iter().any(|r| r.contains("SMTP 5")), "{reasons:?}");
-    let _ = std::fs::remove_file(&log);
+    for log in logs {
+        let _ = std::fs::remove_file(log);
+    }
 }
 
 #[tokio::test]

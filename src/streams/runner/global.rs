@@ -1,0 +1,248 @@
+//! The global thread (Kafka Streams' `GlobalStreamThread`): one per instance, for a processor
+//! with global inputs. It reads every partition of those topics (`read_committed`, outside the
+//! consumer group, never committing: the topics are the tables' logs) into the
+//! [`GlobalTables`], first to the end they had when it started (the runner starts no task
+//! before that), then as records come. It tells the runner which keys each record changed, and
+//! the runner hands that news to every task ([`crate::streams::Processor::global_changed`]).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+use super::outage::{self, Reporting};
+use super::partition_count;
+use super::worker::{Retried, Shop, resolve_avro};
+use crate::streams::global::{Changed, GlobalTables};
+use crate::streams::processor::Processor;
+use crate::streams::record::RawRecord;
+
+/// What the global thread tells the runner.
+pub(super) enum News {
+    /// The tables hold their topics up to where they ended at start: tasks may start.
+    Ready,
+    /// A record changed these keys (sent once ready).
+    Changed(Arc<[Changed]>),
+    /// The thread stopped with this error.
+    Failed(anyhow::Error),
+}
+
+/// The running global thread.
+pub(super) struct GlobalThread {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    pub(super) news: Receiver<News>,
+}
+
+impl GlobalThread {
+    /// Starts keeping `tables` with `processor` (an instance of its own), and waits until they
+    /// are read to the end their topics had.
+    ///
+    /// # Errors
+    /// The consumer cannot be created, the thread failed before it was ready, or shutdown came
+    /// first.
+    pub(super) fn start<P: Processor + 'static>(
+        processor: P,
+        tables: GlobalTables,
+        client: &ClientConfig,
+        group: &str,
+        shop: Arc<Shop>,
+    ) -> anyhow::Result<Self> {
+        let consumer: BaseConsumer<Reporting> = client
+            .clone()
+            .set("group.id", format!("{group}-global"))
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("isolation.level", "read_committed")
+            .create_with_context(Reporting(Arc::clone(&shop.health)))
+            .context("creating the global tables' consumer")?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let shutdown = Arc::clone(&shop.shutdown);
+        let (tell, news) = std::sync::mpsc::channel();
+        let thread = {
+            let stop = Arc::clone(&stop);
+            std::thread::Builder::new()
+                .name("global-tables".into())
+                .spawn(move || {
+                    let keeper = Keeper {
+                        processor,
+                        tables,
+                        consumer,
+                        shop,
+                        stop,
+                        tell: tell.clone(),
+                    };
+                    if let Err(error) = keeper.run() {
+                        let _ = tell.send(News::Failed(error));
+                    }
+                })
+                .context("starting the global tables' thread")?
+        };
+        let global = Self {
+            stop,
+            thread: Some(thread),
+            news,
+        };
+        loop {
+            match global.news.recv() {
+                Ok(News::Ready) => return Ok(global),
+                Ok(News::Failed(error)) => return Err(error.context("reading the global tables")),
+                Ok(News::Changed(_)) => {}
+                // Shutdown while reading: the runner's loop ends before it starts a task.
+                Err(_) if shutdown.load(Ordering::SeqCst) => return Ok(global),
+                Err(_) => anyhow::bail!("the global tables' thread stopped before it was ready"),
+            }
+        }
+    }
+}
+
+impl Drop for GlobalThread {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("The global tables' thread panicked.");
+        }
+    }
+}
+
+struct Keeper<P> {
+    processor: P,
+    tables: GlobalTables,
+    consumer: BaseConsumer<Reporting>,
+    shop: Arc<Shop>,
+    stop: Arc<AtomicBool>,
+    tell: Sender<News>,
+}
+
+impl<P: Processor> Keeper<P> {
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst) || self.shop.shutdown.load(Ordering::SeqCst)
+    }
+
+    fn run(self) -> anyhow::Result<()> {
+        let mut ends = self.assign_all()?;
+        let mut ready = false;
+        let mut last_report = Instant::now();
+        while !self.stopping() {
+            if last_report.elapsed() >= Duration::from_secs(5) {
+                self.tables.report_sizes();
+                last_report = Instant::now();
+            }
+            if !ready {
+                ends.retain(|(topic, partition), end| {
+                    !matches!(self.position(topic, *partition), Some(at) if at >= *end)
+                });
+                if ends.is_empty() {
+                    ready = true;
+                    tracing::info!("Global tables read.");
+                    if self.tell.send(News::Ready).is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+            match self.consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(message)) => {
+                    let record = RawRecord::of(&message, &self.shop.config.topic_prefix);
+                    let Some(changed) = self.apply(&record)? else {
+                        return Ok(());
+                    };
+                    if ready
+                        && !changed.is_empty()
+                        && self.tell.send(News::Changed(changed.into())).is_err()
+                    {
+                        return Ok(());
+                    }
+                }
+                // librdkafka retries on its own; the Reporting context made it an outage.
+                Some(Err(error)) => tracing::debug!(error = %error, "Reading the global tables."),
+                None => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Assigns every partition of every global input from the beginning; returns the end offset
+    /// of each partition that has records.
+    fn assign_all(&self) -> anyhow::Result<BTreeMap<(String, i32), i64>> {
+        let metadata = self.broker("fetching metadata", || {
+            self.consumer.fetch_metadata(None, Duration::from_secs(30))
+        })?;
+        let mut assignment = TopicPartitionList::new();
+        let mut ends = BTreeMap::new();
+        for topic in self.shop.topology.global_topics() {
+            let topic = self.shop.prefixed(&topic);
+            let partitions = partition_count(&metadata, &topic)
+                .with_context(|| format!("topic {topic} does not exist"))?;
+            for partition in 0..i32::try_from(partitions)? {
+                let (low, high) = self.broker("reading the global tables' end offsets", || {
+                    self.consumer
+                        .fetch_watermarks(&topic, partition, Duration::from_secs(30))
+                })?;
+                if high > low {
+                    ends.insert((topic.clone(), partition), high);
+                }
+                assignment.add_partition_offset(&topic, partition, Offset::Beginning)?;
+            }
+        }
+        self.consumer
+            .assign(&assignment)
+            .context("assigning the global tables' partitions")?;
+        Ok(ends)
+    }
+
+    /// Runs `attempt` until the broker answers it (see [`outage::with_broker`]).
+    fn broker<T>(
+        &self,
+        what: &str,
+        attempt: impl FnMut() -> Result<T, KafkaError>,
+    ) -> anyhow::Result<T> {
+        let config = &self.shop.config;
+        outage::with_broker(
+            &self.shop.health.outages,
+            config.max_outage,
+            config.max_backoff,
+            &self.shop.shutdown,
+            what,
+            attempt,
+        )
+    }
+
+    /// The consumer's position in a partition (transaction markers take offsets too, so the end
+    /// can be reached without a last record).
+    fn position(&self, topic: &str, partition: i32) -> Option<i64> {
+        let position = self.consumer.position().ok()?;
+        match position.find_partition(topic, partition)?.offset() {
+            Offset::Offset(at) => Some(at),
+            _ => None,
+        }
+    }
+
+    /// Folds one record into the tables; `None` when shutdown interrupted a wait for the
+    /// registry.
+    fn apply(&self, record: &RawRecord) -> anyhow::Result<Option<Vec<Changed>>> {
+        let (input, _) = self
+            .shop
+            .topology
+            .global_input(&record.topic)
+            .with_context(|| format!("BUG: read {} which is not a global input", record.topic))?;
+        let avro = match resolve_avro(&self.shop, input.format, record, false)? {
+            Retried::Interrupted => return Ok(None),
+            Retried::Stalled => anyhow::bail!("BUG: a global table waits outside transactions"),
+            Retried::Answer(Err(error)) => {
+                tracing::warn!(topic = %record.topic, partition = record.partition, offset = record.offset, error = %error, "A global table's record could not be decoded; skipped.");
+                return Ok(Some(Vec::new()));
+            }
+            Retried::Answer(Ok(avro)) => avro,
+        };
+        Ok(Some(self.tables.apply(&self.processor, record, avro)?))
+    }
+}
