@@ -72,7 +72,8 @@ pub mod metrics {
     pub const REQUESTED: &str = "clinic_notifications_requested_total";
     /// Changes that would have sent an email but did not, by `reason` (`old`, `no_address`,
     /// `suppressed`, `unknown_member`: a roles change of a clinician neither the change nor the
-    /// table describes).
+    /// table describes; `expired`: a parked email whose clinic or address did not come within
+    /// `max_age`).
     pub const SKIPPED: &str = "clinic_notifications_skipped_total";
 }
 
@@ -227,11 +228,14 @@ impl Processor for Notifications {
         }
     }
 
-    /// Sends what became sendable while the task was not running.
+    /// Sends what became sendable while the task was not running, and drops what waited past
+    /// `max_age`.
     fn resumed(&mut self, ctx: &mut Context<'_>) -> Result<(), ProcessError> {
         for (key, value) in ctx.scan_prefix(PARKED, "")? {
             let parked = parked(&key, &value)?;
-            if self.sendable(ctx, &parked)? {
+            if self.expired(&parked) {
+                ctx.delete(PARKED, &key)?;
+            } else if self.sendable(ctx, &parked)? {
                 ctx.delete(PARKED, &key)?;
                 self.deliver(ctx, parked)?;
             }
@@ -316,6 +320,9 @@ enum Recipient {
 struct Parked {
     /// The clinic's document key.
     clinic: String,
+    /// When the change that decided it happened (epoch milliseconds): it is dropped once older
+    /// than `max_age`, as the change itself would have been.
+    at_ms: Option<i64>,
     email: Outgoing,
     recipient: Recipient,
 }
@@ -403,6 +410,7 @@ impl Notifications {
         let Parked {
             mut email,
             recipient,
+            at_ms,
             ..
         } = parked;
         email
@@ -422,6 +430,7 @@ impl Notifications {
                         &key,
                         &Parked {
                             clinic: clinic_key,
+                            at_ms,
                             email,
                             recipient: Recipient::User(user),
                         },
@@ -442,6 +451,7 @@ impl Notifications {
                         ctx,
                         Parked {
                             clinic: clinic_key.clone(),
+                            at_ms,
                             email: one,
                             recipient: Recipient::User(admin.clone()),
                         },
@@ -458,9 +468,22 @@ impl Notifications {
         for (key, value) in ctx.scan_prefix(PARKED, prefix)? {
             let parked = parked(&key, &value)?;
             ctx.delete(PARKED, &key)?;
-            self.deliver(ctx, parked)?;
+            if !self.expired(&parked) {
+                self.deliver(ctx, parked)?;
+            }
         }
         Ok(())
+    }
+
+    /// Whether a parked email waited past `max_age` (then it is dropped, not sent).
+    fn expired(&self, parked: &Parked) -> bool {
+        let expired = parked
+            .at_ms
+            .is_some_and(|at| (self.clock)().saturating_sub(at) > self.max_age_ms);
+        if expired {
+            skipped("expired");
+        }
+        expired
     }
 
     /// `clinic_created` to the first admin on the insert of a clinic with a name and admins (the
@@ -501,6 +524,7 @@ impl Notifications {
             ctx,
             Parked {
                 clinic: clinic_key,
+                at_ms: at,
                 email,
                 recipient: Recipient::User(admin.clone()),
             },
@@ -564,6 +588,7 @@ impl Notifications {
             ctx,
             Parked {
                 clinic,
+                at_ms: at,
                 email,
                 recipient: Recipient::Address,
             },
@@ -624,6 +649,7 @@ impl Notifications {
             ctx,
             Parked {
                 clinic: table_key(clinic_id),
+                at_ms: at,
                 email,
                 recipient: Recipient::Address,
             },
@@ -672,6 +698,7 @@ impl Notifications {
             ctx,
             Parked {
                 clinic: table_key(&clinic_id),
+                at_ms: at,
                 email,
                 recipient: Recipient::Admins,
             },

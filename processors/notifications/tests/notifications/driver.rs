@@ -39,6 +39,11 @@ impl Harness {
 
     /// The processor under test: JSON change events, user events read, the clock at `NOW_MS`.
     fn processor() -> Notifications {
+        Self::processor_at(NOW_MS)
+    }
+
+    /// The same with the clock at `now_ms`.
+    fn processor_at(now_ms: i64) -> Notifications {
         let json = Format {
             envelope: Envelope::MongoChangeStream,
             encoding: Encoding::Json,
@@ -50,7 +55,7 @@ impl Harness {
             patient_invites: json,
             user_events: true,
         };
-        Notifications::new(inputs, Duration::from_secs(24 * 3600)).with_clock(|| NOW_MS)
+        Notifications::new(inputs, Duration::from_secs(24 * 3600)).with_clock(move || now_ms)
     }
 
     fn pipe(&mut self, topic: &str, mut change: ChangeEvent, at_ms: i64) {
@@ -563,4 +568,25 @@ fn a_roles_change_without_its_document_uses_the_table_and_skips_a_clinician_nobo
     h.pipe(CLINICIANS, event, NOW_MS - 1_000);
     assert!(h.sent().is_empty());
     assert!(h.driver.dead_letters().is_empty());
+}
+
+#[test]
+fn a_parked_email_whose_clinic_does_not_come_within_max_age_is_dropped() {
+    let mut h = Harness::new();
+    let clinic = oid(1);
+    h.insert(
+        PATIENTS,
+        doc! {
+            "_id": oid(20), "clinicId": clinic, "userId": "patient1", "fullName": "Sam Lee",
+            "email": "sam@example.org", "permissions": { "custodian": {} },
+        },
+    );
+    assert_eq!(h.driver.store(PARKED).len(), 1);
+    // A day and an hour later the task restarts: the email is dropped, not kept for ever.
+    h.driver
+        .restart_task(Harness::processor_at(NOW_MS + 25 * 3600 * 1000))
+        .expect("restarted");
+    assert!(h.driver.store(PARKED).is_empty());
+    h.insert(CLINICS, clinic_doc(clinic, &["admin1"]));
+    assert!(h.sent().is_empty());
 }

@@ -4,7 +4,7 @@
 //! - the seven emails arrive once each from two replicas, with recipient, subject, both parts
 //!   and variables, while Mailpit answers 30 % of `RCPT TO` with a 451; a repeated request is sent once; an
 //!   unknown template and a recipient Mailpit refuses (550) are dead-lettered;
-//! - a burst of 500 requests with the processor SIGKILLed twice and Mailpit away for 10 s:
+//! - a burst of 500 requests with the processor SIGKILLed twice and Mailpit away for 30 s:
 //!   every email arrives, and no more are repeated than kills (the one in flight each time);
 //! - the Tidepool mailer sender: the CloudEvents on the topic match the mailer's contract.
 
@@ -415,10 +415,10 @@ async fn a_burst_through_two_kills_and_a_mail_server_outage_repeats_at_most_the_
         processor.kill();
         kills += 1;
     }
-    // Back, with the mail server away for 10 s: transient failures, retried, nothing lost.
+    // Back, with the mail server away for 30 s: transient failures, retried, nothing lost.
     let processor = start(&endpoints, &prefix, Some(&mailpit), &log, &[]);
     mailpit.kill();
-    tokio::time::sleep(Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_secs(30)).await;
     mailpit.resume();
     let received = await_received(&endpoints, &prefix, &mailpit, &token, BURST).await;
     let (status, log_text) = processor.stop();
