@@ -131,8 +131,8 @@ async fn main() {
     let topics: Vec<(&str, i32)> = names
         .iter()
         .map(|t| {
-            let one = t.ends_with(".changelog") || t.ends_with(".dlq");
-            (t.as_str(), if one { 1 } else { 3 })
+            // Changelogs as many as the inputs: the processor's tasks are per partition.
+            (t.as_str(), if t.ends_with(".dlq") { 1 } else { 3 })
         })
         .collect();
     testkit::create_topics(&endpoints, &prefix, &topics)
@@ -152,6 +152,10 @@ async fn main() {
         Arc::clone(&health),
     ));
     while !health.ready.load(Ordering::SeqCst) {
+        assert!(
+            !running.is_finished(),
+            "the processor stopped before it was ready"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
