@@ -34,6 +34,15 @@ impl GlobalTables {
         Arc::clone(&self.stores)
     }
 
+    /// Empties the stores (before reading the topics again from the beginning).
+    pub fn clear(&self) {
+        *self
+            .stores
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Stores::new(&self.topology.global_stores);
+    }
+
     /// Sets the store-entries gauge of each global store.
     pub fn report_sizes(&self) {
         for (store, size) in super::task::read(&self.stores).sizes() {

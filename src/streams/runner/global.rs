@@ -1,9 +1,10 @@
 //! The global thread (Kafka Streams' `GlobalStreamThread`): one per instance, for a processor
 //! with global inputs. It reads every partition of those topics (`read_committed`, outside the
 //! consumer group, never committing: the topics are the tables' logs) into the
-//! [`GlobalTables`], first to the end they had when it started (the runner starts no task
-//! before that), then as records come. It tells the runner which keys each record changed, and
-//! the runner hands that news to every task ([`crate::streams::Processor::global_changed`]).
+//! [`GlobalTables`], first to the end of what was committed when it started (the runner starts
+//! no task before that), then as records come. It tells the runner which keys each record
+//! changed, and the runner hands that news to every task
+//! ([`crate::streams::Processor::global_changed`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,10 +16,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
+use rdkafka::message::Message as _;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use super::outage::{self, Reporting};
 use super::partition_count;
+use super::restore::{RestoreError, read_partitions};
 use super::worker::{Retried, Shop, resolve_avro};
 use crate::streams::global::{Changed, GlobalTables};
 use crate::streams::processor::Processor;
@@ -43,7 +46,7 @@ pub(super) struct GlobalThread {
 
 impl GlobalThread {
     /// Starts keeping `tables` with `processor` (an instance of its own), and waits until they
-    /// are read to the end their topics had.
+    /// are read to the end of what their topics had committed.
     ///
     /// # Errors
     /// The consumer cannot be created, the thread failed before it was ready, or shutdown came
@@ -129,25 +132,21 @@ impl<P: Processor> Keeper<P> {
     }
 
     fn run(self) -> anyhow::Result<()> {
-        let mut ends = self.assign_all()?;
-        let mut ready = false;
+        let Some(assignment) = self.bootstrap()? else {
+            return Ok(());
+        };
+        self.consumer
+            .assign(&assignment)
+            .context("assigning the global tables' partitions")?;
+        tracing::info!("Global tables read.");
+        if self.tell.send(News::Ready).is_err() {
+            return Ok(());
+        }
         let mut last_report = Instant::now();
         while !self.stopping() {
             if last_report.elapsed() >= Duration::from_secs(5) {
                 self.tables.report_sizes();
                 last_report = Instant::now();
-            }
-            if !ready {
-                ends.retain(|(topic, partition), end| {
-                    !matches!(self.position(topic, *partition), Some(at) if at >= *end)
-                });
-                if ends.is_empty() {
-                    ready = true;
-                    tracing::info!("Global tables read.");
-                    if self.tell.send(News::Ready).is_err() {
-                        return Ok(());
-                    }
-                }
             }
             match self.consumer.poll(Duration::from_millis(100)) {
                 Some(Ok(message)) => {
@@ -155,9 +154,7 @@ impl<P: Processor> Keeper<P> {
                     let Some(changed) = self.apply(&record)? else {
                         return Ok(());
                     };
-                    if ready
-                        && !changed.is_empty()
-                        && self.tell.send(News::Changed(changed.into())).is_err()
+                    if !changed.is_empty() && self.tell.send(News::Changed(changed.into())).is_err()
                     {
                         return Ok(());
                     }
@@ -170,33 +167,73 @@ impl<P: Processor> Keeper<P> {
         Ok(())
     }
 
-    /// Assigns every partition of every global input from the beginning; returns the end offset
-    /// of each partition that has records.
-    fn assign_all(&self) -> anyhow::Result<BTreeMap<(String, i32), i64>> {
+    /// Reads every partition of every global input from the beginning to the end of what is
+    /// committed now (the restore reader: an open transaction does not hold the start up), and
+    /// returns where to follow them from; `None` when shutdown came first. A broker outage
+    /// midway starts it again on empty tables.
+    fn bootstrap(&self) -> anyhow::Result<Option<TopicPartitionList>> {
         let metadata = self.broker("fetching metadata", || {
             self.consumer.fetch_metadata(None, Duration::from_secs(30))
         })?;
-        let mut assignment = TopicPartitionList::new();
-        let mut ends = BTreeMap::new();
+        let mut topics = Vec::new();
         for topic in self.shop.topology.global_topics() {
             let topic = self.shop.prefixed(&topic);
             let partitions = partition_count(&metadata, &topic)
                 .with_context(|| format!("topic {topic} does not exist"))?;
-            for partition in 0..i32::try_from(partitions)? {
-                let (low, high) = self.broker("reading the global tables' end offsets", || {
-                    self.consumer
-                        .fetch_watermarks(&topic, partition, Duration::from_secs(30))
-                })?;
-                if high > low {
-                    ends.insert((topic.clone(), partition), high);
+            topics.push((topic, (0..i32::try_from(partitions)?).collect::<Vec<i32>>()));
+        }
+        let group = format!("{}-global", self.shop.topology.group_id());
+        let read = self.broker("reading the global tables", || {
+            self.tables.clear();
+            let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
+            for (topic, partitions) in &topics {
+                let client = self.shop.config.client_config();
+                let result = read_partitions(
+                    &client,
+                    &group,
+                    topic,
+                    partitions,
+                    &self.shop.health,
+                    |message| {
+                        let record = RawRecord::of(message, &self.shop.config.topic_prefix);
+                        match self.apply(&record) {
+                            Ok(Some(_)) => {
+                                next.insert(
+                                    (topic.clone(), message.partition()),
+                                    message.offset() + 1,
+                                );
+                                Ok(())
+                            }
+                            Ok(None) => Err("shutdown requested".to_owned()),
+                            Err(error) => Err(format!("{error:#}")),
+                        }
+                    },
+                );
+                match result {
+                    Ok(_) => {}
+                    Err(RestoreError::Broker(error)) => return Err(error),
+                    Err(other) => return Ok(Err(other)),
                 }
-                assignment.add_partition_offset(&topic, partition, Offset::Beginning)?;
+            }
+            Ok(Ok(next))
+        })?;
+        let next = match read {
+            Ok(next) => next,
+            Err(_) if self.stopping() => return Ok(None),
+            Err(error) => {
+                return Err(anyhow::Error::new(error).context("reading the global tables"));
+            }
+        };
+        let mut assignment = TopicPartitionList::new();
+        for (topic, partitions) in &topics {
+            for partition in partitions {
+                let from = next
+                    .get(&(topic.clone(), *partition))
+                    .map_or(Offset::Beginning, |at| Offset::Offset(*at));
+                assignment.add_partition_offset(topic, *partition, from)?;
             }
         }
-        self.consumer
-            .assign(&assignment)
-            .context("assigning the global tables' partitions")?;
-        Ok(ends)
+        Ok(Some(assignment))
     }
 
     /// Runs `attempt` until the broker answers it (see [`outage::with_broker`]).
@@ -214,16 +251,6 @@ impl<P: Processor> Keeper<P> {
             what,
             attempt,
         )
-    }
-
-    /// The consumer's position in a partition (transaction markers take offsets too, so the end
-    /// can be reached without a last record).
-    fn position(&self, topic: &str, partition: i32) -> Option<i64> {
-        let position = self.consumer.position().ok()?;
-        match position.find_partition(topic, partition)?.offset() {
-            Offset::Offset(at) => Some(at),
-            _ => None,
-        }
     }
 
     /// Folds one record into the tables; `None` when shutdown interrupted a wait for the

@@ -674,44 +674,52 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
             return Ok(());
         }
         self.health.ready.store(false, Ordering::SeqCst);
-        for partition in to_restore {
-            let started = Instant::now();
-            // Each attempt restores into a fresh task: a broken-off one holds part of the state.
-            let restored = self.broker(
-                &format!("restoring the stores of partition {partition}"),
-                || {
-                    let mut task = Task::new((self.factory)())
-                        .with_application_id(self.shop.config.application_id.clone());
-                    if let Some((_, globals)) = &self.global {
-                        task = task.with_globals(Arc::clone(globals));
-                    }
-                    match restore::restore(
-                        &self.client,
-                        &self.shop.config.topic_prefix,
-                        &mut task,
-                        partition,
-                        &self.health,
-                    ) {
-                        Ok(applied) => Ok(Ok((task, applied))),
-                        Err(restore::RestoreError::Broker(error)) => Err(error),
-                        Err(corrupt) => Ok(Err(corrupt)),
-                    }
-                },
-            )?;
-            let (task, applied) = restored
-                .with_context(|| format!("restoring the stores of partition {partition}"))?;
-            if self.health.outages.longest().is_some() {
-                // Rewinds repeat while an outage lasts; the outage itself is logged once.
-                tracing::debug!(partition, records = applied, elapsed = ?started.elapsed(), "Stores restored.");
-            } else {
-                tracing::info!(partition, records = applied, elapsed = ?started.elapsed(), "Stores restored.");
-            }
+        let started = Instant::now();
+        // Each attempt restores into fresh tasks: broken-off ones hold part of the state.
+        let restored = self.broker(
+            &format!("restoring the stores of partitions {to_restore:?}"),
+            || {
+                let mut tasks: BTreeMap<i32, Task<P>> = to_restore
+                    .iter()
+                    .map(|partition| (*partition, self.new_task()))
+                    .collect();
+                match restore::restore(
+                    &self.client,
+                    &self.shop.config.topic_prefix,
+                    &mut tasks,
+                    &self.health,
+                ) {
+                    Ok(applied) => Ok(Ok((tasks, applied))),
+                    Err(restore::RestoreError::Broker(error)) => Err(error),
+                    Err(corrupt) => Ok(Err(corrupt)),
+                }
+            },
+        )?;
+        let (tasks, applied) = restored
+            .with_context(|| format!("restoring the stores of partitions {to_restore:?}"))?;
+        if self.health.outages.longest().is_some() {
+            // Rewinds repeat while an outage lasts; the outage itself is logged once.
+            tracing::debug!(partitions = ?to_restore, records = applied, elapsed = ?started.elapsed(), "Stores restored.");
+        } else {
+            tracing::info!(partitions = ?to_restore, records = applied, elapsed = ?started.elapsed(), "Stores restored.");
+        }
+        for (partition, task) in tasks {
             let worker =
                 Worker::start(partition, task, Arc::clone(&self.shop), self.events.clone())?;
             lock(&self.shared).workers.insert(partition, worker);
         }
         self.health.ready.store(true, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// A task with empty stores, reading the global tables if there are any.
+    fn new_task(&self) -> Task<P> {
+        let task = Task::new((self.factory)())
+            .with_application_id(self.shop.config.application_id.clone());
+        match &self.global {
+            Some((_, globals)) => task.with_globals(Arc::clone(globals)),
+            None => task,
+        }
     }
 
     /// After a failed commit, a stalled worker or undelivered records: stop the workers

@@ -1,5 +1,6 @@
 //! Restoring a task's stores from their changelog partitions before it processes anything.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -25,26 +26,33 @@ pub(crate) enum RestoreError {
     Corrupt(String),
 }
 
-/// Replays every store's changelog partition `partition` into `task` (read_committed, from the
-/// beginning to the end). Returns the number of records applied.
+/// Replays every store's changelog partition of each task into it (read_committed, from the
+/// beginning to the end), store by store, all partitions of a store at once through one
+/// consumer: librdkafka fetches them in parallel, so a restart with many partitions waits about
+/// as long as for its largest one. Returns the number of records applied.
 pub(super) fn restore<P: Processor>(
     client: &ClientConfig,
     prefix: &str,
-    task: &mut Task<P>,
-    partition: i32,
+    tasks: &mut BTreeMap<i32, Task<P>>,
     health: &std::sync::Arc<Health>,
 ) -> Result<u64, RestoreError> {
-    let stores = task.topology().stores.clone();
-    let group = format!("{}-restore", task.topology().group_id());
+    let Some(topology) = tasks.values().next().map(|t| t.topology().clone()) else {
+        return Ok(0);
+    };
+    let partitions: Vec<i32> = tasks.keys().copied().collect();
+    let group = format!("{}-restore", topology.group_id());
     let mut applied = 0;
-    for store in stores {
-        let topic = format!("{prefix}{}", task.topology().changelog_topic(&store));
-        applied += read_partition(client, &group, &topic, partition, health, |message| {
+    for store in &topology.stores {
+        let topic = format!("{prefix}{}", topology.changelog_topic(store));
+        applied += read_partitions(client, &group, &topic, &partitions, health, |message| {
+            let task = tasks
+                .get_mut(&message.partition())
+                .ok_or_else(|| format!("BUG: no task for partition {}", message.partition()))?;
             let key = message
                 .key()
                 .map(|k| String::from_utf8_lossy(k).into_owned())
                 .unwrap_or_default();
-            task.restore(&store, key, message.payload().map(<[u8]>::to_vec))
+            task.restore(store, key, message.payload().map(<[u8]>::to_vec))
         })?;
     }
     metrics::counter!(names::RESTORED).increment(applied);
@@ -59,59 +67,93 @@ pub(crate) fn read_partition(
     topic: &str,
     partition: i32,
     health: &std::sync::Arc<Health>,
+    apply: impl FnMut(&BorrowedMessage<'_>) -> Result<(), String>,
+) -> Result<u64, RestoreError> {
+    read_partitions(client, group, topic, &[partition], health, apply)
+}
+
+/// Reads `partitions` of `topic` (read_committed) from the beginning to the end they have now,
+/// all through one consumer, handing each record to `apply` (in order within a partition).
+/// Returns the number of records read.
+pub(crate) fn read_partitions(
+    client: &ClientConfig,
+    group: &str,
+    topic: &str,
+    partitions: &[i32],
+    health: &std::sync::Arc<Health>,
     mut apply: impl FnMut(&BorrowedMessage<'_>) -> Result<(), String>,
 ) -> Result<u64, RestoreError> {
     let consumer: BaseConsumer<Reporting> = client
         .clone()
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
-        // The end of the partition is known from the fetch that finds nothing more; the
-        // broker holds such a fetch for fetch.wait.max.ms (500 ms by default), which every
-        // restore paid once per partition and store.
+        // The end of a partition is known from the fetch that finds nothing more; the broker
+        // holds such a fetch for fetch.wait.max.ms (500 ms by default), which every restore
+        // paid once per partition and store.
         .set("fetch.wait.max.ms", "10")
         .set("isolation.level", "read_committed")
         .set("group.id", group)
         // Reaching the end of the partition is reported as a client error too, which
         // `outage::client_error` expects.
         .create_with_context(Reporting(std::sync::Arc::clone(health)))?;
-    let (low, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(30))?;
-    if high <= low {
+    // The end offset of each partition that has records; those are the ones to read.
+    let mut remaining: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut assignment = TopicPartitionList::new();
+    for &partition in partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(30))?;
+        if high > low {
+            remaining.insert(partition, high);
+            assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
+        }
+    }
+    if remaining.is_empty() {
         return Ok(0);
     }
-    let mut assignment = TopicPartitionList::new();
-    assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
     consumer.assign(&assignment)?;
-    let started = Instant::now();
+    let mut last_progress = Instant::now();
     let mut read = 0;
-    loop {
+    while !remaining.is_empty() {
         match consumer.poll(Duration::from_millis(500)) {
             Some(Ok(message)) => {
                 apply(&message).map_err(|e| {
                     RestoreError::Corrupt(format!(
-                        "{topic}[{partition}] offset {}: {e}",
+                        "{topic}[{}] offset {}: {e}",
+                        message.partition(),
                         message.offset()
                     ))
                 })?;
                 read += 1;
-            }
-            Some(Err(KafkaError::PartitionEOF(_))) => break,
-            Some(Err(error)) => return Err(RestoreError::Broker(error)),
-            None => {
-                // Transaction markers take offsets too, so the position can reach the high
-                // watermark without a last message.
-                let position = consumer.position()?;
-                let at = position
-                    .find_partition(topic, partition)
-                    .map(|p| p.offset());
-                if matches!(at, Some(Offset::Offset(o)) if o >= high) {
-                    break;
+                last_progress = Instant::now();
+                let partition = message.partition();
+                if remaining
+                    .get(&partition)
+                    .is_some_and(|end| message.offset() + 1 >= *end)
+                {
+                    remaining.remove(&partition);
                 }
-                if started.elapsed() > Duration::from_secs(300) {
+            }
+            // The end of what is committed: an open transaction's records lie beyond it, up to
+            // the high watermark, and are not for read_committed readers.
+            Some(Err(KafkaError::PartitionEOF(partition))) => {
+                remaining.remove(&partition);
+            }
+            None => {
+                // Transaction markers take offsets too, so the position can reach the end
+                // without a last message.
+                let position = consumer.position()?;
+                remaining.retain(|partition, end| {
+                    !matches!(
+                        position.find_partition(topic, *partition).map(|p| p.offset()),
+                        Some(Offset::Offset(at)) if at >= *end
+                    )
+                });
+                if last_progress.elapsed() > Duration::from_secs(300) {
                     return Err(RestoreError::Corrupt(format!(
-                        "restoring {topic}[{partition}] made no progress for 300 s"
+                        "reading {topic} partitions {remaining:?} made no progress for 300 s"
                     )));
                 }
             }
+            Some(Err(error)) => return Err(RestoreError::Broker(error)),
         }
     }
     if let Err(error) = consumer.unassign() {

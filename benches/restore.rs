@@ -1,0 +1,149 @@
+//! How long a restarted processor takes to be ready when its stores must be restored from their
+//! changelogs, and its RSS then. Prints figures; asserts nothing. Needs the local stack.
+//!
+//! Run: `cargo bench --bench restore [-- <entries per partition>...]` (default: 1000 and
+//! 166667, i.e. 6,000 and 1,000,002 entries over 6 partitions).
+//!
+//! Per size: a one-store processor's changelog (6 partitions, ~90-byte JSON values) is filled
+//! directly, then the runner is started as a restarted instance would be, and the clock runs
+//! from its start to `/readyz` saying ready (group joined, every store restored). RSS is the
+//! bench process's (the runner runs in it) at that moment, less what it was before the start.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use clinic::endpoints::Endpoints;
+use clinic::streams::runner::{self, Health};
+use clinic::streams::{Context, Input, InputFormat, ProcessError, Processor, Topology};
+use clinic::testkit;
+use rdkafka::ClientConfig;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
+
+const PARTITIONS: i32 = 6;
+
+/// Keeps each input record under its key.
+struct Keeper;
+
+impl Processor for Keeper {
+    fn topology(&self) -> Topology {
+        Topology::new("restorebench")
+            .stream("in", InputFormat::Json)
+            .store("kv")
+    }
+
+    fn process(&mut self, input: Input<'_>, ctx: &mut Context<'_>) -> Result<(), ProcessError> {
+        let key = String::from_utf8_lossy(input.key.unwrap_or_default()).into_owned();
+        ctx.write_raw("kv", &key, b"{}".to_vec())
+    }
+}
+
+/// Writes `per_partition` entries to each partition of the changelog.
+fn fill(brokers: &str, topic: &str, per_partition: usize) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "20")
+        .set("batch.size", "1000000")
+        .set("compression.type", "lz4")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .expect("producer");
+    for partition in 0..PARTITIONS {
+        for i in 0..per_partition {
+            let key =
+                format!("{{\"_id\":{{\"$oid\":\"65a1b2c3d4e5f6a7{partition:02x}{i:06x}\"}}}}");
+            let value = format!(
+                "{{\"clinic\":\"65a1b2c3d4e5f6a7b8c9d0e1\",\"user\":\"{i:010x}\",\"n\":{i}}}"
+            );
+            let mut record = BaseRecord::to(topic)
+                .key(&key)
+                .payload(&value)
+                .partition(partition);
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((_, back)) => {
+                        producer.poll(Duration::from_millis(10));
+                        record = back;
+                    }
+                }
+            }
+            producer.poll(Duration::ZERO);
+        }
+    }
+    producer.flush(Duration::from_secs(120)).expect("flushed");
+}
+
+async fn run(endpoints: &Endpoints, per_partition: usize) {
+    let prefix = format!("{}.", testkit::unique("restore"));
+    testkit::create_topics(
+        endpoints,
+        &prefix,
+        &[
+            ("in", PARTITIONS),
+            ("restorebench.dlq", 1),
+            ("restorebench.kv.changelog", PARTITIONS),
+        ],
+    )
+    .await
+    .expect("topics");
+    let changelog = format!("{prefix}restorebench.kv.changelog");
+    let filling = Instant::now();
+    {
+        let (brokers, changelog) = (endpoints.kafka_brokers.clone(), changelog.clone());
+        tokio::task::spawn_blocking(move || fill(&brokers, &changelog, per_partition))
+            .await
+            .expect("filled");
+    }
+    let filled = filling.elapsed();
+    let rss_before = testkit::rss_mib();
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let health = Arc::new(Health::default());
+    let started = Instant::now();
+    let running = tokio::spawn(runner::run_until(
+        testkit::runner_config(endpoints, &prefix),
+        || Keeper,
+        Arc::clone(&shutdown),
+        Arc::clone(&health),
+    ));
+    while !health.ready.load(Ordering::SeqCst) {
+        assert!(
+            !running.is_finished(),
+            "the runner stopped before it was ready"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let ready = started.elapsed();
+    let rss = testkit::rss_mib();
+    let entries = per_partition * PARTITIONS as usize;
+    println!(
+        "{entries:>9} entries ({PARTITIONS} partitions × {per_partition}): ready in {:.2} s \
+         ({:.0} entries/s), RSS {rss:.0} MiB (+{:.0} MiB over {rss_before:.0}); filling took {:.1} s",
+        ready.as_secs_f64(),
+        entries as f64 / ready.as_secs_f64(),
+        rss - rss_before,
+        filled.as_secs_f64(),
+    );
+    shutdown.store(true, Ordering::SeqCst);
+    running
+        .await
+        .expect("joined")
+        .expect("the runner stops cleanly");
+}
+
+#[tokio::main]
+async fn main() {
+    let sizes: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let sizes = if sizes.is_empty() {
+        vec![1_000, 166_667]
+    } else {
+        sizes
+    };
+    let endpoints = Endpoints::from_env().expect("endpoints");
+    for per_partition in sizes {
+        run(&endpoints, per_partition).await;
+    }
+}
