@@ -185,9 +185,8 @@ fn parent(records: usize) {
         };
         let ceiling = *ceiling.get_or_insert(rate);
         println!(
-            "  {which:<13} {rate:>8.0} events/s ({:>3.0}% of pass-through)   RSS {before:>6.1} → {after:>6.1} MiB (+{:.1} MiB with {records} patients processed)",
+            "  {which:<13} {rate:>8.0} events/s ({:>3.0}% of pass-through)   RSS {before:>6.1} MiB before the runner → {after:>6.1} MiB with {records} patients processed",
             100.0 * rate / ceiling,
-            after - before
         );
     }
 }

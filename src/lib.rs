@@ -16,6 +16,13 @@
 //!   [`scenario`], [`testkit`]: the demo's story and what the tests share; [`emulator`]: the
 //!   source connector's development stand-in for databases without change streams.
 
+/// Every binary on the platform (the processors, `clinic`, tests and benches) allocates through
+/// mimalloc: the runtime allocates per record (decoded documents, keys, store entries), and in
+/// the permissions processor's profile glibc's malloc and free took about a third of the CPU,
+/// and glibc kept the memory freed (`docs/processors.md`, "Throughput and memory").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[cfg(feature = "api")]
 pub mod api;
 pub mod cdc;
