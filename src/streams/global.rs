@@ -86,15 +86,7 @@ impl GlobalTables {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let writes = {
             let mut ctx = Context::keeping_global(&self.topology, &stores);
-            let input = Input {
-                topic: &record.topic,
-                partition: record.partition,
-                offset: record.offset,
-                timestamp_ms: record.timestamp_ms,
-                key: record.key.as_deref(),
-                headers: &record.headers,
-                payload,
-            };
+            let input = Input::of(record, payload);
             match processor.process_global(input, &mut ctx) {
                 Ok(()) => ctx.writes,
                 Err(ProcessError::Poison(message)) => return Ok(skip(record, &message)),

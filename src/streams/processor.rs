@@ -6,6 +6,7 @@ use apache_avro::types::Value as Avro;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::record::RawRecord;
 use super::store::{StoreWrite, Stores};
 use super::topology::Topology;
 use crate::cdc::CdcRecord;
@@ -42,6 +43,21 @@ pub struct Input<'a> {
     pub headers: &'a [(String, Vec<u8>)],
     /// The decoded value.
     pub payload: Payload,
+}
+
+impl<'a> Input<'a> {
+    /// `record` as the processor sees it, with its decoded value.
+    pub(crate) fn of(record: &'a RawRecord, payload: Payload) -> Self {
+        Self {
+            topic: &record.topic,
+            partition: record.partition,
+            offset: record.offset,
+            timestamp_ms: record.timestamp_ms,
+            key: record.key.as_deref(),
+            headers: &record.headers,
+            payload,
+        }
+    }
 }
 
 /// A value to write to an output topic; the runtime serializes it.

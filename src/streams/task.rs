@@ -151,34 +151,15 @@ impl<P: Processor> Task<P> {
             Ok(None) => return Ok(Outcome::default()),
             Err(message) => return Ok(self.dead_letter(record, &message)),
         };
-        let globals = self.globals.as_ref().map(|g| read(g));
-        let mut ctx = Context::new(&self.topology, &self.stores).with_globals(globals.as_deref());
-        let result = match (table, payload) {
-            (Some(store), Payload::Cdc(change)) => materialize(&mut ctx, &store, change),
+        let result = self.attempt(|processor, ctx| match (table, payload) {
+            (Some(store), Payload::Cdc(change)) => materialize(ctx, &store, change),
             (Some(_), _) => Err(ProcessError::Fatal(
                 "BUG: a table input must be a CDC topic".into(),
             )),
-            (None, payload) => {
-                let input = Input {
-                    topic: &record.topic,
-                    partition: record.partition,
-                    offset: record.offset,
-                    timestamp_ms: record.timestamp_ms,
-                    key: record.key.as_deref(),
-                    headers: &record.headers,
-                    payload,
-                };
-                self.processor.process(input, &mut ctx)
-            }
-        };
+            (None, payload) => processor.process(Input::of(record, payload), ctx),
+        });
         match result {
-            Ok(()) => {
-                let Context {
-                    writes, outputs, ..
-                } = ctx;
-                drop(globals);
-                Ok(self.commit(writes, outputs))
-            }
+            Ok(outcome) => Ok(outcome),
             Err(ProcessError::Poison(message)) => Ok(self.dead_letter(record, &message)),
             Err(ProcessError::Fatal(message)) => Err(fatal(message)),
         }
@@ -215,23 +196,28 @@ impl<P: Processor> Task<P> {
         what: &str,
         run: impl FnOnce(&mut P, &mut Context<'_>) -> Result<(), ProcessError>,
     ) -> Result<Outcome, FatalError> {
+        self.attempt(run).map_err(|error| FatalError {
+            topic: format!("({what})"),
+            partition: -1,
+            offset: -1,
+            message: error.to_string(),
+        })
+    }
+
+    /// Runs `run` with a context over the task's stores (and the global ones, read only), and
+    /// commits its writes when it succeeds.
+    fn attempt(
+        &mut self,
+        run: impl FnOnce(&mut P, &mut Context<'_>) -> Result<(), ProcessError>,
+    ) -> Result<Outcome, ProcessError> {
         let globals = self.globals.as_ref().map(|g| read(g));
         let mut ctx = Context::new(&self.topology, &self.stores).with_globals(globals.as_deref());
-        match run(&mut self.processor, &mut ctx) {
-            Ok(()) => {
-                let Context {
-                    writes, outputs, ..
-                } = ctx;
-                drop(globals);
-                Ok(self.commit(writes, outputs))
-            }
-            Err(error) => Err(FatalError {
-                topic: format!("({what})"),
-                partition: -1,
-                offset: -1,
-                message: error.to_string(),
-            }),
-        }
+        run(&mut self.processor, &mut ctx)?;
+        let Context {
+            writes, outputs, ..
+        } = ctx;
+        drop(globals);
+        Ok(self.commit(writes, outputs))
     }
 
     /// The outcome for a record the runner could not even hand over (undecodable Avro: bad magic

@@ -132,6 +132,14 @@ fn clinician_doc(id: ObjectId, clinic: ObjectId, user: &str, name: &str) -> Docu
     }
 }
 
+/// Sam Lee, a custodial patient of `clinic` with an address.
+fn custodial_patient(clinic: ObjectId) -> Document {
+    doc! {
+        "_id": oid(20), "clinicId": clinic, "userId": "patient1", "fullName": "Sam Lee",
+        "email": "sam@example.org", "permissions": { "custodian": {} },
+    }
+}
+
 fn variables(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs
         .iter()
@@ -466,13 +474,7 @@ fn emails_whose_clinic_or_admin_comes_later_wait_for_them() {
     let mut h = Harness::new();
     let clinic = oid(1);
     // Read before the clinic: a custodial patient, and an invite (whose admins are not known).
-    h.insert(
-        PATIENTS,
-        doc! {
-            "_id": oid(20), "clinicId": clinic, "userId": "patient1", "fullName": "Sam Lee",
-            "email": "sam@example.org", "permissions": { "custodian": {} },
-        },
-    );
+    h.insert(PATIENTS, custodial_patient(clinic));
     h.insert(
         PATIENT_INVITES,
         doc! { "_id": "invite1", "clinicId": clinic, "profile": { "fullName": "Kim Park" } },
@@ -512,13 +514,7 @@ fn a_restarted_task_sends_what_a_global_table_brought_while_it_was_down() {
     let mut h = Harness::new();
     let clinic = oid(1);
     h.insert(CLINICIANS, clinician_doc(oid(10), clinic, "admin1", "Ana"));
-    h.insert(
-        PATIENTS,
-        doc! {
-            "_id": oid(20), "clinicId": clinic, "userId": "patient1", "fullName": "Sam Lee",
-            "email": "sam@example.org", "permissions": { "custodian": {} },
-        },
-    );
+    h.insert(PATIENTS, custodial_patient(clinic));
     assert_eq!(h.driver.store(PARKED).len(), 1);
     // The instance crashes; its global tables keep reading (another instance, or this one
     // after the restart, reads the clinic), but no task hears of it.
@@ -574,13 +570,7 @@ fn a_roles_change_without_its_document_uses_the_table_and_skips_a_clinician_nobo
 fn a_parked_email_whose_clinic_does_not_come_within_max_age_is_dropped() {
     let mut h = Harness::new();
     let clinic = oid(1);
-    h.insert(
-        PATIENTS,
-        doc! {
-            "_id": oid(20), "clinicId": clinic, "userId": "patient1", "fullName": "Sam Lee",
-            "email": "sam@example.org", "permissions": { "custodian": {} },
-        },
-    );
+    h.insert(PATIENTS, custodial_patient(clinic));
     assert_eq!(h.driver.store(PARKED).len(), 1);
     // A day and an hour later the task restarts: the email is dropped, not kept for ever.
     h.driver
