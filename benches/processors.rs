@@ -7,7 +7,8 @@
 //! produced to a 3-partition `clinic.patients` first; the clock runs from starting the processor
 //! until its group's committed offsets reach the end of the input (deletions emits nothing for
 //! inserts, so outputs cannot be the clock). RSS is read from `/proc/self/status` just before the
-//! runner starts and again once it is done, while its stores are full.
+//! runner starts and again once it is done, while its stores are full; CPU per event is the
+//! process's user and system time over the same span (`/proc/self/stat`), divided by the events.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -86,7 +87,7 @@ fn patients(records: usize) -> Vec<(&'static str, ChangeEvent)> {
         .collect()
 }
 
-async fn measure<P, F>(endpoints: &Endpoints, records: usize, factory: F) -> (f64, f64, f64)
+async fn measure<P, F>(endpoints: &Endpoints, records: usize, factory: F) -> (f64, f64, f64, f64)
 where
     P: Processor + 'static,
     F: Fn() -> P + Send + Clone + 'static,
@@ -116,6 +117,7 @@ where
         .expect("publish");
 
     let before = testkit::rss_mib();
+    let cpu_before = cpu_seconds();
     let stop = Arc::new(AtomicBool::new(false));
     let config = testkit::runner_config(endpoints, &prefix);
     let started = Instant::now();
@@ -137,12 +139,37 @@ where
     .expect("waiter");
     let elapsed = started.elapsed();
     let after = testkit::rss_mib();
+    let cpu = cpu_seconds() - cpu_before;
     stop.store(true, Ordering::SeqCst);
     running
         .await
         .expect("joined")
         .expect("runner stopped cleanly");
-    (records as f64 / elapsed.as_secs_f64(), before, after)
+    (
+        records as f64 / elapsed.as_secs_f64(),
+        before,
+        after,
+        cpu * 1e6 / records as f64,
+    )
+}
+
+/// This process's CPU time so far (user and system), seconds, from `/proc/self/stat` (0 where
+/// it is not there).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may hold spaces): utime and
+    // stime are the 12th and 13th, in clock ticks (100 per second on Linux).
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 const WHICH: &str = "BENCH_PROCESSOR";
@@ -180,12 +207,12 @@ fn parent(records: usize) {
             .split_whitespace()
             .filter_map(|f| f.parse().ok())
             .collect();
-        let [rate, before, after] = figures[..] else {
+        let [rate, before, after, cpu_us] = figures[..] else {
             panic!("{which} printed {line:?}");
         };
         let ceiling = *ceiling.get_or_insert(rate);
         println!(
-            "  {which:<13} {rate:>8.0} events/s ({:>3.0}% of pass-through)   RSS {before:>6.1} MiB before the runner → {after:>6.1} MiB with {records} patients processed",
+            "  {which:<13} {rate:>8.0} events/s ({:>3.0}% of pass-through)   {cpu_us:>5.1} µs CPU per event   RSS {before:>6.1} MiB before the runner → {after:>6.1} MiB with {records} patients processed",
             100.0 * rate / ceiling,
         );
     }
@@ -194,7 +221,7 @@ fn parent(records: usize) {
 async fn child(which: &str, records: usize) {
     let endpoints = Endpoints::from_env().expect("endpoints");
     let schema: Arc<str> = Arc::from(OUT_SCHEMA);
-    let (rate, before, after) = match which {
+    let (rate, before, after, cpu_us) = match which {
         "pass-through" => {
             measure(&endpoints, records, move || PassThrough {
                 schema: Arc::clone(&schema),
@@ -219,5 +246,5 @@ async fn child(which: &str, records: usize) {
         }
         other => panic!("unknown {WHICH} {other}"),
     };
-    println!("{rate} {before} {after}");
+    println!("{rate} {before} {after} {cpu_us}");
 }
