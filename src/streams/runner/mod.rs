@@ -553,15 +553,27 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
     ) -> anyhow::Result<()> {
         let mut shared = lock(&self.shared);
         let resuming = matches!(target, Target::Unresumed);
-        let partitions: Vec<i32> = match target {
-            Target::Task(partition) => vec![partition],
-            Target::All => shared.workers.keys().copied().collect(),
-            Target::Unresumed => shared
-                .workers
-                .iter()
-                .filter(|(_, worker)| !worker.resumed)
-                .map(|(partition, _)| *partition)
-                .collect(),
+        // A record goes to one task: no list is allocated for it on the hot path.
+        let one;
+        let several: Vec<i32>;
+        let partitions: &[i32] = match target {
+            Target::Task(partition) => {
+                one = [partition];
+                &one
+            }
+            Target::All => {
+                several = shared.workers.keys().copied().collect();
+                &several
+            }
+            Target::Unresumed => {
+                several = shared
+                    .workers
+                    .iter()
+                    .filter(|(_, worker)| !worker.resumed)
+                    .map(|(partition, _)| *partition)
+                    .collect();
+                &several
+            }
         };
         if partitions.is_empty() {
             return Ok(());
@@ -578,7 +590,7 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
             self.transaction_started = Instant::now();
             self.shop.transaction_began(self.transaction_started);
         }
-        for partition in partitions {
+        for &partition in partitions {
             let worker = shared
                 .workers
                 .get_mut(&partition)
