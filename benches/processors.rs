@@ -1,18 +1,20 @@
 //! Events per second of each processor against the local broker (Avro in, each processor's own
-//! output format, exactly-once, as deployed), next to the runtime's Avro pass-through, and the process's memory (RSS) once
-//! `<records>` patients are in the stores. Prints figures; asserts nothing. Needs the local stack.
+//! output format, exactly-once, as deployed), next to the runtime's Avro pass-through; the time to
+//! its first output, its CPU per event and its peak memory with `<records>` patients in the
+//! stores. Prints figures; asserts nothing. Needs the local stack.
 //!
 //! Run on one core: `taskset -c 1 cargo bench --bench processors [-- <records>]` (default
-//! 100000). `<records>` patient inserts (the source connector's Avro change events, ~300 B) are
-//! produced to a 3-partition `clinic.patients` first; the clock runs from starting the processor
+//! 100000). This process produces `<records>` patient inserts (the source connector's Avro change
+//! events, ~300 B) to a 3-partition `clinic.patients`, then runs each processor in a child
+//! process of its own, which holds nothing but the runner. The clock runs from the child's start
 //! until its group's committed offsets reach the end of the input (deletions emits nothing for
-//! inserts, so outputs cannot be the clock). RSS is read from `/proc/self/status` just before the
-//! runner starts and again once it is done, while its stores are full; CPU per event is the
-//! process's user and system time over the same span (`/proc/self/stat`), divided by the events.
+//! inserts, so outputs cannot be the clock); the first output is the first committed record on
+//! any topic the processor writes (outputs and changelogs). The child reports its RSS before the
+//! runner starts, its peak RSS (`VmHWM`) and its CPU time (`/proc/self/stat`), once stopped.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use apache_avro::types::Value as Avro;
 use bson::oid::ObjectId;
@@ -87,13 +89,8 @@ fn patients(records: usize) -> Vec<(&'static str, ChangeEvent)> {
         .collect()
 }
 
-async fn measure<P, F>(endpoints: &Endpoints, records: usize, factory: F) -> (f64, f64, f64, f64)
-where
-    P: Processor + 'static,
-    F: Fn() -> P + Send + Clone + 'static,
-{
-    let topology = factory().topology();
-    let prefix = format!("{}.", testkit::unique("bench"));
+/// The topics one measurement needs, created under `prefix`, and its input published there.
+async fn prepare(endpoints: &Endpoints, topology: &Topology, prefix: &str, records: usize) {
     let changelog_partitions = if topology.single_task { 1 } else { PARTITIONS };
     let mut topics: Vec<(String, i32)> = topology
         .inputs
@@ -109,48 +106,123 @@ where
             .map(|s| (topology.changelog_topic(s), changelog_partitions)),
     );
     let topics: Vec<(&str, i32)> = topics.iter().map(|(t, p)| (t.as_str(), *p)).collect();
-    testkit::create_topics(endpoints, &prefix, &topics)
+    testkit::create_topics(endpoints, prefix, &topics)
         .await
         .expect("topics");
-    testkit::publish_changes(endpoints, &prefix, &patients(records))
+    testkit::publish_changes(endpoints, prefix, &patients(records))
         .await
         .expect("publish");
+}
 
+/// Runs the processor in this process until the parent closes its standard input, then prints
+/// when it started (ms since the epoch), its RSS before the runner and at its peak (MiB), and
+/// the CPU time it used (s).
+async fn measure<P, F>(endpoints: &Endpoints, prefix: String, factory: F)
+where
+    P: Processor + 'static,
+    F: Fn() -> P + Send + Clone + 'static,
+{
     let before = testkit::rss_mib();
-    let cpu_before = cpu_seconds();
     let stop = Arc::new(AtomicBool::new(false));
-    let config = testkit::runner_config(endpoints, &prefix);
-    let started = Instant::now();
-    let running = tokio::spawn(runner::run_until(
-        config,
-        factory,
-        Arc::clone(&stop),
-        Arc::new(Health::default()),
-    ));
-    let (brokers, group, input) = (
-        endpoints.kafka_brokers.clone(),
-        format!("{prefix}{}", topology.group_id()),
-        format!("{prefix}clinic.patients"),
-    );
-    tokio::task::spawn_blocking(move || {
-        testkit::await_committed(&brokers, &group, &[input], Duration::from_secs(900));
-    })
-    .await
-    .expect("waiter");
-    let elapsed = started.elapsed();
-    let after = testkit::rss_mib();
-    let cpu = cpu_seconds() - cpu_before;
-    stop.store(true, Ordering::SeqCst);
-    running
+    let stopper = Arc::clone(&stop);
+    std::thread::spawn(move || {
+        // EOF on standard input: the parent saw the input committed.
+        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+        stopper.store(true, Ordering::SeqCst);
+    });
+    let mut config = testkit::runner_config(endpoints, &prefix);
+    for (key, value) in std::env::var("BENCH_LIBRDKAFKA")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|kv| kv.split_once('='))
+    {
+        config.librdkafka.insert(key.into(), value.into());
+    }
+    let started = epoch_ms();
+    tracing::info!("Starting the runner.");
+    runner::run_until(config, factory, stop, Arc::new(Health::default()))
         .await
-        .expect("joined")
         .expect("runner stopped cleanly");
-    (
-        records as f64 / elapsed.as_secs_f64(),
-        before,
-        after,
-        cpu * 1e6 / records as f64,
-    )
+    println!(
+        "{started} {before} {} {}",
+        testkit::peak_rss_mib(),
+        cpu_seconds()
+    );
+}
+
+fn epoch_ms() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs_f64()
+        * 1e3
+}
+
+/// Waits for the first committed record on any of `topics` (what the processor writes: its
+/// outputs and changelogs); returns when it came (ms since the epoch) and how many input events
+/// `group` had committed by then (those the first transaction carried).
+fn first_output(brokers: &str, topics: &[String], group: &str, input: &str) -> (f64, i64) {
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    let reader: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", testkit::unique("first-output"))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .set("fetch.wait.max.ms", "10")
+        .create()
+        .expect("reader");
+    // Assigned, not subscribed: a group join could take longer than the processor's first
+    // commit and would then be what the clock measures.
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    for topic in topics {
+        let metadata = reader
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .expect("metadata");
+        for p in 0..metadata.topics()[0].partitions().len() {
+            let p = i32::try_from(p).expect("few partitions");
+            assignment
+                .add_partition_offset(topic, p, rdkafka::Offset::Beginning)
+                .expect("partition");
+        }
+    }
+    reader.assign(&assignment).expect("assign");
+    loop {
+        if let Some(Ok(m)) = reader.poll(Duration::from_millis(50)) {
+            use rdkafka::message::Message as _;
+            if std::env::var_os("BENCH_DEBUG").is_some() {
+                eprintln!(
+                    "first output {} {:?} at {}",
+                    m.topic(),
+                    m.timestamp(),
+                    epoch_ms()
+                );
+            }
+            break;
+        }
+    }
+    let at = epoch_ms();
+    let committer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .create()
+        .expect("committer");
+    let mut wanted = rdkafka::TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        wanted.add_partition(input, p);
+    }
+    let committed = committer
+        .committed_offsets(wanted, Duration::from_secs(10))
+        .expect("committed offsets");
+    let carried = committed
+        .elements()
+        .iter()
+        .map(|e| match e.offset() {
+            rdkafka::Offset::Offset(at) => at,
+            _ => 0,
+        })
+        .sum();
+    (at, carried)
 }
 
 /// This process's CPU time so far (user and system), seconds, from `/proc/self/stat` (0 where
@@ -173,6 +245,7 @@ fn cpu_seconds() -> f64 {
 }
 
 const WHICH: &str = "BENCH_PROCESSOR";
+const PREFIX: &str = "BENCH_PREFIX";
 
 #[tokio::main]
 async fn main() {
@@ -181,70 +254,168 @@ async fn main() {
         .find_map(|a| a.parse().ok())
         .unwrap_or(100_000);
     match std::env::var(WHICH) {
-        Ok(which) => child(&which, records).await,
-        Err(_) => parent(records),
+        Ok(which) => child(&which).await,
+        Err(_) => parent(records).await,
     }
 }
 
-/// Runs each measurement in a process of its own, so one's memory does not count in another's.
-fn parent(records: usize) {
+/// One figure line per processor.
+#[derive(Clone, Copy)]
+struct Figures {
+    rate: f64,
+    rate_after_first: f64,
+    first_output_s: f64,
+    cpu_us: f64,
+    before: f64,
+    peak: f64,
+}
+
+/// Runs each measurement in a process of its own, so one's memory does not count in another's;
+/// this process prepares the input and keeps the clocks, so neither counts in the measured one.
+async fn parent(records: usize) {
+    // `BENCH_ONLY=permissions` runs that one alone (to profile it); no state figure then.
+    let only = std::env::var("BENCH_ONLY").ok();
+    let only: Option<Vec<&str>> = only.as_deref().map(|o| o.split(',').collect());
+    let endpoints = Endpoints::from_env().expect("endpoints");
     let cores = std::thread::available_parallelism().map_or(0, usize::from);
     println!(
         "processors: {records} patient inserts (Avro change events), {PARTITIONS} partitions, exactly-once, {cores} core(s) available to this process"
     );
-    let exe = std::env::current_exe().expect("own path");
-    let mut ceiling = None;
+    let mut baseline: Option<Figures> = None;
     for which in ["pass-through", "permissions", "deletions"] {
-        let output = std::process::Command::new(&exe)
-            .arg(records.to_string())
-            .env(WHICH, which)
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .expect("run a measurement");
-        assert!(output.status.success(), "{which} failed");
-        let line = String::from_utf8_lossy(&output.stdout);
-        let figures: Vec<f64> = line
-            .split_whitespace()
-            .filter_map(|f| f.parse().ok())
-            .collect();
-        let [rate, before, after, cpu_us] = figures[..] else {
-            panic!("{which} printed {line:?}");
+        if only.as_ref().is_some_and(|only| !only.contains(&which)) {
+            continue;
+        }
+        let figures = run_one(&endpoints, which, records).await;
+        let base = *baseline.get_or_insert(figures);
+        let state = if which == "pass-through" {
+            "(no state)".to_owned()
+        } else if only.is_some() {
+            String::new()
+        } else {
+            format!(
+                "state {:>4.0} B/entry",
+                (figures.peak - base.peak) * 1_048_576.0 / records as f64
+            )
         };
-        let ceiling = *ceiling.get_or_insert(rate);
         println!(
-            "  {which:<13} {rate:>8.0} events/s ({:>3.0}% of pass-through)   {cpu_us:>5.1} µs CPU per event   RSS {before:>6.1} MiB before the runner → {after:>6.1} MiB with {records} patients processed",
-            100.0 * rate / ceiling,
+            "  {which:<13} {:>7.0} events/s ({:>3.0}% of pass-through), {:>7.0} after the first output   first output {:>4.2} s   {:>5.1} µs CPU/event   RSS {:>5.1} MiB before the runner, peak {:>6.1} MiB   {state}",
+            figures.rate,
+            100.0 * figures.rate / base.rate,
+            figures.rate_after_first,
+            figures.first_output_s,
+            figures.cpu_us,
+            figures.before,
+            figures.peak,
         );
+    }
+    println!(
+        "  state per entry: the processor's peak RSS less pass-through's, over the {records} stored patients"
+    );
+}
+
+async fn run_one(endpoints: &Endpoints, which: &str, records: usize) -> Figures {
+    let topology = topology(which);
+    let prefix = format!("{}.", testkit::unique("bench"));
+    prepare(endpoints, &topology, &prefix, records).await;
+    let written: Vec<String> = topology
+        .outputs
+        .iter()
+        .cloned()
+        .chain(topology.stores.iter().map(|s| topology.changelog_topic(s)))
+        .map(|t| format!("{prefix}{t}"))
+        .collect();
+    let group = format!("{prefix}{}", topology.group_id());
+    let input = format!("{prefix}clinic.patients");
+    let watcher = {
+        let (brokers, group, input) = (
+            endpoints.kafka_brokers.clone(),
+            group.clone(),
+            input.clone(),
+        );
+        std::thread::spawn(move || first_output(&brokers, &written, &group, &input))
+    };
+    let exe = std::env::current_exe().expect("own path");
+    let mut child = std::process::Command::new(&exe)
+        .env(WHICH, which)
+        .env(PREFIX, &prefix)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("run a measurement");
+    let brokers = endpoints.kafka_brokers.clone();
+    let waiter = std::thread::spawn(move || {
+        testkit::await_committed(&brokers, &group, &[input], Duration::from_secs(900));
+    });
+    while !waiter.is_finished() {
+        if let Some(status) = child.try_wait().expect("the measurement's status") {
+            panic!("{which} exited before processing its input: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let ended = epoch_ms();
+    waiter.join().expect("waiter");
+    drop(child.stdin.take());
+    let output = child.wait_with_output().expect("measurement");
+    assert!(output.status.success(), "{which} failed");
+    let line = String::from_utf8_lossy(&output.stdout);
+    let figures: Vec<f64> = line
+        .split_whitespace()
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let [started, before, peak, cpu] = figures[..] else {
+        panic!("{which} printed {line:?}");
+    };
+    let (first, carried) = watcher.join().expect("first-output watcher");
+    let elapsed = (ended - started) / 1e3;
+    let after_first = (ended - first) / 1e3;
+    Figures {
+        rate: records as f64 / elapsed,
+        rate_after_first: (records as f64 - carried as f64) / after_first,
+        first_output_s: (first - started) / 1e3,
+        cpu_us: cpu * 1e6 / records as f64,
+        before,
+        peak,
     }
 }
 
-async fn child(which: &str, records: usize) {
+fn topology(which: &str) -> Topology {
+    match which {
+        "pass-through" => PassThrough {
+            schema: Arc::from(OUT_SCHEMA),
+        }
+        .topology(),
+        "permissions" => permissions().topology(),
+        "deletions" => deletions().topology(),
+        other => panic!("unknown {WHICH} {other}"),
+    }
+}
+
+fn permissions() -> clinic_permissions::processor::Permissions {
+    clinic_permissions::processor::Permissions::new(clinic_permissions::config::Inputs::default())
+}
+
+fn deletions() -> clinic_deletions::processor::Deletions {
+    clinic_deletions::processor::Deletions::new(clinic_deletions::config::Inputs::default())
+}
+
+async fn child(which: &str) {
+    if std::env::var_os("RUST_LOG").is_some() {
+        clinic::telemetry::init();
+    }
     let endpoints = Endpoints::from_env().expect("endpoints");
-    let schema: Arc<str> = Arc::from(OUT_SCHEMA);
-    let (rate, before, after, cpu_us) = match which {
+    let prefix = std::env::var(PREFIX).expect("the parent names the topics' prefix");
+    match which {
         "pass-through" => {
-            measure(&endpoints, records, move || PassThrough {
+            let schema: Arc<str> = Arc::from(OUT_SCHEMA);
+            measure(&endpoints, prefix, move || PassThrough {
                 schema: Arc::clone(&schema),
             })
-            .await
+            .await;
         }
-        "permissions" => {
-            measure(&endpoints, records, || {
-                clinic_permissions::processor::Permissions::new(
-                    clinic_permissions::config::Inputs::default(),
-                )
-            })
-            .await
-        }
-        "deletions" => {
-            measure(&endpoints, records, || {
-                clinic_deletions::processor::Deletions::new(
-                    clinic_deletions::config::Inputs::default(),
-                )
-            })
-            .await
-        }
+        "permissions" => measure(&endpoints, prefix, permissions).await,
+        "deletions" => measure(&endpoints, prefix, deletions).await,
         other => panic!("unknown {WHICH} {other}"),
-    };
-    println!("{rate} {before} {after} {cpu_us}");
+    }
 }

@@ -529,11 +529,21 @@ pub fn read_topic(brokers: &str, topic: &str) -> Vec<rdkafka::message::OwnedMess
 
 /// This process's resident set size, MiB (0 where `/proc` is not there).
 pub fn rss_mib() -> f64 {
+    status_mib("VmRSS:")
+}
+
+/// This process's peak resident set size so far, MiB (0 where `/proc` is not there).
+pub fn peak_rss_mib() -> f64 {
+    status_mib("VmHWM:")
+}
+
+/// A size field of `/proc/self/status`, MiB.
+fn status_mib(field: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|kb| kb.parse::<f64>().ok())
         })
