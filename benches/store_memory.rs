@@ -38,7 +38,7 @@ fn main() {
         )
         .into_bytes();
         payload_bytes += key.len() + value.len();
-        store.apply(key, Some(value));
+        store.apply(&key, Some(&value));
     }
     let after = rss_bytes();
     black_box(&store);

@@ -3,6 +3,10 @@
 //! is *poison* (DLQ), a registry that cannot be reached is *transient* (retry, no commit), a
 //! schema the registry refuses to register is *fatal* (configuration).
 
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use apache_avro::schema::{Names, ResolvedSchema};
 use apache_avro::types::Value as Avro;
 use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
@@ -31,6 +35,9 @@ pub enum CodecError {
 pub struct AvroCodec {
     decoder: AvroDecoder,
     encoder: AvroEncoder,
+    /// Writer schemas with their named types resolved, by registry id: what validating a decoded
+    /// value needs, built once per schema rather than per record.
+    resolved: RwLock<HashMap<u32, Arc<Names>>>,
 }
 
 impl AvroCodec {
@@ -52,6 +59,7 @@ impl AvroCodec {
         Self {
             decoder: AvroDecoder::new(settings()),
             encoder: AvroEncoder::new(settings()),
+            resolved: RwLock::default(),
         }
     }
 
@@ -81,13 +89,20 @@ impl AvroCodec {
             // apache-avro 0.22's datum reader returns nulls instead of failing when the bytes end
             // mid-record, so a truncated value would pass as a record of nulls: validate against
             // the writer schema before trusting it.
-            Ok(Some(decoded)) if decoded.value.validate(&decoded.schema.parsed) => {
-                Ok(Some(decoded.value))
+            Ok(Some(decoded)) => {
+                let names = self.names(&decoded.schema)?;
+                if decoded
+                    .value
+                    .validate_with_names(&decoded.schema.parsed, &names)
+                {
+                    Ok(Some(decoded.value))
+                } else {
+                    Err(CodecError::Poison(format!(
+                        "bytes do not match writer schema id {} (truncated or corrupt)",
+                        decoded.schema.id
+                    )))
+                }
             }
-            Ok(Some(decoded)) => Err(CodecError::Poison(format!(
-                "bytes do not match writer schema id {} (truncated or corrupt)",
-                decoded.schema.id
-            ))),
             Ok(None) => Ok(None),
             Err(error) if is_transient(&error) => {
                 // The client caches failures per schema id; a transient one must not stick.
@@ -96,6 +111,40 @@ impl AvroCodec {
             }
             Err(error) => Err(CodecError::Poison(error.to_string())),
         }
+    }
+
+    /// The named types of a writer schema (cached by id).
+    fn names(
+        &self,
+        schema: &schema_registry_converter::avro_common::AvroSchema,
+    ) -> Result<Arc<Names>, CodecError> {
+        let cached = self
+            .resolved
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&schema.id)
+            .cloned();
+        if let Some(resolved) = cached {
+            return Ok(resolved);
+        }
+        let resolved = ResolvedSchema::try_from(&schema.parsed).map_err(|e| {
+            CodecError::Poison(format!(
+                "writer schema id {} does not resolve: {e}",
+                schema.id
+            ))
+        })?;
+        let resolved: Arc<Names> = Arc::new(
+            resolved
+                .get_names()
+                .iter()
+                .map(|(name, schema)| (name.clone(), (*schema).clone()))
+                .collect(),
+        );
+        self.resolved
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(schema.id, Arc::clone(&resolved));
+        Ok(resolved)
     }
 
     /// Encodes an output value for `topic`: Avro is registered under `<topic>-value` (once; the

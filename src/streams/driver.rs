@@ -124,7 +124,7 @@ impl<P: Processor> TestDriver<P> {
     /// When the store is not declared.
     pub fn preload(&mut self, store: &str, key: &str, value: &[u8]) {
         self.task
-            .restore(store, key.to_owned(), Some(value.to_vec()))
+            .restore(store, key, Some(value))
             .expect("store is declared");
     }
 
@@ -201,7 +201,7 @@ impl<P: Processor> TestDriver<P> {
                 .find(|store| topology.changelog_topic(store) == record.topic)
                 .expect("a changelog topic of this processor");
             let key = String::from_utf8_lossy(record.key.as_deref().unwrap_or_default());
-            task.restore(store, key.into_owned(), record.value.clone())
+            task.restore(store, &key, record.value.as_deref())
                 .expect("store is declared");
         }
         self.task = task;

@@ -207,7 +207,7 @@ impl<E: Effect> Executor<E> {
         health: Arc<Health>,
         runtime: tokio::runtime::Handle,
     ) -> anyhow::Result<Self> {
-        let client = config.client_config();
+        let client = config.consumer_config();
         let group = format!("{}{}-effects", config.topic_prefix, stage.name);
         let assignment = Arc::new(Mutex::new(Assignment::default()));
         let consumer: BaseConsumer<StageContext> = client
@@ -230,8 +230,8 @@ impl<E: Effect> Executor<E> {
                 assignment: Arc::clone(&assignment),
             })
             .context("creating the effect consumer")?;
-        let producer: BaseProducer<DeliveryCounter> = client
-            .clone()
+        let producer: BaseProducer<DeliveryCounter> = config
+            .client_config()
             .set("enable.idempotence", "true")
             // One record is sent at a time and waited for: batching would only delay it.
             .set("linger.ms", "0")

@@ -101,7 +101,7 @@ impl GlobalTables {
             if store.get(&write.key) == write.value.as_deref() {
                 continue;
             }
-            store.apply(write.key.clone(), write.value);
+            store.apply(&write.key, write.value.as_deref());
             changed.push((write.store, write.key));
         }
         Ok(changed)

@@ -441,7 +441,7 @@ mod tests {
             stores
                 .get_mut("s")
                 .expect("declared")
-                .apply(key.to_owned(), Some(key.as_bytes().to_vec()));
+                .apply(key, Some(key.as_bytes()));
         }
         let mut ctx = Context::new(&topology, &stores);
         ctx.delete("s", "a|2").expect("declared");

@@ -103,12 +103,7 @@ impl<P: Processor> Task<P> {
     ///
     /// # Errors
     /// When the store is unknown.
-    pub fn restore(
-        &mut self,
-        store: &str,
-        key: String,
-        value: Option<Vec<u8>>,
-    ) -> Result<(), String> {
+    pub fn restore(&mut self, store: &str, key: &str, value: Option<&[u8]>) -> Result<(), String> {
         let target = self
             .stores
             .get_mut(store)
@@ -237,16 +232,16 @@ impl<P: Processor> Task<P> {
     fn commit(&mut self, writes: Vec<StoreWrite>, outputs: Vec<OutputRecord>) -> Outcome {
         let mut changelog = Vec::with_capacity(writes.len());
         for write in writes {
-            changelog.push(ProducedRecord {
-                topic: self.topology.changelog_topic(&write.store),
-                key: Some(write.key.clone().into_bytes()),
-                value: write.value.clone(),
-                headers: Vec::new(),
-            });
             self.stores
                 .get_mut(&write.store)
                 .expect("BUG: writes are checked against declared stores")
-                .apply(write.key, write.value);
+                .apply(&write.key, write.value.as_deref());
+            changelog.push(ProducedRecord {
+                topic: self.topology.changelog_topic(&write.store),
+                key: Some(write.key.into_bytes()),
+                value: write.value,
+                headers: Vec::new(),
+            });
         }
         Outcome {
             outputs,

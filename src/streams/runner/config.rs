@@ -135,6 +135,31 @@ impl RunnerConfig {
         client
     }
 
+    /// [`Self::client_config`] with the runtime's consumer defaults, each unless
+    /// `streams.librdkafka` sets it. librdkafka prefetches up to 64 MiB per consumer by default
+    /// (`queued.max.messages.kbytes`) in fetches of up to 1 MiB per partition
+    /// (`max.partition.fetch.bytes`), the largest share of a processor's memory; and once its
+    /// queue is full it waits a second before fetching again (`fetch.queue.backoff.ms`), which
+    /// with a small queue starves the runner. A 2 MiB queue (~7,000 CDC events) filled in
+    /// 256 KiB fetches and refilled at once keeps a processor as busy at half the memory
+    /// (`docs/processors.md`, "Throughput and memory"). A record larger than a fetch is still
+    /// fetched whole.
+    pub fn consumer_config(&self) -> rdkafka::ClientConfig {
+        let mut client = self.client_config();
+        for (key, value) in [
+            ("queued.max.messages.kbytes", "2048"),
+            ("max.partition.fetch.bytes", "262144"),
+            ("fetch.queue.backoff.ms", "5"),
+        ] {
+            if !self.librdkafka.contains_key(&key.replace('.', "_"))
+                && !self.librdkafka.contains_key(key)
+            {
+                client.set(key, value);
+            }
+        }
+        client
+    }
+
     /// Checks what can be checked before any connection opens.
     ///
     /// # Errors

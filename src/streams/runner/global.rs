@@ -186,36 +186,35 @@ impl<P: Processor> Keeper<P> {
         let read = self.broker("reading the global tables", || {
             self.tables.clear();
             let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
-            for (topic, partitions) in &topics {
-                let client = self.shop.config.client_config();
-                let result = read_partitions(
-                    &client,
-                    &group,
-                    topic,
-                    partitions,
-                    &self.shop.health,
-                    |message| {
-                        let record = RawRecord::of(message, &self.shop.config.topic_prefix);
-                        match self.apply(&record) {
-                            Ok(Some(_)) => {
-                                next.insert(
-                                    (topic.clone(), message.partition()),
-                                    message.offset() + 1,
-                                );
-                                Ok(())
-                            }
-                            Ok(None) => Err("shutdown requested".to_owned()),
-                            Err(error) => Err(format!("{error:#}")),
+            let partitions: Vec<(String, i32)> = topics
+                .iter()
+                .flat_map(|(topic, partitions)| partitions.iter().map(|p| (topic.clone(), *p)))
+                .collect();
+            let result = read_partitions(
+                &self.shop.config.consumer_config(),
+                &group,
+                &partitions,
+                &self.shop.health,
+                |message| {
+                    let record = RawRecord::of(message, &self.shop.config.topic_prefix);
+                    match self.apply(&record) {
+                        Ok(Some(_)) => {
+                            next.insert(
+                                (message.topic().to_owned(), message.partition()),
+                                message.offset() + 1,
+                            );
+                            Ok(())
                         }
-                    },
-                );
-                match result {
-                    Ok(_) => {}
-                    Err(RestoreError::Broker(error)) => return Err(error),
-                    Err(other) => return Ok(Err(other)),
-                }
+                        Ok(None) => Err("shutdown requested".to_owned()),
+                        Err(error) => Err(format!("{error:#}")),
+                    }
+                },
+            );
+            match result {
+                Ok(_) => Ok(Ok(next)),
+                Err(RestoreError::Broker(error)) => Err(error),
+                Err(other) => Ok(Err(other)),
             }
-            Ok(Ok(next))
         })?;
         let next = match read {
             Ok(next) => next,

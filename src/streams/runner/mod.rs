@@ -244,8 +244,8 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
         // namespaced alike, or two deployments on one cluster would fence each other.
         let group_id = format!("{}{}", config.topic_prefix, topology.group_id());
         let member_id = format!("{group_id}-{}", config.instance_id);
-        let client = config.client_config();
-        let mut producer_config = client.clone();
+        let mut producer_config = config.client_config();
+        let client = config.consumer_config();
         if config.guarantee == Guarantee::ExactlyOnce {
             producer_config.set("transactional.id", &member_id);
             // Kafka Streams' default: a crashed instance's open transaction blocks read_committed

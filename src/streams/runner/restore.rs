@@ -27,9 +27,9 @@ pub(crate) enum RestoreError {
 }
 
 /// Replays every store's changelog partition of each task into it (read_committed, from the
-/// beginning to the end), store by store, all partitions of a store at once through one
-/// consumer: librdkafka fetches them in parallel, so a restart with many partitions waits about
-/// as long as for its largest one. Returns the number of records applied.
+/// beginning to the end) through one consumer, store by store, all partitions of a store at
+/// once: librdkafka fetches them in parallel, so a restart with many partitions waits about as
+/// long as for its largest one. Returns the number of records applied.
 pub(super) fn restore<P: Processor>(
     client: &ClientConfig,
     prefix: &str,
@@ -39,22 +39,31 @@ pub(super) fn restore<P: Processor>(
     let Some(topology) = tasks.values().next().map(|t| t.topology().clone()) else {
         return Ok(0);
     };
-    let partitions: Vec<i32> = tasks.keys().copied().collect();
     let group = format!("{}-restore", topology.group_id());
-    let mut applied = 0;
-    for store in &topology.stores {
-        let topic = format!("{prefix}{}", topology.changelog_topic(store));
-        applied += read_partitions(client, &group, &topic, &partitions, health, |message| {
-            let task = tasks
-                .get_mut(&message.partition())
-                .ok_or_else(|| format!("BUG: no task for partition {}", message.partition()))?;
-            let key = message
-                .key()
-                .map(|k| String::from_utf8_lossy(k).into_owned())
-                .unwrap_or_default();
-            task.restore(store, key, message.payload().map(<[u8]>::to_vec))
-        })?;
-    }
+    let stores: BTreeMap<String, &String> = topology
+        .stores
+        .iter()
+        .map(|store| {
+            (
+                format!("{prefix}{}", topology.changelog_topic(store)),
+                store,
+            )
+        })
+        .collect();
+    let partitions: Vec<(String, i32)> = stores
+        .keys()
+        .flat_map(|topic| tasks.keys().map(|p| (topic.clone(), *p)))
+        .collect();
+    let applied = read_partitions(client, &group, &partitions, health, |message| {
+        let task = tasks
+            .get_mut(&message.partition())
+            .ok_or_else(|| format!("BUG: no task for partition {}", message.partition()))?;
+        let store = stores
+            .get(message.topic())
+            .ok_or_else(|| format!("BUG: {} is no changelog", message.topic()))?;
+        let key = String::from_utf8_lossy(message.key().unwrap_or_default());
+        task.restore(store, &key, message.payload())
+    })?;
     metrics::counter!(names::RESTORED).increment(applied);
     Ok(applied)
 }
@@ -69,20 +78,33 @@ pub(crate) fn read_partition(
     health: &std::sync::Arc<Health>,
     apply: impl FnMut(&BorrowedMessage<'_>) -> Result<(), String>,
 ) -> Result<u64, RestoreError> {
-    read_partitions(client, group, topic, &[partition], health, apply)
+    read_partitions(
+        client,
+        group,
+        &[(topic.to_owned(), partition)],
+        health,
+        apply,
+    )
 }
 
-/// Reads `partitions` of `topic` (read_committed) from the beginning to the end they have now,
-/// all through one consumer, handing each record to `apply` (in order within a partition).
-/// Returns the number of records read.
+/// Reads `partitions` (topic, partition) (read_committed) from the beginning to the end they
+/// have now through one consumer, handing each record to `apply` (in order within a
+/// partition). Returns the number of records read.
+///
+/// A topic's partitions are read at once (librdkafka fetches them in parallel), the topics one
+/// after another: the end of a partition is reported with its number only, so only one topic
+/// may be assigned at a time. The consumer is shared: starting one (connecting, learning the
+/// cluster) is most of what an empty changelog costs.
 pub(crate) fn read_partitions(
     client: &ClientConfig,
     group: &str,
-    topic: &str,
-    partitions: &[i32],
+    partitions: &[(String, i32)],
     health: &std::sync::Arc<Health>,
     mut apply: impl FnMut(&BorrowedMessage<'_>) -> Result<(), String>,
 ) -> Result<u64, RestoreError> {
+    if partitions.is_empty() {
+        return Ok(0);
+    }
     let consumer: BaseConsumer<Reporting> = client
         .clone()
         .set("enable.auto.commit", "false")
@@ -96,6 +118,25 @@ pub(crate) fn read_partitions(
         // Reaching the end of the partition is reported as a client error too, which
         // `outage::client_error` expects.
         .create_with_context(Reporting(std::sync::Arc::clone(health)))?;
+    let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+    for (topic, partition) in partitions {
+        topics.entry(topic).or_default().push(*partition);
+    }
+    let mut read = 0;
+    for (topic, partitions) in topics {
+        read += read_topic(&consumer, topic, &partitions, &mut apply)?;
+    }
+    // Closing a client waits for its threads to notice (~100 ms); nothing waits for that here.
+    std::thread::spawn(move || drop(consumer));
+    Ok(read)
+}
+
+fn read_topic(
+    consumer: &BaseConsumer<Reporting>,
+    topic: &str,
+    partitions: &[i32],
+    apply: &mut impl FnMut(&BorrowedMessage<'_>) -> Result<(), String>,
+) -> Result<u64, RestoreError> {
     // The end offset of each partition that has records; those are the ones to read.
     let mut remaining: BTreeMap<i32, i64> = BTreeMap::new();
     let mut assignment = TopicPartitionList::new();
@@ -114,6 +155,8 @@ pub(crate) fn read_partitions(
     let mut read = 0;
     while !remaining.is_empty() {
         match consumer.poll(Duration::from_millis(500)) {
+            // Left from the topic read before, whose partitions were all read to their end.
+            Some(Ok(message)) if message.topic() != topic => {}
             Some(Ok(message)) => {
                 apply(&message).map_err(|e| {
                     RestoreError::Corrupt(format!(

@@ -2,6 +2,7 @@
 //! in order (decode, process, produce), so partitions are processed in parallel while each keeps
 //! its order. Workers report every record back to the runner, which commits.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{Receiver, Sender, SyncSender};
@@ -40,9 +41,6 @@ pub(super) struct Shop {
     transaction_budget: Option<Duration>,
     /// When the open transaction must be given up rather than waited in any longer.
     give_up_at: Mutex<Option<Instant>>,
-    /// Per-topic counters by metric name, cached: building labels per record costs allocations
-    /// the hot path does not need.
-    counters: Mutex<HashMap<&'static str, HashMap<String, ::metrics::Counter>>>,
 }
 
 impl Shop {
@@ -65,7 +63,6 @@ impl Shop {
             health,
             transaction_budget,
             give_up_at: Mutex::default(),
-            counters: Mutex::default(),
         }
     }
 
@@ -81,7 +78,6 @@ impl Shop {
             health: Arc::clone(&self.health),
             transaction_budget: self.transaction_budget,
             give_up_at: Mutex::default(),
-            counters: Mutex::default(),
         }
     }
 
@@ -105,15 +101,23 @@ impl Shop {
     }
 
     fn count(&self, name: &'static str, topic: &str) {
-        let mut counters = lock(&self.counters);
-        let by_topic = counters.entry(name).or_default();
-        if let Some(counter) = by_topic.get(topic) {
-            counter.increment(1);
-            return;
+        thread_local! {
+            // Per-topic counters by metric name, cached per thread: building labels per record
+            // costs allocations, and one cache shared by the workers a lock, that the hot path
+            // does not need.
+            static COUNTERS: RefCell<HashMap<&'static str, HashMap<String, ::metrics::Counter>>> =
+                RefCell::default();
         }
-        let counter = ::metrics::counter!(name, "topic" => topic.to_owned());
-        counter.increment(1);
-        by_topic.insert(topic.to_owned(), counter);
+        COUNTERS.with_borrow_mut(|counters| {
+            let by_topic = counters.entry(name).or_default();
+            if let Some(counter) = by_topic.get(topic) {
+                counter.increment(1);
+                return;
+            }
+            let counter = ::metrics::counter!(name, "topic" => topic.to_owned());
+            counter.increment(1);
+            by_topic.insert(topic.to_owned(), counter);
+        });
     }
 }
 
