@@ -44,8 +44,9 @@ pub fn parse_document(text: &str) -> Result<Document, ExtJsonError> {
 }
 
 /// Converts already-parsed JSON that must be an object into a typed document.
-pub fn document_from_value(value: Value) -> Result<Document, ExtJsonError> {
-    match upgrade_legacy(value) {
+pub fn document_from_value(mut value: Value) -> Result<Document, ExtJsonError> {
+    upgrade_legacy(&mut value);
+    match value {
         Value::Object(map) => Ok(Document::try_from(map)?),
         other => Err(ExtJsonError::NotADocument(json_kind(&other))),
     }
@@ -57,16 +58,19 @@ pub fn parse_value(text: &str) -> Result<Bson, ExtJsonError> {
 }
 
 /// Converts already-parsed JSON of any shape into a typed value.
-pub fn bson_from_value(value: Value) -> Result<Bson, ExtJsonError> {
-    Ok(Bson::try_from(upgrade_legacy(value))?)
+pub fn bson_from_value(mut value: Value) -> Result<Bson, ExtJsonError> {
+    upgrade_legacy(&mut value);
+    Ok(Bson::try_from(value)?)
 }
 
 /// Rewrites the legacy forms the `bson` reader does not accept into their v2 equivalents:
 /// `{"$binary": "<base64>", "$type": "<hex>"}` and `{"$regex": "…", "$options": "…"}`, both of
-/// which the Java driver's strict mode (the connector's `DefaultJson`) writes.
-fn upgrade_legacy(value: Value) -> Value {
+/// which the Java driver's strict mode (the connector's `DefaultJson`) writes. In place: the
+/// objects that need no rewrite (nearly all) are not rebuilt, which per change event cost a new
+/// map, its keys hashed again, for every object of the document.
+fn upgrade_legacy(value: &mut Value) {
     match value {
-        Value::Array(items) => Value::Array(items.into_iter().map(upgrade_legacy).collect()),
+        Value::Array(items) => items.iter_mut().for_each(upgrade_legacy),
         Value::Object(map) => {
             if map.len() == 2 {
                 let pair = |a: &str, b: &str| match (map.get(a), map.get(b)) {
@@ -76,19 +80,18 @@ fn upgrade_legacy(value: Value) -> Value {
                     _ => None,
                 };
                 if let Some((base64, sub_type)) = pair("$binary", "$type") {
-                    return serde_json::json!({ "$binary": { "base64": base64, "subType": sub_type } });
+                    *value =
+                        serde_json::json!({ "$binary": { "base64": base64, "subType": sub_type } });
+                    return;
                 }
                 if let Some((pattern, options)) = pair("$regex", "$options") {
-                    return serde_json::json!({ "$regularExpression": { "pattern": pattern, "options": options } });
+                    *value = serde_json::json!({ "$regularExpression": { "pattern": pattern, "options": options } });
+                    return;
                 }
             }
-            Value::Object(
-                map.into_iter()
-                    .map(|(k, v)| (k, upgrade_legacy(v)))
-                    .collect(),
-            )
+            map.values_mut().for_each(upgrade_legacy);
         }
-        other => other,
+        _ => {}
     }
 }
 
