@@ -151,9 +151,7 @@ impl RunnerConfig {
             ("max.partition.fetch.bytes", "262144"),
             ("fetch.queue.backoff.ms", "5"),
         ] {
-            if !self.librdkafka.contains_key(&key.replace('.', "_"))
-                && !self.librdkafka.contains_key(key)
-            {
+            if client.get(key).is_none() {
                 client.set(key, value);
             }
         }

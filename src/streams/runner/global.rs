@@ -175,21 +175,17 @@ impl<P: Processor> Keeper<P> {
         let metadata = self.broker("fetching metadata", || {
             self.consumer.fetch_metadata(None, Duration::from_secs(30))
         })?;
-        let mut topics = Vec::new();
+        let mut partitions: Vec<(String, i32)> = Vec::new();
         for topic in self.shop.topology.global_topics() {
             let topic = self.shop.prefixed(&topic);
-            let partitions = partition_count(&metadata, &topic)
+            let count = partition_count(&metadata, &topic)
                 .with_context(|| format!("topic {topic} does not exist"))?;
-            topics.push((topic, (0..i32::try_from(partitions)?).collect::<Vec<i32>>()));
+            partitions.extend((0..i32::try_from(count)?).map(|p| (topic.clone(), p)));
         }
         let group = format!("{}-global", self.shop.topology.group_id());
         let read = self.broker("reading the global tables", || {
             self.tables.clear();
             let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
-            let partitions: Vec<(String, i32)> = topics
-                .iter()
-                .flat_map(|(topic, partitions)| partitions.iter().map(|p| (topic.clone(), *p)))
-                .collect();
             let result = read_partitions(
                 &self.shop.config.consumer_config(),
                 &group,
@@ -224,13 +220,11 @@ impl<P: Processor> Keeper<P> {
             }
         };
         let mut assignment = TopicPartitionList::new();
-        for (topic, partitions) in &topics {
-            for partition in partitions {
-                let from = next
-                    .get(&(topic.clone(), *partition))
-                    .map_or(Offset::Beginning, |at| Offset::Offset(*at));
-                assignment.add_partition_offset(topic, *partition, from)?;
-            }
+        for at in &partitions {
+            let from = next
+                .get(at)
+                .map_or(Offset::Beginning, |at| Offset::Offset(*at));
+            assignment.add_partition_offset(&at.0, at.1, from)?;
         }
         Ok(Some(assignment))
     }
