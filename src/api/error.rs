@@ -5,6 +5,17 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
+/// `error.v1`, the body of every error answer; in the served document the one response
+/// every operation's error statuses refer to.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema, utoipa::ToResponse)]
+#[response(description = "error.v1")]
+pub struct ErrorBody {
+    /// The HTTP status code.
+    pub code: u16,
+    /// What went wrong; a validation error starts with the field.
+    pub message: String,
+}
+
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -67,7 +78,10 @@ impl IntoResponse for ApiError {
         if let ApiError::Internal(cause) = &self {
             tracing::error!(error = %format!("{cause:#}"), "Request failed.");
         }
-        let body = serde_json::json!({ "code": status.as_u16(), "message": self.to_string() });
+        let body = ErrorBody {
+            code: status.as_u16(),
+            message: self.to_string(),
+        };
         (status, Json(body)).into_response()
     }
 }

@@ -23,6 +23,7 @@ pub mod share_code;
 pub mod store;
 pub mod time;
 pub mod users;
+pub mod validate;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -8,6 +8,7 @@
 use utoipa::Modify;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 
+use super::error::ErrorBody;
 use super::{clinicians, clinics, invites, migrations, patients, users};
 
 /// The generated document.
@@ -52,6 +53,7 @@ use super::{clinicians, clinics, invites, migrations, patients, users};
         invites::accept,
         invites::decline
     ),
+    components(responses(ErrorBody)),
     modifiers(&Security)
 )]
 pub struct ApiDoc;

@@ -260,3 +260,15 @@ async fn one_by_one<const N: usize>(
     }
     Ok(())
 }
+
+/// Quotes regular-expression metacharacters, so a search is a literal substring.
+pub fn regex_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() * 2);
+    for c in text.chars() {
+        if "\\^$.|?*+()[]{}".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}

@@ -11,14 +11,16 @@ use serde::Deserialize;
 use super::AppState;
 use super::access::require_service;
 use super::auth::Caller;
-use super::clinicians::{self, email};
-use super::error::{ApiError, ApiResult};
+use super::clinicians;
+use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{JsonBody, user_id};
 use super::store::Archived;
+use super::validate::email;
 
 /// `updateUserDetails.v1`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct UserDetails {
+    /// The user's new address.
     email: Option<String>,
 }
 
@@ -32,7 +34,7 @@ pub struct UserDetails {
     operation_id = "DeleteUserFromClinics",
     tag = "Clinics",
     params(("userId" = String, Path)),
-    responses((status = 200, description = "no body"), (status = 401, description = "error.v1", body = serde_json::Value), (status = 403, description = "error.v1", body = serde_json::Value)),
+    responses((status = 200, description = "no body"), (status = 401, response = ErrorBody), (status = 403, response = ErrorBody)),
     security(("sessionToken" = []))
 )]
 pub async fn delete(
@@ -111,8 +113,8 @@ pub async fn delete(
     operation_id = "UpdateClinicUserDetails",
     tag = "Clinics",
     params(("userId" = String, Path)),
-    request_body(content = serde_json::Value, description = "updateUserDetails.v1", content_type = "application/json"),
-    responses((status = 204, description = "no body"), (status = 400, description = "error.v1", body = serde_json::Value), (status = 401, description = "error.v1", body = serde_json::Value), (status = 403, description = "error.v1", body = serde_json::Value), (status = 409, description = "error.v1", body = serde_json::Value)),
+    request_body(content = UserDetails, description = "updateUserDetails.v1"),
+    responses((status = 204, description = "no body"), (status = 400, response = ErrorBody), (status = 401, response = ErrorBody), (status = 403, response = ErrorBody), (status = 409, response = ErrorBody)),
     security(("sessionToken" = []))
 )]
 pub async fn update(

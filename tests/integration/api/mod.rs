@@ -9,6 +9,7 @@ mod hardening;
 mod lifecycle;
 mod openapi;
 mod patients;
+mod validation;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -143,6 +144,70 @@ impl TestApi {
             panic!("{violation}");
         }
         (status, body)
+    }
+
+    /// A new clinic administered by `admin`; its id.
+    pub async fn create_clinic(&self, admin: &str) -> String {
+        let (status, clinic) = self
+            .call(
+                Method::POST,
+                "/v1/clinics",
+                Some(&Self::token(admin, false)),
+                Some(json!({ "name": format!("Clinic of {admin}") })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{clinic}");
+        clinic["id"].as_str().expect("id").to_owned()
+    }
+
+    /// `user` made a clinician of `clinic` with `role` (by a service, as the invite flow does).
+    pub async fn add_clinician(&self, clinic: &str, user: &str, role: &str) {
+        let body = json!({ "id": user, "email": format!("{user}@example.org"), "roles": [role] });
+        let (status, answer) = self
+            .call(
+                Method::POST,
+                &format!("/v1/clinics/{clinic}/clinicians"),
+                Some(&Self::token("clinic-worker", true)),
+                Some(body),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+    }
+
+    /// `user` made a patient of `clinic` sharing view and upload (by a service).
+    pub async fn add_patient(&self, clinic: &str, user: &str) {
+        let body = json!({ "permissions": { "view": {}, "upload": {} }, "fullName": format!("Patient {user}"), "birthDate": "2000-01-01" });
+        let (status, answer) = self
+            .call(
+                Method::POST,
+                &format!("/v1/clinics/{clinic}/patients/{user}"),
+                Some(&Self::token("clinic-worker", true)),
+                Some(body),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+    }
+
+    /// `clinic` marked migrated, with a pending migration of the legacy clinician `user`.
+    pub async fn add_migration(&self, clinic: &str, user: &str) {
+        let id = bson::oid::ObjectId::parse_str(clinic).expect("clinic id");
+        self.db
+            .collection::<bson::Document>("clinics")
+            .update_one(
+                bson::doc! { "_id": id },
+                bson::doc! { "$set": { "isMigrated": true } },
+            )
+            .await
+            .expect("marked migrated");
+        let (status, answer) = self
+            .call(
+                Method::POST,
+                &format!("/v1/clinics/{clinic}/migrations"),
+                Some(&Self::token("clinic-worker", true)),
+                Some(json!({ "userId": user })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
     }
 
     /// A request builder for raw cases (headers, bodies).

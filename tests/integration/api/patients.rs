@@ -296,9 +296,19 @@ async fn put_changes_what_is_sent_and_never_nulls_the_rest() {
     let api = TestApi::spawn().await;
     let clinic = clinic(&api).await;
     let patient = user();
-    share(&api, &clinic.id, &patient, json!({ "permissions": { "view": {} }, "fullName": "Pat Smith", "birthDate": "1980-03-04", "email": "pat@example.org", "mrn": "M-1", "targetDevices": ["dexcomG6"] })).await;
+    share(&api, &clinic.id, &patient, json!({ "permissions": { "view": {} }, "fullName": "Pat Smith", "birthDate": "1980-03-04", "mrn": "M-1" })).await;
     let path = format!("/v1/clinics/{}/patients/{patient}", clinic.id);
     let member = TestApi::token(&clinic.member, false);
+    // createPatient.v1 has neither field; patient.v1 has both.
+    let (status, _) = api
+        .call(
+            Method::PUT,
+            &path,
+            Some(&member),
+            Some(json!({ "email": "pat@example.org", "targetDevices": ["dexcomG6"] })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
 
     let (status, updated) = api
         .call(

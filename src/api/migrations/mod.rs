@@ -8,51 +8,16 @@ use axum::http::StatusCode;
 use bson::oid::ObjectId;
 use bson::{DateTime, Document, doc};
 use futures::TryStreamExt as _;
-use serde::Deserialize;
-use serde_json::{Value, json};
 
 use super::access::{Need, require, require_service};
 use super::auth::Caller;
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{JsonBody, object_id, user_id};
-use super::{AppState, clinics, time};
+use super::validate::{bad, one_of};
+use super::{AppState, clinics};
 
-/// The statuses, in the only order they may take.
-pub const STATUSES: [&str; 3] = ["PENDING", "RUNNING", "COMPLETED"];
-
-/// `triggerMigration.v1`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Trigger {
-    attestation_submitted: Option<bool>,
-}
-
-/// `migration.v1` as a request (`userId`).
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct NewMigration {
-    user_id: Option<String>,
-}
-
-/// `migrationUpdate.v1`.
-#[derive(Debug, Deserialize)]
-pub struct StatusUpdate {
-    status: String,
-}
-
-/// A stored migration as `migration.v1`.
-pub fn to_json(migration: &Document) -> Value {
-    let mut out = json!({
-        "userId": migration.get_str("userId").unwrap_or_default(),
-        "status": migration.get_str("status").unwrap_or("PENDING"),
-        "createdTime": time::text(migration.get_datetime("createdTime").ok()),
-        "updatedTime": time::text(migration.get_datetime("updatedTime").ok()),
-    });
-    if let Ok(at) = migration.get_datetime("attestationTime") {
-        out["attestationTime"] = json!(time::text(Some(at)));
-    }
-    out
-}
+mod model;
+pub use model::{Migration, NewMigration, STATUSES, StatusUpdate, Trigger};
 
 fn taken(error: mongodb::error::Error) -> ApiError {
     match ApiError::from(error) {
@@ -69,8 +34,8 @@ fn taken(error: mongodb::error::Error) -> ApiError {
     operation_id = "TriggerInitialMigration",
     tag = "Clinics",
     params(("clinicId" = String, Path)),
-    request_body(content = serde_json::Value, description = "triggerMigration.v1", content_type = "application/json"),
-    responses((status = 200, description = "migration.v1", body = serde_json::Value), (status = 401, description = "error.v1", body = serde_json::Value), (status = 403, description = "error.v1", body = serde_json::Value), (status = 404, description = "error.v1", body = serde_json::Value), (status = 409, description = "error.v1", body = serde_json::Value)),
+    request_body(content = Trigger, description = "triggerMigration.v1"),
+    responses((status = 200, description = "migration.v1", body = Migration), (status = 401, response = ErrorBody), (status = 403, response = ErrorBody), (status = 404, response = ErrorBody), (status = 409, response = ErrorBody)),
     security(("sessionToken" = []))
 )]
 pub async fn trigger(
@@ -78,7 +43,7 @@ pub async fn trigger(
     caller: Caller,
     Path(clinic_id): Path<String>,
     JsonBody(trigger): JsonBody<Trigger>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Migration>> {
     let clinic_id = object_id("clinicId", &clinic_id)?;
     let found = clinics::find(&state, clinic_id).await?;
     if caller.service {
@@ -119,7 +84,7 @@ pub async fn trigger(
         )
         .await;
     match flagged {
-        Ok(result) if result.modified_count == 1 => Ok(Json(to_json(&migration))),
+        Ok(result) if result.modified_count == 1 => Ok(Json(Migration::from(&migration))),
         other => {
             state.store.migrations.delete_one(doc! { "_id": migration.get_object_id("_id").map_err(|e| ApiError::Internal(e.into()))? }).await?;
             match other {
@@ -138,8 +103,8 @@ pub async fn trigger(
     operation_id = "MigrateLegacyClinicianPatients",
     tag = "Clinics",
     params(("clinicId" = String, Path)),
-    request_body(content = serde_json::Value, description = "migration.v1", content_type = "application/json"),
-    responses((status = 202, description = "migration.v1", body = serde_json::Value), (status = 400, description = "error.v1", body = serde_json::Value), (status = 401, description = "error.v1", body = serde_json::Value), (status = 403, description = "error.v1", body = serde_json::Value), (status = 404, description = "error.v1", body = serde_json::Value), (status = 409, description = "error.v1", body = serde_json::Value)),
+    request_body(content = NewMigration, description = "migration.v1"),
+    responses((status = 202, description = "migration.v1", body = Migration), (status = 400, response = ErrorBody), (status = 401, response = ErrorBody), (status = 403, response = ErrorBody), (status = 404, response = ErrorBody), (status = 409, response = ErrorBody)),
     security(("sessionToken" = []))
 )]
 pub async fn add(
@@ -147,7 +112,7 @@ pub async fn add(
     caller: Caller,
     Path(clinic_id): Path<String>,
     JsonBody(input): JsonBody<NewMigration>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<Migration>)> {
     let clinic_id = object_id("clinicId", &clinic_id)?;
     require_service(&caller)?;
     let user = user_id(
@@ -155,7 +120,7 @@ pub async fn add(
         input
             .user_id
             .as_deref()
-            .ok_or_else(|| ApiError::BadRequest("userId: is required".into()))?,
+            .ok_or_else(|| bad("userId", "is required"))?,
     )?;
     let found = clinics::find(&state, clinic_id).await?;
     if !found.get_bool("isMigrated").unwrap_or(false) {
@@ -174,7 +139,7 @@ pub async fn add(
         .insert_one(&migration)
         .await
         .map_err(taken)?;
-    Ok((StatusCode::ACCEPTED, Json(to_json(&migration))))
+    Ok((StatusCode::ACCEPTED, Json(Migration::from(&migration))))
 }
 
 /// `GET /v1/clinics/{clinicId}/migrations`: members and services.
@@ -184,14 +149,14 @@ pub async fn add(
     operation_id = "ListMigrations",
     tag = "Clinics",
     params(("clinicId" = String, Path)),
-    responses((status = 200, description = "migrations.v1", body = serde_json::Value), (status = 401, description = "error.v1", body = serde_json::Value), (status = 403, description = "error.v1", body = serde_json::Value), (status = 404, description = "error.v1", body = serde_json::Value)),
+    responses((status = 200, description = "migrations.v1", body = Vec<Migration>), (status = 401, response = ErrorBody), (status = 403, response = ErrorBody), (status = 404, response = ErrorBody)),
     security(("sessionToken" = []))
 )]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
     Path(clinic_id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Vec<Migration>>> {
     let clinic_id = object_id("clinicId", &clinic_id)?;
     clinics::find(&state, clinic_id).await?;
     require(&state.store, &caller, clinic_id, Need::Read).await?;
@@ -203,7 +168,7 @@ pub async fn list(
         .await?
         .try_collect()
         .await?;
-    Ok(Json(Value::Array(found.iter().map(to_json).collect())))
+    Ok(Json(found.iter().map(Migration::from).collect()))
 }
 
 async fn find(state: &AppState, clinic: ObjectId, user: &str) -> ApiResult<Document> {
@@ -227,18 +192,20 @@ async fn find(state: &AppState, clinic: ObjectId, user: &str) -> ApiResult<Docum
     operation_id = "GetMigration",
     tag = "Clinics",
     params(("clinicId" = String, Path), ("userId" = String, Path)),
-    responses((status = 200, description = "migration.v1", body = serde_json::Value), (status = 401, description = "error.v1", body = serde_json::Value), (status = 403, description = "error.v1", body = serde_json::Value), (status = 404, description = "error.v1", body = serde_json::Value)),
+    responses((status = 200, description = "migration.v1", body = Migration), (status = 401, response = ErrorBody), (status = 403, response = ErrorBody), (status = 404, response = ErrorBody)),
     security(("sessionToken" = []))
 )]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
     Path((clinic_id, user)): Path<(String, String)>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Migration>> {
     let clinic_id = object_id("clinicId", &clinic_id)?;
     let user = user_id("userId", &user)?;
     require(&state.store, &caller, clinic_id, Need::Read).await?;
-    Ok(Json(to_json(&find(&state, clinic_id, &user).await?)))
+    Ok(Json(Migration::from(
+        &find(&state, clinic_id, &user).await?,
+    )))
 }
 
 /// `PATCH /v1/clinics/{clinicId}/migrations/{userId}`: services move the status forward only
@@ -249,8 +216,8 @@ pub async fn get(
     operation_id = "UpdateMigration",
     tag = "Clinics",
     params(("clinicId" = String, Path), ("userId" = String, Path)),
-    request_body(content = serde_json::Value, description = "migrationUpdate.v1", content_type = "application/json"),
-    responses((status = 200, description = "migration.v1", body = serde_json::Value), (status = 400, description = "error.v1", body = serde_json::Value), (status = 401, description = "error.v1", body = serde_json::Value), (status = 403, description = "error.v1", body = serde_json::Value), (status = 404, description = "error.v1", body = serde_json::Value), (status = 409, description = "error.v1", body = serde_json::Value)),
+    request_body(content = StatusUpdate, description = "migrationUpdate.v1"),
+    responses((status = 200, description = "migration.v1", body = Migration), (status = 400, response = ErrorBody), (status = 401, response = ErrorBody), (status = 403, response = ErrorBody), (status = 404, response = ErrorBody), (status = 409, response = ErrorBody)),
     security(("sessionToken" = []))
 )]
 pub async fn update(
@@ -258,14 +225,12 @@ pub async fn update(
     caller: Caller,
     Path((clinic_id, user)): Path<(String, String)>,
     JsonBody(update): JsonBody<StatusUpdate>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Migration>> {
     let clinic_id = object_id("clinicId", &clinic_id)?;
     let user = user_id("userId", &user)?;
     require_service(&caller)?;
-    let to = STATUSES
-        .iter()
-        .position(|s| *s == update.status)
-        .ok_or_else(|| ApiError::BadRequest(format!("status: must be one of {STATUSES:?}")))?;
+    let status = one_of("status", &update.status, &STATUSES)?;
+    let to = STATUSES.iter().position(|s| *s == status).unwrap_or(0);
     let current = find(&state, clinic_id, &user).await?;
     let from_status = current.get_str("status").unwrap_or("PENDING").to_owned();
     let from = STATUSES.iter().position(|s| *s == from_status).unwrap_or(0);
@@ -294,5 +259,7 @@ pub async fn update(
             ));
         }
     }
-    Ok(Json(to_json(&find(&state, clinic_id, &user).await?)))
+    Ok(Json(Migration::from(
+        &find(&state, clinic_id, &user).await?,
+    )))
 }

@@ -11,247 +11,23 @@ use bson::oid::ObjectId;
 use bson::{Bson, DateTime, Document, doc};
 use futures::TryStreamExt as _;
 use mongodb::options::FindOptions;
-use serde::Deserialize;
-use serde_json::{Value, json};
 
 use super::access::{Need, require};
 use super::auth::Caller;
-use super::clinicians::{email, regex_escape};
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{JsonBody, Params, object_id, user_id};
-use super::store::Archived;
-use super::{AppState, clinics, time};
+use super::store::{Archived, regex_escape};
+use super::validate::{bad, one_of};
+use super::{AppState, clinics};
 
-/// Permission names of `patientPermissions.v1`.
-pub const PERMISSIONS: [&str; 4] = ["custodian", "view", "upload", "note"];
-const DIAGNOSIS_TYPES: [&str; 10] = [
-    "type1",
-    "type2",
-    "type3c",
-    "gestational",
-    "prediabetes",
-    "lada",
-    "mody",
-    "other",
-    "notApplicable",
-    "",
-];
-const PROVIDERS: [&str; 3] = ["twiist", "dexcom", "abbott"];
+mod model;
+pub use model::{
+    ConnectionRequest, ConnectionRequests, Grant, NewPatient, PERMISSIONS, PageMeta, Patient,
+    PatientClinic, PatientInput, PatientPage, Permissions, grants_document, invited_profile,
+};
+
 /// Sortable fields (`sort=+fullName`, `-birthDate`, …).
 const SORTABLE: [&str; 5] = ["fullName", "birthDate", "email", "mrn", "createdTime"];
-
-fn bad(field: &str, why: &str) -> ApiError {
-    ApiError::BadRequest(format!("{field}: {why}"))
-}
-
-/// The writable fields of `patient.v1` and `createPatient.v1`. A JSON `null` is taken as "not
-/// sent" (PUT never nulls a field); an empty string clears `diagnosisType`, as the reference.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PatientInput {
-    email: Option<String>,
-    full_name: Option<String>,
-    birth_date: Option<String>,
-    mrn: Option<String>,
-    tags: Option<Vec<String>>,
-    target_devices: Option<Vec<String>>,
-    diagnosis_type: Option<String>,
-    permissions: Option<Permissions>,
-    is_migrated: Option<bool>,
-    legacy_clinician_id: Option<String>,
-}
-
-/// `patientPermissions.v1`: each present key is a grant (its value an empty object).
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Permissions {
-    custodian: Option<serde_json::Map<String, Value>>,
-    view: Option<serde_json::Map<String, Value>>,
-    upload: Option<serde_json::Map<String, Value>>,
-    note: Option<serde_json::Map<String, Value>>,
-}
-
-impl Permissions {
-    /// The granted names, in the contract's order.
-    pub fn granted(&self) -> Vec<&'static str> {
-        [
-            ("custodian", &self.custodian),
-            ("view", &self.view),
-            ("upload", &self.upload),
-            ("note", &self.note),
-        ]
-        .into_iter()
-        .filter(|(_, v)| v.is_some())
-        .map(|(k, _)| k)
-        .collect()
-    }
-}
-
-/// Grants as stored: `{view: {}, …}`.
-pub fn grants_document(grants: &[&str]) -> Document {
-    grants
-        .iter()
-        .map(|g| ((*g).to_owned(), Bson::Document(Document::new())))
-        .collect()
-}
-
-fn valid_date(text: &str) -> bool {
-    let parts: Vec<&str> = text.split('-').collect();
-    let [y, m, d] = parts[..] else { return false };
-    let (Ok(y), Ok(m), Ok(d)) = (y.parse::<u32>(), m.parse::<u32>(), d.parse::<u32>()) else {
-        return false;
-    };
-    if !(1900..=2200).contains(&y) || !(1..=12).contains(&m) || text.len() != 10 {
-        return false;
-    }
-    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    let days = [
-        31,
-        if leap { 29 } else { 28 },
-        31,
-        30,
-        31,
-        30,
-        31,
-        31,
-        30,
-        31,
-        30,
-        31,
-    ];
-    (1..=days[(m - 1) as usize]).contains(&d)
-}
-
-impl PatientInput {
-    /// The profile fields of an invitation (name and birth date).
-    pub fn named(full_name: String, birth_date: String) -> Self {
-        Self {
-            full_name: Some(full_name),
-            birth_date: Some(birth_date),
-            ..Self::default()
-        }
-    }
-
-    /// Validated profile fields to `$set` (only those sent); `tags` must be the clinic's.
-    pub fn profile(&self, clinic: &Document) -> ApiResult<Document> {
-        let mut set = Document::new();
-        if let Some(name) = &self.full_name {
-            if name.trim().is_empty() {
-                return Err(bad("fullName", "must not be empty"));
-            }
-            set.insert("fullName", name.trim());
-        }
-        if let Some(date) = &self.birth_date {
-            if !valid_date(date) {
-                return Err(bad("birthDate", "must be a date, YYYY-MM-DD"));
-            }
-            set.insert("birthDate", date);
-        }
-        if let Some(address) = &self.email {
-            set.insert("email", email("email", address)?);
-        }
-        if let Some(mrn) = &self.mrn {
-            if mrn.trim().is_empty() {
-                return Err(bad("mrn", "must not be empty"));
-            }
-            set.insert("mrn", mrn.trim());
-        }
-        if let Some(devices) = &self.target_devices {
-            if devices.iter().any(|d| d.trim().is_empty()) {
-                return Err(bad("targetDevices", "items must not be empty"));
-            }
-            set.insert("targetDevices", devices);
-        }
-        if let Some(kind) = &self.diagnosis_type {
-            if !DIAGNOSIS_TYPES.contains(&kind.as_str()) {
-                return Err(bad(
-                    "diagnosisType",
-                    &format!("must be one of {DIAGNOSIS_TYPES:?}"),
-                ));
-            }
-            set.insert("diagnosisType", kind);
-        }
-        if let Some(tags) = &self.tags {
-            let known: Vec<ObjectId> = clinic
-                .get_array("patientTags")
-                .map(|t| {
-                    t.iter()
-                        .filter_map(|t| t.as_document()?.get_object_id("_id").ok())
-                        .collect()
-                })
-                .unwrap_or_default();
-            let mut ids = Vec::with_capacity(tags.len());
-            for (i, tag) in tags.iter().enumerate() {
-                let id = object_id(&format!("tags[{i}]"), tag)?;
-                if !known.contains(&id) {
-                    return Err(bad(&format!("tags[{i}]"), "is not a tag of this clinic"));
-                }
-                if ids.contains(&id) {
-                    return Err(bad("tags", "items must be unique"));
-                }
-                ids.push(id);
-            }
-            set.insert("tags", ids);
-        }
-        Ok(set)
-    }
-}
-
-/// A stored patient as `patient.v1`.
-pub fn to_json(patient: &Document) -> Value {
-    let mut out = json!({
-        "id": patient.get_str("userId").unwrap_or_default(),
-        "fullName": patient.get_str("fullName").unwrap_or_default(),
-        "birthDate": patient.get_str("birthDate").unwrap_or_default(),
-        "createdTime": time::text(patient.get_datetime("createdTime").ok()),
-        "updatedTime": time::text(patient.get_datetime("updatedTime").ok()),
-    });
-    for field in ["email", "mrn", "diagnosisType"] {
-        if let Ok(value) = patient.get_str(field) {
-            out[field] = json!(value);
-        }
-    }
-    if let Ok(devices) = patient.get_array("targetDevices") {
-        out["targetDevices"] = json!(devices.iter().filter_map(Bson::as_str).collect::<Vec<_>>());
-    }
-    if let Ok(tags) = patient.get_array("tags") {
-        out["tags"] = json!(
-            tags.iter()
-                .filter_map(|t| t.as_object_id().map(|o| o.to_hex()))
-                .collect::<Vec<_>>()
-        );
-    }
-    if let Ok(grants) = patient.get_document("permissions") {
-        let grants: serde_json::Map<String, Value> =
-            grants.keys().map(|k| (k.clone(), json!({}))).collect();
-        out["permissions"] = Value::Object(grants);
-    }
-    if let Ok(at) = patient.get_datetime("lastUploadReminderTime") {
-        out["lastUploadReminderTime"] = json!(time::text(Some(at)));
-    }
-    let requests = patient.get_document("providerConnectionRequests").ok();
-    let mut connection = serde_json::Map::new();
-    for provider in PROVIDERS {
-        let items: Vec<Value> = requests
-            .and_then(|r| r.get_array(provider).ok())
-            .map(|items| {
-                items
-                    .iter()
-                    .filter_map(Bson::as_document)
-                    .map(|r| {
-                        json!({
-                            "providerName": r.get_str("providerName").unwrap_or(provider),
-                            "createdTime": time::text(r.get_datetime("createdTime").ok()),
-                        })
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        connection.insert(provider.into(), Value::Array(items));
-    }
-    out["connectionRequests"] = Value::Object(connection);
-    out
-}
 
 async fn find(state: &AppState, clinic: ObjectId, user: &str) -> ApiResult<Document> {
     state
@@ -287,7 +63,7 @@ fn conflict(error: mongodb::error::Error) -> ApiError {
     operation_id = "ListPatients",
     tag = "Clinics",
     params(("clinicId" = String, Path), ("search" = String, Query), ("tags" = String, Query), ("sort" = String, Query), ("offset" = u64, Query), ("limit" = i64, Query)),
-    responses((status = 200, description = "patientsResponse.v1", body = serde_json::Value), (status = 400, description = "error.v1", body = serde_json::Value), (status = 401, description = "error.v1", body = serde_json::Value), (status = 403, description = "error.v1", body = serde_json::Value), (status = 404, description = "error.v1", body = serde_json::Value)),
+    responses((status = 200, description = "patientsResponse.v1", body = PatientPage), (status = 400, response = ErrorBody), (status = 401, response = ErrorBody), (status = 403, response = ErrorBody), (status = 404, response = ErrorBody)),
     security(("sessionToken" = []))
 )]
 pub async fn list(
@@ -295,7 +71,7 @@ pub async fn list(
     caller: Caller,
     Path(clinic_id): Path<String>,
     params: Params,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<PatientPage>> {
     let clinic_id = object_id("clinicId", &clinic_id)?;
     clinics::find(&state, clinic_id).await?;
     require(&state.store, &caller, clinic_id, Need::Read).await?;
@@ -352,10 +128,13 @@ pub async fn list(
         .patients
         .count_documents(doc! { "clinicId": clinic_id })
         .await?;
-    Ok(Json(json!({
-        "data": patients.iter().map(to_json).collect::<Vec<_>>(),
-        "meta": { "count": count, "totalCount": total },
-    })))
+    Ok(Json(PatientPage {
+        data: patients.iter().map(Patient::from).collect(),
+        meta: PageMeta {
+            count,
+            total_count: total,
+        },
+    }))
 }
 
 /// `POST /v1/clinics/{clinicId}/patients`: members and services create a custodial patient
@@ -368,8 +147,8 @@ pub async fn list(
     operation_id = "CreatePatientAccount",
     tag = "Clinics",
     params(("clinicId" = String, Path)),
-    request_body(content = serde_json::Value, description = "patient.v1", content_type = "application/json"),
-    responses((status = 200, description = "patient.v1", body = serde_json::Value), (status = 400, description = "error.v1", body = serde_json::Value), (status = 401, description = "error.v1", body = serde_json::Value), (status = 403, description = "error.v1", body = serde_json::Value), (status = 404, description = "error.v1", body = serde_json::Value)),
+    request_body(content = PatientInput, description = "patient.v1"),
+    responses((status = 200, description = "patient.v1", body = Patient), (status = 400, response = ErrorBody), (status = 401, response = ErrorBody), (status = 403, response = ErrorBody), (status = 404, response = ErrorBody)),
     security(("sessionToken" = []))
 )]
 pub async fn create_custodial(
@@ -377,16 +156,11 @@ pub async fn create_custodial(
     caller: Caller,
     Path(clinic_id): Path<String>,
     JsonBody(input): JsonBody<PatientInput>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Patient>> {
     let clinic_id = object_id("clinicId", &clinic_id)?;
     let found = clinics::find(&state, clinic_id).await?;
     require(&state.store, &caller, clinic_id, Need::Read).await?;
-    let mut patient = input.profile(&found)?;
-    for required in ["fullName", "birthDate"] {
-        if !patient.contains_key(required) {
-            return Err(bad(required, "is required"));
-        }
-    }
+    let mut patient = input.new_profile(&found)?;
     let now = DateTime::now();
     patient.insert("_id", ObjectId::new());
     patient.insert("clinicId", clinic_id);
@@ -396,7 +170,7 @@ pub async fn create_custodial(
     patient.insert("createdTime", now);
     patient.insert("updatedTime", now);
     insert(&state, &patient, clinic_id).await?;
-    Ok(Json(to_json(&patient)))
+    Ok(Json(Patient::from(&patient)))
 }
 
 /// Inserts a new patient of `clinic`, then checks the clinic is still there and not being
@@ -434,16 +208,16 @@ pub(crate) async fn insert(
     operation_id = "CreatePatientFromUser",
     tag = "Clinics",
     params(("clinicId" = String, Path), ("patientId" = String, Path)),
-    request_body(content = serde_json::Value, description = "createPatient.v1", content_type = "application/json"),
-    responses((status = 200, description = "patient.v1", body = serde_json::Value), (status = 400, description = "error.v1", body = serde_json::Value), (status = 401, description = "error.v1", body = serde_json::Value), (status = 403, description = "error.v1", body = serde_json::Value), (status = 404, description = "error.v1", body = serde_json::Value), (status = 409, description = "error.v1", body = serde_json::Value)),
+    request_body(content = NewPatient, description = "createPatient.v1"),
+    responses((status = 200, description = "patient.v1", body = Patient), (status = 400, response = ErrorBody), (status = 401, response = ErrorBody), (status = 403, response = ErrorBody), (status = 404, response = ErrorBody), (status = 409, response = ErrorBody)),
     security(("sessionToken" = []))
 )]
 pub async fn create_from_user(
     State(state): State<AppState>,
     caller: Caller,
     Path((clinic_id, user)): Path<(String, String)>,
-    JsonBody(input): JsonBody<PatientInput>,
-) -> ApiResult<Json<Value>> {
+    JsonBody(input): JsonBody<NewPatient>,
+) -> ApiResult<Json<Patient>> {
     let clinic_id = object_id("clinicId", &clinic_id)?;
     let user = user_id("patientId", &user)?;
     super::access::require_service(&caller)?;
@@ -459,13 +233,8 @@ pub async fn create_from_user(
             "at least one of custodian, view, upload, note",
         ));
     }
-    let mut patient = input.profile(&found)?;
     // patient.v1 requires both; with no profile service here, the caller supplies them.
-    for required in ["fullName", "birthDate"] {
-        if !patient.contains_key(required) {
-            return Err(bad(required, "is required"));
-        }
-    }
+    let mut patient = input.new_profile(&found)?;
     let now = DateTime::now();
     patient.insert("_id", ObjectId::new());
     patient.insert("clinicId", clinic_id);
@@ -483,7 +252,7 @@ pub async fn create_from_user(
     patient.insert("createdTime", now);
     patient.insert("updatedTime", now);
     insert(&state, &patient, clinic_id).await?;
-    Ok(Json(to_json(&patient)))
+    Ok(Json(Patient::from(&patient)))
 }
 
 /// `GET /v1/clinics/{clinicId}/patients/{patientId}`: members and services.
@@ -493,18 +262,18 @@ pub async fn create_from_user(
     operation_id = "GetPatient",
     tag = "Clinics",
     params(("clinicId" = String, Path), ("patientId" = String, Path)),
-    responses((status = 200, description = "patient.v1", body = serde_json::Value), (status = 401, description = "error.v1", body = serde_json::Value), (status = 403, description = "error.v1", body = serde_json::Value), (status = 404, description = "error.v1", body = serde_json::Value)),
+    responses((status = 200, description = "patient.v1", body = Patient), (status = 401, response = ErrorBody), (status = 403, response = ErrorBody), (status = 404, response = ErrorBody)),
     security(("sessionToken" = []))
 )]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
     Path((clinic_id, user)): Path<(String, String)>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Patient>> {
     let clinic_id = object_id("clinicId", &clinic_id)?;
     let user = user_id("patientId", &user)?;
     require(&state.store, &caller, clinic_id, Need::Read).await?;
-    Ok(Json(to_json(&find(&state, clinic_id, &user).await?)))
+    Ok(Json(Patient::from(&find(&state, clinic_id, &user).await?)))
 }
 
 /// `PUT /v1/clinics/{clinicId}/patients/{patientId}`: members and services; sets the profile
@@ -515,8 +284,8 @@ pub async fn get(
     operation_id = "UpdatePatient",
     tag = "Clinics",
     params(("clinicId" = String, Path), ("patientId" = String, Path)),
-    request_body(content = serde_json::Value, description = "patient.v1", content_type = "application/json"),
-    responses((status = 200, description = "patient.v1", body = serde_json::Value), (status = 400, description = "error.v1", body = serde_json::Value), (status = 401, description = "error.v1", body = serde_json::Value), (status = 403, description = "error.v1", body = serde_json::Value), (status = 404, description = "error.v1", body = serde_json::Value)),
+    request_body(content = PatientInput, description = "patient.v1"),
+    responses((status = 200, description = "patient.v1", body = Patient), (status = 400, response = ErrorBody), (status = 401, response = ErrorBody), (status = 403, response = ErrorBody), (status = 404, response = ErrorBody)),
     security(("sessionToken" = []))
 )]
 pub async fn update(
@@ -524,13 +293,13 @@ pub async fn update(
     caller: Caller,
     Path((clinic_id, user)): Path<(String, String)>,
     JsonBody(input): JsonBody<PatientInput>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Patient>> {
     let clinic_id = object_id("clinicId", &clinic_id)?;
     let user = user_id("patientId", &user)?;
     require(&state.store, &caller, clinic_id, Need::Read).await?;
     let found = clinics::find(&state, clinic_id).await?;
     let before = find(&state, clinic_id, &user).await?;
-    let mut set = input.profile(&found)?;
+    let mut set = input.to_set(&found)?;
     set.insert("updatedTime", DateTime::now());
     let id = before
         .get_object_id("_id")
@@ -540,7 +309,7 @@ pub async fn update(
         .patients
         .update_one(doc! { "_id": id }, doc! { "$set": set })
         .await?;
-    Ok(Json(to_json(&find(&state, clinic_id, &user).await?)))
+    Ok(Json(Patient::from(&find(&state, clinic_id, &user).await?)))
 }
 
 /// `DELETE /v1/clinics/{clinicId}/patients/{patientId}`: admins, services, or the patient;
@@ -551,7 +320,7 @@ pub async fn update(
     operation_id = "DeletePatient",
     tag = "Clinics",
     params(("clinicId" = String, Path), ("patientId" = String, Path)),
-    responses((status = 204, description = "no body"), (status = 401, description = "error.v1", body = serde_json::Value), (status = 403, description = "error.v1", body = serde_json::Value), (status = 404, description = "error.v1", body = serde_json::Value)),
+    responses((status = 204, description = "no body"), (status = 401, response = ErrorBody), (status = 403, response = ErrorBody), (status = 404, response = ErrorBody)),
     security(("sessionToken" = []))
 )]
 pub async fn delete(
@@ -590,8 +359,8 @@ fn require_self(caller: &Caller, user: &str) -> ApiResult<()> {
     operation_id = "UpdatePatientPermissions",
     tag = "Clinics",
     params(("clinicId" = String, Path), ("patientId" = String, Path)),
-    request_body(content = serde_json::Value, description = "patientPermissions.v1", content_type = "application/json"),
-    responses((status = 200, description = "patientPermissions.v1", body = serde_json::Value), (status = 400, description = "error.v1", body = serde_json::Value), (status = 401, description = "error.v1", body = serde_json::Value), (status = 403, description = "error.v1", body = serde_json::Value), (status = 404, description = "error.v1", body = serde_json::Value)),
+    request_body(content = Permissions, description = "patientPermissions.v1"),
+    responses((status = 200, description = "patientPermissions.v1", body = Permissions), (status = 400, response = ErrorBody), (status = 401, response = ErrorBody), (status = 403, response = ErrorBody), (status = 404, response = ErrorBody)),
     security(("sessionToken" = []))
 )]
 pub async fn update_permissions(
@@ -599,7 +368,7 @@ pub async fn update_permissions(
     caller: Caller,
     Path((clinic_id, user)): Path<(String, String)>,
     JsonBody(permissions): JsonBody<Permissions>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Permissions>> {
     let clinic_id = object_id("clinicId", &clinic_id)?;
     let user = user_id("patientId", &user)?;
     require_self(&caller, &user)?;
@@ -617,7 +386,7 @@ pub async fn update_permissions(
             .archive_and_delete(Archived::Patient, &patient, &caller.user_id)
             .await?
             .ok_or_else(|| gone(clinic_id, &user))?;
-        return Ok(Json(json!({})));
+        return Ok(Json(Permissions::default()));
     }
     // Key by key: `permissions.<name>` set or unset, which is what the CDC event then says, and
     // which FerretDB 1.24 applies (it skips a `$set` of the whole `permissions` document when
@@ -643,11 +412,7 @@ pub async fn update_permissions(
         .patients
         .update_one(doc! { "_id": id }, update)
         .await?;
-    let out: serde_json::Map<String, Value> = grants
-        .iter()
-        .map(|g| ((*g).to_owned(), json!({})))
-        .collect();
-    Ok(Json(Value::Object(out)))
+    Ok(Json(Permissions::of(grants)))
 }
 
 /// `DELETE /v1/clinics/{clinicId}/patients/{patientId}/permissions/{permission}`: the patient
@@ -658,7 +423,7 @@ pub async fn update_permissions(
     operation_id = "DeletePatientPermission",
     tag = "Clinics",
     params(("clinicId" = String, Path), ("patientId" = String, Path), ("permission" = String, Path)),
-    responses((status = 204, description = "no body"), (status = 400, description = "error.v1", body = serde_json::Value), (status = 401, description = "error.v1", body = serde_json::Value), (status = 403, description = "error.v1", body = serde_json::Value), (status = 404, description = "error.v1", body = serde_json::Value)),
+    responses((status = 204, description = "no body"), (status = 400, response = ErrorBody), (status = 401, response = ErrorBody), (status = 403, response = ErrorBody), (status = 404, response = ErrorBody)),
     security(("sessionToken" = []))
 )]
 pub async fn delete_permission(
@@ -668,12 +433,7 @@ pub async fn delete_permission(
 ) -> ApiResult<StatusCode> {
     let clinic_id = object_id("clinicId", &clinic_id)?;
     let user = user_id("patientId", &user)?;
-    if !PERMISSIONS.contains(&permission.as_str()) {
-        return Err(bad(
-            "permission",
-            &format!("must be one of {PERMISSIONS:?}"),
-        ));
-    }
+    one_of("permission", &permission, &PERMISSIONS)?;
     require_self(&caller, &user)?;
     let patient = find(&state, clinic_id, &user).await?;
     let remaining: Vec<String> = patient
@@ -711,7 +471,7 @@ pub async fn delete_permission(
     operation_id = "ListClinicsForPatient",
     tag = "Clinics",
     params(("userId" = String, Path), ("offset" = u64, Query), ("limit" = i64, Query)),
-    responses((status = 200, description = "patientClinicRelationships.v1", body = serde_json::Value), (status = 401, description = "error.v1", body = serde_json::Value), (status = 403, description = "error.v1", body = serde_json::Value)),
+    responses((status = 200, description = "patientClinicRelationships.v1", body = Vec<PatientClinic>), (status = 401, response = ErrorBody), (status = 403, response = ErrorBody)),
     security(("sessionToken" = []))
 )]
 pub async fn clinics_of(
@@ -719,7 +479,7 @@ pub async fn clinics_of(
     caller: Caller,
     Path(user): Path<String>,
     params: Params,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Vec<PatientClinic>>> {
     let user = user_id("userId", &user)?;
     require_self(&caller, &user)?;
     let (offset, limit) = params.page()?;
@@ -747,10 +507,10 @@ pub async fn clinics_of(
             .find_one(doc! { "_id": clinic_id })
             .await?
         {
-            out.push(json!({ "patient": to_json(record), "clinic": clinics::to_json(&found) }));
+            out.push(PatientClinic::new(record, &found));
         }
     }
-    Ok(Json(Value::Array(out)))
+    Ok(Json(out))
 }
 
 /// `POST /v1/clinics/{clinicId}/patients/{patientId}/upload_reminder`: members and services;
@@ -762,7 +522,7 @@ pub async fn clinics_of(
     operation_id = "SendUploadReminder",
     tag = "Clinics",
     params(("clinicId" = String, Path), ("patientId" = String, Path)),
-    responses((status = 200, description = "no body"), (status = 401, description = "error.v1", body = serde_json::Value), (status = 403, description = "error.v1", body = serde_json::Value), (status = 404, description = "error.v1", body = serde_json::Value)),
+    responses((status = 200, description = "no body"), (status = 401, response = ErrorBody), (status = 403, response = ErrorBody), (status = 404, response = ErrorBody)),
     security(("sessionToken" = []))
 )]
 pub async fn upload_reminder(

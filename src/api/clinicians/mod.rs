@@ -14,89 +14,19 @@ use bson::oid::ObjectId;
 use bson::{Bson, DateTime, Document, doc};
 use futures::TryStreamExt as _;
 use mongodb::options::FindOptions;
-use serde::Deserialize;
-use serde_json::{Value, json};
 
 use super::access::{Need, require};
 use super::auth::Caller;
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{JsonBody, Params, object_id, user_id};
-use super::store::Archived;
-use super::{AppState, clinics, time};
+use super::store::{Archived, regex_escape};
+use super::validate::{email, one_of};
+use super::{AppState, clinics};
 
-/// The roles of `clinicianRoles.v1`.
-pub const ROLES: [&str; 3] = ["CLINIC_ADMIN", "CLINIC_MEMBER", "PRESCRIBER"];
-const ADMIN: &str = "CLINIC_ADMIN";
-
-/// The writable fields of `clinician.v1`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ClinicianInput {
-    /// The user id (absent for an invite).
-    id: Option<String>,
-    invite_id: Option<String>,
-    email: Option<String>,
-    name: Option<String>,
-    roles: Option<Vec<String>>,
-}
-
-fn bad(field: &str, why: &str) -> ApiError {
-    ApiError::BadRequest(format!("{field}: {why}"))
-}
-
-/// Roles as the contract wants them: at least one, known, no repeats.
-fn roles(roles: &[String]) -> ApiResult<Vec<String>> {
-    if roles.is_empty() {
-        return Err(bad("roles", "at least one role is required"));
-    }
-    for (i, role) in roles.iter().enumerate() {
-        if !ROLES.contains(&role.as_str()) {
-            return Err(bad(
-                &format!("roles[{i}]"),
-                &format!("must be one of {ROLES:?}"),
-            ));
-        }
-        if roles[..i].contains(role) {
-            return Err(bad("roles", "items must be unique"));
-        }
-    }
-    Ok(roles.to_vec())
-}
-
-/// A plausible email address, lower-cased (addresses are compared lower-cased).
-pub fn email(field: &str, value: &str) -> ApiResult<String> {
-    let value = value.trim();
-    let plausible = value.len() >= 6
-        && value.len() <= 254
-        && !value.contains(|c: char| c.is_whitespace() || c.is_control())
-        && value.split_once('@').is_some_and(|(local, domain)| {
-            !local.is_empty()
-                && domain.contains('.')
-                && !domain.starts_with('.')
-                && !domain.ends_with('.')
-        });
-    if plausible {
-        Ok(value.to_lowercase())
-    } else {
-        Err(bad(field, "must be an email address"))
-    }
-}
-
-/// A stored clinician as `clinician.v1`.
-pub fn to_json(clinician: &Document) -> Value {
-    let mut out = json!({
-        "email": clinician.get_str("email").unwrap_or_default(),
-        "roles": clinician.get_array("roles").map(|r| r.iter().filter_map(Bson::as_str).collect::<Vec<_>>()).unwrap_or_default(),
-        "createdTime": time::text(clinician.get_datetime("createdTime").ok()),
-        "updatedTime": time::text(clinician.get_datetime("updatedTime").ok()),
-    });
-    for (stored, field) in [("userId", "id"), ("inviteId", "inviteId"), ("name", "name")] {
-        if let Ok(value) = clinician.get_str(stored) {
-            out[field] = json!(value);
-        }
-    }
-    out
-}
+mod model;
+pub use model::{
+    ADMIN, Clinician, ClinicianClinic, ClinicianUpdate, NewClinician, ROLES, is_admin,
+};
 
 async fn find(state: &AppState, clinic: ObjectId, user: &str) -> ApiResult<Document> {
     state
@@ -167,7 +97,7 @@ fn same_members(a: &[String], b: &[String]) -> bool {
     operation_id = "ListClinicians",
     tag = "Clinics",
     params(("clinicId" = String, Path), ("search" = String, Query), ("email" = String, Query), ("role" = String, Query), ("offset" = u64, Query), ("limit" = i64, Query)),
-    responses((status = 200, description = "clinicians.v1", body = serde_json::Value), (status = 400, description = "error.v1", body = serde_json::Value), (status = 401, description = "error.v1", body = serde_json::Value), (status = 403, description = "error.v1", body = serde_json::Value), (status = 404, description = "error.v1", body = serde_json::Value)),
+    responses((status = 200, description = "clinicians.v1", body = Vec<Clinician>), (status = 400, response = ErrorBody), (status = 401, response = ErrorBody), (status = 403, response = ErrorBody), (status = 404, response = ErrorBody)),
     security(("sessionToken" = []))
 )]
 pub async fn list(
@@ -175,7 +105,7 @@ pub async fn list(
     caller: Caller,
     Path(clinic): Path<String>,
     params: Params,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Vec<Clinician>>> {
     let clinic = object_id("clinicId", &clinic)?;
     clinics::find(&state, clinic).await?;
     require(&state.store, &caller, clinic, Need::Read).await?;
@@ -196,13 +126,7 @@ pub async fn list(
         filter.insert("email", email("query parameter email", address)?);
     }
     if let Some(role) = params.text("role") {
-        if !ROLES.contains(&role) {
-            return Err(bad(
-                "query parameter role",
-                &format!("must be one of {ROLES:?}"),
-            ));
-        }
-        filter.insert("roles", role);
+        filter.insert("roles", one_of("query parameter role", role, &ROLES)?);
     }
     let options = FindOptions::builder()
         .sort(doc! { "createdTime": 1, "_id": 1 })
@@ -217,19 +141,7 @@ pub async fn list(
         .await?
         .try_collect()
         .await?;
-    Ok(Json(Value::Array(found.iter().map(to_json).collect())))
-}
-
-/// Quotes regular-expression metacharacters, so a search is a literal substring.
-pub fn regex_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() * 2);
-    for c in text.chars() {
-        if "\\^$.|?*+()[]{}".contains(c) {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
+    Ok(Json(found.iter().map(Clinician::from).collect()))
 }
 
 /// `POST /v1/clinics/{clinicId}/clinicians`: services (the invite flow creates clinicians).
@@ -239,55 +151,20 @@ pub fn regex_escape(text: &str) -> String {
     operation_id = "CreateClinician",
     tag = "Clinics",
     params(("clinicId" = String, Path)),
-    request_body(content = serde_json::Value, description = "clinician.v1", content_type = "application/json"),
-    responses((status = 200, description = "clinician.v1", body = serde_json::Value), (status = 400, description = "error.v1", body = serde_json::Value), (status = 401, description = "error.v1", body = serde_json::Value), (status = 403, description = "error.v1", body = serde_json::Value), (status = 404, description = "error.v1", body = serde_json::Value), (status = 409, description = "error.v1", body = serde_json::Value)),
+    request_body(content = NewClinician, description = "clinician.v1"),
+    responses((status = 200, description = "clinician.v1", body = Clinician), (status = 400, response = ErrorBody), (status = 401, response = ErrorBody), (status = 403, response = ErrorBody), (status = 404, response = ErrorBody), (status = 409, response = ErrorBody)),
     security(("sessionToken" = []))
 )]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
     Path(clinic): Path<String>,
-    JsonBody(input): JsonBody<ClinicianInput>,
-) -> ApiResult<Json<Value>> {
+    JsonBody(input): JsonBody<NewClinician>,
+) -> ApiResult<Json<Clinician>> {
     let clinic = object_id("clinicId", &clinic)?;
     super::access::require_service(&caller)?;
     clinics::find(&state, clinic).await?;
-    let now = DateTime::now();
-    let address = email(
-        "email",
-        input
-            .email
-            .as_deref()
-            .ok_or_else(|| bad("email", "is required"))?,
-    )?;
-    let roles = roles(
-        input
-            .roles
-            .as_deref()
-            .ok_or_else(|| bad("roles", "is required"))?,
-    )?;
-    let mut clinician = doc! {
-        "_id": ObjectId::new(), "clinicId": clinic, "email": address, "roles": &roles,
-        "createdTime": now, "updatedTime": now,
-    };
-    match (&input.id, &input.invite_id) {
-        (Some(user), _) => clinician.insert("userId", user_id("id", user)?),
-        (None, Some(invite)) if !invite.trim().is_empty() => {
-            clinician.insert("inviteId", invite.trim())
-        }
-        _ => {
-            return Err(bad(
-                "id",
-                "a user id, or an inviteId for an invite, is required",
-            ));
-        }
-    };
-    if let Some(name) = &input.name {
-        if name.trim().is_empty() {
-            return Err(bad("name", "must not be empty"));
-        }
-        clinician.insert("name", name.trim());
-    }
+    let clinician = input.new_document(clinic, DateTime::now())?;
     state
         .store
         .clinicians
@@ -299,10 +176,10 @@ pub async fn create(
             ),
             other => other,
         })?;
-    if roles.iter().any(|r| r == ADMIN) {
+    if is_admin(&clinician) {
         sync_admins(&state, clinic).await?;
     }
-    Ok(Json(to_json(&clinician)))
+    Ok(Json(Clinician::from(&clinician)))
 }
 
 /// `GET /v1/clinics/{clinicId}/clinicians/{clinicianId}`: members and services.
@@ -312,18 +189,18 @@ pub async fn create(
     operation_id = "GetClinician",
     tag = "Clinics",
     params(("clinicId" = String, Path), ("clinicianId" = String, Path)),
-    responses((status = 200, description = "clinician.v1", body = serde_json::Value), (status = 401, description = "error.v1", body = serde_json::Value), (status = 403, description = "error.v1", body = serde_json::Value), (status = 404, description = "error.v1", body = serde_json::Value)),
+    responses((status = 200, description = "clinician.v1", body = Clinician), (status = 401, response = ErrorBody), (status = 403, response = ErrorBody), (status = 404, response = ErrorBody)),
     security(("sessionToken" = []))
 )]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
     Path((clinic, user)): Path<(String, String)>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Clinician>> {
     let clinic = object_id("clinicId", &clinic)?;
     let user = user_id("clinicianId", &user)?;
     require(&state.store, &caller, clinic, Need::Read).await?;
-    Ok(Json(to_json(&find(&state, clinic, &user).await?)))
+    Ok(Json(Clinician::from(&find(&state, clinic, &user).await?)))
 }
 
 /// `PUT /v1/clinics/{clinicId}/clinicians/{clinicianId}`: admins and services. Sets `name`
@@ -334,31 +211,27 @@ pub async fn get(
     operation_id = "UpdateClinician",
     tag = "Clinics",
     params(("clinicId" = String, Path), ("clinicianId" = String, Path)),
-    request_body(content = serde_json::Value, description = "clinician.v1", content_type = "application/json"),
-    responses((status = 200, description = "clinician.v1", body = serde_json::Value), (status = 400, description = "error.v1", body = serde_json::Value), (status = 401, description = "error.v1", body = serde_json::Value), (status = 403, description = "error.v1", body = serde_json::Value), (status = 404, description = "error.v1", body = serde_json::Value), (status = 422, description = "error.v1", body = serde_json::Value)),
+    request_body(content = ClinicianUpdate, description = "clinician.v1"),
+    responses((status = 200, description = "clinician.v1", body = Clinician), (status = 400, response = ErrorBody), (status = 401, response = ErrorBody), (status = 403, response = ErrorBody), (status = 404, response = ErrorBody), (status = 422, response = ErrorBody)),
     security(("sessionToken" = []))
 )]
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
     Path((clinic, user)): Path<(String, String)>,
-    JsonBody(input): JsonBody<ClinicianInput>,
-) -> ApiResult<Json<Value>> {
+    JsonBody(input): JsonBody<ClinicianUpdate>,
+) -> ApiResult<Json<Clinician>> {
     let clinic = object_id("clinicId", &clinic)?;
     let user = user_id("clinicianId", &user)?;
     require(&state.store, &caller, clinic, Need::Write).await?;
     let before = find(&state, clinic, &user).await?;
     let mut set = doc! { "updatedTime": DateTime::now() };
-    if let Some(name) = &input.name {
-        if name.trim().is_empty() {
-            return Err(bad("name", "must not be empty"));
-        }
-        set.insert("name", name.trim());
+    if let Some(name) = input.name()? {
+        set.insert("name", name);
     }
     let mut update = Document::new();
     let old_roles = before.get_array("roles").cloned().unwrap_or_default();
-    if let Some(new_roles) = &input.roles {
-        let new_roles = roles(new_roles)?;
+    if let Some(new_roles) = input.roles()? {
         let new_bson: Vec<Bson> = new_roles.iter().cloned().map(Bson::String).collect();
         if new_bson != old_roles {
             set.insert("roles", &new_roles);
@@ -392,7 +265,7 @@ pub async fn update(
             "a clinic needs at least one CLINIC_ADMIN".into(),
         ));
     }
-    Ok(Json(to_json(&find(&state, clinic, &user).await?)))
+    Ok(Json(Clinician::from(&find(&state, clinic, &user).await?)))
 }
 
 /// `DELETE /v1/clinics/{clinicId}/clinicians/{clinicianId}`: admins, services, or the member
@@ -403,7 +276,7 @@ pub async fn update(
     operation_id = "DeleteClinician",
     tag = "Clinics",
     params(("clinicId" = String, Path), ("clinicianId" = String, Path)),
-    responses((status = 200, description = "no body"), (status = 401, description = "error.v1", body = serde_json::Value), (status = 403, description = "error.v1", body = serde_json::Value), (status = 404, description = "error.v1", body = serde_json::Value), (status = 422, description = "error.v1", body = serde_json::Value)),
+    responses((status = 200, description = "no body"), (status = 401, response = ErrorBody), (status = 403, response = ErrorBody), (status = 404, response = ErrorBody), (status = 422, response = ErrorBody)),
     security(("sessionToken" = []))
 )]
 pub async fn delete(
@@ -420,10 +293,8 @@ pub async fn delete(
     };
     require(&state.store, &caller, clinic, need).await?;
     let clinician = find(&state, clinic, &user).await?;
-    let is_admin = clinician
-        .get_array("roles")
-        .is_ok_and(|r| r.iter().any(|x| x.as_str() == Some(ADMIN)));
-    if is_admin {
+    let was_admin = is_admin(&clinician);
+    if was_admin {
         let admins = state
             .store
             .clinicians
@@ -449,7 +320,7 @@ pub async fn delete(
             clinic.to_hex()
         )));
     };
-    if is_admin && sync_admins(&state, clinic).await? == 0 {
+    if was_admin && sync_admins(&state, clinic).await? == 0 {
         // A racing removal took the other admin: put this one back.
         state
             .store
@@ -471,7 +342,7 @@ pub async fn delete(
     operation_id = "ListClinicsForClinician",
     tag = "Clinics",
     params(("userId" = String, Path), ("offset" = u64, Query), ("limit" = i64, Query)),
-    responses((status = 200, description = "clinicianClinicRelationships.v1", body = serde_json::Value), (status = 401, description = "error.v1", body = serde_json::Value), (status = 403, description = "error.v1", body = serde_json::Value)),
+    responses((status = 200, description = "clinicianClinicRelationships.v1", body = Vec<ClinicianClinic>), (status = 401, response = ErrorBody), (status = 403, response = ErrorBody)),
     security(("sessionToken" = []))
 )]
 pub async fn clinics_of(
@@ -479,7 +350,7 @@ pub async fn clinics_of(
     caller: Caller,
     Path(user): Path<String>,
     params: Params,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Vec<ClinicianClinic>>> {
     let user = user_id("userId", &user)?;
     if !caller.service && caller.user_id != user {
         return Err(ApiError::Forbidden);
@@ -504,10 +375,8 @@ pub async fn clinics_of(
             continue;
         };
         if let Some(found) = state.store.clinics.find_one(doc! { "_id": clinic }).await? {
-            out.push(
-                json!({ "clinician": to_json(membership), "clinic": clinics::to_json(&found) }),
-            );
+            out.push(ClinicianClinic::new(membership, &found));
         }
     }
-    Ok(Json(Value::Array(out)))
+    Ok(Json(out))
 }

@@ -8,47 +8,16 @@ use axum::Json;
 use axum::extract::{Path, State};
 use bson::{DateTime, Document, doc};
 use futures::TryStreamExt as _;
-use serde::Deserialize;
-use serde_json::{Value, json};
 
 use super::access::{Need, require};
 use super::auth::Caller;
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{JsonBody, object_id, user_id};
-use super::patients::{self, Permissions};
-use super::{AppState, share_code, time};
+use super::patients::{self, Patient};
+use super::{AppState, share_code};
 
-/// The invitation a patient sends.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Invitation {
-    share_code: String,
-    permissions: Permissions,
-    /// The patient's name and birth date, which the clinic's patient record needs (the
-    /// reference takes them from the profile service).
-    full_name: String,
-    birth_date: String,
-}
-
-/// A stored invite as `confirmation.v1`.
-pub fn to_json(invite: &Document) -> Value {
-    let mut out = json!({
-        "key": invite.get_str("key").unwrap_or_default(),
-        "type": "careteam_invitation",
-        "status": invite.get_str("status").unwrap_or("pending"),
-        "email": invite.get_str("email").unwrap_or_default(),
-        "creatorId": invite.get_str("creatorId").unwrap_or_default(),
-        "created": time::text(invite.get_datetime("created").ok()),
-        "modified": time::text(invite.get_datetime("modified").ok()),
-    });
-    if let Ok(grants) = invite.get_document("permissions") {
-        // Hydrophone carries the offered permissions as JSON text in `context`.
-        let grants: serde_json::Map<String, Value> =
-            grants.keys().map(|k| (k.clone(), json!({}))).collect();
-        out["context"] = json!(Value::Object(grants).to_string());
-    }
-    out
-}
+mod model;
+pub use model::{Confirmation, Invitation};
 
 /// `POST /confirm/send/invite/{userId}/clinic`: the patient themself (or a service on their
 /// behalf); 404 for an unknown share code, 409 when already a patient or already pending;
@@ -59,8 +28,8 @@ pub fn to_json(invite: &Document) -> Value {
     operation_id = "SendPatientInvite",
     tag = "Clinics",
     params(("userId" = String, Path)),
-    request_body(content = serde_json::Value, description = "patientInvitation", content_type = "application/json"),
-    responses((status = 200, description = "confirmation.v1", body = serde_json::Value), (status = 400, description = "error.v1", body = serde_json::Value), (status = 401, description = "error.v1", body = serde_json::Value), (status = 403, description = "error.v1", body = serde_json::Value), (status = 404, description = "error.v1", body = serde_json::Value), (status = 409, description = "error.v1", body = serde_json::Value)),
+    request_body(content = Invitation, description = "patientInvitation"),
+    responses((status = 200, description = "confirmation.v1", body = Confirmation), (status = 400, response = ErrorBody), (status = 401, response = ErrorBody), (status = 403, response = ErrorBody), (status = 404, response = ErrorBody), (status = 409, response = ErrorBody)),
     security(("sessionToken" = []))
 )]
 pub async fn send(
@@ -68,7 +37,7 @@ pub async fn send(
     caller: Caller,
     Path(user): Path<String>,
     JsonBody(invitation): JsonBody<Invitation>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Confirmation>> {
     let user = user_id("userId", &user)?;
     if !caller.service && caller.user_id != user {
         return Err(ApiError::Forbidden);
@@ -97,8 +66,7 @@ pub async fn send(
     let clinic_id = clinic
         .get_object_id("_id")
         .map_err(|e| ApiError::Internal(e.into()))?;
-    let profile = patients::PatientInput::named(invitation.full_name, invitation.birth_date)
-        .profile(&clinic)?;
+    let profile = patients::invited_profile(&invitation.full_name, &invitation.birth_date)?;
     if state
         .store
         .patients
@@ -132,7 +100,7 @@ pub async fn send(
             ),
             other => other,
         })?;
-    Ok(Json(to_json(&invite)))
+    Ok(Json(Confirmation::from(&invite)))
 }
 
 /// `GET /v1/clinics/{clinicId}/invites/patients`: members and services; the pending invites.
@@ -142,14 +110,14 @@ pub async fn send(
     operation_id = "GetPatientInvites",
     tag = "Clinics",
     params(("clinicId" = String, Path)),
-    responses((status = 200, description = "confirmations.v1", body = serde_json::Value), (status = 401, description = "error.v1", body = serde_json::Value), (status = 403, description = "error.v1", body = serde_json::Value)),
+    responses((status = 200, description = "confirmations.v1", body = Vec<Confirmation>), (status = 401, response = ErrorBody), (status = 403, response = ErrorBody)),
     security(("sessionToken" = []))
 )]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
     Path(clinic_id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Vec<Confirmation>>> {
     let clinic_id = object_id("clinicId", &clinic_id)?;
     require(&state.store, &caller, clinic_id, Need::Read).await?;
     let pending: Vec<Document> = state
@@ -160,7 +128,7 @@ pub async fn list(
         .await?
         .try_collect()
         .await?;
-    Ok(Json(Value::Array(pending.iter().map(to_json).collect())))
+    Ok(Json(pending.iter().map(Confirmation::from).collect()))
 }
 
 async fn pending(state: &AppState, clinic: bson::oid::ObjectId, key: &str) -> ApiResult<Document> {
@@ -193,14 +161,14 @@ async fn answer(state: &AppState, key: &str, status: &str) -> ApiResult<bool> {
     operation_id = "AcceptPatientInvitation",
     tag = "Clinics",
     params(("clinicId" = String, Path), ("inviteId" = String, Path)),
-    responses((status = 200, description = "patient.v1", body = serde_json::Value), (status = 401, description = "error.v1", body = serde_json::Value), (status = 403, description = "error.v1", body = serde_json::Value), (status = 404, description = "error.v1", body = serde_json::Value), (status = 409, description = "error.v1", body = serde_json::Value)),
+    responses((status = 200, description = "patient.v1", body = Patient), (status = 401, response = ErrorBody), (status = 403, response = ErrorBody), (status = 404, response = ErrorBody), (status = 409, response = ErrorBody)),
     security(("sessionToken" = []))
 )]
 pub async fn accept(
     State(state): State<AppState>,
     caller: Caller,
     Path((clinic_id, key)): Path<(String, String)>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Patient>> {
     let clinic_id = object_id("clinicId", &clinic_id)?;
     require(&state.store, &caller, clinic_id, Need::Read).await?;
     let invite = pending(&state, clinic_id, &key).await?;
@@ -226,7 +194,7 @@ pub async fn accept(
             "the invite was answered meanwhile".into(),
         ));
     }
-    Ok(Json(patients::to_json(&patient)))
+    Ok(Json(Patient::from(&patient)))
 }
 
 /// `DELETE /v1/clinics/{clinicId}/invites/patients/{inviteId}`: members and services decline.
@@ -236,14 +204,14 @@ pub async fn accept(
     operation_id = "DeclinePatientInvitation",
     tag = "Clinics",
     params(("clinicId" = String, Path), ("inviteId" = String, Path)),
-    responses((status = 200, description = "confirmation.v1", body = serde_json::Value), (status = 401, description = "error.v1", body = serde_json::Value), (status = 403, description = "error.v1", body = serde_json::Value), (status = 404, description = "error.v1", body = serde_json::Value)),
+    responses((status = 200, description = "confirmation.v1", body = Confirmation), (status = 401, response = ErrorBody), (status = 403, response = ErrorBody), (status = 404, response = ErrorBody)),
     security(("sessionToken" = []))
 )]
 pub async fn decline(
     State(state): State<AppState>,
     caller: Caller,
     Path((clinic_id, key)): Path<(String, String)>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Confirmation>> {
     let clinic_id = object_id("clinicId", &clinic_id)?;
     require(&state.store, &caller, clinic_id, Need::Read).await?;
     pending(&state, clinic_id, &key).await?;
@@ -254,5 +222,5 @@ pub async fn decline(
         .find_one(doc! { "_id": &key })
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("invite {key}")))?;
-    Ok(Json(to_json(&declined)))
+    Ok(Json(Confirmation::from(&declined)))
 }
