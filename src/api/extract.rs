@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::str::FromStr;
 
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, OptionalFromRequest, Request};
 use axum::http::request::Parts;
 use bson::oid::ObjectId;
 use serde::de::DeserializeOwned;
@@ -18,28 +18,50 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = axum::body::Bytes::from_request(req, state)
-            .await
-            .map_err(|e| match e.status() {
-                axum::http::StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge,
-                _ => ApiError::BadRequest(format!("unreadable request body: {e}")),
-            })?;
-        let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
-        let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
-            let path = e.path().to_string();
-            let malformed = !matches!(e.inner().classify(), serde_json::error::Category::Data);
-            ApiError::BadRequest(if path == "." || malformed {
-                format!("invalid JSON body: {}", e.inner())
-            } else {
-                format!("{path}: {}", e.inner())
-            })
-        })?;
-        // One JSON value and nothing after it but white space.
-        deserializer
-            .end()
-            .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?;
-        Ok(JsonBody(value))
+        parse(&read(req, state).await?).map(JsonBody)
     }
+}
+
+/// An optional body (`Option<JsonBody<T>>`): none when the request has no body, or only white
+/// space.
+impl<S: Send + Sync, T: DeserializeOwned> OptionalFromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Option<Self>, Self::Rejection> {
+        let bytes = read(req, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(None);
+        }
+        parse(&bytes).map(|value| Some(JsonBody(value)))
+    }
+}
+
+async fn read<S: Send + Sync>(req: Request, state: &S) -> Result<axum::body::Bytes, ApiError> {
+    axum::body::Bytes::from_request(req, state)
+        .await
+        .map_err(|e| match e.status() {
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge,
+            _ => ApiError::BadRequest(format!("unreadable request body: {e}")),
+        })
+}
+
+/// One JSON value of type `T` and nothing after it but white space; a wrong field is a 400
+/// that names it.
+fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let malformed = !matches!(e.inner().classify(), serde_json::error::Category::Data);
+        ApiError::BadRequest(if path == "." || malformed {
+            format!("invalid JSON body: {}", e.inner())
+        } else {
+            format!("{path}: {}", e.inner())
+        })
+    })?;
+    deserializer
+        .end()
+        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?;
+    Ok(value)
 }
 
 /// Query parameters, read one by one with their names in the errors.

@@ -13,8 +13,8 @@ use super::access::{Need, require};
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{JsonBody, object_id, user_id};
-use super::patients::{self, Patient};
-use super::{AppState, share_code};
+use super::patients::{self, AcceptedInvitation, Patient};
+use super::{AppState, clinics, share_code};
 
 mod model;
 pub use model::{Confirmation, Invitation};
@@ -154,24 +154,31 @@ async fn answer(state: &AppState, key: &str, status: &str) -> ApiResult<bool> {
 }
 
 /// `PUT /v1/clinics/{clinicId}/invites/patients/{inviteId}`: members and services accept; the
-/// patient is created with the permissions offered; answers the patient (`patient.v1`).
+/// patient is created with the permissions offered and the invited profile, completed or
+/// corrected by the body (`AcceptPatientInvitation`, optional); answers the patient.
 #[utoipa::path(
     put,
     path = "/v1/clinics/{clinicId}/invites/patients/{inviteId}",
     operation_id = "AcceptPatientInvitation",
     tag = "Clinics",
     params(("clinicId" = String, Path), ("inviteId" = String, Path)),
-    responses((status = 200, description = "patient.v1", body = Patient), (status = 401, response = ErrorBody), (status = 403, response = ErrorBody), (status = 404, response = ErrorBody), (status = 409, response = ErrorBody)),
+    request_body(content = AcceptedInvitation, description = "AcceptPatientInvitation"),
+    responses((status = 200, description = "patient.v1", body = Patient), (status = 400, response = ErrorBody), (status = 401, response = ErrorBody), (status = 403, response = ErrorBody), (status = 404, response = ErrorBody), (status = 409, response = ErrorBody)),
     security(("sessionToken" = []))
 )]
 pub async fn accept(
     State(state): State<AppState>,
     caller: Caller,
     Path((clinic_id, key)): Path<(String, String)>,
+    body: Option<JsonBody<AcceptedInvitation>>,
 ) -> ApiResult<Json<Patient>> {
     let clinic_id = object_id("clinicId", &clinic_id)?;
     require(&state.store, &caller, clinic_id, Need::Read).await?;
     let invite = pending(&state, clinic_id, &key).await?;
+    let corrections = match body {
+        Some(JsonBody(accepted)) => accepted.to_set(&clinics::find(&state, clinic_id).await?)?,
+        None => Document::new(),
+    };
     let user = invite
         .get_str("creatorId")
         .map_err(|e| ApiError::Internal(e.into()))?
@@ -182,6 +189,7 @@ pub async fn accept(
         .unwrap_or_default();
     let now = DateTime::now();
     let mut patient = invite.get_document("profile").cloned().unwrap_or_default();
+    patient.extend(corrections);
     patient.extend(doc! {
         "_id": bson::oid::ObjectId::new(), "clinicId": clinic_id, "userId": &user,
         "permissions": grants, "invitedBy": &caller.user_id, "createdTime": now, "updatedTime": now,

@@ -22,8 +22,9 @@ use super::{AppState, clinics};
 
 mod model;
 pub use model::{
-    ConnectionRequest, ConnectionRequests, Grant, NewPatient, PERMISSIONS, PageMeta, Patient,
-    PatientClinic, PatientInput, PatientPage, Permissions, grants_document, invited_profile,
+    AcceptedInvitation, ConnectionRequest, ConnectionRequests, Grant, NewPatient, PERMISSIONS,
+    PageMeta, Patient, PatientClinic, PatientInput, PatientPage, Permissions, grants_document,
+    invited_profile,
 };
 
 /// Sortable fields (`sort=+fullName`, `-birthDate`, …).

@@ -62,6 +62,19 @@ pub struct NewPatient {
     pub legacy_clinician_id: Option<String>,
 }
 
+/// `AcceptPatientInvitation`: what the clinic adds to (or corrects in) the invited patient's
+/// profile when it accepts. The same fields as [`NewPatient`]'s profile, spelled out again:
+/// `#[serde(flatten)]` would lose the field paths of type errors.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AcceptedInvitation {
+    full_name: Option<String>,
+    birth_date: Option<String>,
+    mrn: Option<String>,
+    tags: Option<Vec<String>>,
+    diagnosis_type: Option<String>,
+}
+
 /// `patientPermissions.v1`: each present key is a grant (its value an empty object).
 #[derive(Debug, Default, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -316,6 +329,24 @@ impl NewPatient {
             }
             .to_set(clinic)?,
         )
+    }
+}
+
+impl AcceptedInvitation {
+    /// Validated fields to `$set` over the invited profile (only those sent).
+    ///
+    /// # Errors
+    /// 400 naming the field.
+    pub fn to_set(&self, clinic: &Document) -> ApiResult<Document> {
+        Profile {
+            full_name: self.full_name.as_deref(),
+            birth_date: self.birth_date.as_deref(),
+            mrn: self.mrn.as_deref(),
+            tags: self.tags.as_deref(),
+            diagnosis_type: self.diagnosis_type.as_deref(),
+            ..Profile::default()
+        }
+        .to_set(clinic)
     }
 }
 

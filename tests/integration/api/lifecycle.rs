@@ -345,6 +345,39 @@ async fn a_patient_invites_a_clinic_which_accepts_or_declines() {
 }
 
 #[tokio::test]
+async fn accepting_an_invite_may_complete_the_invited_profile() {
+    let api = TestApi::spawn().await;
+    let admin = user();
+    let clinic = api.create_clinic(&admin).await;
+    let (ann, bob) = (user(), user());
+    let ann_key = api.send_invite(&clinic, &ann).await;
+    let bob_key = api.send_invite(&clinic, &bob).await;
+    let token = TestApi::token(&admin, false);
+    let ann_path = format!("/v1/clinics/{clinic}/invites/patients/{ann_key}");
+    let bob_path = format!("/v1/clinics/{clinic}/invites/patients/{bob_key}");
+
+    let wrong = json!({ "birthDate": "2001-02-30" });
+    let refused = api
+        .call(Method::PUT, &ann_path, Some(&token), Some(wrong))
+        .await;
+    let completed = json!({ "mrn": "M-7", "fullName": "Ann Corrected" });
+    let (status, patient) = api
+        .call(Method::PUT, &ann_path, Some(&token), Some(completed))
+        .await;
+    let (_, without_body) = api.call(Method::PUT, &bob_path, Some(&token), None).await;
+
+    assert_error(&refused, StatusCode::BAD_REQUEST, "birthDate");
+    assert_eq!(status, StatusCode::OK, "{patient}");
+    assert_eq!(patient["mrn"], "M-7");
+    assert_eq!(patient["fullName"], "Ann Corrected");
+    assert_eq!(
+        patient["birthDate"], "2000-01-01",
+        "kept from the invitation"
+    );
+    assert_eq!(without_body["fullName"], json!(format!("Patient {bob}")));
+}
+
+#[tokio::test]
 async fn a_deleted_user_leaves_every_clinic_and_a_clinic_without_members_keeps_only_custodial_patients()
  {
     let api = TestApi::spawn().await;

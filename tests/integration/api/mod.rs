@@ -210,6 +210,30 @@ impl TestApi {
         assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
     }
 
+    /// `patient` invites `clinic` (by its share code), offering view; the invite's key.
+    pub async fn send_invite(&self, clinic: &str, patient: &str) -> String {
+        let token = Self::token(patient, false);
+        let (_, found) = self
+            .call(
+                Method::GET,
+                &format!("/v1/clinics/{clinic}"),
+                Some(&token),
+                None,
+            )
+            .await;
+        let body = json!({ "shareCode": found["shareCode"], "permissions": { "view": {} }, "fullName": format!("Patient {patient}"), "birthDate": "2000-01-01" });
+        let (status, invite) = self
+            .call(
+                Method::POST,
+                &format!("/confirm/send/invite/{patient}/clinic"),
+                Some(&token),
+                Some(body),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{invite}");
+        invite["key"].as_str().expect("key").to_owned()
+    }
+
     /// A request builder for raw cases (headers, bodies).
     pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
         self.client.request(method, format!("{}{path}", self.base))

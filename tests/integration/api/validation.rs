@@ -299,6 +299,7 @@ async fn calls(api: &TestApi) -> BTreeMap<&'static str, Call> {
     api.add_patient(&clinic, &patient).await;
     let legacy = user();
     api.add_migration(&clinic, &legacy).await;
+    let invite = api.send_invite(&clinic, &user()).await;
     // The initial migration needs a clinic not migrated yet.
     let unmigrated = api.create_clinic(&admin).await;
     let clinics = format!("/v1/clinics/{clinic}");
@@ -309,6 +310,15 @@ async fn calls(api: &TestApi) -> BTreeMap<&'static str, Call> {
         base,
     };
     BTreeMap::from([
+        (
+            "AcceptPatientInvitation",
+            call(
+                Method::PUT,
+                format!("{clinics}/invites/patients/{invite}"),
+                &admin_token,
+                json!({}),
+            ),
+        ),
         (
             "CreateClinic",
             call(
