@@ -270,7 +270,7 @@ pub async fn run() -> anyhow::Result<ExitCode> {
             let settings: clinic::api::ApiSettings = clinic::settings::load(file.as_deref())?;
             let app = clinic::api::Application::build(&settings).await?;
             tracing::info!(address = %app.address(), "API listening.");
-            app.run(clinic::shutdown::signal()).await?;
+            app.run(clinic::shutdown::signal()).await;
             cli::exit::OK
         }
         Command::Scenario { token: Some(user) } => {

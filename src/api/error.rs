@@ -46,6 +46,17 @@ pub enum ApiError {
     /// 413: the request body is larger than `http.body_limit_bytes`.
     #[error("the request body is larger than this server accepts")]
     TooLarge,
+    /// 414: the request target is longer than the API reads.
+    #[error("the request target is longer than {0} bytes")]
+    UriTooLong(usize),
+    /// 431: more header fields, or header bytes, than the API reads.
+    #[error("the request has more than {fields} header fields or {bytes} header bytes")]
+    HeadersTooLarge {
+        /// The most fields.
+        fields: usize,
+        /// The most bytes of names and values.
+        bytes: usize,
+    },
     /// 422: the change would break an invariant (the last admin).
     #[error("{0}")]
     Unprocessable(String),
@@ -66,6 +77,8 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
+            ApiError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

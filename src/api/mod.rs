@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod migrations;
 pub mod openapi;
 pub mod patients;
+pub mod serve;
 pub mod settings;
 pub mod share_code;
 pub mod store;
@@ -106,21 +107,11 @@ impl Application {
     }
 
     /// Serves until `shutdown` completes, then finishes the requests in flight.
-    ///
-    /// # Errors
-    /// The server failing.
-    pub async fn run(
-        self,
-        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) {
         // The operational endpoints answer until the public server has finished.
         let admin = tokio::spawn(axum::serve(self.admin_listener, self.admin_router).into_future());
-        let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("serving");
+        serve::serve(self.listener, self.router, shutdown).await;
         admin.abort();
-        served
     }
 }
 
@@ -215,6 +206,7 @@ fn router(state: AppState, settings: &ApiSettings) -> Router {
             settings.http.request_timeout,
             time_limit,
         ))
+        .layer(axum::middleware::from_fn(serve::limits))
         .with_state(state)
 }
 

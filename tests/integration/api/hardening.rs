@@ -119,6 +119,49 @@ async fn a_method_a_route_does_not_have_answers_405_in_the_error_shape() {
 }
 
 #[tokio::test]
+async fn an_over_long_target_or_oversize_headers_answer_414_and_431_in_the_error_shape() {
+    let api = TestApi::spawn().await;
+    let token = TestApi::token(&user(), false);
+    let long_query = format!("/v1/clinics?search={}", "a".repeat(20_000));
+    let mut many = api.request(Method::GET, "/v1/clinics").bearer_auth(&token);
+    for i in 0..150 {
+        many = many.header(format!("x-filler-{i}"), "1");
+    }
+
+    let too_long = api
+        .send(api.request(Method::GET, &long_query).bearer_auth(&token))
+        .await;
+    let too_many = api.send(many).await;
+    let too_large = api
+        .send(
+            api.request(Method::GET, "/v1/clinics")
+                .bearer_auth(&token)
+                .header("x-filler", "b".repeat(100_000)),
+        )
+        .await;
+    let fine = api
+        .send(api.request(Method::GET, "/v1/clinics").bearer_auth(&token))
+        .await;
+
+    assert_error(&too_long, StatusCode::URI_TOO_LONG, "request target");
+    assert_error(
+        &too_many,
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        "header",
+    );
+    assert_error(
+        &too_large,
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        "header",
+    );
+    assert_eq!(
+        fine.0,
+        StatusCode::FORBIDDEN,
+        "a user may not list clinics: the request got through"
+    );
+}
+
+#[tokio::test]
 async fn clinic_fields_outside_the_contracts_enums_and_bounds_are_refused() {
     let api = TestApi::spawn().await;
     let admin = user();
