@@ -108,6 +108,14 @@ impl From<mongodb::error::Error> for ApiError {
     }
 }
 
+/// A database error, with a unique-index conflict worded as `message` (what is taken).
+pub fn taken(message: &str) -> impl FnOnce(mongodb::error::Error) -> ApiError + '_ {
+    move |error| match ApiError::from(error) {
+        ApiError::Conflict(_) => ApiError::Conflict(message.to_owned()),
+        other => other,
+    }
+}
+
 /// Whether a write failed on a unique index (code 11000), on MongoDB and FerretDB alike.
 pub fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
     use mongodb::error::{ErrorKind, WriteFailure};

@@ -12,7 +12,7 @@ use super::AppState;
 use super::access::require_service;
 use super::auth::Caller;
 use super::clinicians;
-use super::error::{ApiError, ApiResult, ErrorBody};
+use super::error::{ApiResult, ErrorBody, taken};
 use super::extract::{JsonBody, user_id};
 use super::store::Archived;
 use super::validate::email;
@@ -136,12 +136,9 @@ pub async fn update(
         .clinicians
         .update_many(doc! { "userId": &user }, set.clone())
         .await
-        .map_err(|e| match ApiError::from(e) {
-            ApiError::Conflict(_) => ApiError::Conflict(
-                "another clinician of one of the user's clinics has this email".into(),
-            ),
-            other => other,
-        })?;
+        .map_err(taken(
+            "another clinician of one of the user's clinics has this email",
+        ))?;
     state
         .store
         .patients

@@ -165,17 +165,9 @@ pub async fn create(
     super::access::require_service(&caller)?;
     clinics::find(&state, clinic).await?;
     let clinician = input.new_document(clinic, DateTime::now())?;
-    state
-        .store
-        .clinicians
-        .insert_one(&clinician)
-        .await
-        .map_err(|e| match ApiError::from(e) {
-            ApiError::Conflict(_) => ApiError::Conflict(
-                "the clinic already has a clinician with this user, invite or email".into(),
-            ),
-            other => other,
-        })?;
+    // Taken back (404) if the clinic is being deleted: no clinician outlives its clinic.
+    let taken = "the clinic already has a clinician with this user, invite or email";
+    clinics::insert_member(&state, &state.store.clinicians, &clinician, clinic, taken).await?;
     if is_admin(&clinician) {
         sync_admins(&state, clinic).await?;
     }

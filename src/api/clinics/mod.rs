@@ -24,14 +24,12 @@ pub use model::{Clinic, ClinicInput, TIMEZONES};
 const DELETING: &str = "deletingSince";
 
 /// How long a deletion mark holds: one left by a request that died halfway stops blocking
-/// patient additions after this.
+/// new patients and clinicians after this.
 const DELETING_HOLDS: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Whether patients may be added to the clinic: it exists and no deletion is under way.
-///
-/// # Errors
-/// Database failures.
-pub async fn open_for_patients(state: &AppState, id: ObjectId) -> ApiResult<bool> {
+/// Whether patients and clinicians may be added to the clinic: it exists and no deletion is
+/// under way.
+async fn open_for_members(state: &AppState, id: ObjectId) -> ApiResult<bool> {
     let Some(clinic) = state.store.clinics.find_one(doc! { "_id": id }).await? else {
         return Ok(false);
     };
@@ -40,6 +38,36 @@ pub async fn open_for_patients(state: &AppState, id: ObjectId) -> ApiResult<bool
         u128::try_from(age).unwrap_or(0) < DELETING_HOLDS.as_millis()
     });
     Ok(!deleting)
+}
+
+/// Inserts `member` (a patient or a clinician of `clinic`) into `collection`, then checks the
+/// clinic is still there and not being deleted ([`delete`] marks it before it counts patients
+/// and lists clinicians); if it is not, the record is taken back and the answer is 404, so no
+/// patient or clinician outlives its clinic. FerretDB has no transactions to do this in one
+/// step. `taken` words a unique-index conflict.
+///
+/// # Errors
+/// 404 as above; `taken`'s conflict; database failures.
+pub async fn insert_member(
+    state: &AppState,
+    collection: &mongodb::Collection<Document>,
+    member: &Document,
+    clinic: ObjectId,
+    taken: &str,
+) -> ApiResult<()> {
+    collection
+        .insert_one(member)
+        .await
+        .map_err(super::error::taken(taken))?;
+    if open_for_members(state, clinic).await? {
+        return Ok(());
+    }
+    let id = member.get("_id").cloned().unwrap_or(bson::Bson::Null);
+    collection.delete_one(doc! { "_id": id }).await?;
+    Err(ApiError::NotFound(format!(
+        "clinic {} not found",
+        clinic.to_hex()
+    )))
 }
 
 /// The clinic `id`, or 404.
@@ -279,7 +307,7 @@ pub async fn delete(
     }
     require(&state.store, &caller, id, Need::Write).await?;
     // Marked before the patients are counted: a patient added after the count sees the mark
-    // and takes itself back (`open_for_patients`), so no patient outlives its clinic. FerretDB
+    // and takes itself back (`insert_member`), so no patient outlives its clinic. FerretDB
     // has no transactions to do this in one step.
     let now = DateTime::now();
     state

@@ -11,7 +11,7 @@ use futures::TryStreamExt as _;
 
 use super::access::{Need, require};
 use super::auth::Caller;
-use super::error::{ApiError, ApiResult, ErrorBody};
+use super::error::{ApiError, ApiResult, ErrorBody, taken};
 use super::extract::{JsonBody, object_id, user_id};
 use super::patients::{self, AcceptedInvitation, Patient};
 use super::{AppState, clinics, share_code};
@@ -94,12 +94,9 @@ pub async fn send(
         .patient_invites
         .insert_one(&invite)
         .await
-        .map_err(|e| match ApiError::from(e) {
-            ApiError::Conflict(_) => ApiError::Conflict(
-                "an invite of this clinic by this user is pending already".into(),
-            ),
-            other => other,
-        })?;
+        .map_err(taken(
+            "an invite of this clinic by this user is pending already",
+        ))?;
     Ok(Json(Confirmation::from(&invite)))
 }
 

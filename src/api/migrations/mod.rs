@@ -11,7 +11,7 @@ use futures::TryStreamExt as _;
 
 use super::access::{Need, require, require_service};
 use super::auth::Caller;
-use super::error::{ApiError, ApiResult, ErrorBody};
+use super::error::{ApiError, ApiResult, ErrorBody, taken};
 use super::extract::{JsonBody, object_id, user_id};
 use super::validate::{bad, one_of};
 use super::{AppState, clinics};
@@ -19,12 +19,7 @@ use super::{AppState, clinics};
 mod model;
 pub use model::{Migration, NewMigration, STATUSES, StatusUpdate, Trigger};
 
-fn taken(error: mongodb::error::Error) -> ApiError {
-    match ApiError::from(error) {
-        ApiError::Conflict(_) => ApiError::Conflict("this user has a migration already".into()),
-        other => other,
-    }
-}
+const TAKEN: &str = "this user has a migration already";
 
 /// `POST /v1/clinics/{clinicId}/migrate`: the clinic's only admin migrates their legacy
 /// account: the clinic becomes migrated and a PENDING migration of the admin is inserted.
@@ -74,7 +69,7 @@ pub async fn trigger(
         .migrations
         .insert_one(&migration)
         .await
-        .map_err(taken)?;
+        .map_err(taken(TAKEN))?;
     let flagged = state
         .store
         .clinics
@@ -138,7 +133,7 @@ pub async fn add(
         .migrations
         .insert_one(&migration)
         .await
-        .map_err(taken)?;
+        .map_err(taken(TAKEN))?;
     Ok((StatusCode::ACCEPTED, Json(Migration::from(&migration))))
 }
 

@@ -47,13 +47,6 @@ fn gone(clinic: ObjectId, user: &str) -> ApiError {
     ))
 }
 
-fn conflict(error: mongodb::error::Error) -> ApiError {
-    match ApiError::from(error) {
-        ApiError::Conflict(_) => ApiError::Conflict("the clinic already has this patient".into()),
-        other => other,
-    }
-}
-
 /// `GET /v1/clinics/{clinicId}/patients`: members and services. `search` (a literal,
 /// case-insensitive substring of name, email, MRN or birth date), `tags` (comma-separated ids;
 /// patients with all of them), `sort` (`+`/`-` and one of fullName, birthDate, email, mrn,
@@ -174,29 +167,14 @@ pub async fn create_custodial(
     Ok(Json(Patient::from(&patient)))
 }
 
-/// Inserts a new patient of `clinic`, then checks the clinic is still there and not being
-/// deleted (`clinics::delete` marks it before counting patients); if it is not, the patient is
-/// taken back and the answer is 404, so no patient outlives its clinic.
+/// Inserts a new patient of `clinic` (taken back, 404, if the clinic is being deleted).
 pub(crate) async fn insert(
     state: &AppState,
     patient: &Document,
     clinic: ObjectId,
 ) -> ApiResult<()> {
-    state
-        .store
-        .patients
-        .insert_one(patient)
-        .await
-        .map_err(conflict)?;
-    if clinics::open_for_patients(state, clinic).await? {
-        return Ok(());
-    }
-    let id = patient.get("_id").cloned().unwrap_or(Bson::Null);
-    state.store.patients.delete_one(doc! { "_id": id }).await?;
-    Err(ApiError::NotFound(format!(
-        "clinic {} not found",
-        clinic.to_hex()
-    )))
+    let taken = "the clinic already has this patient";
+    clinics::insert_member(state, &state.store.patients, patient, clinic, taken).await
 }
 
 /// `POST /v1/clinics/{clinicId}/patients/{patientId}`: services add an existing user with the

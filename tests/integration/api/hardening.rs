@@ -259,9 +259,15 @@ async fn a_clinic_deleted_while_a_patient_is_added_leaves_no_patient_behind() {
         let body = json!({ "permissions": { "view": {} }, "fullName": "Pat Race", "birthDate": "2000-01-01" });
 
         let clinic_path = format!("/v1/clinics/{id}");
+        // The addition starts 0 to 19.5 ms after the deletion, sweeping the deletion's steps.
+        let lag = std::time::Duration::from_micros(500 * (round % 40));
         let (deleted, added) = tokio::join!(
             api.call(Method::DELETE, &clinic_path, Some(&token), None),
-            api.call(Method::POST, &patient, Some(&service), Some(body)),
+            async {
+                tokio::time::sleep(lag).await;
+                api.call(Method::POST, &patient, Some(&service), Some(body))
+                    .await
+            },
         );
 
         let oid = bson::oid::ObjectId::parse_str(&id).expect("oid");
@@ -296,6 +302,62 @@ async fn a_clinic_deleted_while_a_patient_is_added_leaves_no_patient_behind() {
                     "round {round}"
                 );
             }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_clinic_deleted_while_a_clinician_is_added_leaves_no_clinician_behind() {
+    let api = TestApi::spawn().await;
+    let admin = user();
+    let token = TestApi::token(&admin, false);
+    let service = TestApi::token("clinic-worker", true);
+    let clinicians = api.db.collection::<bson::Document>("clinicians");
+    let archives = api.db.collection::<bson::Document>("clinician_deletions");
+    for round in 0..40 {
+        let id = api.create_clinic(&admin).await;
+        let member = user();
+        let body = json!({ "id": member, "email": format!("{member}@example.org"), "roles": ["CLINIC_MEMBER"] });
+        let clinic_path = format!("/v1/clinics/{id}");
+        let members_path = format!("{clinic_path}/clinicians");
+
+        // The addition starts 0 to 19.5 ms after the deletion, sweeping the deletion's steps.
+        let lag = std::time::Duration::from_micros(500 * (round % 40));
+        let (deleted, added) = tokio::join!(
+            api.call(Method::DELETE, &clinic_path, Some(&token), None),
+            async {
+                tokio::time::sleep(lag).await;
+                api.call(Method::POST, &members_path, Some(&service), Some(body))
+                    .await
+            },
+        );
+
+        let oid = bson::oid::ObjectId::parse_str(&id).expect("oid");
+        let left = clinicians
+            .count_documents(bson::doc! { "clinicId": oid })
+            .await
+            .expect("count");
+        let archived = archives
+            .count_documents(bson::doc! { "clinician.clinicId": oid, "clinician.userId": &member })
+            .await
+            .expect("count");
+        assert_eq!(
+            deleted.0,
+            StatusCode::NO_CONTENT,
+            "round {round}: {deleted:?}"
+        );
+        assert_eq!(
+            left, 0,
+            "round {round}: a clinician of a deleted clinic ({added:?})"
+        );
+        if added.0 == StatusCode::OK {
+            // Added before the deletion listed the clinic's clinicians: deleted with them.
+            assert_eq!(
+                archived, 1,
+                "round {round}: an added clinician deleted unarchived"
+            );
+        } else {
+            assert_error(&added, StatusCode::NOT_FOUND, "not found");
         }
     }
 }
