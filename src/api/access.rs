@@ -78,18 +78,53 @@ pub async fn require(
         return Ok(());
     }
     // Only on the refusal path: the common, allowed one costs no extra query.
-    if store
-        .clinics
-        .find_one(doc! { "_id": clinic })
-        .await?
-        .is_none()
-    {
-        return Err(ApiError::NotFound(format!(
+    exists(store, clinic).await?;
+    Err(ApiError::Forbidden)
+}
+
+/// As [`require`], and the clinic must exist (404) for services too: for the routes that read
+/// a clinic's lists. A user's membership implies the clinic (a clinic's deletion removes its
+/// clinicians), so only a service's request costs a clinic lookup.
+///
+/// # Errors
+/// 404 when the clinic does not exist, 403 as [`require`].
+pub async fn require_clinic(
+    store: &Store,
+    caller: &Caller,
+    clinic: ObjectId,
+    need: Need,
+) -> ApiResult<()> {
+    if caller.service {
+        return exists(store, clinic).await;
+    }
+    require(store, caller, clinic, need).await
+}
+
+/// As [`require`], with `read` (the request's own query) running at the same time: the answer
+/// waits for the slower of the two instead of their sum. A refusal wins over what `read` found.
+///
+/// # Errors
+/// [`require`]'s, then `read`'s.
+pub async fn require_while<T>(
+    store: &Store,
+    caller: &Caller,
+    clinic: ObjectId,
+    need: Need,
+    read: impl std::future::Future<Output = ApiResult<T>>,
+) -> ApiResult<T> {
+    let (allowed, found) = tokio::join!(require(store, caller, clinic, need), read);
+    allowed?;
+    found
+}
+
+async fn exists(store: &Store, clinic: ObjectId) -> ApiResult<()> {
+    match store.clinics.find_one(doc! { "_id": clinic }).await? {
+        Some(_) => Ok(()),
+        None => Err(ApiError::NotFound(format!(
             "clinic {} not found",
             clinic.to_hex()
-        )));
+        ))),
     }
-    Err(ApiError::Forbidden)
 }
 
 /// Passes a backend service only.

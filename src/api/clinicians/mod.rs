@@ -15,7 +15,7 @@ use bson::{Bson, DateTime, Document, doc};
 use futures::TryStreamExt as _;
 use mongodb::options::FindOptions;
 
-use super::access::{Need, require};
+use super::access::{Need, require, require_clinic, require_while};
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{JsonBody, Params, object_id, user_id};
@@ -107,8 +107,7 @@ pub async fn list(
     params: Params,
 ) -> ApiResult<Json<Vec<Clinician>>> {
     let clinic = object_id("clinicId", &clinic)?;
-    clinics::find(&state, clinic).await?;
-    require(&state.store, &caller, clinic, Need::Read).await?;
+    require_clinic(&state.store, &caller, clinic, Need::Read).await?;
     let (offset, limit) = params.page()?;
     let mut filter = doc! { "clinicId": clinic };
     if let Some(search) = params.text("search").filter(|s| !s.trim().is_empty()) {
@@ -191,8 +190,9 @@ pub async fn get(
 ) -> ApiResult<Json<Clinician>> {
     let clinic = object_id("clinicId", &clinic)?;
     let user = user_id("clinicianId", &user)?;
-    require(&state.store, &caller, clinic, Need::Read).await?;
-    Ok(Json(Clinician::from(&find(&state, clinic, &user).await?)))
+    let read = find(&state, clinic, &user);
+    let found = require_while(&state.store, &caller, clinic, Need::Read, read).await?;
+    Ok(Json(Clinician::from(&found)))
 }
 
 /// `PUT /v1/clinics/{clinicId}/clinicians/{clinicianId}`: admins and services. Sets `name`
@@ -361,14 +361,6 @@ pub async fn clinics_of(
         .await?
         .try_collect()
         .await?;
-    let mut out = Vec::with_capacity(memberships.len());
-    for membership in &memberships {
-        let Ok(clinic) = membership.get_object_id("clinicId") else {
-            continue;
-        };
-        if let Some(found) = state.store.clinics.find_one(doc! { "_id": clinic }).await? {
-            out.push(ClinicianClinic::new(membership, &found));
-        }
-    }
-    Ok(Json(out))
+    let paired = clinics::with_clinics(&state, &memberships, ClinicianClinic::new).await?;
+    Ok(Json(paired))
 }

@@ -10,7 +10,7 @@ use bson::{DateTime, Document, doc};
 use futures::TryStreamExt as _;
 use mongodb::options::FindOptions;
 
-use super::access::{Need, require, require_service};
+use super::access::{Need, require, require_clinic, require_service};
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody, is_duplicate_key};
 use super::extract::{JsonBody, Params, object_id};
@@ -68,6 +68,37 @@ pub async fn insert_member(
         "clinic {} not found",
         clinic.to_hex()
     )))
+}
+
+/// Each of `records` (a user's clinician or patient records) paired with its clinic by `pair`,
+/// the clinics read in one query; a record whose clinic is gone is left out.
+///
+/// # Errors
+/// Database failures.
+pub async fn with_clinics<T>(
+    state: &AppState,
+    records: &[Document],
+    pair: impl Fn(&Document, &Document) -> T,
+) -> ApiResult<Vec<T>> {
+    let ids: Vec<ObjectId> = records
+        .iter()
+        .filter_map(|r| r.get_object_id("clinicId").ok())
+        .collect();
+    let found: Vec<Document> = state
+        .store
+        .clinics
+        .find(doc! { "_id": { "$in": ids } })
+        .await?
+        .try_collect()
+        .await?;
+    let clinics: std::collections::HashMap<ObjectId, Document> = found
+        .into_iter()
+        .filter_map(|c| Some((c.get_object_id("_id").ok()?, c)))
+        .collect();
+    Ok(records
+        .iter()
+        .filter_map(|r| Some(pair(r, clinics.get(&r.get_object_id("clinicId").ok()?)?)))
+        .collect())
 }
 
 /// The clinic `id`, or 404.
@@ -272,8 +303,7 @@ pub async fn update(
     JsonBody(input): JsonBody<ClinicInput>,
 ) -> ApiResult<Json<Clinic>> {
     let id = object_id("clinicId", &id)?;
-    find(&state, id).await?;
-    require(&state.store, &caller, id, Need::Write).await?;
+    require_clinic(&state.store, &caller, id, Need::Write).await?;
     let mut set = input.to_set()?;
     set.insert("updatedTime", DateTime::now());
     state

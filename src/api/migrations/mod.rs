@@ -9,7 +9,7 @@ use bson::oid::ObjectId;
 use bson::{DateTime, Document, doc};
 use futures::TryStreamExt as _;
 
-use super::access::{Need, require, require_service};
+use super::access::{Need, require, require_clinic, require_service, require_while};
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody, taken};
 use super::extract::{JsonBody, object_id, user_id};
@@ -153,8 +153,7 @@ pub async fn list(
     Path(clinic_id): Path<String>,
 ) -> ApiResult<Json<Vec<Migration>>> {
     let clinic_id = object_id("clinicId", &clinic_id)?;
-    clinics::find(&state, clinic_id).await?;
-    require(&state.store, &caller, clinic_id, Need::Read).await?;
+    require_clinic(&state.store, &caller, clinic_id, Need::Read).await?;
     let found: Vec<Document> = state
         .store
         .migrations
@@ -197,10 +196,9 @@ pub async fn get(
 ) -> ApiResult<Json<Migration>> {
     let clinic_id = object_id("clinicId", &clinic_id)?;
     let user = user_id("userId", &user)?;
-    require(&state.store, &caller, clinic_id, Need::Read).await?;
-    Ok(Json(Migration::from(
-        &find(&state, clinic_id, &user).await?,
-    )))
+    let read = find(&state, clinic_id, &user);
+    let found = require_while(&state.store, &caller, clinic_id, Need::Read, read).await?;
+    Ok(Json(Migration::from(&found)))
 }
 
 /// `PATCH /v1/clinics/{clinicId}/migrations/{userId}`: services move the status forward only

@@ -12,7 +12,7 @@ use bson::{Bson, DateTime, Document, doc};
 use futures::TryStreamExt as _;
 use mongodb::options::FindOptions;
 
-use super::access::{Need, require};
+use super::access::{Need, require, require_clinic, require_while};
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{JsonBody, Params, object_id, user_id};
@@ -67,8 +67,7 @@ pub async fn list(
     params: Params,
 ) -> ApiResult<Json<PatientPage>> {
     let clinic_id = object_id("clinicId", &clinic_id)?;
-    clinics::find(&state, clinic_id).await?;
-    require(&state.store, &caller, clinic_id, Need::Read).await?;
+    require_clinic(&state.store, &caller, clinic_id, Need::Read).await?;
     let (offset, limit) = params.page()?;
     let mut filter = doc! { "clinicId": clinic_id };
     if let Some(search) = params.text("search").filter(|s| !s.trim().is_empty()) {
@@ -108,20 +107,31 @@ pub async fn list(
         .skip(offset)
         .limit(limit)
         .build();
-    let patients: Vec<Document> = state
-        .store
-        .patients
-        .find(filter.clone())
-        .with_options(options)
-        .await?
-        .try_collect()
-        .await?;
-    let count = state.store.patients.count_documents(filter).await?;
+    // The page and the clinic's total at once; the matching count only when neither gives it
+    // (a search or tags narrow the query, and the page is full or past the end).
+    let narrowed = filter.len() > 1;
+    let page = async {
+        let found = state
+            .store
+            .patients
+            .find(filter.clone())
+            .with_options(options)
+            .await?;
+        found.try_collect::<Vec<Document>>().await
+    };
     let total = state
         .store
         .patients
         .count_documents(doc! { "clinicId": clinic_id })
-        .await?;
+        .into_future();
+    let (patients, total) = tokio::try_join!(page, total)?;
+    let len = patients.len() as u64;
+    let short_page = len < limit.unsigned_abs() && (len > 0 || offset == 0);
+    let count = match (narrowed, short_page) {
+        (false, _) => total,
+        (true, true) => offset + len,
+        (true, false) => state.store.patients.count_documents(filter).await?,
+    };
     Ok(Json(PatientPage {
         data: patients.iter().map(Patient::from).collect(),
         meta: PageMeta {
@@ -251,8 +261,9 @@ pub async fn get(
 ) -> ApiResult<Json<Patient>> {
     let clinic_id = object_id("clinicId", &clinic_id)?;
     let user = user_id("patientId", &user)?;
-    require(&state.store, &caller, clinic_id, Need::Read).await?;
-    Ok(Json(Patient::from(&find(&state, clinic_id, &user).await?)))
+    let read = find(&state, clinic_id, &user);
+    let found = require_while(&state.store, &caller, clinic_id, Need::Read, read).await?;
+    Ok(Json(Patient::from(&found)))
 }
 
 /// `PUT /v1/clinics/{clinicId}/patients/{patientId}`: members and services; sets the profile
@@ -475,21 +486,8 @@ pub async fn clinics_of(
         .await?
         .try_collect()
         .await?;
-    let mut out = Vec::with_capacity(records.len());
-    for record in &records {
-        let Ok(clinic_id) = record.get_object_id("clinicId") else {
-            continue;
-        };
-        if let Some(found) = state
-            .store
-            .clinics
-            .find_one(doc! { "_id": clinic_id })
-            .await?
-        {
-            out.push(PatientClinic::new(record, &found));
-        }
-    }
-    Ok(Json(out))
+    let paired = clinics::with_clinics(&state, &records, PatientClinic::new).await?;
+    Ok(Json(paired))
 }
 
 /// `POST /v1/clinics/{clinicId}/patients/{patientId}/upload_reminder`: members and services;

@@ -267,6 +267,22 @@ async fn the_list_searches_filters_by_tags_sorts_and_pages_with_counts() {
         names(&list("?sort=-birthDate".into()).await.1),
         vec!["Mia (Gamma)", "Zoe Alpha", "adam beta"]
     );
+    // The matching count however the page falls: full, short, past the end.
+    let red_tag = red.to_hex();
+    for (query, shown, count) in [
+        (format!("?tags={red_tag}&limit=1"), 1, 2),
+        (format!("?tags={red_tag}&offset=1&limit=5"), 1, 2),
+        ("?search=a&offset=10".to_owned(), 0, 3),
+        ("?search=zoe&offset=0".to_owned(), 1, 1),
+    ] {
+        let answer = list(query.clone()).await;
+        assert_eq!(names(&answer.1).len(), shown, "{query}");
+        assert_eq!(
+            answer.1["meta"],
+            json!({ "count": count, "totalCount": 3 }),
+            "{query}"
+        );
+    }
     let page = list("?sort=%2BbirthDate&offset=1&limit=1".into()).await;
     assert_eq!(names(&page.1), vec!["Zoe Alpha"]);
     assert_eq!(page.1["meta"], json!({ "count": 3, "totalCount": 3 }));
