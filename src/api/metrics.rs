@@ -11,9 +11,9 @@ use axum::response::Response;
 /// Requests answered, by `route`, `method`, `status`.
 pub const REQUESTS: &str = "clinic_api_requests_total";
 /// Time to answer, seconds, by `route` and `method`.
-pub const DURATION: &str = "clinic_api_request_duration_seconds";
+pub const LATENCY: &str = "clinic_api_request_latency_seconds";
 
-/// Middleware recording [`REQUESTS`] and [`DURATION`], and logging each request by route
+/// Middleware recording [`REQUESTS`] and [`LATENCY`], and logging each request by route
 /// template (never the concrete path, which carries user ids): WARN for a 5xx, DEBUG otherwise.
 pub async fn record(request: Request, next: Next) -> Response {
     let route = request
@@ -30,7 +30,7 @@ pub async fn record(request: Request, next: Next) -> Response {
     } else {
         tracing::debug!(method, route, status, latency = ?elapsed, "Request answered.");
     }
-    ::metrics::histogram!(DURATION, "route" => route.clone(), "method" => method.clone())
+    ::metrics::histogram!(LATENCY, "route" => route.clone(), "method" => method.clone())
         .record(elapsed.as_secs_f64());
     ::metrics::counter!(REQUESTS, "route" => route, "method" => method, "status" => status)
         .increment(1);

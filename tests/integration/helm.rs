@@ -334,7 +334,7 @@ fn the_dashboard_and_the_alerts_query_metrics_the_binaries_export() {
         m::EFFECTS_FAILED,
         m::EFFECT_LATENCY,
         clinic::api::metrics::REQUESTS,
-        clinic::api::metrics::DURATION,
+        clinic::api::metrics::LATENCY,
     ];
     let documents = render(&["-f", "helm/clinic/ci/ci-values.yaml"]);
     let dashboard = documents
