@@ -7,112 +7,18 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use bson::oid::ObjectId;
 use bson::{DateTime, Document, doc};
-use futures::TryStreamExt as _;
-use mongodb::options::FindOptions;
 
 use super::access::{Need, require, require_clinic, require_service};
 use super::auth::Caller;
-use super::error::{ApiError, ApiResult, ErrorBody, is_duplicate_key};
+use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{JsonBody, Params, object_id};
 use super::validate::bad;
 use super::{AppState, share_code, time};
 
 mod model;
+mod store;
 pub use model::{Clinic, ClinicInput, TIMEZONES};
-
-/// Set on a clinic while it is being deleted (the time it began); never shown.
-const DELETING: &str = "deletingSince";
-
-/// How long a deletion mark holds: one left by a request that died halfway stops blocking
-/// new patients and clinicians after this.
-const DELETING_HOLDS: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// Whether patients and clinicians may be added to the clinic: it exists and no deletion is
-/// under way.
-async fn open_for_members(state: &AppState, id: ObjectId) -> ApiResult<bool> {
-    let Some(clinic) = state.store.clinics.find_one(doc! { "_id": id }).await? else {
-        return Ok(false);
-    };
-    let deleting = clinic.get_datetime(DELETING).ok().is_some_and(|since| {
-        let age = DateTime::now().timestamp_millis() - since.timestamp_millis();
-        u128::try_from(age).unwrap_or(0) < DELETING_HOLDS.as_millis()
-    });
-    Ok(!deleting)
-}
-
-/// Inserts `member` (a patient or a clinician of `clinic`) into `collection`, then checks the
-/// clinic is still there and not being deleted ([`delete`] marks it before it counts patients
-/// and lists clinicians); if it is not, the record is taken back and the answer is 404, so no
-/// patient or clinician outlives its clinic. FerretDB has no transactions to do this in one
-/// step. `taken` words a unique-index conflict.
-///
-/// # Errors
-/// 404 as above; `taken`'s conflict; database failures.
-pub async fn insert_member(
-    state: &AppState,
-    collection: &mongodb::Collection<Document>,
-    member: &Document,
-    clinic: ObjectId,
-    taken: &str,
-) -> ApiResult<()> {
-    collection
-        .insert_one(member)
-        .await
-        .map_err(super::error::taken(taken))?;
-    if open_for_members(state, clinic).await? {
-        return Ok(());
-    }
-    let id = member.get("_id").cloned().unwrap_or(bson::Bson::Null);
-    collection.delete_one(doc! { "_id": id }).await?;
-    Err(ApiError::NotFound(format!(
-        "clinic {} not found",
-        clinic.to_hex()
-    )))
-}
-
-/// Each of `records` (a user's clinician or patient records) paired with its clinic by `pair`,
-/// the clinics read in one query; a record whose clinic is gone is left out.
-///
-/// # Errors
-/// Database failures.
-pub async fn with_clinics<T>(
-    state: &AppState,
-    records: &[Document],
-    pair: impl Fn(&Document, &Document) -> T,
-) -> ApiResult<Vec<T>> {
-    let ids: Vec<ObjectId> = records
-        .iter()
-        .filter_map(|r| r.get_object_id("clinicId").ok())
-        .collect();
-    let found: Vec<Document> = state
-        .store
-        .clinics
-        .find(doc! { "_id": { "$in": ids } })
-        .await?
-        .try_collect()
-        .await?;
-    let clinics: std::collections::HashMap<ObjectId, Document> = found
-        .into_iter()
-        .filter_map(|c| Some((c.get_object_id("_id").ok()?, c)))
-        .collect();
-    Ok(records
-        .iter()
-        .filter_map(|r| Some(pair(r, clinics.get(&r.get_object_id("clinicId").ok()?)?)))
-        .collect())
-}
-
-/// The clinic `id`, or 404.
-///
-/// # Errors
-/// 404 when there is none; database failures.
-pub async fn find(state: &AppState, id: ObjectId) -> ApiResult<Document> {
-    state
-        .store
-        .clinics
-        .find_one(doc! { "_id": id })
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("clinic {} not found", id.to_hex())))
-}
+pub use store::{find, insert_member, with_clinics};
 
 /// `GET /v1/clinics` (backend services): `limit`, `offset`, `shareCode`, `createdTimeStart`
 /// (inclusive), `createdTimeEnd` (exclusive).
@@ -151,19 +57,7 @@ pub async fn list(
     if !created.is_empty() {
         filter.insert("createdTime", created);
     }
-    let options = FindOptions::builder()
-        .sort(doc! { "createdTime": 1, "_id": 1 })
-        .skip(offset)
-        .limit(limit)
-        .build();
-    let clinics: Vec<Document> = state
-        .store
-        .clinics
-        .find(filter)
-        .with_options(options)
-        .await?
-        .try_collect()
-        .await?;
+    let clinics = store::page(&state, filter, offset, limit).await?;
     Ok(Json(clinics.iter().map(Clinic::from).collect()))
 }
 
@@ -208,18 +102,6 @@ pub async fn create(
     }
     clinic.insert("createdTime", now);
     clinic.insert("updatedTime", now);
-    // A collision with an existing code is astronomically rare but possible: draw again.
-    let mut attempts = 0;
-    loop {
-        let code = share_code::generate();
-        clinic.insert("canonicalShareCode", &code);
-        clinic.insert("shareCodes", vec![code]);
-        match state.store.clinics.insert_one(&clinic).await {
-            Ok(_) => break,
-            Err(error) if is_duplicate_key(&error) && attempts < 100 => attempts += 1,
-            Err(error) => return Err(error.into()),
-        }
-    }
     let mut admin = doc! {
         "clinicId": id, "userId": &caller.user_id, "email": email.to_lowercase(),
         "roles": ["CLINIC_ADMIN"], "createdTime": now, "updatedTime": now,
@@ -227,11 +109,7 @@ pub async fn create(
     if let Some(name) = &caller.name {
         admin.insert("name", name);
     }
-    // No transactions on FerretDB: undo the clinic if its admin cannot be written.
-    if let Err(error) = state.store.clinicians.insert_one(admin).await {
-        let _ = state.store.clinics.delete_one(doc! { "_id": id }).await;
-        return Err(error.into());
-    }
+    store::insert(&state, &mut clinic, admin).await?;
     Ok(Json(Clinic::from(&clinic)))
 }
 
@@ -336,56 +214,6 @@ pub async fn delete(
         return Err(ApiError::Forbidden);
     }
     require(&state.store, &caller, id, Need::Write).await?;
-    // Marked before the patients are counted: a patient added after the count sees the mark
-    // and takes itself back (`insert_member`), so no patient outlives its clinic. FerretDB
-    // has no transactions to do this in one step.
-    let now = DateTime::now();
-    state
-        .store
-        .clinics
-        .update_one(doc! { "_id": id }, doc! { "$set": { DELETING: now } })
-        .await?;
-    let patients = state
-        .store
-        .patients
-        .count_documents(doc! { "clinicId": id })
-        .await?;
-    if patients > 0 {
-        state
-            .store
-            .clinics
-            .update_one(doc! { "_id": id }, doc! { "$unset": { DELETING: "" } })
-            .await?;
-        return Err(ApiError::Conflict(format!(
-            "the clinic has {patients} patient(s); remove them first"
-        )));
-    }
-    let clinicians: Vec<Document> = state
-        .store
-        .clinicians
-        .find(doc! { "clinicId": id })
-        .await?
-        .try_collect()
-        .await?;
-    for clinician in &clinicians {
-        state
-            .store
-            .clinician_deletions
-            .insert_one(doc! { "deletedTime": now, "deletedByUserId": &caller.user_id, "clinician": clinician })
-            .await?;
-    }
-    state
-        .store
-        .clinic_deletions
-        .insert_one(
-            doc! { "deletedTime": now, "deletedByUserId": &caller.user_id, "clinic": &clinic },
-        )
-        .await?;
-    state
-        .store
-        .clinicians
-        .delete_many(doc! { "clinicId": id })
-        .await?;
-    state.store.clinics.delete_one(doc! { "_id": id }).await?;
+    store::delete(&state, &clinic, &caller.user_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -21,31 +21,17 @@ use super::validate::{bad, one_of};
 use super::{AppState, clinics};
 
 mod model;
+mod store;
 pub use model::{
     AcceptedInvitation, ConnectionRequest, ConnectionRequests, Grant, NewPatient, PERMISSIONS,
     PageMeta, Patient, PatientClinic, PatientInput, PatientPage, Permissions, grants_document,
     invited_profile,
 };
+pub(crate) use store::insert;
+use store::{find, gone};
 
 /// Sortable fields (`sort=+fullName`, `-birthDate`, …).
 const SORTABLE: [&str; 5] = ["fullName", "birthDate", "email", "mrn", "createdTime"];
-
-async fn find(state: &AppState, clinic: ObjectId, user: &str) -> ApiResult<Document> {
-    state
-        .store
-        .patients
-        .find_one(doc! { "clinicId": clinic, "userId": user })
-        .await?
-        .ok_or_else(|| gone(clinic, user))
-}
-
-/// 404 for a patient that is not there (or that a racing request removed first).
-fn gone(clinic: ObjectId, user: &str) -> ApiError {
-    ApiError::NotFound(format!(
-        "patient {user} not found in clinic {}",
-        clinic.to_hex()
-    ))
-}
 
 /// `GET /v1/clinics/{clinicId}/patients`: members and services. `search` (a literal,
 /// case-insensitive substring of name, email, MRN or birth date), `tags` (comma-separated ids;
@@ -102,36 +88,9 @@ pub async fn list(
             (*field, direction)
         }
     };
-    let options = FindOptions::builder()
-        .sort(doc! { field: direction, "_id": 1 })
-        .skip(offset)
-        .limit(limit)
-        .build();
-    // The page and the clinic's total at once; the matching count only when neither gives it
-    // (a search or tags narrow the query, and the page is full or past the end).
-    let narrowed = filter.len() > 1;
-    let page = async {
-        let found = state
-            .store
-            .patients
-            .find(filter.clone())
-            .with_options(options)
-            .await?;
-        found.try_collect::<Vec<Document>>().await
-    };
-    let total = state
-        .store
-        .patients
-        .count_documents(doc! { "clinicId": clinic_id })
-        .into_future();
-    let (patients, total) = tokio::try_join!(page, total)?;
-    let len = patients.len() as u64;
-    let short_page = len < limit.unsigned_abs() && (len > 0 || offset == 0);
-    let count = match (narrowed, short_page) {
-        (false, _) => total,
-        (true, true) => offset + len,
-        (true, false) => state.store.patients.count_documents(filter).await?,
-    };
+    let sort = doc! { field: direction, "_id": 1 };
+    let (patients, count, total) =
+        store::page(&state, clinic_id, filter, sort, offset, limit).await?;
     Ok(Json(PatientPage {
         data: patients.iter().map(Patient::from).collect(),
         meta: PageMeta {
@@ -175,16 +134,6 @@ pub async fn create_custodial(
     patient.insert("updatedTime", now);
     insert(&state, &patient, clinic_id).await?;
     Ok(Json(Patient::from(&patient)))
-}
-
-/// Inserts a new patient of `clinic` (taken back, 404, if the clinic is being deleted).
-pub(crate) async fn insert(
-    state: &AppState,
-    patient: &Document,
-    clinic: ObjectId,
-) -> ApiResult<()> {
-    let taken = "the clinic already has this patient";
-    clinics::insert_member(state, &state.store.patients, patient, clinic, taken).await
 }
 
 /// `POST /v1/clinics/{clinicId}/patients/{patientId}`: services add an existing user with the
