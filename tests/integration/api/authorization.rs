@@ -9,7 +9,7 @@ use bson::oid::ObjectId;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::{TestApi, user};
+use super::{TestApi, service, user};
 
 /// A clinic with an admin, a member, a patient, a pending migration and a pending invite.
 struct Fixture {
@@ -21,10 +21,6 @@ struct Fixture {
     stranger: String,
     invite: String,
     legacy: String,
-}
-
-fn service() -> String {
-    TestApi::token("clinic-worker", true)
 }
 
 async fn fixture(api: &TestApi) -> Fixture {

@@ -6,25 +6,7 @@ use bson::oid::ObjectId;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::{TestApi, assert_error, user};
-
-/// A clinic created by `admin`; its id.
-async fn clinic(api: &TestApi, admin: &str) -> String {
-    let (status, clinic) = api
-        .call(
-            Method::POST,
-            "/v1/clinics",
-            Some(&TestApi::token(admin, false)),
-            Some(json!({ "name": "Members" })),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{clinic}");
-    clinic["id"].as_str().expect("id").to_owned()
-}
-
-fn service() -> String {
-    TestApi::token("clinic-worker", true)
-}
+use super::{TestApi, assert_error, service, user};
 
 async fn add(api: &TestApi, clinic: &str, body: Value) -> (StatusCode, Value) {
     api.call(
@@ -67,7 +49,7 @@ async fn admins(api: &TestApi, clinic: &str) -> Vec<String> {
 async fn services_add_members_and_invites_and_members_list_them_with_filters() {
     let api = TestApi::spawn().await;
     let (admin, ann, bob) = (user(), user(), user());
-    let clinic = clinic(&api, &admin).await;
+    let clinic = api.create_clinic(&admin).await;
 
     let (status, created) = add(&api, &clinic, json!({ "id": ann, "email": "Ann.Lee@Example.org", "name": "Ann Lee", "roles": ["CLINIC_MEMBER", "PRESCRIBER"] })).await;
     assert_eq!(status, StatusCode::OK, "{created}");
@@ -146,7 +128,7 @@ async fn services_add_members_and_invites_and_members_list_them_with_filters() {
 async fn one_clinician_per_user_invite_and_email_in_a_clinic() {
     let api = TestApi::spawn().await;
     let (admin, ann) = (user(), user());
-    let clinic = clinic(&api, &admin).await;
+    let clinic = api.create_clinic(&admin).await;
     add(
         &api,
         &clinic,
@@ -220,7 +202,7 @@ async fn one_clinician_per_user_invite_and_email_in_a_clinic() {
 async fn role_changes_are_audited_keep_admins_in_step_and_never_drop_the_last_admin() {
     let api = TestApi::spawn().await;
     let (admin, ann) = (user(), user());
-    let clinic = clinic(&api, &admin).await;
+    let clinic = api.create_clinic(&admin).await;
     add(
         &api,
         &clinic,
@@ -336,7 +318,7 @@ async fn role_changes_are_audited_keep_admins_in_step_and_never_drop_the_last_ad
 async fn members_leave_admins_remove_and_the_last_admin_stays() {
     let api = TestApi::spawn().await;
     let (admin, ann, bob) = (user(), user(), user());
-    let clinic = clinic(&api, &admin).await;
+    let clinic = api.create_clinic(&admin).await;
     add(
         &api,
         &clinic,
@@ -413,8 +395,8 @@ async fn members_leave_admins_remove_and_the_last_admin_stays() {
 async fn a_user_sees_their_own_clinics_and_nobody_elses() {
     let api = TestApi::spawn().await;
     let (ann, other) = (user(), user());
-    let first = clinic(&api, &ann).await;
-    let second = clinic(&api, &other).await;
+    let first = api.create_clinic(&ann).await;
+    let second = api.create_clinic(&other).await;
     add(
         &api,
         &second,
@@ -457,7 +439,7 @@ async fn a_user_sees_their_own_clinics_and_nobody_elses() {
 async fn admins_deleting_each_other_at_once_leave_an_admin_true_archives_and_no_409() {
     let api = TestApi::spawn().await;
     let (ann, bob) = (user(), user());
-    let clinic = clinic(&api, &ann).await;
+    let clinic = api.create_clinic(&ann).await;
     let oid = ObjectId::parse_str(&clinic).expect("oid");
     let archives = || async {
         api.db

@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use super::{SECRET, TestApi, assert_error, user};
+use super::{SECRET, TestApi, assert_error, service, user};
 
 #[tokio::test]
 async fn paged_routes_refuse_offsets_the_database_cannot_skip_with_a_400_naming_offset() {
@@ -243,7 +243,7 @@ async fn a_clinic_deleted_while_a_patient_is_added_leaves_no_patient_behind() {
     let api = TestApi::spawn().await;
     let admin = user();
     let token = TestApi::token(&admin, false);
-    let service = TestApi::token("clinic-worker", true);
+    let worker = service();
     for round in 0..40 {
         let (status, clinic) = api
             .call(
@@ -265,7 +265,7 @@ async fn a_clinic_deleted_while_a_patient_is_added_leaves_no_patient_behind() {
             api.call(Method::DELETE, &clinic_path, Some(&token), None),
             async {
                 tokio::time::sleep(lag).await;
-                api.call(Method::POST, &patient, Some(&service), Some(body))
+                api.call(Method::POST, &patient, Some(&worker), Some(body))
                     .await
             },
         );
@@ -311,7 +311,7 @@ async fn a_clinic_deleted_while_a_clinician_is_added_leaves_no_clinician_behind(
     let api = TestApi::spawn().await;
     let admin = user();
     let token = TestApi::token(&admin, false);
-    let service = TestApi::token("clinic-worker", true);
+    let worker = service();
     let clinicians = api.db.collection::<bson::Document>("clinicians");
     let archives = api.db.collection::<bson::Document>("clinician_deletions");
     for round in 0..40 {
@@ -327,7 +327,7 @@ async fn a_clinic_deleted_while_a_clinician_is_added_leaves_no_clinician_behind(
             api.call(Method::DELETE, &clinic_path, Some(&token), None),
             async {
                 tokio::time::sleep(lag).await;
-                api.call(Method::POST, &members_path, Some(&service), Some(body))
+                api.call(Method::POST, &members_path, Some(&worker), Some(body))
                     .await
             },
         );

@@ -5,11 +5,7 @@ use bson::oid::ObjectId;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::{TestApi, assert_error, user};
-
-fn service() -> String {
-    TestApi::token("clinic-worker", true)
-}
+use super::{TestApi, assert_error, service, user};
 
 async fn clinic(api: &TestApi, admin: &str) -> Value {
     let (status, clinic) = api

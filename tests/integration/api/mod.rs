@@ -35,6 +35,11 @@ pub fn user() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..10].to_owned()
 }
 
+/// A backend service's token (the worker's).
+pub fn service() -> String {
+    TestApi::token("clinic-worker", true)
+}
+
 impl TestApi {
     /// Starts the API on port 0 over a fresh database.
     pub async fn spawn() -> Self {
@@ -167,7 +172,7 @@ impl TestApi {
             .call(
                 Method::POST,
                 &format!("/v1/clinics/{clinic}/clinicians"),
-                Some(&Self::token("clinic-worker", true)),
+                Some(&service()),
                 Some(body),
             )
             .await;
@@ -181,7 +186,7 @@ impl TestApi {
             .call(
                 Method::POST,
                 &format!("/v1/clinics/{clinic}/patients/{user}"),
-                Some(&Self::token("clinic-worker", true)),
+                Some(&service()),
                 Some(body),
             )
             .await;
@@ -203,7 +208,7 @@ impl TestApi {
             .call(
                 Method::POST,
                 &format!("/v1/clinics/{clinic}/migrations"),
-                Some(&Self::token("clinic-worker", true)),
+                Some(&service()),
                 Some(json!({ "userId": user })),
             )
             .await;

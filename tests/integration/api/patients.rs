@@ -7,7 +7,7 @@ use bson::oid::ObjectId;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::{TestApi, assert_error, user};
+use super::{TestApi, assert_error, service, user};
 
 struct Clinic {
     id: String,
@@ -17,29 +17,9 @@ struct Clinic {
 
 async fn clinic(api: &TestApi) -> Clinic {
     let (admin, member) = (user(), user());
-    let (_, created) = api
-        .call(
-            Method::POST,
-            "/v1/clinics",
-            Some(&TestApi::token(&admin, false)),
-            Some(json!({ "name": "Patients" })),
-        )
-        .await;
-    let id = created["id"].as_str().expect("id").to_owned();
-    let (status, body) = api
-        .call(
-            Method::POST,
-            &format!("/v1/clinics/{id}/clinicians"),
-            Some(&service()),
-            Some(json!({ "id": member, "email": format!("{member}@example.org"), "roles": ["CLINIC_MEMBER"] })),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let id = api.create_clinic(&admin).await;
+    api.add_clinician(&id, &member, "CLINIC_MEMBER").await;
     Clinic { id, admin, member }
-}
-
-fn service() -> String {
-    TestApi::token("clinic-worker", true)
 }
 
 async fn share(api: &TestApi, clinic: &str, patient: &str, body: Value) -> (StatusCode, Value) {

@@ -10,7 +10,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use super::contract::Contract;
-use super::{TestApi, user};
+use super::{TestApi, service, user};
 
 /// `schema` with `$ref`s followed, the non-null branch of a `oneOf`/`anyOf` taken and an
 /// `allOf` merged: what a value of it must look like.
@@ -281,10 +281,6 @@ struct Call {
     path: String,
     token: String,
     base: Value,
-}
-
-fn service() -> String {
-    TestApi::token("clinic-worker", true)
 }
 
 /// A valid call of every implemented operation that takes a body in the contract, on one
