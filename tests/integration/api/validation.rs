@@ -133,7 +133,7 @@ fn violations(contract: &Value, schema: &Value) -> Vec<(String, Value)> {
     if let Some(pattern) = schema["pattern"].as_str() {
         let matcher = jsonschema::validator_for(&json!({ "type": "string", "pattern": pattern }))
             .expect("the contract's pattern compiles");
-        let breaking = ["", "!", "ZZZZZZZZZZZZZZZZZZZZZZZZ", " x", "\u{1}"]
+        let breaking = ["!", "ZZZZZZZZZZZZZZZZZZZZZZZZ", " x", "\u{1}", ""]
             .into_iter()
             .find(|candidate| !matcher.is_valid(&json!(candidate)))
             .expect("a string the pattern refuses");
@@ -283,9 +283,15 @@ struct Call {
     base: Value,
 }
 
-/// A valid call of every implemented operation that takes a body in the contract, on one
-/// clinic with an admin, a member, a patient and a migration.
-async fn calls(api: &TestApi) -> BTreeMap<&'static str, Call> {
+/// One clinic with an admin, a member, a patient, a migration and an invite: a valid call of
+/// every implemented operation that takes a body in the contract, and a valid value of every
+/// path parameter.
+struct World {
+    calls: BTreeMap<&'static str, Call>,
+    params: BTreeMap<&'static str, String>,
+}
+
+async fn world(api: &TestApi) -> World {
     let admin = user();
     let admin_token = TestApi::token(&admin, false);
     let clinic = api.create_clinic(&admin).await;
@@ -299,13 +305,22 @@ async fn calls(api: &TestApi) -> BTreeMap<&'static str, Call> {
     // The initial migration needs a clinic not migrated yet.
     let unmigrated = api.create_clinic(&admin).await;
     let clinics = format!("/v1/clinics/{clinic}");
+    let params = BTreeMap::from([
+        ("clinicId", clinic.clone()),
+        ("clinicianId", member.clone()),
+        ("patientId", patient.clone()),
+        ("userId", legacy.clone()),
+        ("inviteId", invite.clone()),
+        ("permission", "view".to_owned()),
+        ("shareCode", "ABCD-EFGH-JKLM".to_owned()),
+    ]);
     let call = |method: Method, path: String, token: &str, base: Value| Call {
         method,
         path,
         token: token.to_owned(),
         base,
     };
-    BTreeMap::from([
+    let calls = BTreeMap::from([
         (
             "AcceptPatientInvitation",
             call(
@@ -418,7 +433,8 @@ async fn calls(api: &TestApi) -> BTreeMap<&'static str, Call> {
                 json!({ "email": "changed@example.org" }),
             ),
         ),
-    ])
+    ]);
+    World { calls, params }
 }
 
 #[tokio::test]
@@ -427,7 +443,7 @@ async fn every_constraint_the_contract_states_for_an_accepted_field_is_refused_n
     let (status, served) = api.send(api.request(Method::GET, "/v1/openapi.json")).await;
     assert_eq!(status, StatusCode::OK);
     let contract = Contract::get();
-    let calls = calls(&api).await;
+    let calls = world(&api).await.calls;
 
     let mut checked = Vec::new();
     let mut problems = Vec::new();
@@ -495,5 +511,126 @@ async fn every_constraint_the_contract_states_for_an_accepted_field_is_refused_n
             )
             .await;
         assert!(answer.0.is_success(), "{id}: {answer:?}");
+    }
+}
+
+/// The path and query parameters the served document declares, against the contract's: each
+/// constraint broken on its own answers 400 naming the parameter.
+#[tokio::test]
+async fn every_constraint_the_contract_states_for_an_accepted_parameter_is_refused_naming_it() {
+    let api = TestApi::spawn().await;
+    let (_, served) = api.send(api.request(Method::GET, "/v1/openapi.json")).await;
+    let contract = Contract::get();
+    let world = world(&api).await;
+
+    let mut checked = Vec::new();
+    let mut problems = Vec::new();
+    for (template, methods) in served["paths"].as_object().expect("paths") {
+        for (method, operation) in methods.as_object().expect("methods") {
+            let Some(theirs) = contract.operation(template, method) else {
+                continue;
+            };
+            let id = operation["operationId"].as_str().expect("operationId");
+            let method: Method = method.to_uppercase().parse().expect("method");
+            let body = world.calls.get(id).map(|c| c.base.clone());
+            for ours in operation["parameters"].as_array().into_iter().flatten() {
+                let (name, place) = (ours["name"].as_str().unwrap_or_default(), &ours["in"]);
+                let shared = &contract.spec["paths"][template];
+                let Some(schema) = contract_parameter(&contract.spec, theirs, name)
+                    .or_else(|| contract_parameter(&contract.spec, shared, name))
+                else {
+                    continue;
+                };
+                for (constraint, value) in violations(&contract.spec, &schema) {
+                    let text = value
+                        .as_str()
+                        .map_or_else(|| value.to_string(), str::to_owned);
+                    if place == "path" && text.is_empty() {
+                        continue; // an empty segment matches no route
+                    }
+                    let path = world.path(template, (place == "path").then_some((name, &text)));
+                    let path = if place == "query" {
+                        let encoded: String =
+                            form_urlencoded::byte_serialize(text.as_bytes()).collect();
+                        format!("{path}?{name}={encoded}")
+                    } else {
+                        path
+                    };
+                    let answer = api
+                        .call(method.clone(), &path, Some(&service()), body.clone())
+                        .await;
+                    let message = answer.1["message"].as_str().unwrap_or_default();
+                    if answer.0 != StatusCode::BAD_REQUEST || !message.contains(name) {
+                        problems.push(format!(
+                            "{id} {name} ({constraint}) {path}: {} {message:?}",
+                            answer.0
+                        ));
+                    }
+                    checked.push(format!("{id} {name} {constraint}"));
+                }
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{} of {}: {problems:#?}",
+        problems.len(),
+        checked.len()
+    );
+    for expected in [
+        "ListPatients limit minimum",
+        "ListClinics createdTimeStart format \"date-time\"",
+        "GetPatient patientId pattern ^([0-9a-f]{10}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$",
+        "DeletePatientPermission permission enum",
+        "ListClinicians email format \"email\"",
+    ] {
+        assert!(
+            checked.iter().any(|c| c == expected),
+            "{expected} not checked: {checked:#?}"
+        );
+    }
+}
+
+/// The contract's schema of the parameter `name` of `operation` (or of a path item, whose
+/// parameters every operation of the path shares).
+fn contract_parameter(contract: &Value, operation: &Value, name: &str) -> Option<Value> {
+    operation["parameters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| match p["$ref"].as_str() {
+            Some(reference) => {
+                let key = reference.rsplit('/').next().unwrap_or_default();
+                contract["components"]["parameters"][key].clone()
+            }
+            None => p.clone(),
+        })
+        .find(|p| p["name"] == name)
+        .map(|p| p["schema"].clone())
+}
+
+impl World {
+    /// `template` with every parameter a valid value, `broken` (a name and a value) instead of
+    /// its own.
+    fn path(&self, template: &str, broken: Option<(&str, &String)>) -> String {
+        template
+            .split('/')
+            .map(
+                |segment| match segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                    Some(name) => match broken {
+                        Some((wanted, value)) if wanted == name => {
+                            form_urlencoded::byte_serialize(value.as_bytes()).collect()
+                        }
+                        _ => self
+                            .params
+                            .get(name)
+                            .cloned()
+                            .unwrap_or_else(|| panic!("no value for {name}")),
+                    },
+                    None => segment.to_owned(),
+                },
+            )
+            .collect::<Vec<_>>()
+            .join("/")
     }
 }
