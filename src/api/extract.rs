@@ -1,5 +1,5 @@
 //! Request extractors whose rejections answer `{code, message}` naming the field, instead of
-//! axum's plain-text rejections.
+//! axum's plain-text rejections: the JSON body, the path and the query.
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -62,6 +62,27 @@ fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         .end()
         .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?;
     Ok(value)
+}
+
+/// Path parameters, as axum's `Path`, whose rejection (a percent-encoded segment that is not
+/// UTF-8, say) is answered in the error shape instead of axum's plain text.
+pub struct Path<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Path(value)),
+            Err(rejection) if rejection.status().is_server_error() => Err(ApiError::Internal(
+                anyhow::anyhow!("path parameters: {}", rejection.body_text()),
+            )),
+            Err(rejection) => Err(ApiError::BadRequest(format!(
+                "path: {}",
+                rejection.body_text()
+            ))),
+        }
+    }
 }
 
 /// Query parameters, read one by one with their names in the errors.

@@ -1,7 +1,7 @@
 //! The user lifecycle, for backend services: a deleted account leaves every clinic, and a changed
 //! email follows into every clinician and patient record of the user.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use bson::oid::ObjectId;
 use bson::{DateTime, Document, doc};
@@ -13,7 +13,7 @@ use super::access::require_service;
 use super::auth::Caller;
 use super::clinicians;
 use super::error::{ApiResult, ErrorBody, taken};
-use super::extract::{JsonBody, user_id};
+use super::extract::{JsonBody, Path, user_id};
 use super::store::Archived;
 use super::validate::email;
 

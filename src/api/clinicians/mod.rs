@@ -8,7 +8,7 @@
 //! both succeed.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use bson::{Bson, DateTime, Document, doc};
 use futures::TryStreamExt as _;
@@ -17,7 +17,7 @@ use mongodb::options::FindOptions;
 use super::access::{Need, require, require_clinic, require_while};
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::{JsonBody, Params, object_id, user_id};
+use super::extract::{JsonBody, Params, Path, object_id, user_id};
 use super::store::{Archived, regex_escape};
 use super::validate::{email, one_of};
 use super::{AppState, clinics};

@@ -3,7 +3,7 @@
 //! patients, archived to `clinic_deletions` first).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use bson::oid::ObjectId;
 use bson::{DateTime, Document, doc};
@@ -11,7 +11,7 @@ use bson::{DateTime, Document, doc};
 use super::access::{Need, require, require_clinic, require_service};
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::{JsonBody, Params, object_id};
+use super::extract::{JsonBody, Params, Path, object_id};
 use super::validate::bad;
 use super::{AppState, share_code, time};
 

@@ -5,14 +5,14 @@
 //! notifications processor mails to the clinic's admins (`patient_clinic_invitation`).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use bson::{DateTime, Document, doc};
 use futures::TryStreamExt as _;
 
 use super::access::{Need, require};
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody, taken};
-use super::extract::{JsonBody, object_id, user_id};
+use super::extract::{JsonBody, Path, object_id, user_id};
 use super::patients::{self, AcceptedInvitation, Patient};
 use super::{AppState, clinics, share_code};
 

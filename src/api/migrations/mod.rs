@@ -3,7 +3,7 @@
 //! migrations processor does), members read them. One migration per legacy user (unique index).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use bson::oid::ObjectId;
 use bson::{DateTime, Document, doc};
@@ -12,7 +12,7 @@ use futures::TryStreamExt as _;
 use super::access::{Need, require, require_clinic, require_service, require_while};
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody, taken};
-use super::extract::{JsonBody, object_id, user_id};
+use super::extract::{JsonBody, Path, object_id, user_id};
 use super::validate::{bad, one_of};
 use super::{AppState, clinics};
 

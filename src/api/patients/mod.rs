@@ -5,7 +5,7 @@
 //! permission left removes the record), the clinics of a patient, and the upload reminder.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use bson::oid::ObjectId;
 use bson::{Bson, DateTime, Document, doc};
@@ -15,7 +15,7 @@ use mongodb::options::FindOptions;
 use super::access::{Need, require, require_clinic, require_while};
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::{JsonBody, Params, object_id, user_id};
+use super::extract::{JsonBody, Params, Path, object_id, user_id};
 use super::store::{Archived, regex_escape};
 use super::validate::{bad, one_of};
 use super::{AppState, clinics};

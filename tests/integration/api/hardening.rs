@@ -162,6 +162,21 @@ async fn an_over_long_target_or_oversize_headers_answer_414_and_431_in_the_error
 }
 
 #[tokio::test]
+async fn a_path_segment_that_is_not_utf8_answers_400_in_the_error_shape() {
+    let api = TestApi::spawn().await;
+    let token = TestApi::token(&user(), false);
+
+    let answer = api
+        .send(
+            api.request(Method::GET, "/v1/clinics/%FF%FE")
+                .bearer_auth(&token),
+        )
+        .await;
+
+    assert_error(&answer, StatusCode::BAD_REQUEST, "path");
+}
+
+#[tokio::test]
 async fn clinic_fields_outside_the_contracts_enums_and_bounds_are_refused() {
     let api = TestApi::spawn().await;
     let admin = user();
