@@ -79,14 +79,16 @@ pub fn date<'a>(field: &str, value: &'a str) -> ApiResult<&'a str> {
     }
 }
 
-/// An absolute `http(s)` URI without white space (the contract's `format: uri`, for web sites).
+/// An absolute `http(s)` URI with a host (the contract's `format: uri`, for web sites), as the
+/// `url` crate (WHATWG URL) parses it, and written without white space.
 ///
 /// # Errors
 /// 400 naming the field.
 pub fn web_uri<'a>(field: &str, value: &'a str) -> ApiResult<&'a str> {
-    let ok = (value.starts_with("http://") || value.starts_with("https://"))
-        && value.len() > "https://".len()
-        && !value.contains(|c: char| c.is_whitespace() || c.is_control());
+    let parsed = reqwest::Url::parse(value).ok();
+    let ok = parsed.is_some_and(|url| {
+        matches!(url.scheme(), "http" | "https") && url.host_str().is_some_and(|h| !h.is_empty())
+    }) && !value.contains(|c: char| c.is_whitespace() || c.is_control());
     if ok {
         Ok(value)
     } else {
@@ -129,6 +131,20 @@ mod tests {
             "abc",
         ] {
             assert!(email("e", wrong).is_err(), "{wrong:?}");
+        }
+    }
+
+    #[test]
+    fn web_sites_are_http_uris_with_a_host() {
+        assert!(web_uri("w", "https://example.org/a?b=c").is_ok());
+        for wrong in [
+            "http://[",
+            "https://",
+            "ftp://example.org",
+            "example.org",
+            "http://a b",
+        ] {
+            assert!(web_uri("w", wrong).is_err(), "{wrong:?}");
         }
     }
 
