@@ -12,13 +12,19 @@ use serde::de::DeserializeOwned;
 use super::error::ApiError;
 
 /// A JSON body deserialized into `T`; a malformed body or a wrong field is a 400 that says where.
+/// No body at all reads as `{}` (the contract makes every request body optional): an update
+/// without one changes nothing, a creation without one misses its required fields.
 pub struct JsonBody<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        parse(&read(req, state).await?).map(JsonBody)
+        let bytes = read(req, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return parse(b"{}").map(JsonBody);
+        }
+        parse(&bytes).map(JsonBody)
     }
 }
 
@@ -85,6 +91,9 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T>
     }
 }
 
+/// The most records one page carries.
+pub const MAX_LIMIT: i64 = 1_000;
+
 /// Query parameters, read one by one with their names in the errors.
 pub struct Params(HashMap<String, String>);
 
@@ -121,8 +130,8 @@ impl Params {
             .transpose()
     }
 
-    /// `offset` (0..=i64::MAX, default 0: what the database can skip) and `limit` (1..=1000,
-    /// default 10), as the contract pages.
+    /// `offset` (0..=i64::MAX, default 0: what the database can skip) and `limit` (at least 1,
+    /// default 10; more than 1,000, however large, reads as 1,000), as the contract pages.
     ///
     /// # Errors
     /// 400 naming the parameter.
@@ -133,10 +142,17 @@ impl Params {
                 "query parameter offset: {offset} is negative"
             )));
         };
-        let limit = self.parsed::<i64>("limit")?.unwrap_or(10);
-        if !(1..=1_000).contains(&limit) {
+        let limit = match self.text("limit") {
+            None => 10,
+            // The contract sets no maximum: a larger page is cut to what one answer carries.
+            Some(digits) if digits.len() > 4 && digits.bytes().all(|b| b.is_ascii_digit()) => {
+                MAX_LIMIT
+            }
+            Some(_) => self.parsed::<i64>("limit")?.unwrap_or(10).min(MAX_LIMIT),
+        };
+        if limit < 1 {
             return Err(ApiError::BadRequest(format!(
-                "query parameter limit: {limit} is outside 1..=1000"
+                "query parameter limit: {limit} is less than 1"
             )));
         }
         Ok((offset, limit))
@@ -158,6 +174,16 @@ pub fn object_id(name: &str, value: &str) -> Result<ObjectId, ApiError> {
         )));
     }
     ObjectId::parse_str(value).map_err(|e| ApiError::BadRequest(format!("{name}: {e}")))
+}
+
+/// A clinic id on the routes whose contract sets no pattern for it (the migration routes):
+/// text that is no ObjectId names no clinic, so it is a 404 rather than a 400.
+///
+/// # Errors
+/// 404.
+pub fn known_clinic_id(value: &str) -> Result<ObjectId, ApiError> {
+    object_id("clinicId", value)
+        .map_err(|_| ApiError::NotFound(format!("clinic {value:?} not found")))
 }
 
 /// A Tidepool user id: 10 hex characters (legacy) or a UUID.

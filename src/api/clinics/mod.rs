@@ -148,11 +148,12 @@ pub async fn get_by_share_code(
     Path(code): Path<String>,
 ) -> ApiResult<Json<Clinic>> {
     let code = code.to_uppercase();
+    // Any text is a valid lookup (the contract asks only for one character); one that cannot
+    // be a share code is simply nobody's.
     if !share_code::is_valid(&code) {
-        return Err(bad(
-            "shareCode",
-            "must be three groups of four characters, like ABCD-EFGH-JKLM",
-        ));
+        return Err(ApiError::NotFound(format!(
+            "no clinic has share code {code}"
+        )));
     }
     let clinic = state
         .store

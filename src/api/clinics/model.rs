@@ -31,9 +31,8 @@ pub struct ClinicInput {
     suppressed_notifications: Option<SuppressedNotifications>,
 }
 
-/// One of a clinic's phone numbers.
+/// One of a clinic's phone numbers (other keys are ignored, as `phoneNumber.v1` allows them).
 #[derive(Debug, Deserialize, Serialize, PartialEq, Eq, ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct PhoneNumber {
     /// What kind of number (free text, as the contract).
     #[serde(rename = "type", skip_serializing_if = "Option::is_none")]

@@ -9,7 +9,7 @@ use axum::extract::State;
 use bson::{DateTime, Document, doc};
 use futures::TryStreamExt as _;
 
-use super::access::{Need, require};
+use super::access::{Need, require, require_clinic};
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody, taken};
 use super::extract::{JsonBody, Path, object_id, user_id};
@@ -116,7 +116,7 @@ pub async fn list(
     Path(clinic_id): Path<String>,
 ) -> ApiResult<Json<Vec<Confirmation>>> {
     let clinic_id = object_id("clinicId", &clinic_id)?;
-    require(&state.store, &caller, clinic_id, Need::Read).await?;
+    require_clinic(&state.store, &caller, clinic_id, Need::Read).await?;
     let pending: Vec<Document> = state
         .store
         .patient_invites

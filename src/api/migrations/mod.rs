@@ -12,7 +12,7 @@ use futures::TryStreamExt as _;
 use super::access::{Need, require, require_clinic, require_service, require_while};
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody, taken};
-use super::extract::{JsonBody, Path, object_id, user_id};
+use super::extract::{JsonBody, Path, known_clinic_id, object_id, user_id};
 use super::validate::{bad, one_of};
 use super::{AppState, clinics};
 
@@ -39,7 +39,7 @@ pub async fn trigger(
     Path(clinic_id): Path<String>,
     JsonBody(trigger): JsonBody<Trigger>,
 ) -> ApiResult<Json<Migration>> {
-    let clinic_id = object_id("clinicId", &clinic_id)?;
+    let clinic_id = known_clinic_id(&clinic_id)?;
     let found = clinics::find(&state, clinic_id).await?;
     if caller.service {
         return Err(ApiError::Forbidden);
@@ -108,7 +108,7 @@ pub async fn add(
     Path(clinic_id): Path<String>,
     JsonBody(input): JsonBody<NewMigration>,
 ) -> ApiResult<(StatusCode, Json<Migration>)> {
-    let clinic_id = object_id("clinicId", &clinic_id)?;
+    let clinic_id = known_clinic_id(&clinic_id)?;
     require_service(&caller)?;
     let user = user_id(
         "userId",
@@ -152,7 +152,7 @@ pub async fn list(
     caller: Caller,
     Path(clinic_id): Path<String>,
 ) -> ApiResult<Json<Vec<Migration>>> {
-    let clinic_id = object_id("clinicId", &clinic_id)?;
+    let clinic_id = known_clinic_id(&clinic_id)?;
     require_clinic(&state.store, &caller, clinic_id, Need::Read).await?;
     let found: Vec<Document> = state
         .store

@@ -376,3 +376,75 @@ async fn a_clinic_deleted_while_a_clinician_is_added_leaves_no_clinician_behind(
         }
     }
 }
+
+/// Requests the contract allows, which a schema-driven fuzzer (schemathesis) found refused:
+/// each is answered as the contract's schema lets a client expect.
+#[tokio::test]
+async fn requests_the_contract_allows_are_not_refused() {
+    let api = TestApi::spawn().await;
+    let admin = user();
+    let token = TestApi::token(&admin, false);
+    let clinic = api.create_clinic(&admin).await;
+    let nowhere = "000000000000000000000000";
+
+    // Every request body is optional in the contract: an update without one changes nothing.
+    let no_body = api
+        .send(
+            api.request(Method::PUT, &format!("/v1/clinics/{clinic}"))
+                .bearer_auth(&token),
+        )
+        .await;
+    // The contract sets no maximum page size: a larger one is cut, not refused.
+    let huge_limit = api
+        .call(
+            Method::GET,
+            &format!("/v1/clinicians/{admin}/clinics?limit=246547883470350425788329754624"),
+            Some(&token),
+            None,
+        )
+        .await;
+    // phoneNumber.v1 does not forbid other keys.
+    let extra_keys = api
+        .call(
+            Method::PUT,
+            &format!("/v1/clinics/{clinic}"),
+            Some(&token),
+            Some(json!({ "phoneNumbers": [{ "number": "555-0100", "ext": 12 }] })),
+        )
+        .await;
+    // Any text is a share code to look up; what cannot be one is nobody's.
+    let odd_code = api
+        .call(Method::GET, "/v1/clinics/share_code/0", Some(&token), None)
+        .await;
+    // The migration routes' clinicId has no pattern in the contract: text that is no id names
+    // no clinic.
+    let odd_clinic = api
+        .call(
+            Method::GET,
+            "/v1/clinics/fuzz-worker/migrations",
+            Some(&service()),
+            None,
+        )
+        .await;
+    // A clinic that does not exist has no invites to list, for services too.
+    let missing_invites = api
+        .call(
+            Method::GET,
+            &format!("/v1/clinics/{nowhere}/invites/patients"),
+            Some(&service()),
+            None,
+        )
+        .await;
+
+    assert_eq!(no_body.0, StatusCode::OK, "{:?}", no_body.1);
+    assert_eq!(huge_limit.0, StatusCode::OK, "{:?}", huge_limit.1);
+    assert_eq!(huge_limit.1.as_array().map(Vec::len), Some(1));
+    assert_eq!(extra_keys.0, StatusCode::OK, "{:?}", extra_keys.1);
+    assert_eq!(
+        extra_keys.1["phoneNumbers"],
+        json!([{ "number": "555-0100" }])
+    );
+    assert_error(&odd_code, StatusCode::NOT_FOUND, "share code");
+    assert_error(&odd_clinic, StatusCode::NOT_FOUND, "not found");
+    assert_error(&missing_invites, StatusCode::NOT_FOUND, "not found");
+}
