@@ -46,6 +46,9 @@ pub enum ApiError {
     /// 413: the request body is larger than `http.body_limit_bytes`.
     #[error("the request body is larger than this server accepts")]
     TooLarge,
+    /// 415: the body is declared as something other than JSON.
+    #[error("request bodies are JSON (application/json), not {0:?}")]
+    UnsupportedMediaType(String),
     /// 414: the request target is longer than the API reads.
     #[error("the request target is longer than {0} bytes")]
     UriTooLong(usize),
@@ -78,6 +81,7 @@ impl ApiError {
             ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -106,6 +110,22 @@ impl From<mongodb::error::Error> for ApiError {
         }
         ApiError::Internal(anyhow::Error::new(error).context("database"))
     }
+}
+
+/// axum's own 405 (which lists the route's methods in `Allow`, and has no body) in the error
+/// shape, `Allow` kept.
+pub async fn method_not_allowed(response: Response) -> Response {
+    use axum::http::header::{ALLOW, CONTENT_TYPE};
+    if response.status() != StatusCode::METHOD_NOT_ALLOWED
+        || response.headers().contains_key(CONTENT_TYPE)
+    {
+        return response;
+    }
+    let mut shaped = ApiError::MethodNotAllowed.into_response();
+    if let Some(allow) = response.headers().get(ALLOW) {
+        shaped.headers_mut().insert(ALLOW, allow.clone());
+    }
+    shaped
 }
 
 /// A database error, with a unique-index conflict worded as `message` (what is taken).

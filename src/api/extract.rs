@@ -42,7 +42,22 @@ impl<S: Send + Sync, T: DeserializeOwned> OptionalFromRequest<S> for JsonBody<T>
     }
 }
 
+/// The body's bytes; a declared content type other than JSON is a 415 (none declared is read
+/// as JSON).
 async fn read<S: Send + Sync>(req: Request, state: &S) -> Result<axum::body::Bytes, ApiError> {
+    if let Some(declared) = req.headers().get(axum::http::header::CONTENT_TYPE) {
+        let essence = declared
+            .to_str()
+            .unwrap_or_default()
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        if essence != "application/json" && !essence.ends_with("+json") {
+            return Err(ApiError::UnsupportedMediaType(essence));
+        }
+    }
     axum::body::Bytes::from_request(req, state)
         .await
         .map_err(|e| match e.status() {

@@ -198,10 +198,10 @@ fn router(state: AppState, settings: &ApiSettings) -> Router {
         .merge(v1)
         .route("/v1/openapi.json", get(openapi_json))
         .fallback(|| async { error::ApiError::NotFound("no such route".into()) })
-        .method_not_allowed_fallback(|| async { error::ApiError::MethodNotAllowed })
         // route_layer: after routing, so the matched template is known.
         .route_layer(axum::middleware::from_fn(metrics::record))
         .layer(DefaultBodyLimit::max(settings.http.body_limit_bytes))
+        .layer(axum::middleware::map_response(error::method_not_allowed))
         .layer(axum::middleware::from_fn_with_state(
             settings.http.request_timeout,
             time_limit,

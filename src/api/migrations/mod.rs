@@ -202,7 +202,8 @@ pub async fn get(
 }
 
 /// `PATCH /v1/clinics/{clinicId}/migrations/{userId}`: services move the status forward only
-/// (the same status again changes nothing; backwards is 409).
+/// (the same status again changes nothing; backwards is 409). Without a body (the contract's
+/// bodies are optional) nothing changes; a body must name the status.
 #[utoipa::path(
     patch,
     path = "/v1/clinics/{clinicId}/migrations/{userId}",
@@ -217,11 +218,16 @@ pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
     Path((clinic_id, user)): Path<(String, String)>,
-    JsonBody(update): JsonBody<StatusUpdate>,
+    update: Option<JsonBody<StatusUpdate>>,
 ) -> ApiResult<Json<Migration>> {
     let clinic_id = object_id("clinicId", &clinic_id)?;
     let user = user_id("userId", &user)?;
     require_service(&caller)?;
+    let Some(JsonBody(update)) = update else {
+        return Ok(Json(Migration::from(
+            &find(&state, clinic_id, &user).await?,
+        )));
+    };
     let status = one_of("status", &update.status, &STATUSES)?;
     let to = STATUSES.iter().position(|s| *s == status).unwrap_or(0);
     let current = find(&state, clinic_id, &user).await?;

@@ -116,6 +116,17 @@ async fn a_method_a_route_does_not_have_answers_405_in_the_error_shape() {
         StatusCode::METHOD_NOT_ALLOWED,
         "method not allowed",
     );
+    let raw = api
+        .request(Method::PATCH, "/v1/clinics")
+        .bearer_auth(TestApi::token(&user(), false))
+        .send()
+        .await
+        .expect("answer");
+    let allow = raw.headers()["allow"].to_str().expect("text").to_owned();
+    assert!(
+        allow.contains("GET") && allow.contains("POST"),
+        "Allow: {allow}"
+    );
 }
 
 #[tokio::test]
@@ -447,4 +458,28 @@ async fn requests_the_contract_allows_are_not_refused() {
     assert_error(&odd_code, StatusCode::NOT_FOUND, "share code");
     assert_error(&odd_clinic, StatusCode::NOT_FOUND, "not found");
     assert_error(&missing_invites, StatusCode::NOT_FOUND, "not found");
+
+    // A body declared as something other than JSON is a 415, not a parse error.
+    let xml = api
+        .send(
+            api.request(Method::PUT, &format!("/v1/clinics/{clinic}"))
+                .bearer_auth(&token)
+                .header("content-type", "application/xml")
+                .body("<data></data>"),
+        )
+        .await;
+    assert_error(&xml, StatusCode::UNSUPPORTED_MEDIA_TYPE, "application/xml");
+    // A migration update without a body changes nothing; a body must name the status.
+    let legacy = user();
+    api.add_migration(&clinic, &legacy).await;
+    let path = format!("/v1/clinics/{clinic}/migrations/{legacy}");
+    let unchanged = api
+        .send(api.request(Method::PATCH, &path).bearer_auth(service()))
+        .await;
+    let empty = api
+        .call(Method::PATCH, &path, Some(&service()), Some(json!({})))
+        .await;
+    assert_eq!(unchanged.0, StatusCode::OK, "{:?}", unchanged.1);
+    assert_eq!(unchanged.1["status"], "PENDING");
+    assert_error(&empty, StatusCode::BAD_REQUEST, "status");
 }
