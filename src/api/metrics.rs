@@ -7,6 +7,7 @@ use std::time::Instant;
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
+use tracing::Instrument as _;
 
 /// Requests answered, by `route`, `method`, `status`.
 pub const REQUESTS: &str = "clinic_api_requests_total";
@@ -14,21 +15,25 @@ pub const REQUESTS: &str = "clinic_api_requests_total";
 pub const LATENCY: &str = "clinic_api_request_latency_seconds";
 
 /// Middleware recording [`REQUESTS`] and [`LATENCY`], and logging each request by route
-/// template (never the concrete path, which carries user ids): WARN for a 5xx, DEBUG otherwise.
+/// template (never the concrete path, which carries user ids) in a span per request (method,
+/// route) that the handler's own logs carry too: WARN for a 5xx, DEBUG otherwise.
 pub async fn record(request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let method = request.method().as_str().to_owned();
+    // Whatever the handler logs (a database error, say) carries the route and the method.
+    let span = tracing::info_span!("request", method = %method, route = %route);
     let started = Instant::now();
-    let response = next.run(request).await;
+    let response = next.run(request).instrument(span.clone()).await;
     let elapsed = started.elapsed();
     let status = response.status().as_u16().to_string();
+    let _entered = span.enter();
     if response.status().is_server_error() {
-        tracing::warn!(method, route, status, latency = ?elapsed, "Request answered with a server error.");
+        tracing::warn!(status, latency = ?elapsed, "Request answered with a server error.");
     } else {
-        tracing::debug!(method, route, status, latency = ?elapsed, "Request answered.");
+        tracing::debug!(status, latency = ?elapsed, "Request answered.");
     }
     ::metrics::histogram!(LATENCY, "route" => route.clone(), "method" => method.clone())
         .record(elapsed.as_secs_f64());
