@@ -20,11 +20,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = read(req, state).await?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return parse(b"{}").map(JsonBody);
+        match <Self as OptionalFromRequest<S>>::from_request(req, state).await? {
+            Some(body) => Ok(body),
+            None => parse(b"{}").map(JsonBody),
         }
-        parse(&bytes).map(JsonBody)
     }
 }
 
