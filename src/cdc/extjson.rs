@@ -52,6 +52,80 @@ pub fn document_from_value(mut value: Value) -> Result<Document, ExtJsonError> {
     }
 }
 
+/// Parses an Extended JSON text that must hold a document, keeping only the top-level `fields`
+/// (all of them when `None`). The other fields are skipped by the JSON reader without being
+/// built: a processor that reads three fields of a document pays for three values, not for the
+/// whole document (a bson `Document` is an index map whose every key is hashed).
+///
+/// # Errors
+/// The text is not a JSON object, or a kept field is not valid Extended JSON. A skipped field
+/// is only checked to be JSON.
+pub fn parse_document_fields(
+    text: &str,
+    fields: Option<&[&str]>,
+) -> Result<Document, ExtJsonError> {
+    let Some(fields) = fields else {
+        return parse_document(text);
+    };
+    let mut reader = serde_json::Deserializer::from_str(text);
+    let kept = serde::de::DeserializeSeed::deserialize(Only(fields), &mut reader)?;
+    reader.end()?;
+    document_from_value(Value::Object(kept))
+}
+
+/// As [`document_from_value`], keeping only the top-level `fields` (all when `None`).
+///
+/// # Errors
+/// As [`document_from_value`].
+pub fn document_from_value_fields(
+    mut value: Value,
+    fields: Option<&[&str]>,
+) -> Result<Document, ExtJsonError> {
+    if let (Some(fields), Value::Object(map)) = (fields, &mut value) {
+        map.retain(|key, _| fields.contains(&key.as_str()));
+    }
+    document_from_value(value)
+}
+
+/// A JSON object read keeping only some of its keys; the values of the others are skipped
+/// (`IgnoredAny`), never built.
+struct Only<'a>(&'a [&'a str]);
+
+/// An object key, borrowed from the text when it has no escapes.
+#[derive(serde::Deserialize)]
+struct Key<'a>(#[serde(borrow)] std::borrow::Cow<'a, str>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Only<'_> {
+    type Value = Map<String, Value>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, reader: D) -> Result<Self::Value, D::Error> {
+        reader.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Only<'_> {
+    type Value = Map<String, Value>;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("a JSON object (a document)")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut access: A,
+    ) -> Result<Self::Value, A::Error> {
+        let mut kept = Map::new();
+        while let Some(Key(key)) = access.next_key()? {
+            if self.0.contains(&key.as_ref()) {
+                kept.insert(key.into_owned(), access.next_value()?);
+            } else {
+                access.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(kept)
+    }
+}
+
 /// Parses any Extended JSON value (document, array, scalar).
 pub fn parse_value(text: &str) -> Result<Bson, ExtJsonError> {
     bson_from_value(serde_json::from_str::<Value>(text)?)
@@ -174,6 +248,31 @@ mod tests {
     use bson::{DateTime, doc};
 
     use super::*;
+
+    #[test]
+    fn a_projected_parse_keeps_the_named_fields_typed_and_skips_the_rest_unbuilt() {
+        let text = r#"{"_id": {"$oid": "65f000000000000000000001"}, "userId": "u1",
+            "blob": {"$date": "not a date"}, "permissions": {"view": {}},
+            "escaped\"key": 1, "clinicId": {"$oid": "65f000000000000000000002"}}"#;
+        let fields = ["userId", "clinicId", "permissions"];
+
+        let kept = parse_document_fields(text, Some(&fields)).expect("the kept fields are valid");
+        let whole = parse_document_fields(text, None);
+        let not_json = parse_document_fields(r#"{"userId": "u1", "x": [1, }"#, Some(&fields));
+        let not_object = parse_document_fields("[1]", Some(&fields));
+
+        assert_eq!(
+            kept,
+            doc! {
+                "userId": "u1",
+                "permissions": { "view": {} },
+                "clinicId": ObjectId::parse_str("65f000000000000000000002").expect("oid"),
+            }
+        );
+        assert!(whole.is_err(), "the whole document holds a broken $date");
+        assert!(matches!(not_json, Err(ExtJsonError::Json(_))));
+        assert!(not_object.is_err());
+    }
 
     fn sample() -> Document {
         doc! {

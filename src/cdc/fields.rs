@@ -50,10 +50,20 @@ pub(crate) fn take_document(
     map: &mut Object,
     field: &'static str,
 ) -> Result<Option<Document>, DecodeError> {
+    take_document_fields(map, field, None)
+}
+
+/// As [`take_document`], keeping only the top-level `fields` of the sub-document (all when
+/// `None`).
+pub(crate) fn take_document_fields(
+    map: &mut Object,
+    field: &'static str,
+    fields: Option<&[&str]>,
+) -> Result<Option<Document>, DecodeError> {
     let parsed = match take(map, field) {
         None => return Ok(None),
-        Some(Value::String(text)) => extjson::parse_document(&text),
-        Some(value @ Value::Object(_)) => extjson::document_from_value(value),
+        Some(Value::String(text)) => extjson::parse_document_fields(&text, fields),
+        Some(value @ Value::Object(_)) => extjson::document_from_value_fields(value, fields),
         Some(_) => {
             return Err(DecodeError::Type {
                 field,

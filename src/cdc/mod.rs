@@ -69,10 +69,27 @@ pub fn decode_json(
     key: Option<&[u8]>,
     value: Option<&[u8]>,
 ) -> Result<CdcRecord, DecodeError> {
+    decode_json_fields(envelope, key, value, None)
+}
+
+/// As [`decode_json`], keeping only the top-level `fields` of the MongoDB envelope's
+/// `fullDocument` (all when `None`; Debezium's documents are kept whole).
+///
+/// # Errors
+/// As [`decode_json`].
+pub fn decode_json_fields(
+    envelope: Envelope,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    fields: Option<&[&str]>,
+) -> Result<CdcRecord, DecodeError> {
     match envelope {
         Envelope::MongoChangeStream => {
             let value = value.ok_or(DecodeError::Missing("value"))?;
-            Ok(CdcRecord::Change(mongo::decode(parse_json_text(value)?)?))
+            Ok(CdcRecord::Change(mongo::decode_fields(
+                parse_json_text(value)?,
+                fields,
+            )?))
         }
         Envelope::Debezium => debezium::decode(
             key.map(parse_json_text).transpose()?,
@@ -87,10 +104,27 @@ pub fn decode_avro(
     key: Option<&apache_avro::types::Value>,
     value: Option<&apache_avro::types::Value>,
 ) -> Result<CdcRecord, DecodeError> {
+    decode_avro_fields(envelope, key, value, None)
+}
+
+/// As [`decode_avro`], keeping only the top-level `fields` of the MongoDB envelope's
+/// `fullDocument` (all when `None`; Debezium's documents are kept whole).
+///
+/// # Errors
+/// As [`decode_avro`].
+pub fn decode_avro_fields(
+    envelope: Envelope,
+    key: Option<&apache_avro::types::Value>,
+    value: Option<&apache_avro::types::Value>,
+    fields: Option<&[&str]>,
+) -> Result<CdcRecord, DecodeError> {
     match envelope {
         Envelope::MongoChangeStream => {
             let value = value.ok_or(DecodeError::Missing("value"))?;
-            Ok(CdcRecord::Change(mongo::decode(avro_json::to_json(value))?))
+            Ok(CdcRecord::Change(mongo::decode_fields(
+                avro_json::to_json(value),
+                fields,
+            )?))
         }
         Envelope::Debezium => {
             debezium::decode(key.map(avro_json::to_json), value.map(avro_json::to_json))

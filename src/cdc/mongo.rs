@@ -53,6 +53,15 @@ pub const MONGO_CHANGE_STREAM_SCHEMA: &str = r#"{
 /// Decodes a change event from its JSON form (the `json` output, or the Avro record turned into
 /// JSON by [`super::avro_json::to_json`]).
 pub fn decode(value: Value) -> Result<ChangeEvent, DecodeError> {
+    decode_fields(value, None)
+}
+
+/// As [`decode`], keeping only the top-level `fields` of `fullDocument` (all when `None`): what
+/// a processor that declares the fields it reads needs (`Topology::document_fields`).
+///
+/// # Errors
+/// As [`decode`].
+pub fn decode_fields(value: Value, fields: Option<&[&str]>) -> Result<ChangeEvent, DecodeError> {
     let mut event = into_object(value, "change event")?;
     let operation = Operation::from_mongo(
         &fields::take_str(&mut event, "operationType")?
@@ -63,7 +72,7 @@ pub fn decode(value: Value) -> Result<ChangeEvent, DecodeError> {
         None if matches!(operation, Operation::Other(_)) => Document::new(),
         None => return Err(DecodeError::Missing("documentKey")),
     };
-    let full_document = fields::take_document(&mut event, "fullDocument")?;
+    let full_document = fields::take_document_fields(&mut event, "fullDocument", fields)?;
     let (updated_fields, removed_fields, truncated_arrays) =
         fields::take_update_description(&mut event)?;
     let namespace = match fields::take_object(&mut event, "ns")? {

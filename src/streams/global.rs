@@ -75,7 +75,7 @@ impl GlobalTables {
                 record.topic, self.topology.name
             ))
         })?;
-        let payload = match decode(input.format, record, avro) {
+        let payload = match decode(input.format, input.fields, record, avro) {
             Ok(Some(payload)) => payload,
             Ok(None) => return Ok(Vec::new()),
             Err(message) => return Ok(skip(record, &message)),

@@ -135,13 +135,13 @@ impl<P: Processor> Task<P> {
             ))
         })?;
         // Only what the match below needs, so the processor can borrow `self` mutably.
-        let format = input.format;
+        let (format, fields) = (input.format, input.fields);
         let table = match &input.kind {
             InputKind::Table { store } => Some(store.clone()),
             // `input` never answers a global input: the global thread reads those.
             InputKind::Stream | InputKind::Global { .. } => None,
         };
-        let payload = match decode(format, record, avro) {
+        let payload = match decode(format, fields, record, avro) {
             Ok(Some(payload)) => payload,
             Ok(None) => return Ok(Outcome::default()),
             Err(message) => return Ok(self.dead_letter(record, &message)),
@@ -266,10 +266,11 @@ pub(crate) fn read(stores: &SharedStores) -> std::sync::RwLockReadGuard<'_, Stor
 /// poison either. `Err` is why the record is poison.
 pub(crate) fn decode(
     format: InputFormat,
+    fields: Option<&[&str]>,
     record: &RawRecord,
     avro: Option<AvroResolved>,
 ) -> Result<Option<Payload>, String> {
-    let payload = decode_payload(format, record, avro)?;
+    let payload = decode_payload(format, fields, record, avro)?;
     if let Payload::Cdc(CdcRecord::Change(event)) = &payload
         && let Operation::Other(operation) = &event.operation
     {
@@ -283,6 +284,7 @@ pub(crate) fn decode(
 
 fn decode_payload(
     format: InputFormat,
+    fields: Option<&[&str]>,
     record: &RawRecord,
     avro: Option<AvroResolved>,
 ) -> Result<Payload, String> {
@@ -290,13 +292,14 @@ fn decode_payload(
     let value = record.value.as_deref();
     match format {
         InputFormat::Cdc(cdc_format) => match cdc_format.encoding {
-            Encoding::Json => cdc::decode_json(cdc_format.envelope, key, value),
+            Encoding::Json => cdc::decode_json_fields(cdc_format.envelope, key, value, fields),
             Encoding::Avro => {
                 let resolved = avro.unwrap_or_default();
-                cdc::decode_avro(
+                cdc::decode_avro_fields(
                     cdc_format.envelope,
                     resolved.key.as_ref(),
                     resolved.value.as_ref(),
+                    fields,
                 )
             }
         }

@@ -64,6 +64,9 @@ pub struct InputTopic {
     /// Handle a record only once every other input has been read up to where it ended when the
     /// record arrived (see [`Topology::stream_after_others`]).
     pub after_others: bool,
+    /// The top-level fields of a CDC stream's `fullDocument` the processor reads; the others
+    /// are skipped while decoding (see [`Topology::document_fields`]). `None`: all.
+    pub fields: Option<&'static [&'static str]>,
 }
 
 /// A processor's declared shape.
@@ -133,6 +136,7 @@ impl Topology {
             format,
             kind: InputKind::Stream,
             after_others: false,
+            fields: None,
         });
         self
     }
@@ -150,6 +154,7 @@ impl Topology {
             format,
             kind: InputKind::Stream,
             after_others: true,
+            fields: None,
         });
         self
     }
@@ -169,6 +174,7 @@ impl Topology {
             format: InputFormat::Cdc(format),
             kind: InputKind::Table { store },
             after_others: false,
+            fields: None,
         });
         self
     }
@@ -194,7 +200,26 @@ impl Topology {
             format,
             kind: InputKind::Global { store },
             after_others: false,
+            fields: None,
         });
+        self
+    }
+
+    /// Declares which top-level fields of the CDC stream `topic`'s `fullDocument` the processor
+    /// reads (`_id` among them if it reads it there); the decoder skips the others without
+    /// building them. A document with a broken value in a skipped field is then not a poison
+    /// record. Tables keep whole documents and take no such list.
+    ///
+    /// # Panics
+    /// When `topic` is not a stream input declared before: a bug in the processor's topology.
+    #[must_use]
+    pub fn document_fields(mut self, topic: &str, fields: &'static [&'static str]) -> Self {
+        let input = self
+            .inputs
+            .iter_mut()
+            .find(|i| i.topic == topic && matches!(i.kind, InputKind::Stream))
+            .unwrap_or_else(|| panic!("BUG: {topic} is not a stream input declared before"));
+        input.fields = Some(fields);
         self
     }
 

@@ -21,6 +21,11 @@ pub const CLINICIANS: &str = "clinic.clinicians";
 pub const PATIENT_PERMISSIONS: &str = "sink.gatekeeper.patient_permissions";
 /// Output topic.
 pub const CLINICIAN_PERMISSIONS: &str = "sink.gatekeeper.clinician_permissions";
+/// What the patient projection reads of a patient document ([`PatientGrant::of`]); the decoder
+/// skips the rest of `fullDocument`.
+const PATIENT_FIELDS: &[&str] = &["userId", "clinicId", "permissions"];
+/// What the membership projection reads of a clinician document ([`Membership::of`]).
+const CLINICIAN_FIELDS: &[&str] = &["userId", "clinicId", "roles"];
 /// Store of what was last emitted per patient document.
 pub const PATIENT_STORE: &str = "patients";
 /// Store of what was last emitted per clinician document.
@@ -73,6 +78,8 @@ impl Processor for Permissions {
         Topology::new(crate::NAME)
             .stream(PATIENTS, InputFormat::Cdc(self.inputs.patients))
             .stream(CLINICIANS, InputFormat::Cdc(self.inputs.clinicians))
+            .document_fields(PATIENTS, PATIENT_FIELDS)
+            .document_fields(CLINICIANS, CLINICIAN_FIELDS)
             .store(PATIENT_STORE)
             .store(CLINICIAN_STORE)
             .output(PATIENT_PERMISSIONS)

@@ -401,3 +401,27 @@ fn malformed_records_go_to_the_dlq_and_the_next_ones_are_processed() {
     );
     assert_eq!(driver.read_output(PATIENT_PERMISSIONS).len(), 1);
 }
+
+/// The decoder builds only the fields the projection reads (`Topology::document_fields`): a
+/// broken value elsewhere in the document does not stop the grant.
+#[test]
+fn a_broken_value_in_a_field_the_projection_does_not_read_is_no_poison() {
+    let mut driver = driver();
+    let id = ObjectId::new();
+    let value = format!(
+        r#"{{"operationType": "insert", "documentKey": {{"_id": {{"$oid": "{id}"}}}},
+            "fullDocument": {{"_id": {{"$oid": "{id}"}}, "clinicId": {{"$oid": "{CLINIC}"}},
+            "userId": "u1", "lastUploadReminderTime": {{"$date": "not a date"}},
+            "permissions": {{"view": {{}}}}}}}}"#
+    );
+
+    driver
+        .pipe(PATIENTS, None, Some(value.as_bytes()))
+        .expect("no fatal error");
+
+    assert!(driver.dead_letters().is_empty());
+    assert_eq!(
+        grants(&driver.read_output(PATIENT_PERMISSIONS)),
+        vec![(sink_key(&Bson::ObjectId(id)), Some(vec!["view".to_owned()]))]
+    );
+}
