@@ -1,5 +1,5 @@
-//! Readers of the Tidepool clinic documents' fields that more than one processor reads, so each
-//! field is read one way everywhere. The shapes are in `../shared/reference` (clinicians and
+//! Readers of the Tidepool clinic documents' fields that more than one processor (or the API's
+//! answers) reads, so each field is read one way everywhere. The shapes are in `../shared/reference` (clinicians and
 //! patients are keyed by `clinicId` + `userId`; invites have no `userId` yet).
 
 use bson::{Bson, Document};
@@ -11,6 +11,11 @@ pub fn user_id(document: &Document) -> Option<String> {
         Some(Bson::String(user)) if !user.is_empty() => Some(user.clone()),
         _ => None,
     }
+}
+
+/// A string field, owned; `None` when it is missing or not a string.
+pub fn text(document: &Document, field: &str) -> Option<String> {
+    document.get_str(field).ok().map(str::to_owned)
 }
 
 /// Whether a patient document is custodial: its `permissions` grant `custodian` (the clinic

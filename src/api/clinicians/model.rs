@@ -158,7 +158,7 @@ impl ClinicianUpdate {
 
 impl From<&Document> for Clinician {
     fn from(clinician: &Document) -> Self {
-        let text = |field: &str| clinician.get_str(field).ok().map(str::to_owned);
+        let text = |field: &str| crate::documents::text(clinician, field);
         Self {
             id: text("userId"),
             invite_id: text("inviteId"),

@@ -11,6 +11,7 @@ use utoipa::ToSchema;
 use crate::api::error::ApiResult;
 use crate::api::time;
 use crate::api::validate::{bad, non_empty, one_of, unique, web_uri};
+use crate::documents::text;
 
 /// The writable fields of `clinic.v1` (read-only ones a client echoes back are ignored).
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -200,10 +201,6 @@ fn tier_description(tier: &str) -> &'static str {
         "tier0400" => "Enterprise",
         _ => "Free",
     }
-}
-
-fn text(document: &Document, field: &str) -> Option<String> {
-    document.get_str(field).ok().map(str::to_owned)
 }
 
 impl From<&Document> for Clinic {

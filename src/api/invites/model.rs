@@ -42,7 +42,7 @@ pub struct Confirmation {
 
 impl From<&Document> for Confirmation {
     fn from(invite: &Document) -> Self {
-        let text = |field: &str| invite.get_str(field).ok().map(str::to_owned);
+        let text = |field: &str| crate::documents::text(invite, field);
         Self {
             key: text("key").unwrap_or_default(),
             kind: "careteam_invitation".to_owned(),

@@ -365,7 +365,7 @@ pub fn invited_profile(full_name: &str, birth_date: &str) -> ApiResult<Document>
 
 impl From<&Document> for Patient {
     fn from(patient: &Document) -> Self {
-        let text = |field: &str| patient.get_str(field).ok().map(str::to_owned);
+        let text = |field: &str| crate::documents::text(patient, field);
         let requests = patient.get_document("providerConnectionRequests").ok();
         let requested = |provider: &str| -> Vec<ConnectionRequest> {
             requests
