@@ -27,10 +27,11 @@ pub mod projection;
 pub mod record;
 pub mod runner;
 pub mod store;
+pub mod stored;
 pub mod task;
 pub mod topology;
 
 pub use processor::{
     Context, Input, OutValue, OutputRecord, Payload, ProcessError, Processor, sink_key,
 };
-pub use topology::{InputFormat, InputKind, Topology};
+pub use topology::{IndexKeys, InputFormat, InputKind, StoreIndex, Topology};

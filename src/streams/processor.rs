@@ -310,7 +310,8 @@ impl<'a> Context<'a> {
             .transpose()
     }
 
-    /// The document under `key` in a table store (canonical Extended JSON).
+    /// The document under `key` in a table store (written by [`Context::put_document`], or the
+    /// runtime's table of a CDC input).
     ///
     /// # Errors
     /// As [`Context::get_json`].
@@ -321,18 +322,28 @@ impl<'a> Context<'a> {
     ) -> Result<Option<bson::Document>, ProcessError> {
         self.get(store, key)?
             .map(|bytes| {
-                std::str::from_utf8(bytes)
-                    .map_err(|e| e.to_string())
-                    .and_then(|text| {
-                        crate::cdc::extjson::parse_document(text).map_err(|e| e.to_string())
-                    })
-                    .map_err(|e| {
-                        ProcessError::Fatal(format!(
-                            "store {store} key {key}: unreadable document: {e}"
-                        ))
-                    })
+                crate::streams::stored::read_document(key, bytes).map_err(|e| {
+                    ProcessError::Fatal(format!(
+                        "store {store} key {key}: unreadable document: {e}"
+                    ))
+                })
             })
             .transpose()
+    }
+
+    /// Writes `document` under `key` in `store`, in the stored form of documents
+    /// ([`crate::streams::stored::document_value`]), which [`Context::get_document`] reads.
+    ///
+    /// # Errors
+    /// Fatal when the store is undeclared.
+    pub fn put_document(
+        &mut self,
+        store: &str,
+        key: &str,
+        document: &bson::Document,
+    ) -> Result<(), ProcessError> {
+        let value = crate::streams::stored::document_value(key, document);
+        self.write(store, key, Some(value))
     }
 
     /// Writes `value` as JSON under `key` in `store`.
@@ -350,7 +361,7 @@ impl<'a> Context<'a> {
         self.write(store, key, Some(bytes))
     }
 
-    /// Writes raw bytes under `key` in `store` (index entries, documents as Extended JSON text).
+    /// Writes raw bytes under `key` in `store` (index entries kept by the processor itself).
     ///
     /// # Errors
     /// Fatal when the store is undeclared.
@@ -389,11 +400,30 @@ impl<'a> Context<'a> {
             }
             return Err(undeclared("store", store));
         }
+        if let Some(index) = self.topology.index_named(store) {
+            return Err(ProcessError::Fatal(format!(
+                "BUG: the index {store} is kept by the runtime from {}",
+                index.of
+            )));
+        }
+        // The store's indexes follow in the same record, so its later reads see them moved.
+        let mut listed = Vec::new();
+        for index in self.topology.indexes_of(store) {
+            let old = self.get(store, key)?;
+            let changes = crate::streams::store::index_changes(index, key, old, value.as_deref())
+                .map_err(ProcessError::Fatal)?;
+            listed.extend(changes.into_iter().map(|(entry, present)| StoreWrite {
+                store: index.name.clone(),
+                key: entry,
+                value: present.then(Vec::new),
+            }));
+        }
         self.writes.push(StoreWrite {
             store: store.to_owned(),
             key: key.to_owned(),
             value,
         });
+        self.writes.extend(listed);
         Ok(())
     }
 

@@ -61,7 +61,7 @@ impl<P: Processor> Task<P> {
     /// A task with empty stores (restore fills them through [`Task::restore`]).
     pub fn new(processor: P) -> Self {
         let topology = processor.topology();
-        let stores = Stores::new(&topology.stores);
+        let stores = Stores::new(topology.task_stores());
         Self {
             processor,
             topology,
@@ -108,7 +108,18 @@ impl<P: Processor> Task<P> {
             .stores
             .get_mut(store)
             .ok_or_else(|| format!("no store {store}"))?;
+        let mut listed = Vec::new();
+        for index in self.topology.indexes_of(store) {
+            let changes = super::store::index_changes(index, key, target.get(key), value)?;
+            listed.extend(changes.into_iter().map(|change| (&index.name, change)));
+        }
         target.apply(key, value);
+        for (index, (entry, present)) in listed {
+            self.stores
+                .get_mut(index)
+                .ok_or_else(|| format!("BUG: no index store {index}"))?
+                .apply(&entry, present.then_some(&[][..]));
+        }
         Ok(())
     }
 
@@ -236,6 +247,10 @@ impl<P: Processor> Task<P> {
                 .get_mut(&write.store)
                 .expect("BUG: writes are checked against declared stores")
                 .apply(&write.key, write.value.as_deref());
+            if self.topology.index_named(&write.store).is_some() {
+                // Rebuilt from its store's changelog on restore.
+                continue;
+            }
             changelog.push(ProducedRecord {
                 topic: self.topology.changelog_topic(&write.store),
                 key: Some(write.key.into_bytes()),
@@ -320,9 +335,138 @@ fn materialize(ctx: &mut Context<'_>, store: &str, change: CdcRecord) -> Result<
     match cdc::next_document(change, || ctx.get_document(store, &key))? {
         cdc::Next::Keep => Ok(()),
         cdc::Next::Gone => ctx.delete(store, &key),
-        cdc::Next::Becomes(document) => {
-            let text = cdc::extjson::to_string(&document, cdc::extjson::Dialect::Canonical);
-            ctx.write(store, &key, Some(text.into_bytes()))
+        cdc::Next::Becomes(document) => ctx.put_document(store, &key, &document),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bson::doc;
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::streams::InputFormat;
+    use crate::streams::driver::TestDriver;
+    use crate::streams::processor::OutValue;
+    use crate::streams::store::KeyValueStore;
+
+    /// People by id, indexed by user; each record may ask how many people a user has, which it
+    /// answers from the index after its own write.
+    struct Roster;
+
+    fn by_user(key: &str, value: &[u8]) -> Result<Vec<String>, String> {
+        let fields = crate::streams::stored::document_fields(key, value, &["userId"])?;
+        Ok(fields
+            .get_str("userId")
+            .map(|user| vec![format!("{user}|{key}")])
+            .unwrap_or_default())
+    }
+
+    impl Processor for Roster {
+        fn topology(&self) -> Topology {
+            Topology::new("roster")
+                .stream("people", InputFormat::Json)
+                .store("people")
+                .index("by_user", "people", by_user)
+                .output("counts")
         }
+
+        fn process(&mut self, input: Input<'_>, ctx: &mut Context<'_>) -> Result<(), ProcessError> {
+            let Payload::Json(Some(value)) = input.payload else {
+                return Ok(());
+            };
+            let id = value["id"].as_str().unwrap_or_default();
+            match value.get("user").and_then(Value::as_str) {
+                Some(user) => ctx.put_document("people", id, &doc! {"userId": user})?,
+                None if value.get("index").is_some() => ctx.write_raw("by_user", id, Vec::new())?,
+                None => ctx.delete("people", id)?,
+            }
+            if let Some(asked) = value.get("ask").and_then(Value::as_str) {
+                let count = ctx.scan_prefix("by_user", &format!("{asked}|"))?.len();
+                ctx.emit(OutputRecord {
+                    topic: "counts".into(),
+                    key: asked.into(),
+                    value: Some(OutValue::Json(json!(count))),
+                })?;
+            }
+            Ok(())
+        }
+    }
+
+    fn pipe(driver: &mut TestDriver<Roster>, value: Value) -> Result<(), FatalError> {
+        driver.pipe("people", None, Some(value.to_string().as_bytes()))
+    }
+
+    fn keys(store: &KeyValueStore) -> Vec<&str> {
+        store.iter().map(|(key, _)| key).collect()
+    }
+
+    #[test]
+    fn an_index_follows_its_store_within_the_record_and_has_no_changelog() {
+        let mut driver = TestDriver::new(Roster);
+        for value in [
+            json!({"id": "p1", "user": "u1", "ask": "u1"}),
+            json!({"id": "p2", "user": "u1", "ask": "u1"}),
+            json!({"id": "p1", "user": "u2", "ask": "u1"}),
+            json!({"id": "p2", "ask": "u1"}),
+        ] {
+            pipe(&mut driver, value).expect("handles");
+        }
+        let counts: Vec<Value> = driver
+            .read_output("counts")
+            .into_iter()
+            .map(|r| match r.value {
+                Some(OutValue::Json(count)) => count,
+                other => panic!("a count, not {other:?}"),
+            })
+            .collect();
+        assert_eq!(counts, [json!(1), json!(2), json!(1), json!(0)]);
+        assert_eq!(keys(driver.store("by_user")), ["u2|p1"]);
+        assert!(
+            driver
+                .changelog()
+                .iter()
+                .all(|r| r.topic == "roster.people.changelog"),
+            "only the store is logged"
+        );
+        // The document is stored as BSON and read back as written.
+        let stored = driver.store("people").get("p1").expect("stored");
+        assert_eq!(
+            crate::streams::stored::read_document("p1", stored).expect("reads"),
+            doc! {"userId": "u2"}
+        );
+    }
+
+    #[test]
+    fn a_restore_rebuilds_the_index_from_the_store_including_extended_json_values() {
+        let mut driver = TestDriver::new(Roster);
+        // A document as earlier versions stored it: canonical Extended JSON text.
+        driver.preload("people", "p0", br#"{"userId": "u0"}"#);
+        for value in [
+            json!({"id": "p1", "user": "u1"}),
+            json!({"id": "p2", "user": "u1"}),
+            json!({"id": "p1", "user": "u2"}),
+            json!({"id": "p3", "user": "u3"}),
+            json!({"id": "p3"}),
+        ] {
+            pipe(&mut driver, value).expect("handles");
+        }
+        assert_eq!(keys(driver.store("by_user")), ["u0|p0", "u1|p2", "u2|p1"]);
+        driver.restart_task(Roster).expect("restarts");
+        // p0 was preloaded, not logged: the restored store lacks it, and so does its index.
+        assert_eq!(keys(driver.store("people")), ["p1", "p2"]);
+        assert_eq!(keys(driver.store("by_user")), ["u1|p2", "u2|p1"]);
+    }
+
+    #[test]
+    fn an_index_is_written_by_the_runtime_only_and_an_unreadable_value_is_fatal() {
+        let mut driver = TestDriver::new(Roster);
+        let error = pipe(&mut driver, json!({"id": "x", "index": true})).expect_err("fatal");
+        assert!(error.message.contains("kept by the runtime"), "{error}");
+        let mut task = Task::new(Roster);
+        let error = task
+            .restore("people", "p1", Some(b"not a document"))
+            .expect_err("fatal");
+        assert!(error.contains("index by_user of people key p1"), "{error}");
     }
 }

@@ -69,6 +69,31 @@ pub struct InputTopic {
     pub fields: Option<&'static [&'static str]>,
 }
 
+/// What an index takes from one entry of the store it indexes: the index keys the entry is listed
+/// under (`key` is the entry's key, `value` its bytes).
+pub type IndexKeys = fn(key: &str, value: &[u8]) -> Result<Vec<String>, String>;
+
+/// A secondary index of a store, kept by the runtime (see [`Topology::index`]).
+#[derive(Debug, Clone)]
+pub struct StoreIndex {
+    /// The index's name: read as a store of that name, whose entries have empty values.
+    pub name: String,
+    /// The store it indexes.
+    pub of: String,
+    /// Its keys per entry of `of`.
+    pub keys: IndexKeys,
+}
+
+// By name: function pointers have no reliable equality (the same function may have two
+// addresses), and two indexes of one topology never share a name.
+impl PartialEq for StoreIndex {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && self.of == other.of
+    }
+}
+
+impl Eq for StoreIndex {}
+
 /// A processor's declared shape.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {
@@ -83,6 +108,8 @@ pub struct Topology {
     pub stores: Vec<String>,
     /// Global stores, by name (one per instance, kept from global inputs, no changelog).
     pub global_stores: Vec<String>,
+    /// Indexes of stores, kept by the runtime (no changelog: rebuilt as their stores restore).
+    pub indexes: Vec<StoreIndex>,
     /// Whether one task handles every partition of every input (see [`Topology::single_task`]).
     pub single_task: bool,
     /// Kafka Streams' `application.id`: scopes the consumer group, the transactional ids and the
@@ -99,6 +126,7 @@ impl Topology {
             outputs: Vec::new(),
             stores: Vec::new(),
             global_stores: Vec::new(),
+            indexes: Vec::new(),
             single_task: false,
             application_id: None,
         }
@@ -235,6 +263,51 @@ impl Topology {
     pub fn store(mut self, name: impl Into<String>) -> Self {
         self.stores.push(name.into());
         self
+    }
+
+    /// Declares a secondary index `name` of the store `of`: the runtime lists each entry of `of`
+    /// under the keys `keys` gives for it, and keeps the index in step as the entry is written
+    /// or deleted (a record reads its own changes in it, as in any store). The processor reads
+    /// it as a store (`scan_prefix` over `<part>|<entry key>` style keys) and never writes it.
+    /// It has no changelog: a restore rebuilds it from `of`'s, so it costs no records on the
+    /// hot path, and its form may change between versions.
+    ///
+    /// # Panics
+    /// When `of` is not a store declared before or `name` is taken: a bug in the topology.
+    #[must_use]
+    pub fn index(mut self, name: impl Into<String>, of: &str, keys: IndexKeys) -> Self {
+        let name = name.into();
+        assert!(
+            self.stores.iter().any(|s| s == of),
+            "BUG: index {name} of {of}, which is not a store declared before"
+        );
+        assert!(
+            !self.stores.contains(&name) && self.index_named(&name).is_none(),
+            "BUG: index {name}: the name is taken"
+        );
+        self.indexes.push(StoreIndex {
+            name,
+            of: of.to_owned(),
+            keys,
+        });
+        self
+    }
+
+    /// The index `name`, when it is one.
+    pub fn index_named(&self, name: &str) -> Option<&StoreIndex> {
+        self.indexes.iter().find(|i| i.name == name)
+    }
+
+    /// The indexes of the store `store`.
+    pub fn indexes_of<'a>(&'a self, store: &'a str) -> impl Iterator<Item = &'a StoreIndex> {
+        self.indexes.iter().filter(move |i| i.of == store)
+    }
+
+    /// Every store a task holds: the declared ones and the indexes.
+    pub fn task_stores(&self) -> impl Iterator<Item = &String> {
+        self.stores
+            .iter()
+            .chain(self.indexes.iter().map(|i| &i.name))
     }
 
     /// The dead-letter topic: `<name>.dlq`.

@@ -15,17 +15,17 @@ pub const PATIENT_DELETIONS: &str = "sink.clinic.patient_deletions";
 /// Output: clinician archive records.
 pub const CLINICIAN_DELETIONS: &str = "sink.clinic.clinician_deletions";
 
-/// Store: patient documents by `_id` (canonical Extended JSON).
+/// Store: patient documents by `_id` (BSON, `Context::put_document`).
 pub const PATIENT_STORE: &str = "patients";
 /// Store: clinician documents by `_id`.
 pub const CLINICIAN_STORE: &str = "clinicians";
-/// Index store: `<user>|<patient _id>`.
+/// Index of `patients`, kept by the runtime: `<user>|<patient _id>`.
 pub const PATIENTS_BY_USER: &str = "patients_by_user";
-/// Index store: `<clinic>|<patient _id>`.
+/// Index of `patients`: `<clinic>|<patient _id>`.
 pub const PATIENTS_BY_CLINIC: &str = "patients_by_clinic";
-/// Index store: `<user>|<clinician _id>`.
+/// Index of `clinicians`: `<user>|<clinician _id>`.
 pub const CLINICIANS_BY_USER: &str = "clinicians_by_user";
-/// Index store: `<clinic>|<clinician _id>` for clinicians with a user (members; invites are
+/// Index of `clinicians`: `<clinic>|<clinician _id>` for clinicians with a user (members; invites are
 /// not members).
 pub const MEMBERS_BY_CLINIC: &str = "members_by_clinic";
 /// Store: users deleted so far, with the time of deletion, so a document of theirs that arrives

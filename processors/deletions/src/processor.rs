@@ -5,7 +5,9 @@
 use bson::{Bson, Document};
 use clinic::cdc::{self, CdcRecord, Encoding, Next};
 use clinic::documents;
+use clinic::streams::projection::part;
 use clinic::streams::store::table_key;
+use clinic::streams::stored::{compact_key, document_fields, expand_key};
 use clinic::streams::{
     Context, Input, InputFormat, OutValue, OutputRecord, Payload, ProcessError, Processor, Topology,
 };
@@ -56,21 +58,18 @@ impl Processor for Deletions {
             };
             topology = topology.stream_after_others(table.topic.clone(), format);
         }
-        [
-            PATIENT_STORE,
-            CLINICIAN_STORE,
-            PATIENTS_BY_USER,
-            PATIENTS_BY_CLINIC,
-            CLINICIANS_BY_USER,
-            MEMBERS_BY_CLINIC,
-            DELETED_USERS,
-        ]
-        .into_iter()
-        .fold(topology, Topology::store)
-        .output(SINK_PATIENTS)
-        .output(SINK_CLINICIANS)
-        .output(PATIENT_DELETIONS)
-        .output(CLINICIAN_DELETIONS)
+        topology
+            .store(PATIENT_STORE)
+            .store(CLINICIAN_STORE)
+            .store(DELETED_USERS)
+            .index(PATIENTS_BY_USER, PATIENT_STORE, by_user)
+            .index(PATIENTS_BY_CLINIC, PATIENT_STORE, patients_by_clinic)
+            .index(CLINICIANS_BY_USER, CLINICIAN_STORE, by_user)
+            .index(MEMBERS_BY_CLINIC, CLINICIAN_STORE, members_by_clinic)
+            .output(SINK_PATIENTS)
+            .output(SINK_CLINICIANS)
+            .output(PATIENT_DELETIONS)
+            .output(CLINICIAN_DELETIONS)
     }
 
     fn process(&mut self, input: Input<'_>, ctx: &mut Context<'_>) -> Result<(), ProcessError> {
@@ -138,70 +137,46 @@ impl Kind {
             Kind::Clinician => CLINICIAN_DELETIONS,
         }
     }
-    fn by_user(self) -> &'static str {
-        match self {
-            Kind::Patient => PATIENTS_BY_USER,
-            Kind::Clinician => CLINICIANS_BY_USER,
-        }
-    }
-    fn by_clinic(self) -> &'static str {
-        match self {
-            Kind::Patient => PATIENTS_BY_CLINIC,
-            Kind::Clinician => MEMBERS_BY_CLINIC,
-        }
-    }
 }
 
-/// The index-key prefix of one user or clinic. The part is JSON-quoted so no part is a prefix
-/// of another's keys (`"a"|` never starts `"a|b"|…`).
-fn prefix(part: &str) -> String {
-    format!("{}|", serde_json::Value::from(part))
+/// The index-key prefix of a clinic: its table key, compacted (a table key is JSON text, which,
+/// like a user's quoted [`part`], never starts another's keys).
+fn clinic_prefix(clinic: &str) -> String {
+    format!("{}|", compact_key(clinic))
 }
 
-/// The index entries a document has: (store, key).
-fn index_entries(kind: Kind, document: &Document, key: &str) -> Vec<(&'static str, String)> {
-    let mut entries = Vec::new();
-    let user = documents::user_id(document);
-    if let Some(user) = &user {
-        entries.push((kind.by_user(), format!("{}{key}", prefix(user))));
-    }
-    // Patients are indexed by clinic whatever their user; clinicians only as members.
-    if let Some(clinic) = model::clinic_key(document)
-        && (kind == Kind::Patient || user.is_some())
-    {
-        entries.push((kind.by_clinic(), format!("{}{key}", prefix(&clinic))));
-    }
-    entries
+/// The index key of the document `key` under `prefix`, when it has one; the document's key is
+/// compacted too (indexes live in memory only).
+fn listed_under(prefix: Option<String>, key: &str) -> Vec<String> {
+    prefix
+        .map(|prefix| format!("{prefix}{}", compact_key(key)))
+        .into_iter()
+        .collect()
 }
 
-/// Stores `next` (or forgets the document) and moves its index entries along.
-fn put(
-    ctx: &mut Context<'_>,
-    kind: Kind,
-    key: &str,
-    stored: Option<&Document>,
-    next: Option<&Document>,
-) -> Result<(), ProcessError> {
-    let old = stored
-        .map(|d| index_entries(kind, d, key))
-        .unwrap_or_default();
-    let new = next
-        .map(|d| index_entries(kind, d, key))
-        .unwrap_or_default();
-    for entry in old.iter().filter(|e| !new.contains(e)) {
-        ctx.delete(entry.0, &entry.1)?;
-    }
-    for entry in new.iter().filter(|e| !old.contains(e)) {
-        ctx.write_raw(entry.0, &entry.1, Vec::new())?;
-    }
-    match next {
-        Some(document) => {
-            let text = cdc::extjson::to_string(document, cdc::extjson::Dialect::Canonical);
-            ctx.write_raw(kind.store(), key, text.into_bytes())
-        }
-        None if stored.is_some() => ctx.delete(kind.store(), key),
-        None => Ok(()),
-    }
+// The indexes, kept by the runtime ([`Topology::index`]) from the fields read in place.
+
+/// A document's index key under its user (`<user>|<document key>`), when it has one.
+fn by_user(key: &str, value: &[u8]) -> Result<Vec<String>, String> {
+    let fields = document_fields(key, value, &["userId"])?;
+    let user = documents::user_id(&fields);
+    Ok(listed_under(user.as_deref().map(part), key))
+}
+
+/// A patient's index key under its clinic, whatever its user.
+fn patients_by_clinic(key: &str, value: &[u8]) -> Result<Vec<String>, String> {
+    let fields = document_fields(key, value, &["clinicId"])?;
+    let clinic = model::clinic_key(&fields);
+    Ok(listed_under(clinic.as_deref().map(clinic_prefix), key))
+}
+
+/// A clinician's index key under its clinic, when it is a member (has a user; an invite
+/// placeholder is not).
+fn members_by_clinic(key: &str, value: &[u8]) -> Result<Vec<String>, String> {
+    let fields = document_fields(key, value, &["userId", "clinicId"])?;
+    let member = documents::user_id(&fields).is_some();
+    let clinic = model::clinic_key(&fields).filter(|_| member);
+    Ok(listed_under(clinic.as_deref().map(clinic_prefix), key))
 }
 
 /// Keeps the table of `kind` in step with one change; a document of an already deleted user is
@@ -215,14 +190,18 @@ fn follow(ctx: &mut Context<'_>, kind: Kind, record: CdcRecord) -> Result<(), Pr
         // Holds the document's `_id`, which archives need.
         Next::Becomes(document) => Some(document),
     };
-    put(ctx, kind, &key, stored.as_ref(), next.as_ref())?;
+    // The runtime moves the document's index entries along.
     let Some(document) = next else {
+        if stored.is_some() {
+            ctx.delete(kind.store(), &key)?;
+        }
         return Ok(());
     };
+    ctx.put_document(kind.store(), &key, &document)?;
     let Some(user) = documents::user_id(&document) else {
         return Ok(());
     };
-    if let Some(deleted) = ctx.get_json::<Deleted>(DELETED_USERS, &prefix(&user))? {
+    if let Some(deleted) = ctx.get_json::<Deleted>(DELETED_USERS, &part(&user))? {
         remove(ctx, kind, &key, &document, deleted.at_ms)?;
         if kind == Kind::Clinician
             && let Some(clinic) = model::clinic_key(&document)
@@ -255,20 +234,19 @@ fn remove(
         key: sink_key(&id),
         value: None,
     })?;
-    put(ctx, kind, key, Some(document), None)
+    ctx.delete(kind.store(), key)
 }
 
-/// The documents listed under `part` in an index store, with their table keys.
+/// The documents listed under `prefix` in an index, with their table keys.
 fn listed(
     ctx: &Context<'_>,
     kind: Kind,
     index: &str,
-    part: &str,
+    prefix: &str,
 ) -> Result<Vec<(String, Document)>, ProcessError> {
-    let prefix = prefix(part);
     let mut documents = Vec::new();
-    for (entry, _) in ctx.scan_prefix(index, &prefix)? {
-        let key = entry[prefix.len()..].to_owned();
+    for (entry, _) in ctx.scan_prefix(index, prefix)? {
+        let key = expand_key(&entry[prefix.len()..]).into_owned();
         let document = ctx.get_document(kind.store(), &key)?.ok_or_else(|| {
             ProcessError::Fatal(format!(
                 "BUG: index {index} lists {key}, which is not stored"
@@ -282,7 +260,7 @@ fn listed(
 /// Removes every patient and clinician document of `user`, then the non-custodial patients of
 /// each clinic the user's removal left without members (the reference service's rule).
 fn delete_user(ctx: &mut Context<'_>, user: &str, at_ms: i64) -> Result<(), ProcessError> {
-    let user_key = prefix(user);
+    let user_key = part(user);
     // A repeated deletion keeps the first time, so replays archive identically.
     let at_ms = match ctx.get_json::<Deleted>(DELETED_USERS, &user_key)? {
         Some(earlier) => earlier.at_ms,
@@ -291,11 +269,11 @@ fn delete_user(ctx: &mut Context<'_>, user: &str, at_ms: i64) -> Result<(), Proc
             at_ms
         }
     };
-    for (key, document) in listed(ctx, Kind::Patient, PATIENTS_BY_USER, user)? {
+    for (key, document) in listed(ctx, Kind::Patient, PATIENTS_BY_USER, &user_key)? {
         remove(ctx, Kind::Patient, &key, &document, at_ms)?;
     }
     let mut clinics = Vec::new();
-    for (key, document) in listed(ctx, Kind::Clinician, CLINICIANS_BY_USER, user)? {
+    for (key, document) in listed(ctx, Kind::Clinician, CLINICIANS_BY_USER, &user_key)? {
         clinics.extend(model::clinic_key(&document));
         remove(ctx, Kind::Clinician, &key, &document, at_ms)?;
     }
@@ -309,13 +287,11 @@ fn delete_user(ctx: &mut Context<'_>, user: &str, at_ms: i64) -> Result<(), Proc
 
 /// A clinic with no member left keeps only its custodial patients, as in the reference service.
 fn release_orphans(ctx: &mut Context<'_>, clinic: &str, at_ms: i64) -> Result<(), ProcessError> {
-    if !ctx
-        .scan_prefix(MEMBERS_BY_CLINIC, &prefix(clinic))?
-        .is_empty()
-    {
+    let prefix = clinic_prefix(clinic);
+    if !ctx.scan_prefix(MEMBERS_BY_CLINIC, &prefix)?.is_empty() {
         return Ok(());
     }
-    for (key, patient) in listed(ctx, Kind::Patient, PATIENTS_BY_CLINIC, clinic)? {
+    for (key, patient) in listed(ctx, Kind::Patient, PATIENTS_BY_CLINIC, &prefix)? {
         if !documents::is_custodial(&patient) {
             remove(ctx, Kind::Patient, &key, &patient, at_ms)?;
         }
