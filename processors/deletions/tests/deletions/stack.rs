@@ -2,7 +2,8 @@
 //! connector's Avro form, and a binary-mode CloudEvent deleting a user flow through the processor
 //! (the real runner, one task over partitions of different counts) and the repository's four
 //! clinic sink connectors; the patients, clinicians and both archive collections end up exactly as
-//! expected, and again after the state is reset and the inputs replayed by a fresh application id.
+//! expected (the deletion handled after a restart: stores restored, indexes rebuilt), and again
+//! after the state is reset and the inputs replayed by a fresh application id.
 
 use clinic::streams::Processor as _;
 use std::collections::BTreeMap;
@@ -133,6 +134,35 @@ async fn a_user_deletion_reaches_the_clinic_collections_also_after_a_replay() {
     testkit::publish_changes(&endpoints, &prefix, &events)
         .await
         .expect("publish");
+    // A first run reads the tables and stops: the deletion below is handled by a restarted
+    // runner, from stores restored from their changelogs and indexes rebuilt from them.
+    let config = testkit::runner_config(&endpoints, &prefix);
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let running = tokio::spawn(runner::run_until(
+        config.clone(),
+        || Deletions::new(Inputs::default()),
+        Arc::clone(&shutdown),
+        Arc::new(Health::default()),
+    ));
+    let (brokers, group) = (
+        endpoints.kafka_brokers.clone(),
+        format!("{prefix}{}", topology.group_id()),
+    );
+    let tables = vec![
+        format!("{prefix}clinic.patients"),
+        format!("{prefix}clinic.clinicians"),
+    ];
+    tokio::task::spawn_blocking(move || {
+        testkit::await_committed(&brokers, &group, &tables, Duration::from_secs(60));
+    })
+    .await
+    .expect("the tables read");
+    shutdown.store(true, std::sync::atomic::Ordering::SeqCst);
+    running
+        .await
+        .expect("the runner task joins")
+        .expect("the runner stops cleanly");
+
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &endpoints.kafka_brokers)
         .create()
@@ -182,7 +212,6 @@ async fn a_user_deletion_reaches_the_clinic_collections_also_after_a_replay() {
             ((*name).to_owned(), docs)
         })
         .collect();
-    let config = testkit::runner_config(&endpoints, &prefix);
     let first = testkit::run_until_synced(
         config.clone(),
         || Deletions::new(Inputs::default()),
