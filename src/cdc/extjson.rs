@@ -47,9 +47,37 @@ pub fn parse_document(text: &str) -> Result<Document, ExtJsonError> {
 pub fn document_from_value(mut value: Value) -> Result<Document, ExtJsonError> {
     upgrade_legacy(&mut value);
     match value {
-        Value::Object(map) => Ok(Document::try_from(map)?),
+        Value::Object(map) => Ok(to_document(map)?),
         other => Err(ExtJsonError::NotADocument(json_kind(&other))),
     }
+}
+
+/// The `bson` crate's Extended JSON reader, with a shortcut: it asks every JSON object for each
+/// of ~15 `$` keys (a hash lookup each) before taking it as a plain document, which most of a
+/// document's objects are. An object without a `$` key is built here, as the reader would build
+/// it; an object with one, and every scalar, still goes to the reader.
+fn to_bson(value: Value) -> Result<Bson, bson::extjson::de::Error> {
+    match value {
+        Value::Object(map) if !map.keys().any(|key| key.starts_with('$')) => {
+            to_document(map).map(Bson::Document)
+        }
+        Value::Array(items) => items
+            .into_iter()
+            .map(to_bson)
+            .collect::<Result<_, _>>()
+            .map(Bson::Array),
+        other => Bson::try_from(other),
+    }
+}
+
+/// A JSON object as a document, its values through [`to_bson`] (the reader too takes an
+/// object it reads as a document key by key, whatever the keys).
+fn to_document(map: Map<String, Value>) -> Result<Document, bson::extjson::de::Error> {
+    let mut document = Document::new();
+    for (key, value) in map {
+        document.insert(key, to_bson(value)?);
+    }
+    Ok(document)
 }
 
 /// Parses an Extended JSON text that must hold a document, keeping only the top-level `fields`
@@ -134,7 +162,7 @@ pub fn parse_value(text: &str) -> Result<Bson, ExtJsonError> {
 /// Converts already-parsed JSON of any shape into a typed value.
 pub fn bson_from_value(mut value: Value) -> Result<Bson, ExtJsonError> {
     upgrade_legacy(&mut value);
-    Ok(Bson::try_from(value)?)
+    Ok(to_bson(value)?)
 }
 
 /// Rewrites the legacy forms the `bson` reader does not accept into their v2 equivalents:
@@ -248,6 +276,25 @@ mod tests {
     use bson::{DateTime, doc};
 
     use super::*;
+
+    #[test]
+    fn the_shortcut_reads_every_value_as_the_bson_reader_does() {
+        let text = r#"{"_id": {"$oid": "65f000000000000000000001"}, "n": 5, "big": 5000000000,
+            "x": 1.5, "s": "t", "none": null, "yes": true,
+            "plain": {"a": [1, {"b": {"$numberLong": "7"}}, [{"$date": {"$numberLong": "9"}}]]},
+            "unknown": {"$foo": 1, "c": {"d": 2}}, "mixed": {"$oid": "65f000000000000000000002"},
+            "bad": {"inner": {"$date": "not a date"}}, "empty": {}, "list": []}"#;
+        let value: Value = serde_json::from_str(text).expect("JSON");
+        let Value::Object(map) = value.clone() else {
+            panic!("an object")
+        };
+        for (key, field) in map {
+            let ours = to_bson(field.clone()).map_err(|e| e.to_string());
+            let theirs = Bson::try_from(field).map_err(|e| e.to_string());
+            assert_eq!(ours, theirs, "{key}");
+        }
+        assert!(to_bson(value).is_err(), "the broken date");
+    }
 
     #[test]
     fn a_projected_parse_keeps_the_named_fields_typed_and_skips_the_rest_unbuilt() {
