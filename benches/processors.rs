@@ -74,15 +74,8 @@ fn patients(records: usize) -> Vec<(&'static str, ChangeEvent)> {
     let clinics: Vec<ObjectId> = (0..40).map(|_| ObjectId::new()).collect();
     (0..records)
         .map(|n| {
-            let id = ObjectId::new();
-            let document = doc! {
-                "_id": id, "clinicId": clinics[n % clinics.len()], "userId": format!("user{n:08}"),
-                "fullName": format!("Patient Number {n}"), "birthDate": "1990-04-05",
-                "email": format!("patient{n}@example.org"), "mrn": format!("MRN{n}"),
-                "permissions": { "view": {}, "upload": {} }, "tags": [ObjectId::new()],
-                "createdTime": DateTime::from_millis(1_700_000_000_000 + n as i64),
-                "updatedTime": DateTime::from_millis(1_700_000_000_000 + n as i64),
-            };
+            let document = testkit::bench_patient(n, clinics[n % clinics.len()]);
+            let id = document.get_object_id("_id").expect("an ObjectId");
             let event = testkit::change(Operation::Insert, "patients", id, Some(document));
             ("clinic.patients", event)
         })

@@ -161,7 +161,6 @@ async fn run(endpoints: &Endpoints, per_partition: usize) {
 /// them while they restore.
 async fn deletions(endpoints: &Endpoints, documents: usize) {
     use bson::oid::ObjectId;
-    use bson::{Bson, DateTime, doc};
     use clinic::streams::store::table_key;
     use clinic::streams::stored::document_value;
     use clinic_deletions::processor::Deletions;
@@ -182,16 +181,8 @@ async fn deletions(endpoints: &Endpoints, documents: usize) {
         let clinics: Vec<ObjectId> = (0..40).map(|_| ObjectId::new()).collect();
         tokio::task::spawn_blocking(move || {
             fill(&brokers, &changelog, 1, documents, |_, n| {
-                let id = ObjectId::new();
-                let document = doc! {
-                    "_id": id, "clinicId": clinics[n % clinics.len()], "userId": format!("user{n:08}"),
-                    "fullName": format!("Patient Number {n}"), "birthDate": "1990-04-05",
-                    "email": format!("patient{n}@example.org"), "mrn": format!("MRN{n}"),
-                    "permissions": { "view": {}, "upload": {} }, "tags": [ObjectId::new()],
-                    "createdTime": DateTime::from_millis(1_700_000_000_000 + n as i64),
-                    "updatedTime": DateTime::from_millis(1_700_000_000_000 + n as i64),
-                };
-                let key = table_key(&Bson::ObjectId(id));
+                let document = testkit::bench_patient(n, clinics[n % clinics.len()]);
+                let key = table_key(document.get("_id").expect("an _id"));
                 let value = document_value(&key, &document);
                 (key.into_bytes(), value)
             });

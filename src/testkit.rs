@@ -185,6 +185,21 @@ pub fn change(
     }
 }
 
+/// The benchmarks' patient document number `n` of the clinic `clinic`: realistic fields, ~300
+/// bytes of Avro change event (`_id` a fresh ObjectId).
+pub fn bench_patient(n: usize, clinic: bson::oid::ObjectId) -> Document {
+    use bson::oid::ObjectId;
+    let millis = 1_700_000_000_000 + i64::try_from(n).unwrap_or(i64::MAX - 1_700_000_000_000);
+    doc! {
+        "_id": ObjectId::new(), "clinicId": clinic, "userId": format!("user{n:08}"),
+        "fullName": format!("Patient Number {n}"), "birthDate": "1990-04-05",
+        "email": format!("patient{n}@example.org"), "mrn": format!("MRN{n}"),
+        "permissions": { "view": {}, "upload": {} }, "tags": [ObjectId::new()],
+        "createdTime": bson::DateTime::from_millis(millis),
+        "updatedTime": bson::DateTime::from_millis(millis),
+    }
+}
+
 /// Every topic a processor's topology reads or writes: inputs, outputs, changelogs, DLQ.
 pub fn topics_of(topology: &crate::streams::Topology) -> Vec<String> {
     let mut topics = topology.input_topics();
