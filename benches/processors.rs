@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use apache_avro::types::Value as Avro;
 use bson::oid::ObjectId;
-use bson::{DateTime, doc};
 use clinic::cdc::{ChangeEvent, Encoding, Envelope, Format, Operation};
 use clinic::endpoints::Endpoints;
 use clinic::streams::runner::{self, Health};
