@@ -216,6 +216,13 @@ pub(super) fn new_producer(
         .create_with_context(DeliveryCounter::new(Arc::clone(health)))
         .context("creating the producer")?;
     if config.guarantee == Guarantee::ExactlyOnce {
+        // librdkafka sends the transaction coordinator query that `init_transactions` starts only
+        // through a broker it is connected to, and when it has none yet retries 500 ms later:
+        // a fresh instance's group join then waited that long in about one start of three. A
+        // metadata round trip first connects one. Its failure is left to the wait below.
+        let _ = producer
+            .client()
+            .fetch_metadata(None, Duration::from_secs(2));
         outage::with_broker(
             &health.outages,
             config.max_outage,
