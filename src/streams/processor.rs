@@ -408,8 +408,12 @@ impl<'a> Context<'a> {
         }
         // The store's indexes follow in the same record, so its later reads see them moved.
         let mut listed = Vec::new();
-        for index in self.topology.indexes_of(store) {
-            let old = self.get(store, key)?;
+        let mut indexes = self.topology.indexes_of(store).peekable();
+        let old = match indexes.peek() {
+            Some(_) => self.get(store, key)?,
+            None => None,
+        };
+        for index in indexes {
             let changes = crate::streams::store::index_changes(index, key, old, value.as_deref())
                 .map_err(ProcessError::Fatal)?;
             listed.extend(changes.into_iter().map(|(entry, present)| StoreWrite {
