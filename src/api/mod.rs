@@ -1,5 +1,5 @@
 //! The clinic CRUD API (axum + the `mongodb` driver) over the `clinic` database, keeping the
-//! Tidepool clinic.v1 contract (`../shared/reference/clinic.v1.yaml`) for what it implements.
+//! Tidepool clinic.v1 contract (vendored at `docs/reference/clinic.v1.yaml`) for what it implements.
 //!
 //! [`Application::build`] connects, creates the indexes, binds the listener (port 0 in tests)
 //! and returns the bound port; [`Application::run`] serves until the shutdown signal.

@@ -1,7 +1,7 @@
 //! The contract check every API test call goes through: the response body must validate against
-//! the schema `../shared/reference/clinic.v1.yaml` gives for that operation and status (errors
-//! without a declared schema against `error.v1`), read with a JSON Schema validator after turning
-//! OpenAPI 3.0's `nullable` into JSON Schema.
+//! the schema the vendored contract (`docs/reference/clinic.v1.yaml`) gives for that operation
+//! and status (errors without a declared schema against `error.v1`), read with a JSON Schema
+//! validator after turning OpenAPI 3.0's `nullable` into JSON Schema.
 
 use std::sync::OnceLock;
 
@@ -15,20 +15,13 @@ pub struct Contract {
     templates: Vec<(String, Vec<String>)>,
 }
 
-/// Where the contract is: `CLINIC_CONTRACT`, else `shared/reference/clinic.v1.yaml` in the
-/// nearest directory above the repository that has one (`../shared` beside a checkout, as on the
-/// development and CI machines).
+/// Where the contract is: `CLINIC_CONTRACT`, else the copy vendored in the repository
+/// (`docs/reference/clinic.v1.yaml`), so a clone alone runs these tests.
 fn location() -> std::path::PathBuf {
-    if let Some(path) = std::env::var_os("CLINIC_CONTRACT") {
-        return std::path::PathBuf::from(path);
+    match std::env::var_os("CLINIC_CONTRACT") {
+        Some(path) => std::path::PathBuf::from(path),
+        None => clinic::testkit::repo_root(0).join("docs/reference/clinic.v1.yaml"),
     }
-    let root = clinic::testkit::repo_root(0);
-    let root = root.canonicalize().unwrap_or(root);
-    root.ancestors()
-        .skip(1)
-        .map(|dir| dir.join("shared/reference/clinic.v1.yaml"))
-        .find(|candidate| candidate.exists())
-        .unwrap_or_else(|| root.join("../shared/reference/clinic.v1.yaml"))
 }
 
 /// OpenAPI 3.0 `nullable: true` as JSON Schema: `anyOf` the schema or null.
