@@ -18,7 +18,7 @@ use bson::{DateTime, Document, doc};
 use clinic::cdc::{ChangeEvent, Operation};
 use clinic::endpoints::Endpoints;
 use clinic::streams::Processor as _;
-use clinic::streams::runner::Health;
+use clinic::streams::kafka::Health;
 use clinic::testkit;
 use clinic_notifications::config::Settings;
 use clinic_notifications::processor::{Notifications, SENT};
@@ -146,8 +146,8 @@ async fn main() {
     settings.smtp.port = endpoints.smtp_port;
     let shutdown = Arc::new(AtomicBool::new(false));
     let health = Arc::new(Health::default());
-    let running = tokio::spawn(clinic_notifications::run_until(
-        settings,
+    let running = tokio::spawn(clinic_notifications::app().run_until(
+        &settings,
         Arc::clone(&shutdown),
         Arc::clone(&health),
     ));

@@ -20,7 +20,8 @@ use apache_avro::types::Value as Avro;
 use bson::oid::ObjectId;
 use clinic::cdc::{ChangeEvent, Encoding, Envelope, Format, Operation};
 use clinic::endpoints::Endpoints;
-use clinic::streams::runner::{self, Health};
+use clinic::streams::kafka::Health;
+use clinic::streams::runner;
 use clinic::streams::{
     Context, Input, InputFormat, OutValue, OutputRecord, Payload, ProcessError, Processor, Topology,
 };

@@ -16,7 +16,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clinic::endpoints::Endpoints;
 use clinic::smoke::unique;
-use clinic::streams::runner::{self, Guarantee, Health, RunnerConfig};
+use clinic::streams::kafka::{Guarantee, Health, StreamsSettings};
+use clinic::streams::runner;
 use clinic::streams::{
     Context, Input, InputFormat, OutValue, OutputRecord, Payload, ProcessError, Processor, Topology,
 };
@@ -241,7 +242,7 @@ async fn measure(endpoints: &Endpoints, mode: Mode, records: usize) -> Figures {
             })
         }
         Mode::AtLeastOnce | Mode::ExactlyOnce => {
-            let config = RunnerConfig {
+            let config = StreamsSettings {
                 brokers: brokers.clone(),
                 topic_prefix: prefix.clone(),
                 guarantee: if matches!(mode, Mode::ExactlyOnce) {
@@ -253,7 +254,7 @@ async fn measure(endpoints: &Endpoints, mode: Mode, records: usize) -> Figures {
                 librdkafka: std::env::var("BENCH_RDKAFKA_DEBUG")
                     .map(|d| [("debug".to_owned(), d)].into())
                     .unwrap_or_default(),
-                ..RunnerConfig::default()
+                ..StreamsSettings::default()
             };
             let stop = Arc::clone(&stop);
             tokio::spawn(async move {

@@ -7,7 +7,8 @@
 //! `COUNTER_GUARANTEE` (`exactly_once` | `at_least_once`), `COUNTER_INSTANCE`,
 //! `COUNTER_ADMIN_ADDR`, `COUNTER_PASS_THROUGH=1` (no store: the runtime's bare overhead).
 
-use clinic::streams::runner::{self, Guarantee, RunnerConfig};
+use clinic::streams::kafka::{Guarantee, StreamsSettings};
+use clinic::streams::runner;
 use clinic::streams::{
     Context, Input, InputFormat, OutValue, OutputRecord, Payload, ProcessError, Processor, Topology,
 };
@@ -63,7 +64,7 @@ impl Processor for Counter {
 async fn main() -> anyhow::Result<()> {
     clinic::telemetry::init();
     let env = |name: &str| std::env::var(name).ok();
-    let config = RunnerConfig {
+    let config = StreamsSettings {
         brokers: env("CLINIC_KAFKA_BROKERS").unwrap_or_else(|| "127.0.0.1:9092".into()),
         topic_prefix: env("COUNTER_PREFIX").unwrap_or_default(),
         guarantee: match env("COUNTER_GUARANTEE").as_deref() {
@@ -72,7 +73,7 @@ async fn main() -> anyhow::Result<()> {
         },
         instance_id: env("COUNTER_INSTANCE").unwrap_or_else(|| "0".into()),
         admin_addr: env("COUNTER_ADMIN_ADDR").map(|a| a.parse()).transpose()?,
-        ..RunnerConfig::default()
+        ..StreamsSettings::default()
     };
     let pass_through = env("COUNTER_PASS_THROUGH").as_deref() == Some("1");
     runner::run(config, move || Counter { pass_through }).await

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::io::Write as _;
 
 use clinic::streams::effect::{self, Effect, EffectError, Stage};
-use clinic::streams::runner::RunnerConfig;
+use clinic::streams::kafka::StreamsSettings;
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -52,12 +52,12 @@ impl Effect for Journal {
 async fn main() -> anyhow::Result<()> {
     clinic::telemetry::init();
     let env = |name: &str| std::env::var(name).ok();
-    let config = RunnerConfig {
+    let config = StreamsSettings {
         brokers: env("CLINIC_KAFKA_BROKERS").unwrap_or_else(|| "127.0.0.1:9092".into()),
         topic_prefix: env("JOURNAL_PREFIX").unwrap_or_default(),
         instance_id: env("JOURNAL_INSTANCE").unwrap_or_else(|| "0".into()),
         max_backoff: std::time::Duration::from_millis(200),
-        ..RunnerConfig::default()
+        ..StreamsSettings::default()
     };
     let file = std::fs::OpenOptions::new()
         .create(true)

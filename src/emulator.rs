@@ -42,7 +42,7 @@ use crate::cdc::extjson::{self, Dialect};
 use crate::cdc::{ChangeEvent, Namespace, Operation, SourcePosition, mongo};
 use crate::streams::OutValue;
 use crate::streams::codec::AvroCodec;
-use crate::streams::runner::Health;
+use crate::streams::kafka::Health;
 use crate::streams::store::table_key;
 
 /// The state topic (without the prefix).
@@ -229,40 +229,32 @@ impl Emulator {
             let health = Arc::new(Health::default());
             let mut seen: BTreeMap<String, BTreeMap<String, Document>> = BTreeMap::new();
             let mut sequence = 0;
-            crate::streams::runner::restore::read_partition(
-                &client,
-                &group,
-                &topic,
-                0,
-                &health,
-                |message| {
-                    use rdkafka::message::Message as _;
-                    let key = String::from_utf8_lossy(message.key().unwrap_or_default());
-                    if key == SEQUENCE_KEY {
-                        let text = String::from_utf8_lossy(message.payload().unwrap_or_default());
-                        sequence = text.parse().map_err(|e| format!("sequence: {e}"))?;
-                        return Ok(());
+            crate::streams::kafka::read_partition(&client, &group, &topic, 0, &health, |message| {
+                use rdkafka::message::Message as _;
+                let key = String::from_utf8_lossy(message.key().unwrap_or_default());
+                if key == SEQUENCE_KEY {
+                    let text = String::from_utf8_lossy(message.payload().unwrap_or_default());
+                    sequence = text.parse().map_err(|e| format!("sequence: {e}"))?;
+                    return Ok(());
+                }
+                let (namespace, id) = key.split_once('|').ok_or("a key without |")?;
+                if namespace == FOLLOWED {
+                    seen.entry(id.to_owned()).or_default();
+                    return Ok(());
+                }
+                let documents = seen.entry(namespace.to_owned()).or_default();
+                match message.payload() {
+                    None => {
+                        documents.remove(id);
                     }
-                    let (namespace, id) = key.split_once('|').ok_or("a key without |")?;
-                    if namespace == FOLLOWED {
-                        seen.entry(id.to_owned()).or_default();
-                        return Ok(());
+                    Some(value) => {
+                        let text = std::str::from_utf8(value).map_err(|e| e.to_string())?;
+                        let document = extjson::parse_document(text).map_err(|e| e.to_string())?;
+                        documents.insert(id.to_owned(), document);
                     }
-                    let documents = seen.entry(namespace.to_owned()).or_default();
-                    match message.payload() {
-                        None => {
-                            documents.remove(id);
-                        }
-                        Some(value) => {
-                            let text = std::str::from_utf8(value).map_err(|e| e.to_string())?;
-                            let document =
-                                extjson::parse_document(text).map_err(|e| e.to_string())?;
-                            documents.insert(id.to_owned(), document);
-                        }
-                    }
-                    Ok(())
-                },
-            )
+                }
+                Ok(())
+            })
             .map(|_| (seen, sequence))
         })
         .await?

@@ -5,8 +5,6 @@
 use bson::DateTime;
 use serde_json::Value;
 
-use crate::streams::ProcessError;
-
 /// A user was created; the data is the user.
 pub const USERS_CREATE: &str = "users:create";
 /// A user changed; the data is `{original, updated}`.
@@ -33,19 +31,25 @@ fn header<'a>(headers: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a str> {
         .and_then(|(_, v)| std::str::from_utf8(v).ok())
 }
 
-fn poison(message: impl Into<String>) -> ProcessError {
-    ProcessError::Poison(message.into())
+/// A record that is no CloudEvent (or one with a `time` that is no timestamp). Processors
+/// dead-letter it (`From` into [`crate::streams::ProcessError::Poison`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct NotAnEvent(String);
+
+fn poison(message: impl Into<String>) -> NotAnEvent {
+    NotAnEvent(message.into())
 }
 
 /// Reads a CloudEvent from a Kafka record: binary mode (attributes in `ce_*` headers, the value is
 /// the data) or structured mode (the value is the whole event as JSON).
 ///
 /// # Errors
-/// Poison when the record is no CloudEvent, or its `time` is not a timestamp.
+/// [`NotAnEvent`] when the record is no CloudEvent, or its `time` is not a timestamp.
 pub fn cloud_event(
     headers: &[(String, Vec<u8>)],
     value: Option<&Value>,
-) -> Result<CloudEvent, ProcessError> {
+) -> Result<CloudEvent, NotAnEvent> {
     let (kind, time, data) = if let Some(version) = header(headers, "ce_specversion") {
         if !version.starts_with('1') {
             return Err(poison(format!(
@@ -175,7 +179,7 @@ mod tests {
         assert_eq!(event.time_ms, None);
         assert_eq!(subject(&event).and_then(address), Some("new@x.org"));
         let err = cloud_event(&[], Some(&json!({"hello": 1}))).expect_err("poison");
-        assert!(matches!(err, ProcessError::Poison(m) if m.contains("not a CloudEvent")));
+        assert!(err.to_string().contains("not a CloudEvent"), "{err}");
         let bad_time = json!({"specversion": "1.0", "type": "users:create", "time": "yesterday"});
         assert!(cloud_event(&[], Some(&bad_time)).is_err());
     }

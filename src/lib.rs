@@ -9,7 +9,8 @@
 //! - [`documents`]: readers of the clinic documents' fields that several processors read;
 //!   [`events`]: the identity service's user events; [`email`]: the email requests processors
 //!   send the notifications processor;
-//! - [`endpoints`], [`telemetry`]: where the services are, and logging;
+//! - [`endpoints`], [`settings`], [`telemetry`], [`shutdown`], [`sync`]: where the services are,
+//!   typed settings, logging and metrics, the shutdown signal, locks;
 //! - [`smoke`]: an end-to-end check of the chain the processors rely on (`clinic smoke`).
 //!
 //! - [`api`]: the clinic.v1 CRUD API; [`ops`]: the operators' `topics`/`connectors` commands;
@@ -41,6 +42,7 @@ pub mod shutdown;
 #[cfg(feature = "smoke")]
 pub mod smoke;
 pub mod streams;
+pub mod sync;
 pub mod telemetry;
 #[cfg(feature = "testkit")]
 pub mod testkit;

@@ -15,6 +15,27 @@ use figment::providers::{Env, Format as _, Json, Serialized, Toml};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+/// A setting whose value cannot work, found by a settings type's `validate()` before any
+/// connection opens.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {problem}")]
+pub struct InvalidSetting {
+    /// The setting's path (`streams.brokers`), or the paths of the settings that conflict.
+    pub key: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl InvalidSetting {
+    /// `key` has a value that cannot work, because of `problem`.
+    pub fn new(key: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
 /// For maps of passthrough settings (librdkafka properties): values written as numbers or
 /// booleans, as the environment parser reads `1024` or `true`, are kept as their text.
 ///

@@ -6,7 +6,7 @@
 //! offset instead, and `apache_avro`'s log lines are switched off whatever `RUST_LOG` says,
 //! because its schema validation logs the whole value it rejects at ERROR (a poison patient
 //! record would put a name, birth date and MRN in the logs). librdkafka's own lines arrive at
-//! DEBUG (`streams::runner::outage` says what they mean, once).
+//! DEBUG (`streams::kafka::client` says what they mean, once).
 //!
 //! Metrics: the process-wide Prometheus recorder ([`prometheus`]) that the processors' admin
 //! endpoint and the API's `/metrics` render.
@@ -36,11 +36,14 @@ impl Format {
     ///
     /// # Errors
     /// A value other than `text` or `json`.
-    pub fn from_env() -> Result<Self, String> {
+    pub fn from_env() -> Result<Self, crate::settings::InvalidSetting> {
         match std::env::var(FORMAT_VAR).ok().as_deref() {
             None | Some("" | "text") => Ok(Self::Text),
             Some("json") => Ok(Self::Json),
-            Some(other) => Err(format!("{FORMAT_VAR}={other:?}: expected text or json")),
+            Some(other) => Err(crate::settings::InvalidSetting::new(
+                FORMAT_VAR,
+                format!("{other:?} is neither text nor json"),
+            )),
         }
     }
 }
@@ -77,7 +80,7 @@ pub fn init() {
         Format::Json => builder.json().with_current_span(false).init(),
     }
     if let Some(problem) = problem {
-        tracing::warn!(problem, "Unknown log format; logging text.");
+        tracing::warn!(problem = %problem, "Unknown log format; logging text.");
     }
 }
 

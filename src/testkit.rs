@@ -142,8 +142,8 @@ pub async fn deploy_sinks(
 pub fn runner_config(
     endpoints: &crate::endpoints::Endpoints,
     prefix: &str,
-) -> crate::streams::runner::RunnerConfig {
-    crate::streams::runner::RunnerConfig {
+) -> crate::streams::kafka::StreamsSettings {
+    crate::streams::kafka::StreamsSettings {
         brokers: endpoints.kafka_brokers.clone(),
         schema_registry_url: endpoints.schema_registry_url(),
         topic_prefix: prefix.to_owned(),
@@ -375,7 +375,7 @@ pub async fn await_collections(
 /// # Panics
 /// When the runner fails or does not stop cleanly.
 pub async fn run_until_synced<P, F>(
-    config: crate::streams::runner::RunnerConfig,
+    config: crate::streams::kafka::StreamsSettings,
     factory: F,
     db: &mongodb::Database,
     expected: &BTreeMap<&str, Vec<Document>>,
@@ -390,7 +390,7 @@ where
         config,
         factory,
         Arc::clone(&shutdown),
-        Arc::new(crate::streams::runner::Health::default()),
+        Arc::new(crate::streams::kafka::Health::default()),
     ));
     let seen = await_collections(db, expected, Duration::from_secs(120))
         .await

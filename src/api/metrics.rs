@@ -1,6 +1,7 @@
 //! The API's metrics (served at `/metrics` with the process's other metrics) and request log:
-//! requests by route template, method and status, and their latency. Labels are bounded: the route is the matched
-//! template (`/v1/clinics/{clinic_id}`), never the concrete path.
+//! requests by route template, method and status, and their latency. Labels are bounded: the
+//! route is the matched template as the contract spells it (`/v1/clinics/{clinicId}`), never the
+//! concrete path.
 
 use std::time::Instant;
 

@@ -63,7 +63,7 @@ impl Application {
     /// # Errors
     /// Bad settings, an unreachable database, a refused index, or an address in use.
     pub async fn build(settings: &ApiSettings) -> anyhow::Result<Self> {
-        settings.validate().map_err(anyhow::Error::msg)?;
+        settings.validate()?;
         let verifier = Arc::new(auth::Verifier::new(&settings.auth)?);
         let client = mongodb::Client::with_uri_str(&settings.mongo.uri)
             .await
@@ -116,87 +116,18 @@ impl Application {
 }
 
 fn router(state: AppState, settings: &ApiSettings) -> Router {
-    let v1 = Router::new()
-        .route("/v1/clinics", get(clinics::list).post(clinics::create))
-        .route(
-            "/v1/clinics/share_code/{share_code}",
-            get(clinics::get_by_share_code),
-        )
-        .route(
-            "/v1/clinics/{clinic_id}",
-            get(clinics::get)
-                .put(clinics::update)
-                .delete(clinics::delete),
-        )
-        .route(
-            "/v1/clinics/{clinic_id}/clinicians",
-            get(clinicians::list).post(clinicians::create),
-        )
-        .route(
-            "/v1/clinics/{clinic_id}/clinicians/{clinician_id}",
-            get(clinicians::get)
-                .put(clinicians::update)
-                .delete(clinicians::delete),
-        )
-        .route(
-            "/v1/clinicians/{user_id}/clinics",
-            get(clinicians::clinics_of),
-        )
-        .route(
-            "/v1/clinics/{clinic_id}/patients",
-            get(patients::list).post(patients::create_custodial),
-        )
-        .route(
-            "/v1/clinics/{clinic_id}/patients/{patient_id}",
-            get(patients::get)
-                .post(patients::create_from_user)
-                .put(patients::update)
-                .delete(patients::delete),
-        )
-        .route(
-            "/v1/clinics/{clinic_id}/patients/{patient_id}/permissions",
-            axum::routing::put(patients::update_permissions),
-        )
-        .route(
-            "/v1/clinics/{clinic_id}/patients/{patient_id}/permissions/{permission}",
-            axum::routing::delete(patients::delete_permission),
-        )
-        .route(
-            "/v1/clinics/{clinic_id}/patients/{patient_id}/upload_reminder",
-            axum::routing::post(patients::upload_reminder),
-        )
-        .route("/v1/patients/{user_id}/clinics", get(patients::clinics_of))
-        .route(
-            "/v1/clinics/{clinic_id}/migrate",
-            axum::routing::post(migrations::trigger),
-        )
-        .route(
-            "/v1/clinics/{clinic_id}/migrations",
-            get(migrations::list).post(migrations::add),
-        )
-        .route(
-            "/v1/clinics/{clinic_id}/migrations/{user_id}",
-            get(migrations::get).patch(migrations::update),
-        )
-        .route(
-            "/v1/users/{user_id}/clinics",
-            axum::routing::delete(users::delete).post(users::update),
-        )
-        .route(
-            "/confirm/send/invite/{user_id}/clinic",
-            axum::routing::post(invites::send),
-        )
-        .route(
-            "/v1/clinics/{clinic_id}/invites/patients",
-            get(invites::list),
-        )
-        .route(
-            "/v1/clinics/{clinic_id}/invites/patients/{invite_id}",
-            axum::routing::put(invites::accept).delete(invites::decline),
-        );
+    let (v1, document) = operations();
+    // Serialized once: the document does not change while the process runs.
+    let document = axum::body::Bytes::from(
+        serde_json::to_vec(&document).expect("BUG: the OpenAPI document serializes"),
+    );
+    let json = [(axum::http::header::CONTENT_TYPE, "application/json")];
     Router::new()
         .merge(v1)
-        .route("/v1/openapi.json", get(openapi_json))
+        .route(
+            "/v1/openapi.json",
+            get(move || std::future::ready((json, document.clone()))),
+        )
         .fallback(|| async { error::ApiError::NotFound("no such route".into()) })
         // route_layer: after routing, so the matched template is known.
         .route_layer(axum::middleware::from_fn(metrics::record))
@@ -208,6 +139,44 @@ fn router(state: AppState, settings: &ApiSettings) -> Router {
         ))
         .layer(axum::middleware::from_fn(serve::limits))
         .with_state(state)
+}
+
+/// Every operation the API serves, each stated once: its handler's `#[utoipa::path]` gives its
+/// path and method to the router and to the OpenAPI document served at `/v1/openapi.json`
+/// ([`openapi::ApiDoc`] adds the title and the security schemes).
+pub fn operations() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    use utoipa::OpenApi as _;
+    use utoipa_axum::routes;
+    utoipa_axum::router::OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(clinics::list, clinics::create))
+        .routes(routes!(clinics::get_by_share_code))
+        .routes(routes!(clinics::get, clinics::update, clinics::delete))
+        .routes(routes!(clinicians::list, clinicians::create))
+        .routes(routes!(
+            clinicians::get,
+            clinicians::update,
+            clinicians::delete
+        ))
+        .routes(routes!(clinicians::clinics_of))
+        .routes(routes!(patients::list, patients::create_custodial))
+        .routes(routes!(
+            patients::get,
+            patients::create_from_user,
+            patients::update,
+            patients::delete
+        ))
+        .routes(routes!(patients::update_permissions))
+        .routes(routes!(patients::delete_permission))
+        .routes(routes!(patients::upload_reminder))
+        .routes(routes!(patients::clinics_of))
+        .routes(routes!(migrations::trigger))
+        .routes(routes!(migrations::list, migrations::add))
+        .routes(routes!(migrations::get, migrations::update))
+        .routes(routes!(users::delete, users::update))
+        .routes(routes!(invites::send))
+        .routes(routes!(invites::list))
+        .routes(routes!(invites::accept, invites::decline))
+        .split_for_parts()
 }
 
 /// The operational endpoints, on their own port: `/healthz` (the process answers), `/readyz`
@@ -236,12 +205,6 @@ async fn time_limit(
         Ok(response) => response,
         Err(_) => error::ApiError::Timeout(limit).into_response(),
     }
-}
-
-/// The generated OpenAPI document (no token needed).
-async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {
-    use utoipa::OpenApi as _;
-    axum::Json(openapi::ApiDoc::openapi())
 }
 
 /// 200 once the database answers a ping.

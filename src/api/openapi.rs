@@ -1,7 +1,8 @@
 //! The OpenAPI document of what this server implements, generated from the handlers'
-//! `#[utoipa::path]` annotations and served at `/v1/openapi.json`. Paths, methods, operation ids,
-//! parameters and status codes are the contract's (`tests/integration/api/openapi.rs` checks
-//! them against `clinic.v1.yaml`); each body names its contract schema in its description.
+//! `#[utoipa::path]` annotations (collected with the router, [`super::operations`]) and served at
+//! `/v1/openapi.json`. Paths, methods, operation ids, parameters and status codes are the
+//! contract's (`tests/integration/api/openapi.rs` checks them against `clinic.v1.yaml`); each
+//! body names its contract schema in its description.
 //! Two operations are not in the contract: the patient's invitation of a clinic (hydrophone's
 //! path) and the clinic declining one.
 
@@ -9,7 +10,6 @@ use utoipa::Modify;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use super::error::ErrorBody;
-use super::{clinicians, clinics, invites, migrations, patients, users};
 
 /// The generated document.
 #[derive(utoipa::OpenApi)]
@@ -17,41 +17,6 @@ use super::{clinicians, clinics, invites, migrations, patients, users};
     info(
         title = "Clinics API (clinic)",
         description = "The operations of Tidepool's clinic.v1 contract this service implements."
-    ),
-    paths(
-        clinics::list,
-        clinics::create,
-        clinics::get_by_share_code,
-        clinics::get,
-        clinics::update,
-        clinics::delete,
-        clinicians::list,
-        clinicians::create,
-        clinicians::get,
-        clinicians::update,
-        clinicians::delete,
-        clinicians::clinics_of,
-        patients::list,
-        patients::create_custodial,
-        patients::create_from_user,
-        patients::get,
-        patients::update,
-        patients::delete,
-        patients::update_permissions,
-        patients::delete_permission,
-        patients::clinics_of,
-        patients::upload_reminder,
-        migrations::trigger,
-        migrations::add,
-        migrations::list,
-        migrations::get,
-        migrations::update,
-        users::delete,
-        users::update,
-        invites::send,
-        invites::list,
-        invites::accept,
-        invites::decline
     ),
     components(responses(ErrorBody)),
     modifiers(&Security)

@@ -6,6 +6,8 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
+use crate::settings::InvalidSetting;
+
 /// Everything the API server reads.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -99,28 +101,34 @@ impl ApiSettings {
     /// Checks what can be checked before any connection opens.
     ///
     /// # Errors
-    /// A message naming the first bad setting.
-    pub fn validate(&self) -> Result<(), String> {
+    /// The first bad setting.
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
         match (&self.auth.hs256_secret, &self.auth.rs256_public_key_pem) {
             (Some(_), Some(_)) => {
-                return Err("auth: set hs256_secret or rs256_public_key_pem, not both".into());
+                return Err(InvalidSetting::new(
+                    "auth.hs256_secret, auth.rs256_public_key_pem",
+                    "set one, not both",
+                ));
             }
             (None, None) => {
-                return Err(
-                    "auth: neither hs256_secret nor rs256_public_key_pem is set, so no token could be verified"
-                        .into(),
-                );
+                return Err(InvalidSetting::new(
+                    "auth.hs256_secret, auth.rs256_public_key_pem",
+                    "neither is set, so no token could be verified",
+                ));
             }
             _ => {}
         }
         if self.auth.service_claim.trim().is_empty() {
-            return Err("auth.service_claim is empty".into());
+            return Err(InvalidSetting::new("auth.service_claim", "is empty"));
         }
         if self.mongo.database.trim().is_empty() {
-            return Err("mongo.database is empty".into());
+            return Err(InvalidSetting::new("mongo.database", "is empty"));
         }
         if self.http.request_timeout.is_zero() || self.http.body_limit_bytes == 0 {
-            return Err("http.request_timeout and http.body_limit_bytes must be positive".into());
+            return Err(InvalidSetting::new(
+                "http.request_timeout, http.body_limit_bytes",
+                "must be positive",
+            ));
         }
         Ok(())
     }

@@ -48,6 +48,12 @@ fn optional(value: Option<&String>) -> Avro {
     }
 }
 
+/// A record of `notifications.requests` that is no email request (its message names the field,
+/// and the value's Avro type; processors dead-letter it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct NotARequest(String);
+
 impl EmailRequest {
     /// The request as an Avro value of [`SCHEMA`].
     pub fn to_avro(&self) -> Avro {
@@ -93,10 +99,10 @@ impl EmailRequest {
     /// Reads a request decoded with any schema compatible with [`SCHEMA`].
     ///
     /// # Errors
-    /// A message naming what is missing or mistyped.
-    pub fn from_avro(value: &Avro) -> Result<Self, String> {
+    /// [`NotARequest`], naming what is missing or mistyped.
+    pub fn from_avro(value: &Avro) -> Result<Self, NotARequest> {
         let Avro::Record(fields) = value else {
-            return Err("an email request is not a record".into());
+            return Err(NotARequest("an email request is not a record".into()));
         };
         let field = |name: &str| {
             fields
@@ -106,35 +112,43 @@ impl EmailRequest {
                     Avro::Union(_, inner) => inner.as_ref(),
                     other => other,
                 })
-                .ok_or_else(|| format!("email request without {name}"))
+                .ok_or_else(|| NotARequest(format!("email request without {name}")))
         };
-        let text = |name: &str| -> Result<Option<String>, String> {
+        let text = |name: &str| -> Result<Option<String>, NotARequest> {
             match field(name)? {
                 Avro::Null => Ok(None),
                 Avro::String(s) => Ok(Some(s.clone())),
-                other => Err(format!(
+                other => Err(NotARequest(format!(
                     "email request {name}: a string expected, {other:?}"
-                )),
+                ))),
             }
         };
         let required = |name: &str| {
             text(name)?
                 .filter(|s| !s.is_empty())
-                .ok_or_else(|| format!("email request without {name}"))
+                .ok_or_else(|| NotARequest(format!("email request without {name}")))
         };
         let Avro::Map(variables) = field("variables")? else {
-            return Err("email request variables: a map expected".into());
+            return Err(NotARequest(
+                "email request variables: a map expected".into(),
+            ));
         };
         let variables = variables
             .iter()
             .map(|(k, v)| match v {
                 Avro::String(s) => Ok((k.clone(), s.clone())),
-                other => Err(format!("email request variable {k}: {other:?}")),
+                other => Err(NotARequest(format!(
+                    "email request variable {k}: {other:?}"
+                ))),
             })
-            .collect::<Result<_, String>>()?;
+            .collect::<Result<_, NotARequest>>()?;
         let requested_ms = match field("requestedTime")? {
             Avro::TimestampMillis(ms) | Avro::Long(ms) => *ms,
-            other => return Err(format!("email request requestedTime: {other:?}")),
+            other => {
+                return Err(NotARequest(format!(
+                    "email request requestedTime: {other:?}"
+                )));
+            }
         };
         Ok(Self {
             id: required("id")?,
@@ -183,7 +197,7 @@ mod tests {
         fields.retain(|(n, _)| n != "id");
         assert_eq!(
             EmailRequest::from_avro(&Avro::Record(fields)),
-            Err("email request without id".into())
+            Err(NotARequest("email request without id".into()))
         );
     }
 }

@@ -118,12 +118,7 @@ impl AvroCodec {
         &self,
         schema: &schema_registry_converter::avro_common::AvroSchema,
     ) -> Result<Arc<Names>, CodecError> {
-        let cached = self
-            .resolved
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&schema.id)
-            .cloned();
+        let cached = crate::sync::read(&self.resolved).get(&schema.id).cloned();
         if let Some(resolved) = cached {
             return Ok(resolved);
         }
@@ -140,10 +135,7 @@ impl AvroCodec {
                 .map(|(name, schema)| (name.clone(), (*schema).clone()))
                 .collect(),
         );
-        self.resolved
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(schema.id, Arc::clone(&resolved));
+        crate::sync::write(&self.resolved).insert(schema.id, Arc::clone(&resolved));
         Ok(resolved)
     }
 

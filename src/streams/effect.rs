@@ -19,25 +19,23 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::KafkaError;
-use rdkafka::producer::{BaseProducer, Producer as _};
-use rdkafka::{ClientContext, Offset};
+use rdkafka::Offset;
+use rdkafka::consumer::{BaseConsumer, Consumer, Rebalance};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::dlq;
+use super::kafka::{Client, Dependency, Health, Kafka, Producer, Rebalancing, StreamsSettings};
+use super::metrics as names;
 use super::processor::{OutValue, OutputRecord, ProcessError};
 use super::record::{ProducedRecord, RawRecord};
-use super::runner::metrics as names;
-use super::runner::outage::{self, backoff, sleep_unless};
-use super::runner::restore::{RestoreError, read_partition};
-use super::runner::{DeliveryCounter, Health, RunnerConfig, flush, partition_count, send};
+use super::supervise::supervise;
+use crate::sync::lock;
 
 /// Why an effect was not performed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -96,14 +94,17 @@ pub fn request<R: Serialize>(
     })
 }
 
-/// Runs the stage until SIGTERM or SIGINT, serving the admin endpoint (see
-/// [`runner::supervise`](super::runner::supervise)).
+/// Runs the stage until SIGTERM or SIGINT, serving the admin endpoint (see [`supervise`]).
 ///
 /// # Errors
 /// As [`run_until`].
-pub async fn run<E: Effect>(config: RunnerConfig, stage: Stage, effect: E) -> anyhow::Result<()> {
-    let executor = config.clone();
-    super::runner::supervise(&config, move |shutdown, health| {
+pub async fn run<E: Effect>(
+    settings: StreamsSettings,
+    stage: Stage,
+    effect: E,
+) -> anyhow::Result<()> {
+    let executor = settings.clone();
+    supervise(&settings, move |shutdown, health| {
         run_until(executor, stage, effect, shutdown, health)
     })
     .await
@@ -116,19 +117,19 @@ pub async fn run<E: Effect>(config: RunnerConfig, stage: Stage, effect: E) -> an
 /// Bad configuration, missing topics, a broker outage longer than `streams.max_outage`, or a
 /// done topic that cannot be read.
 pub async fn run_until<E: Effect>(
-    config: RunnerConfig,
+    settings: StreamsSettings,
     stage: Stage,
     effect: E,
     shutdown: Arc<AtomicBool>,
     health: Arc<Health>,
 ) -> anyhow::Result<()> {
-    config.validate().map_err(anyhow::Error::msg)?;
+    settings.validate()?;
     let runtime = tokio::runtime::Handle::current();
-    let watchdog = outage::watchdog(Arc::clone(&health));
-    let result = tokio::task::spawn_blocking(move || {
-        Executor::start(config, stage, effect, shutdown, health, runtime)?.run()
-    })
-    .await;
+    let watchdog = super::kafka::health::watchdog(Arc::clone(&health));
+    let kafka = Kafka::new(settings, health, shutdown);
+    let result =
+        tokio::task::spawn_blocking(move || Executor::start(kafka, stage, effect, runtime)?.run())
+            .await;
     watchdog.abort();
     result.context("the effect thread panicked")?
 }
@@ -140,24 +141,12 @@ struct Assignment {
     revoked: BTreeSet<i32>,
 }
 
-struct StageContext {
-    health: Arc<Health>,
-    assignment: Arc<Mutex<Assignment>>,
-}
+/// The stage consumer's callbacks: they note the assignment's changes for the loop.
+struct Follow(Arc<Mutex<Assignment>>);
 
-impl ClientContext for StageContext {
-    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
-        outage::client_log(level, fac, log_message);
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        outage::client_error(&self.health.outages, &error, reason);
-    }
-}
-
-impl ConsumerContext for StageContext {
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let mut assignment = self.assignment.lock().unwrap_or_else(|p| p.into_inner());
+impl Rebalancing for Follow {
+    fn after(&self, _: &BaseConsumer<Client<Self>>, rebalance: &Rebalance<'_>) {
+        let mut assignment = lock(&self.0);
         match rebalance {
             Rebalance::Assign(list) => {
                 assignment
@@ -169,7 +158,7 @@ impl ConsumerContext for StageContext {
                     .revoked
                     .extend(list.elements().iter().map(|e| e.partition()));
             }
-            Rebalance::Error(error) => tracing::warn!(error = %error, "Rebalance error."),
+            Rebalance::Error(_) => {}
         }
     }
 }
@@ -177,15 +166,12 @@ impl ConsumerContext for StageContext {
 struct Executor<E> {
     effect: E,
     stage: Stage,
-    config: RunnerConfig,
-    client: rdkafka::ClientConfig,
-    consumer: BaseConsumer<StageContext>,
-    producer: BaseProducer<DeliveryCounter>,
+    kafka: Kafka,
+    consumer: BaseConsumer<Client<Follow>>,
+    producer: Arc<Producer>,
     assignment: Arc<Mutex<Assignment>>,
     /// Ids performed, per assigned partition.
     done: BTreeMap<i32, HashSet<String>>,
-    health: Arc<Health>,
-    shutdown: Arc<AtomicBool>,
     runtime: tokio::runtime::Handle,
 }
 
@@ -200,58 +186,40 @@ enum Handled {
 
 impl<E: Effect> Executor<E> {
     fn start(
-        config: RunnerConfig,
+        kafka: Kafka,
         stage: Stage,
         effect: E,
-        shutdown: Arc<AtomicBool>,
-        health: Arc<Health>,
         runtime: tokio::runtime::Handle,
     ) -> anyhow::Result<Self> {
-        let client = config.consumer_config();
-        let group = format!("{}{}-effects", config.topic_prefix, stage.name);
+        let group = kafka.group(&format!("{}-effects", stage.name));
+        let member = format!("{group}-{}", kafka.settings().instance_id);
         let assignment = Arc::new(Mutex::new(Assignment::default()));
-        let consumer: BaseConsumer<StageContext> = client
-            .clone()
-            .set("group.id", &group)
-            .set(
-                "group.instance.id",
-                format!("{group}-{}", config.instance_id),
-            )
-            .set("isolation.level", "read_committed")
-            .set("auto.offset.reset", "earliest")
-            // Offsets are stored by hand once a request is settled, and committed by librdkafka
-            // every second, on rebalance and on close; a replay from an older commit finds the
-            // settled requests in the done ids.
-            .set("enable.auto.offset.store", "false")
-            .set("enable.auto.commit", "true")
-            .set("auto.commit.interval.ms", "1000")
-            .create_with_context(StageContext {
-                health: Arc::clone(&health),
-                assignment: Arc::clone(&assignment),
-            })
-            .context("creating the effect consumer")?;
-        let producer: BaseProducer<DeliveryCounter> = config
-            .client_config()
-            .set("enable.idempotence", "true")
-            // One record is sent at a time and waited for: batching would only delay it.
-            .set("linger.ms", "0")
-            .create_with_context(DeliveryCounter::new(Arc::clone(&health)))
-            .context("creating the effect producer")?;
+        let consumer = kafka.consumer(&group, Follow(Arc::clone(&assignment)), |config| {
+            config
+                .set("group.instance.id", &member)
+                // Offsets are stored by hand once a request is settled, and committed by
+                // librdkafka every second, on rebalance and on close; a replay from an older
+                // commit finds the settled requests in the done ids.
+                .set("enable.auto.offset.store", "false")
+                .set("enable.auto.commit", "true")
+                .set("auto.commit.interval.ms", "1000");
+        })?;
+        let mut producer_config = kafka.producer_config(None);
+        // One record is sent at a time and waited for: batching would only delay it.
+        producer_config.set("linger.ms", "0");
+        let producer = kafka.create_producer(&producer_config)?;
         let executor = Self {
             effect,
             stage,
-            config,
-            client,
+            kafka,
             consumer,
             producer,
             assignment,
             done: BTreeMap::new(),
-            health,
-            shutdown,
             runtime,
         };
         executor.check_topics()?;
-        let requests = executor.prefixed(&executor.stage.requests);
+        let requests = executor.kafka.topic(&executor.stage.requests);
         executor
             .consumer
             .subscribe(&[&requests])
@@ -259,37 +227,14 @@ impl<E: Effect> Executor<E> {
         Ok(executor)
     }
 
-    fn prefixed(&self, topic: &str) -> String {
-        format!("{}{topic}", self.config.topic_prefix)
-    }
-
-    fn broker<T, Er: std::fmt::Display>(
-        &self,
-        what: &str,
-        attempt: impl FnMut() -> Result<T, Er>,
-    ) -> anyhow::Result<T> {
-        outage::with_broker(
-            &self.health.outages,
-            self.config.max_outage,
-            self.config.max_backoff,
-            &self.shutdown,
-            what,
-            attempt,
-        )
-    }
-
     /// The done topic must have a partition for every request partition; the DLQ must exist.
     fn check_topics(&self) -> anyhow::Result<()> {
-        let metadata = self.broker("fetching metadata", || {
-            self.consumer.fetch_metadata(None, Duration::from_secs(30))
-        })?;
-        let partitions = |topic: &str| {
-            partition_count(&metadata, topic)
-                .with_context(|| format!("topic {topic} does not exist"))
-        };
-        let requests = partitions(&self.prefixed(&self.stage.requests))?;
-        let done = partitions(&self.prefixed(&self.stage.done))?;
-        partitions(&self.prefixed(&self.stage.dlq))?;
+        let [requests, done, dlq] =
+            [&self.stage.requests, &self.stage.done, &self.stage.dlq].map(|t| self.kafka.topic(t));
+        let counts = self
+            .kafka
+            .partition_counts(&self.consumer, [requests.clone(), done.clone(), dlq])?;
+        let (requests, done) = (counts[&requests], counts[&done]);
         anyhow::ensure!(
             done >= requests,
             "{} has {done} partitions, fewer than the {requests} of {}: each request partition records its done ids in the same partition",
@@ -301,11 +246,11 @@ impl<E: Effect> Executor<E> {
 
     fn run(mut self) -> anyhow::Result<()> {
         tracing::info!(stage = %self.stage.name, requests = %self.stage.requests, "Effect stage started.");
-        while !self.shutdown.load(Ordering::SeqCst) {
+        while !self.kafka.stopping() {
             let polled = self
                 .consumer
                 .poll(Duration::from_millis(100))
-                .map(|r| r.map(|m| RawRecord::of(&m, &self.config.topic_prefix)));
+                .map(|r| r.map(|m| self.kafka.record(&m)));
             self.follow_assignment()?;
             match polled {
                 Some(Ok(record)) => {
@@ -320,10 +265,9 @@ impl<E: Effect> Executor<E> {
                     }
                 }
                 Some(Err(error)) => {
-                    self.health.outages.down(
-                        outage::Dependency::Broker,
-                        &format_args!("consuming: {error}"),
-                    );
+                    self.kafka
+                        .outages()
+                        .down(Dependency::Broker, &format_args!("consuming: {error}"));
                 }
                 None => {}
             }
@@ -343,7 +287,7 @@ impl<E: Effect> Executor<E> {
     /// Restores the done ids of newly assigned partitions and forgets revoked ones.
     fn follow_assignment(&mut self) -> anyhow::Result<()> {
         let (added, revoked) = {
-            let mut assignment = self.assignment.lock().unwrap_or_else(|p| p.into_inner());
+            let mut assignment = lock(&self.assignment);
             (
                 std::mem::take(&mut assignment.added),
                 std::mem::take(&mut assignment.revoked),
@@ -354,24 +298,22 @@ impl<E: Effect> Executor<E> {
         }
         for partition in added {
             let started = Instant::now();
-            let topic = self.prefixed(&self.stage.done);
-            let group = format!(
-                "{}{}-effects-restore",
-                self.config.topic_prefix, self.stage.name
-            );
-            let ids = self.broker(&format!("restoring {topic}[{partition}]"), || {
-                let mut ids = HashSet::new();
-                match read_partition(&self.client, &group, &topic, partition, &self.health, |m| {
-                    if let Some(key) = rdkafka::message::Message::key(m) {
+            let topic = self.kafka.topic(&self.stage.done);
+            let group = self
+                .kafka
+                .group(&format!("{}-effects-restore", self.stage.name));
+            let (ids, _) = self.kafka.read_whole(
+                &format!("restoring {topic}[{partition}]"),
+                &group,
+                &[(topic.clone(), partition)],
+                HashSet::new,
+                |ids, message| {
+                    if let Some(key) = rdkafka::message::Message::key(message) {
                         ids.insert(String::from_utf8_lossy(key).into_owned());
                     }
                     Ok(())
-                }) {
-                    Ok(_) => Ok(Ok(ids)),
-                    Err(RestoreError::Broker(error)) => Err(error),
-                    Err(corrupt) => Ok(Err(corrupt)),
-                }
-            })??;
+                },
+            )?;
             tracing::info!(partition, ids = ids.len(), elapsed = ?started.elapsed(), "Done ids restored.");
             self.done.insert(partition, ids);
         }
@@ -406,7 +348,7 @@ impl<E: Effect> Executor<E> {
             Ok(None) => return self.refuse(&record, id, "a request without a value"),
             Err(error) => return self.refuse(&record, id, &format!("not a request: {error}")),
         };
-        let mut delays = backoff(self.config.max_backoff);
+        let mut delays = self.kafka.backoff();
         let mut failing_since: Option<Instant> = None;
         loop {
             let started = Instant::now();
@@ -432,8 +374,8 @@ impl<E: Effect> Executor<E> {
                         tracing::warn!(stage = %self.stage.name, partition = record.partition, offset = record.offset, reason, "Effect failed transiently; retrying until it succeeds.");
                         failing_since = Some(Instant::now());
                     }
-                    let delay = delays.next().unwrap_or(self.config.max_backoff);
-                    if !sleep_unless(&self.shutdown, delay) {
+                    let delay = delays.next().unwrap_or(self.kafka.settings().max_backoff);
+                    if !self.kafka.sleep(delay) {
                         return Ok(Handled::Interrupted);
                     }
                 }
@@ -457,7 +399,7 @@ impl<E: Effect> Executor<E> {
     /// offset is stored, so a crash from here on finds it settled.
     fn record_done(&mut self, partition: i32, id: String, outcome: &str) -> anyhow::Result<()> {
         let done = ProducedRecord {
-            topic: self.prefixed(&self.stage.done),
+            topic: self.kafka.topic(&self.stage.done),
             key: Some(id.clone().into_bytes()),
             value: Some(
                 serde_json::json!({ "outcome": outcome, "at": now_ms() })
@@ -466,7 +408,12 @@ impl<E: Effect> Executor<E> {
             ),
             headers: Vec::new(),
         };
-        self.deliver(&done, Some(partition), "recording a settled request")?;
+        self.kafka.deliver(
+            &self.producer,
+            &done,
+            Some(partition),
+            "recording a settled request",
+        )?;
         if let Some(ids) = self.done.get_mut(&partition) {
             ids.insert(id);
         }
@@ -476,30 +423,11 @@ impl<E: Effect> Executor<E> {
     fn dead_letter(&self, record: &RawRecord, reason: &str) -> anyhow::Result<Handled> {
         tracing::warn!(stage = %self.stage.name, topic = %record.topic, partition = record.partition, offset = record.offset, "Request dead-lettered.");
         let mut dead = dlq::dead_letter(&self.stage.dlq, &self.stage.name, record, reason);
-        dead.topic = self.prefixed(&dead.topic);
+        dead.topic = self.kafka.topic(&dead.topic);
         ::metrics::counter!(names::DLQ).increment(1);
-        self.deliver(&dead, None, "dead-lettering a request")?;
+        self.kafka
+            .deliver(&self.producer, &dead, None, "dead-lettering a request")?;
         Ok(Handled::DeadLettered)
-    }
-
-    /// Produces `record` and waits until the broker has it, for as long as the broker is away.
-    fn deliver(
-        &self,
-        record: &ProducedRecord,
-        partition: Option<i32>,
-        what: &str,
-    ) -> anyhow::Result<()> {
-        loop {
-            self.broker(what, || send(&self.producer, record, partition))?;
-            self.broker(what, || {
-                let outages = &self.health.outages;
-                outages.calling(what, || flush(&self.producer, Duration::from_secs(10)))
-            })?;
-            if self.producer.context().take_failed() == 0 {
-                return Ok(());
-            }
-            // It expired in the queue (`message.timeout.ms`) while the broker was away.
-        }
     }
 
     /// Stores the offset after a settled request, to be committed.
@@ -507,7 +435,7 @@ impl<E: Effect> Executor<E> {
         if matches!(handled, Handled::Duplicate) {
             tracing::debug!(partition, offset, "Request already performed; skipped.");
         }
-        let topic = self.prefixed(&self.stage.requests);
+        let topic = self.kafka.topic(&self.stage.requests);
         let mut list = rdkafka::TopicPartitionList::new();
         list.add_partition_offset(&topic, partition, Offset::Offset(offset + 1))?;
         self.consumer

@@ -6,9 +6,9 @@
 
 use std::sync::{Arc, RwLock};
 
+use super::metrics as names;
 use super::processor::{Context, Input, ProcessError, Processor};
 use super::record::RawRecord;
-use super::runner::metrics as names;
 use super::store::Stores;
 use super::task::{AvroResolved, FatalError, SharedStores, decode};
 use super::topology::Topology;
@@ -36,11 +36,7 @@ impl GlobalTables {
 
     /// Empties the stores (before reading the topics again from the beginning).
     pub fn clear(&self) {
-        *self
-            .stores
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) =
-            Stores::new(&self.topology.global_stores);
+        *crate::sync::write(&self.stores) = Stores::new(&self.topology.global_stores);
     }
 
     /// Sets the store-entries gauge of each global store.
@@ -78,12 +74,9 @@ impl GlobalTables {
         let payload = match decode(input.format, input.fields, record, avro) {
             Ok(Some(payload)) => payload,
             Ok(None) => return Ok(Vec::new()),
-            Err(message) => return Ok(skip(record, &message)),
+            Err(error) => return Ok(skip(record, &error.to_string())),
         };
-        let mut stores = self
-            .stores
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut stores = crate::sync::write(&self.stores);
         let writes = {
             let mut ctx = Context::keeping_global(&self.topology, &stores);
             let input = Input::of(record, payload);

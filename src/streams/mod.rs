@@ -22,12 +22,15 @@ pub mod dlq;
 pub mod driver;
 pub mod effect;
 pub mod global;
+pub mod kafka;
+pub mod metrics;
 pub mod processor;
 pub mod projection;
 pub mod record;
 pub mod runner;
 pub mod store;
 pub mod stored;
+pub mod supervise;
 pub mod task;
 pub mod topology;
 

@@ -105,6 +105,13 @@ impl From<crate::cdc::DecodeError> for ProcessError {
     }
 }
 
+impl From<crate::events::NotAnEvent> for ProcessError {
+    /// A record of a CloudEvents topic that is no CloudEvent is poison.
+    fn from(error: crate::events::NotAnEvent) -> Self {
+        Self::Poison(error.to_string())
+    }
+}
+
 /// A processor: a pure function of (input, state) → outputs. It does no I/O.
 pub trait Processor: Send {
     /// What it reads, writes and stores.
@@ -414,8 +421,9 @@ impl<'a> Context<'a> {
             None => None,
         };
         for index in indexes {
-            let changes = crate::streams::store::index_changes(index, key, old, value.as_deref())
-                .map_err(ProcessError::Fatal)?;
+            let changes = index
+                .changes(key, old, value.as_deref())
+                .map_err(|error| ProcessError::Fatal(error.to_string()))?;
             listed.extend(changes.into_iter().map(|(entry, present)| StoreWrite {
                 store: index.name.clone(),
                 key: entry,

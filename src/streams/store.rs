@@ -182,33 +182,6 @@ impl Stores {
     }
 }
 
-/// How the index `index` changes when the entry `key` of its store goes from `old` to `new`
-/// (`None`: absent): the index keys to add (`true`) and to remove (`false`).
-///
-/// # Errors
-/// When the index cannot read one of the values (its message names the index).
-pub(crate) fn index_changes(
-    index: &crate::streams::topology::StoreIndex,
-    key: &str,
-    old: Option<&[u8]>,
-    new: Option<&[u8]>,
-) -> Result<Vec<(String, bool)>, String> {
-    let keys = |value: Option<&[u8]>| {
-        value
-            .map(|value| (index.keys)(key, value))
-            .transpose()
-            .map(Option::unwrap_or_default)
-            .map_err(|e| format!("index {} of {} key {key}: {e}", index.name, index.of))
-    };
-    let (before, after) = (keys(old)?, keys(new)?);
-    let removed = before.iter().filter(|k| !after.contains(k));
-    let added = after.iter().filter(|k| !before.contains(k));
-    Ok(removed
-        .map(|k| (k.clone(), false))
-        .chain(added.map(|k| (k.clone(), true)))
-        .collect())
-}
-
 /// One buffered store write of a record being processed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreWrite {

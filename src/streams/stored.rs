@@ -13,6 +13,17 @@ const BSON_DOCUMENT: u8 = 0;
 /// follows, and the `_id` is the one the entry's key names ([`table_key`]).
 const BSON_WITHOUT_ID: u8 = 1;
 
+/// Stored bytes that are no stored document (nor the Extended JSON text earlier versions stored),
+/// or a document field that does not read. The message names where, never a value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct StoredError(String);
+
+/// What a reader below (bson, Extended JSON) said, as a [`StoredError`].
+fn unreadable(error: impl std::fmt::Display) -> StoredError {
+    StoredError(error.to_string())
+}
+
 /// The stored form of `document` under `key`: a tag byte, then the document as BSON, without
 /// its `_id` when `key` is that id's [`table_key`] (as in every table: the key holds it already).
 /// BSON over Extended JSON text: an ObjectId is 12 bytes instead of 34, a date 8 instead of ~40
@@ -52,18 +63,19 @@ fn first_element(bson: &[u8], name: &str) -> Option<(Option<Bson>, usize)> {
 }
 
 /// The BSON of a document stored without its `_id`, with the `_id` `key` names put back first.
-fn with_id(key: &str, rest: &[u8]) -> Result<Vec<u8>, String> {
-    let id = crate::cdc::extjson::parse_value(key).map_err(|e| format!("key {key}: {e}"))?;
+fn with_id(key: &str, rest: &[u8]) -> Result<Vec<u8>, StoredError> {
+    let id = crate::cdc::extjson::parse_value(key)
+        .map_err(|e| StoredError(format!("key {key}: {e}")))?;
     let mut head = Vec::new();
     bson::doc! {"_id": id}
         .to_writer(&mut head)
-        .map_err(|e| e.to_string())?;
+        .map_err(unreadable)?;
     if rest.len() < 5 || head.len() < 5 {
-        return Err("a stored document shorter than 5 bytes".into());
+        return Err(StoredError("a stored document shorter than 5 bytes".into()));
     }
     // Both documents' elements, between one length and one terminating zero.
     let mut bytes = Vec::with_capacity(head.len() + rest.len());
-    let total = i32::try_from(head.len() + rest.len() - 5).map_err(|e| e.to_string())?;
+    let total = i32::try_from(head.len() + rest.len() - 5).map_err(unreadable)?;
     bytes.extend_from_slice(&total.to_le_bytes());
     bytes.extend_from_slice(&head[4..head.len() - 1]);
     bytes.extend_from_slice(&rest[4..]);
@@ -75,15 +87,15 @@ fn with_id(key: &str, rest: &[u8]) -> Result<Vec<u8>, String> {
 ///
 /// # Errors
 /// When the bytes are none of those.
-pub fn read_document(key: &str, bytes: &[u8]) -> Result<Document, String> {
+pub fn read_document(key: &str, bytes: &[u8]) -> Result<Document, StoredError> {
     match bytes.split_first() {
-        Some((&BSON_DOCUMENT, bson)) => Document::from_reader(bson).map_err(|e| e.to_string()),
+        Some((&BSON_DOCUMENT, bson)) => Document::from_reader(bson).map_err(unreadable),
         Some((&BSON_WITHOUT_ID, rest)) => {
-            Document::from_reader(&with_id(key, rest)?[..]).map_err(|e| e.to_string())
+            Document::from_reader(&with_id(key, rest)?[..]).map_err(unreadable)
         }
         _ => std::str::from_utf8(bytes)
-            .map_err(|e| e.to_string())
-            .and_then(|text| crate::cdc::extjson::parse_document(text).map_err(|e| e.to_string())),
+            .map_err(unreadable)
+            .and_then(|text| crate::cdc::extjson::parse_document(text).map_err(unreadable)),
     }
 }
 
@@ -92,13 +104,13 @@ pub fn read_document(key: &str, bytes: &[u8]) -> Result<Document, String> {
 ///
 /// # Errors
 /// When the bytes are no stored document, or a kept field's value is broken.
-pub fn document_fields(key: &str, bytes: &[u8], fields: &[&str]) -> Result<Document, String> {
-    let raw_fields = |bson: &[u8]| -> Result<Document, String> {
-        let raw = RawDocument::from_bytes(bson).map_err(|e| e.to_string())?;
+pub fn document_fields(key: &str, bytes: &[u8], fields: &[&str]) -> Result<Document, StoredError> {
+    let raw_fields = |bson: &[u8]| -> Result<Document, StoredError> {
+        let raw = RawDocument::from_bytes(bson).map_err(unreadable)?;
         let mut document = Document::new();
         for field in fields {
-            if let Some(value) = raw.get(field).map_err(|e| e.to_string())? {
-                let value = Bson::try_from(value).map_err(|e| e.to_string())?;
+            if let Some(value) = raw.get(field).map_err(unreadable)? {
+                let value = Bson::try_from(value).map_err(unreadable)?;
                 document.insert(*field, value);
             }
         }
@@ -111,10 +123,9 @@ pub fn document_fields(key: &str, bytes: &[u8], fields: &[&str]) -> Result<Docum
         }
         Some((&BSON_WITHOUT_ID, rest)) => raw_fields(rest),
         _ => std::str::from_utf8(bytes)
-            .map_err(|e| e.to_string())
+            .map_err(unreadable)
             .and_then(|text| {
-                crate::cdc::extjson::parse_document_fields(text, Some(fields))
-                    .map_err(|e| e.to_string())
+                crate::cdc::extjson::parse_document_fields(text, Some(fields)).map_err(unreadable)
             }),
     }
 }

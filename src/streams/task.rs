@@ -7,11 +7,11 @@ use std::sync::{Arc, RwLock};
 use apache_avro::types::Value as Avro;
 
 use super::dlq;
+use super::metrics::IGNORED;
 use super::processor::{Context, Input, OutputRecord, Payload, ProcessError, Processor};
 use super::record::{ProducedRecord, RawRecord};
-use super::runner::metrics::IGNORED;
 use super::store::{StoreWrite, Stores, table_key};
-use super::topology::{InputFormat, InputKind, Topology};
+use super::topology::{IndexError, InputFormat, InputKind, Topology};
 use crate::cdc::{self, CdcRecord, Encoding, Operation};
 
 /// What handling one record produced, to be written in one transaction with the input's offset.
@@ -37,6 +37,18 @@ pub struct FatalError {
     pub offset: i64,
     /// What went wrong.
     pub message: String,
+}
+
+/// A changelog record a task's stores cannot take while restoring (fatal: the changelog is of
+/// another topology, or an index cannot read its store's values).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RestoreError {
+    /// No store (or index) of that name.
+    #[error("no store {0}")]
+    UnknownStore(String),
+    /// An index of the store could not read the value.
+    #[error(transparent)]
+    Index(#[from] IndexError),
 }
 
 /// The Avro key and value the runner resolved through the registry for a record of an Avro topic.
@@ -102,22 +114,27 @@ impl<P: Processor> Task<P> {
     /// Applies one changelog record to its store, during restore.
     ///
     /// # Errors
-    /// When the store is unknown.
-    pub fn restore(&mut self, store: &str, key: &str, value: Option<&[u8]>) -> Result<(), String> {
+    /// When the store is unknown, or an index of it cannot read the value.
+    pub fn restore(
+        &mut self,
+        store: &str,
+        key: &str,
+        value: Option<&[u8]>,
+    ) -> Result<(), RestoreError> {
         let target = self
             .stores
             .get_mut(store)
-            .ok_or_else(|| format!("no store {store}"))?;
+            .ok_or_else(|| RestoreError::UnknownStore(store.to_owned()))?;
         let mut listed = Vec::new();
         for index in self.topology.indexes_of(store) {
-            let changes = super::store::index_changes(index, key, target.get(key), value)?;
+            let changes = index.changes(key, target.get(key), value)?;
             listed.extend(changes.into_iter().map(|change| (&index.name, change)));
         }
         target.apply(key, value);
         for (index, (entry, present)) in listed {
             self.stores
                 .get_mut(index)
-                .ok_or_else(|| format!("BUG: no index store {index}"))?
+                .ok_or_else(|| RestoreError::UnknownStore(index.clone()))?
                 .apply(&entry, present.then_some(&[][..]));
         }
         Ok(())
@@ -155,7 +172,7 @@ impl<P: Processor> Task<P> {
         let payload = match decode(format, fields, record, avro) {
             Ok(Some(payload)) => payload,
             Ok(None) => return Ok(Outcome::default()),
-            Err(message) => return Ok(self.dead_letter(record, &message)),
+            Err(error) => return Ok(self.dead_letter(record, &error.to_string())),
         };
         let result = self.attempt(|processor, ctx| match (table, payload) {
             (Some(store), Payload::Cdc(change)) => materialize(ctx, &store, change),
@@ -271,9 +288,7 @@ pub type SharedStores = Arc<RwLock<Stores>>;
 
 /// Reads shared stores (a writer that panicked left whole entries: the lock's poison is ignored).
 pub(crate) fn read(stores: &SharedStores) -> std::sync::RwLockReadGuard<'_, Stores> {
-    stores
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    crate::sync::read(stores)
 }
 
 /// A record's payload by its topic's format; `None` for a collection-level change event (drop,
@@ -284,7 +299,7 @@ pub(crate) fn decode(
     fields: Option<&[&str]>,
     record: &RawRecord,
     avro: Option<AvroResolved>,
-) -> Result<Option<Payload>, String> {
+) -> Result<Option<Payload>, cdc::DecodeError> {
     let payload = decode_payload(format, fields, record, avro)?;
     if let Payload::Cdc(CdcRecord::Change(event)) = &payload
         && let Operation::Other(operation) = &event.operation
@@ -302,7 +317,7 @@ fn decode_payload(
     fields: Option<&[&str]>,
     record: &RawRecord,
     avro: Option<AvroResolved>,
-) -> Result<Payload, String> {
+) -> Result<Payload, cdc::DecodeError> {
     let key = record.key.as_deref();
     let value = record.value.as_deref();
     match format {
@@ -318,13 +333,11 @@ fn decode_payload(
                 )
             }
         }
-        .map(Payload::Cdc)
-        .map_err(|e| e.to_string()),
+        .map(Payload::Cdc),
         InputFormat::Json => value
             .map(cdc::parse_json_text)
             .transpose()
-            .map(Payload::Json)
-            .map_err(|e| e.to_string()),
+            .map(Payload::Json),
         InputFormat::Avro => Ok(Payload::Avro(avro.and_then(|a| a.value))),
     }
 }
@@ -354,7 +367,10 @@ mod tests {
     /// answers from the index after its own write.
     struct Roster;
 
-    fn by_user(key: &str, value: &[u8]) -> Result<Vec<String>, String> {
+    fn by_user(
+        key: &str,
+        value: &[u8],
+    ) -> Result<Vec<String>, crate::streams::stored::StoredError> {
         let fields = crate::streams::stored::document_fields(key, value, &["userId"])?;
         Ok(fields
             .get_str("userId")
@@ -467,6 +483,9 @@ mod tests {
         let error = task
             .restore("people", "p1", Some(b"not a document"))
             .expect_err("fatal");
-        assert!(error.contains("index by_user of people key p1"), "{error}");
+        assert!(
+            error.to_string().contains("index by_user of people key p1"),
+            "{error}"
+        );
     }
 }

@@ -2,6 +2,7 @@
 //! topics it writes, and its stores. The runtime creates consumers, decoders and changelogs from
 //! it; `clinic topology` and the consistency tests read it.
 
+use super::stored::StoredError;
 use crate::cdc;
 
 /// How an input topic's records are encoded.
@@ -71,7 +72,7 @@ pub struct InputTopic {
 
 /// What an index takes from one entry of the store it indexes: the index keys the entry is listed
 /// under (`key` is the entry's key, `value` its bytes).
-pub type IndexKeys = fn(key: &str, value: &[u8]) -> Result<Vec<String>, String>;
+pub type IndexKeys = fn(key: &str, value: &[u8]) -> Result<Vec<String>, StoredError>;
 
 /// A secondary index of a store, kept by the runtime (see [`Topology::index`]).
 #[derive(Debug, Clone)]
@@ -93,6 +94,55 @@ impl PartialEq for StoreIndex {
 }
 
 impl Eq for StoreIndex {}
+
+impl StoreIndex {
+    /// How this index changes when the entry `key` of its store goes from `old` to `new`
+    /// (`None`: absent): the index keys to add (`true`) and to remove (`false`).
+    ///
+    /// # Errors
+    /// When the index cannot read one of the values.
+    pub(crate) fn changes(
+        &self,
+        key: &str,
+        old: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<Vec<(String, bool)>, IndexError> {
+        let keys = |value: Option<&[u8]>| {
+            value
+                .map(|value| (self.keys)(key, value))
+                .transpose()
+                .map(Option::unwrap_or_default)
+                .map_err(|source| IndexError {
+                    index: self.name.clone(),
+                    store: self.of.clone(),
+                    key: key.to_owned(),
+                    source,
+                })
+        };
+        let (before, after) = (keys(old)?, keys(new)?);
+        let removed = before.iter().filter(|k| !after.contains(k));
+        let added = after.iter().filter(|k| !before.contains(k));
+        Ok(removed
+            .map(|k| (k.clone(), false))
+            .chain(added.map(|k| (k.clone(), true)))
+            .collect())
+    }
+}
+
+/// An index could not read an entry of the store it indexes (a bug in its function, or a value
+/// of another version's form).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("index {index} of {store} key {key}: {source}")]
+pub struct IndexError {
+    /// The index.
+    pub index: String,
+    /// The store it indexes.
+    pub store: String,
+    /// The entry's key.
+    pub key: String,
+    /// What reading the entry said.
+    pub source: StoredError,
+}
 
 /// A processor's declared shape.
 #[derive(Debug, Clone, PartialEq, Eq)]

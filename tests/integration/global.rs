@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clinic::endpoints::Endpoints;
-use clinic::streams::runner::{self, Health};
+use clinic::streams::kafka::Health;
+use clinic::streams::runner;
 use clinic::streams::{
     Context, Input, InputFormat, OutValue, OutputRecord, Payload, ProcessError, Processor, Topology,
 };

@@ -322,7 +322,7 @@ fn the_shipped_strimzi_resources_are_what_clinic_strimzi_renders_now() {
 
 #[test]
 fn the_dashboard_and_the_alerts_query_metrics_the_binaries_export() {
-    use clinic::streams::runner::metrics as m;
+    use clinic::streams::metrics as m;
     let exported = [
         m::RECORDS_IN,
         m::RECORDS_OUT,

@@ -12,7 +12,8 @@ use clinic::cdc::{self, Encoding, Operation, extjson::Dialect};
 use clinic::streams::OutValue;
 use clinic::streams::codec::AvroCodec;
 use clinic::streams::dlq::headers;
-use clinic::streams::runner::{self, Health, admin};
+use clinic::streams::kafka::{Health, admin};
+use clinic::streams::runner;
 use clinic::testkit;
 
 use crate::example_processor::{CLINICS, ClinicNames, OUTPUT};

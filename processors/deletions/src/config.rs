@@ -1,7 +1,8 @@
 //! Settings of `clinic-deletions` (defaults < `CLINIC_SETTINGS` TOML file < `CLINIC__…` env).
 
 use clinic::cdc::{Encoding, Envelope, Format};
-use clinic::streams::runner::RunnerConfig;
+use clinic::settings::InvalidSetting;
+use clinic::streams::kafka::StreamsSettings;
 use serde::{Deserialize, Serialize};
 
 /// Everything the binary reads.
@@ -9,17 +10,17 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
     /// Consuming, producing, committing (`[streams]`).
-    pub streams: RunnerConfig,
+    pub streams: StreamsSettings,
     /// The inputs and their forms (`[inputs]`).
     pub inputs: Inputs,
 }
 
 impl clinic::streams::app::Settings for Settings {
-    fn streams(&self) -> &RunnerConfig {
+    fn streams(&self) -> &StreamsSettings {
         &self.streams
     }
 
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), InvalidSetting> {
         self.streams.validate()?;
         self.inputs.validate()
     }
@@ -77,17 +78,20 @@ impl Inputs {
     /// At least one source of deletions, and a user table that is not one of the other inputs.
     ///
     /// # Errors
-    /// A message naming the setting.
-    pub fn validate(&self) -> Result<(), String> {
+    /// The setting that is wrong.
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
         if !self.user_events && self.user_table.is_none() {
-            return Err(
-                "inputs: neither user_events nor user_table is set, so no deletion would ever be seen"
-                    .into(),
-            );
+            return Err(InvalidSetting::new(
+                "inputs.user_events, inputs.user_table",
+                "neither is set, so no deletion would ever be seen",
+            ));
         }
         if let Some(table) = &self.user_table {
             if table.topic.trim().is_empty() || table.id_column.trim().is_empty() {
-                return Err("inputs.user_table: topic and id_column must not be empty".into());
+                return Err(InvalidSetting::new(
+                    "inputs.user_table",
+                    "topic and id_column must not be empty",
+                ));
             }
             if [
                 crate::names::USER_EVENTS,
@@ -96,9 +100,9 @@ impl Inputs {
             ]
             .contains(&table.topic.as_str())
             {
-                return Err(format!(
-                    "inputs.user_table.topic {} is already another input",
-                    table.topic
+                return Err(InvalidSetting::new(
+                    "inputs.user_table.topic",
+                    format!("{} is already another input", table.topic),
                 ));
             }
         }

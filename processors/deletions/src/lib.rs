@@ -38,3 +38,12 @@ pub mod metrics {
     /// User events of other types (and Debezium non-deletes), ignored.
     pub const IGNORED: &str = "clinic_deletions_events_ignored_total";
 }
+
+/// The binary: the processor on the shared main ([`clinic::streams::app`]).
+pub fn app() -> clinic::streams::app::App<config::Settings> {
+    clinic::streams::app::App::processor(
+        "clinic-deletions",
+        "The clinic suite's user deletions: archives and removes a deleted user's records",
+        processor::Deletions::factory,
+    )
+}

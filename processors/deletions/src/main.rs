@@ -1,6 +1,5 @@
 //! `clinic-deletions`: see the crate documentation.
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    clinic::streams::app::run(clinic_deletions::processor::Deletions::factory).await
+fn main() -> std::process::ExitCode {
+    clinic_deletions::app().main()
 }

@@ -7,7 +7,7 @@ use clinic::cdc::{self, CdcRecord, Encoding, Next};
 use clinic::documents;
 use clinic::streams::projection::part;
 use clinic::streams::store::table_key;
-use clinic::streams::stored::{compact_key, document_fields, expand_key};
+use clinic::streams::stored::{StoredError, compact_key, document_fields, expand_key};
 use clinic::streams::{
     Context, Input, InputFormat, OutValue, OutputRecord, Payload, ProcessError, Processor, Topology,
 };
@@ -157,14 +157,14 @@ fn listed_under(prefix: Option<String>, key: &str) -> Vec<String> {
 // The indexes, kept by the runtime ([`Topology::index`]) from the fields read in place.
 
 /// A document's index key under its user (`<user>|<document key>`), when it has one.
-fn by_user(key: &str, value: &[u8]) -> Result<Vec<String>, String> {
+fn by_user(key: &str, value: &[u8]) -> Result<Vec<String>, StoredError> {
     let fields = document_fields(key, value, &["userId"])?;
     let user = documents::user_id(&fields);
     Ok(listed_under(user.as_deref().map(part), key))
 }
 
 /// A patient's index key under its clinic, whatever its user.
-fn patients_by_clinic(key: &str, value: &[u8]) -> Result<Vec<String>, String> {
+fn patients_by_clinic(key: &str, value: &[u8]) -> Result<Vec<String>, StoredError> {
     let fields = document_fields(key, value, &["clinicId"])?;
     let clinic = model::clinic_key(&fields);
     Ok(listed_under(clinic.as_deref().map(clinic_prefix), key))
@@ -172,7 +172,7 @@ fn patients_by_clinic(key: &str, value: &[u8]) -> Result<Vec<String>, String> {
 
 /// A clinician's index key under its clinic, when it is a member (has a user; an invite
 /// placeholder is not).
-fn members_by_clinic(key: &str, value: &[u8]) -> Result<Vec<String>, String> {
+fn members_by_clinic(key: &str, value: &[u8]) -> Result<Vec<String>, StoredError> {
     let fields = document_fields(key, value, &["userId", "clinicId"])?;
     let member = documents::user_id(&fields).is_some();
     let clinic = model::clinic_key(&fields).filter(|_| member);

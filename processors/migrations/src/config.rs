@@ -1,7 +1,8 @@
 //! Settings of `clinic-migrations` (defaults < `CLINIC_SETTINGS` TOML file < `CLINIC__…` env).
 
 use clinic::cdc::{Encoding, Envelope, Format};
-use clinic::streams::runner::RunnerConfig;
+use clinic::settings::InvalidSetting;
+use clinic::streams::kafka::StreamsSettings;
 use serde::{Deserialize, Serialize};
 
 /// Everything the binary reads.
@@ -9,7 +10,7 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
     /// Consuming, producing, committing (`[streams]`).
-    pub streams: RunnerConfig,
+    pub streams: StreamsSettings,
     /// The inputs and their forms (`[inputs]`).
     pub inputs: Inputs,
     /// How migrations run (`[migration]`).
@@ -17,11 +18,11 @@ pub struct Settings {
 }
 
 impl clinic::streams::app::Settings for Settings {
-    fn streams(&self) -> &RunnerConfig {
+    fn streams(&self) -> &StreamsSettings {
         &self.streams
     }
 
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), InvalidSetting> {
         self.streams.validate()?;
         self.inputs.validate()?;
         self.migration.validate()
@@ -119,15 +120,16 @@ impl Inputs {
     /// A profile topic that is named and not one of the other inputs.
     ///
     /// # Errors
-    /// A message naming the setting.
-    pub fn validate(&self) -> Result<(), String> {
+    /// The setting that is wrong.
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
         let topic = self.profiles.topic.trim();
         if topic.is_empty() {
-            return Err("inputs.profiles.topic must not be empty".into());
+            return Err(InvalidSetting::new("inputs.profiles.topic", "is empty"));
         }
-        if crate::processor::FIXED_INPUTS.contains(&topic) {
-            return Err(format!(
-                "inputs.profiles.topic {topic} is already another input"
+        if crate::names::FIXED_INPUTS.contains(&topic) {
+            return Err(InvalidSetting::new(
+                "inputs.profiles.topic",
+                format!("{topic} is already another input"),
             ));
         }
         Ok(())
@@ -138,10 +140,13 @@ impl Migration {
     /// A chunk of at least one share.
     ///
     /// # Errors
-    /// A message naming the setting.
-    pub fn validate(&self) -> Result<(), String> {
+    /// The setting that is wrong.
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
         if self.chunk_size == 0 {
-            return Err("migration.chunk_size must be at least 1".into());
+            return Err(InvalidSetting::new(
+                "migration.chunk_size",
+                "must be at least 1",
+            ));
         }
         Ok(())
     }

@@ -36,7 +36,17 @@
 
 pub mod config;
 pub mod model;
+pub mod names;
 pub mod processor;
 
 /// This processor's name, as used in its consumer group, DLQ and changelog topic names.
 pub const NAME: &str = "migrations";
+
+/// The binary: the processor on the shared main ([`clinic::streams::app`]).
+pub fn app() -> clinic::streams::app::App<config::Settings> {
+    clinic::streams::app::App::processor(
+        "clinic-migrations",
+        "The clinic suite's legacy clinician migrations",
+        processor::Migrations::factory,
+    )
+}

@@ -1,6 +1,5 @@
 //! `clinic-migrations`: see the crate documentation.
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    clinic::streams::app::run(clinic_migrations::processor::Migrations::factory).await
+fn main() -> std::process::ExitCode {
+    clinic_migrations::app().main()
 }

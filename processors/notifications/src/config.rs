@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use clinic::cdc::{Encoding, Envelope, Format};
-use clinic::streams::runner::RunnerConfig;
+use clinic::settings::InvalidSetting;
+use clinic::streams::kafka::StreamsSettings;
 use serde::{Deserialize, Serialize};
 
 use crate::smtp::SmtpSettings;
@@ -13,7 +14,7 @@ use crate::smtp::SmtpSettings;
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
     /// Consuming, producing, committing (`[streams]`); the effect stage uses the same.
-    pub streams: RunnerConfig,
+    pub streams: StreamsSettings,
     /// The inputs and their forms (`[inputs]`).
     pub inputs: Inputs,
     /// What is sent and when (`[notifications]`).
@@ -27,15 +28,15 @@ pub struct Settings {
 }
 
 impl clinic::streams::app::Settings for Settings {
-    fn streams(&self) -> &RunnerConfig {
+    fn streams(&self) -> &StreamsSettings {
         &self.streams
     }
 
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), InvalidSetting> {
         self.streams.validate()?;
         self.notifications.validate()?;
         if self.sender.kind == SenderKind::Mailer && self.mailer.topic.trim().is_empty() {
-            return Err("mailer.topic must not be empty".into());
+            return Err(InvalidSetting::new("mailer.topic", "is empty"));
         }
         Ok(())
     }
@@ -106,14 +107,20 @@ impl Notifications {
     /// A non-zero age and absolute URLs.
     ///
     /// # Errors
-    /// A message naming the setting.
-    pub fn validate(&self) -> Result<(), String> {
+    /// The setting that is wrong.
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
         if self.max_age.is_zero() {
-            return Err("notifications.max_age must be more than zero".into());
+            return Err(InvalidSetting::new(
+                "notifications.max_age",
+                "must be more than zero",
+            ));
         }
         for (name, url) in [("web_url", &self.web_url), ("asset_url", &self.asset_url)] {
             if !(url.starts_with("https://") || url.starts_with("http://")) {
-                return Err(format!("notifications.{name} must be an http(s) URL"));
+                return Err(InvalidSetting::new(
+                    format!("notifications.{name}"),
+                    "must be an http(s) URL",
+                ));
             }
         }
         Ok(())

@@ -21,6 +21,7 @@
 //! - Settings: [`config::Settings`]; `clinic-notifications render <template>` shows an email
 //!   without sending it.
 
+pub mod commands;
 pub mod config;
 pub mod model;
 pub mod processor;
@@ -31,50 +32,14 @@ pub mod templates;
 /// This processor's name, as used in its consumer group, DLQ and changelog topic names.
 pub const NAME: &str = "notifications";
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-
-use clinic::streams::runner::{self, Health};
-use clinic::streams::{app::Settings as _, effect};
-
-/// Runs the processor and its effect stage side by side until `shutdown` is set; when either
-/// stops (an error), the other is told to. `health` reports the processor's readiness and
-/// outages; the stage keeps its own outage bookkeeping, since it follows the broker calls of one
-/// loop and the two loops run at once.
-///
-/// # Errors
-/// Invalid settings, a sender that cannot be built, or what either loop returns.
-pub async fn run_until(
-    settings: config::Settings,
-    shutdown: Arc<AtomicBool>,
-    health: Arc<Health>,
-) -> anyhow::Result<()> {
-    settings.validate().map_err(anyhow::Error::msg)?;
-    let sender = sender::Sender::new(&settings).map_err(anyhow::Error::msg)?;
-    let factory = processor::Notifications::factory(&settings);
-    let stop = |result: anyhow::Result<()>, flag: &AtomicBool| {
-        flag.store(true, Ordering::SeqCst);
-        result
-    };
-    let processing = {
-        let (config, shutdown) = (settings.streams.clone(), Arc::clone(&shutdown));
-        async move {
-            let result = runner::run_until(config, factory, Arc::clone(&shutdown), health).await;
-            stop(result, &shutdown)
-        }
-    };
-    let sending = async {
-        let own = Arc::new(Health::default());
-        let result = effect::run_until(
-            settings.streams.clone(),
-            processor::stage(),
-            sender,
-            Arc::clone(&shutdown),
-            own,
-        )
-        .await;
-        stop(result, &shutdown)
-    };
-    let (processed, sent) = tokio::join!(processing, sending);
-    processed.and(sent)
+/// The binary: the processor and its effect stage (the [`sender::Sender`] the settings choose)
+/// on the shared main ([`clinic::streams::app`]), with the `render` subcommand.
+pub fn app() -> clinic::streams::app::App<config::Settings, commands::Command> {
+    clinic::streams::app::App::processor(
+        "clinic-notifications",
+        "The clinic suite's transactional emails",
+        processor::Notifications::factory,
+    )
+    .with_effect(|settings| Ok((processor::stage(), sender::Sender::new(settings)?)))
+    .with_commands(commands::run)
 }

@@ -275,7 +275,8 @@ fn origin(
 
 /// Hands one email to the effect stage.
 fn send(ctx: &mut Context<'_>, email: Outgoing) -> Result<(), ProcessError> {
-    templates::check(&email.template, &email.variables).map_err(ProcessError::Fatal)?;
+    templates::check(&email.template, &email.variables)
+        .map_err(|error| ProcessError::Fatal(format!("BUG: {error}")))?;
     ::metrics::counter!(metrics::REQUESTED, "template" => email.template.clone()).increment(1);
     ctx.emit(effect::request(OUTBOX, &email.id, &email)?)
 }
@@ -714,8 +715,10 @@ impl Notifications {
     ) -> Result<(), ProcessError> {
         let value =
             value.ok_or_else(|| ProcessError::Poison("an email request without a value".into()))?;
-        let request = EmailRequest::from_avro(value).map_err(ProcessError::Poison)?;
-        templates::check(&request.template, &request.variables).map_err(ProcessError::Poison)?;
+        let request =
+            EmailRequest::from_avro(value).map_err(|e| ProcessError::Poison(e.to_string()))?;
+        templates::check(&request.template, &request.variables)
+            .map_err(|e| ProcessError::Poison(e.to_string()))?;
         let address = match (&request.recipient_email, &request.recipient_user_id) {
             (Some(address), _) => Some(address.clone()),
             (None, Some(user)) => self.user_address(ctx, user)?,

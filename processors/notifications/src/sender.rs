@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use clinic::settings::InvalidSetting;
 use clinic::streams::effect::{Effect, EffectError};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
@@ -37,8 +38,8 @@ impl Sender {
     /// there).
     ///
     /// # Errors
-    /// A message naming the setting that is wrong.
-    pub fn new(settings: &Settings) -> Result<Self, String> {
+    /// The setting that is wrong.
+    pub fn new(settings: &Settings) -> Result<Self, InvalidSetting> {
         Ok(match settings.sender.kind {
             SenderKind::Smtp => Self::Smtp {
                 templates: Templates::new(&settings.notifications),
@@ -57,7 +58,7 @@ impl Effect for Sender {
             Self::Smtp { templates, smtp } => {
                 let email = templates
                     .render(&request.template, &request.to, &request.variables)
-                    .map_err(EffectError::Permanent)?;
+                    .map_err(|error| EffectError::Permanent(error.to_string()))?;
                 smtp.perform(&email).await
             }
             Self::Mailer(mailer) => mailer.perform(request).await,
@@ -88,15 +89,17 @@ impl Mailer {
     /// A producer to `<prefix><mailer.topic>`.
     ///
     /// # Errors
-    /// When the Kafka client cannot be created.
-    pub fn new(settings: &Settings) -> Result<Self, String> {
+    /// When librdkafka refuses the `[streams]` settings for the producer.
+    pub fn new(settings: &Settings) -> Result<Self, InvalidSetting> {
         let producer = settings
             .streams
             .client_config()
             .set("enable.idempotence", "true")
             .set("linger.ms", "0")
             .create()
-            .map_err(|e| format!("creating the mailer producer: {e}"))?;
+            .map_err(|e| {
+                InvalidSetting::new("streams.librdkafka", format!("the mailer producer: {e}"))
+            })?;
         Ok(Self {
             producer,
             topic: format!("{}{}", settings.streams.topic_prefix, settings.mailer.topic),

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use clinic::settings::InvalidSetting;
 use clinic::streams::effect::{Effect, EffectError};
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
@@ -115,27 +116,26 @@ impl Smtp {
     /// implicit-TLS pool keeps a task there.
     ///
     /// # Errors
-    /// A message naming the setting that is wrong (the sender's address, TLS parameters).
-    pub fn new(settings: &SmtpSettings) -> Result<Self, String> {
-        let from: Mailbox = format!("{} <{}>", settings.from_name, settings.from_address)
-            .parse()
-            .map_err(|e| format!("smtp.from_name / smtp.from_address: {e}"))?;
+    /// The setting that is wrong (the sender's address, TLS parameters).
+    pub fn new(settings: &SmtpSettings) -> Result<Self, InvalidSetting> {
+        let from = format!("{} <{}>", settings.from_name, settings.from_address)
+            .parse::<Mailbox>()
+            .map_err(|e| InvalidSetting::new("smtp.from_name, smtp.from_address", e.to_string()))?;
         let tls = match settings.tls {
             TlsMode::None => None,
             _ => {
                 let mut builder = TlsParameters::builder(settings.host.clone());
                 if let Some(file) = &settings.ca_file {
-                    let pem = std::fs::read(file)
-                        .map_err(|e| format!("smtp.ca_file {}: {e}", file.display()))?;
-                    let roots = Certificate::from_pem(&pem)
-                        .map_err(|e| format!("smtp.ca_file {}: {e}", file.display()))?;
+                    let unusable = |e: &dyn std::fmt::Display| {
+                        InvalidSetting::new("smtp.ca_file", format!("{}: {e}", file.display()))
+                    };
+                    let pem = std::fs::read(file).map_err(|e| unusable(&e))?;
+                    let roots = Certificate::from_pem(&pem).map_err(|e| unusable(&e))?;
                     builder = builder.add_root_certificate(roots);
                 }
-                Some(
-                    builder
-                        .build()
-                        .map_err(|e| format!("smtp.tls for {}: {e}", settings.host))?,
-                )
+                Some(builder.build().map_err(|e| {
+                    InvalidSetting::new("smtp.tls", format!("for {}: {e}", settings.host))
+                })?)
             }
         };
         let credentials = settings.username.as_ref().map(|user| {
@@ -311,6 +311,6 @@ mod tests {
             from_address: "not an address".into(),
             ..SmtpSettings::default()
         };
-        assert!(Smtp::new(&bad).is_err_and(|e| e.contains("from_address")));
+        assert!(Smtp::new(&bad).is_err_and(|e| e.key.contains("from_address")));
     }
 }

@@ -47,14 +47,43 @@ pub fn variables_of(template: &str) -> Option<&'static [&'static str]> {
         .map(|(_, variables)| *variables)
 }
 
-/// Why a request cannot become an email as it stands.
+/// Why a request cannot become an email. Messages name templates and variables, never a
+/// variable's value (values are personal data, and messages reach logs and the DLQ).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    /// No template has this name.
+    #[error("unknown template {0:?}")]
+    Unknown(String),
+    /// The request lacks a variable the template needs.
+    #[error("template {template} needs the variable {variable}")]
+    Missing {
+        /// The template.
+        template: String,
+        /// The variable.
+        variable: &'static str,
+    },
+    /// The template engine failed on a part.
+    #[error("rendering {part}: {message}")]
+    Render {
+        /// The part's template (`<template>.html`, …).
+        part: String,
+        /// What the engine said.
+        message: String,
+    },
+}
+
+/// Whether a request can become an email as it stands.
 ///
 /// # Errors
 /// An unknown template, or a variable it needs that the request lacks.
-pub fn check(template: &str, variables: &BTreeMap<String, String>) -> Result<(), String> {
-    let needed = variables_of(template).ok_or_else(|| format!("unknown template {template:?}"))?;
+pub fn check(template: &str, variables: &BTreeMap<String, String>) -> Result<(), TemplateError> {
+    let needed =
+        variables_of(template).ok_or_else(|| TemplateError::Unknown(template.to_owned()))?;
     match needed.iter().find(|v| !variables.contains_key(**v)) {
-        Some(missing) => Err(format!("template {template} needs the variable {missing}")),
+        Some(missing) => Err(TemplateError::Missing {
+            template: template.to_owned(),
+            variable: missing,
+        }),
         None => Ok(()),
     }
 }
@@ -141,7 +170,7 @@ impl Templates {
         template: &str,
         to: &str,
         variables: &BTreeMap<String, String>,
-    ) -> Result<Email, String> {
+    ) -> Result<Email, TemplateError> {
         check(template, variables)?;
         let mut context = self.globals.clone();
         context.extend(
@@ -154,7 +183,10 @@ impl Templates {
             self.env
                 .get_template(&name)
                 .and_then(|t| t.render(&context))
-                .map_err(|e| format!("rendering {name}: {e}"))
+                .map_err(|e| TemplateError::Render {
+                    part: name,
+                    message: e.to_string(),
+                })
         };
         Ok(Email {
             to: to.to_owned(),
@@ -215,12 +247,12 @@ mod tests {
         assert!(
             templates
                 .render("nope", "a@b.org", &none)
-                .is_err_and(|e| e.contains("unknown"))
+                .is_err_and(|e| e == TemplateError::Unknown("nope".into()))
         );
         assert!(
             templates
                 .render(CLINIC_CREATED, "a@b.org", &none)
-                .is_err_and(|e| e.contains("ClinicName"))
+                .is_err_and(|e| e.to_string().contains("ClinicName"))
         );
     }
 }

@@ -1,7 +1,7 @@
 //! Settings of `clinic-permissions` (defaults < `CLINIC_SETTINGS` TOML file < `CLINIC__…` env).
 
 use clinic::cdc::{Encoding, Envelope, Format};
-use clinic::streams::runner::RunnerConfig;
+use clinic::streams::kafka::StreamsSettings;
 use serde::{Deserialize, Serialize};
 
 /// Everything the binary reads.
@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
     /// Consuming, producing, committing (`[streams]`).
-    pub streams: RunnerConfig,
+    pub streams: StreamsSettings,
     /// The CDC form of each input topic (`[inputs]`).
     pub inputs: Inputs,
 }
@@ -27,7 +27,7 @@ pub struct Inputs {
 }
 
 impl clinic::streams::app::Settings for Settings {
-    fn streams(&self) -> &RunnerConfig {
+    fn streams(&self) -> &StreamsSettings {
         &self.streams
     }
 }

@@ -22,3 +22,12 @@ pub mod processor;
 
 /// This processor's name, as used in its consumer group, DLQ and changelog topic names.
 pub const NAME: &str = "permissions";
+
+/// The binary: the processor on the shared main ([`clinic::streams::app`]).
+pub fn app() -> clinic::streams::app::App<config::Settings> {
+    clinic::streams::app::App::processor(
+        "clinic-permissions",
+        "The clinic suite's gatekeeper permissions, projected from patients and clinicians",
+        processor::Permissions::factory,
+    )
+}

@@ -1,6 +1,5 @@
 //! `clinic-permissions`: see the crate documentation.
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    clinic::streams::app::run(clinic_permissions::processor::Permissions::factory).await
+fn main() -> std::process::ExitCode {
+    clinic_permissions::app().main()
 }

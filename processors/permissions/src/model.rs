@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use bson::{Bson, Document, doc};
 use clinic::documents::user_id;
 use clinic::streams::ProcessError;
+use clinic::streams::projection::Kept;
 use serde::{Deserialize, Serialize};
 
 /// A patient's grants to a clinic (`sink.gatekeeper.patient_permissions`).
@@ -52,13 +53,13 @@ fn clinic_id(document: &Document) -> Result<Bson, ProcessError> {
     id(clinic, "clinicId")
 }
 
-impl PatientGrant {
+impl Kept for PatientGrant {
     /// The grant a patient document makes; `None` when it grants nothing (no user, or no
     /// permission left).
     ///
     /// # Errors
     /// Poison when the document's `clinicId` or `permissions` has the wrong shape.
-    pub fn of(document: &Document) -> Result<Option<Self>, ProcessError> {
+    fn of(document: &Document) -> Result<Option<Self>, ProcessError> {
         let Some(user_id) = user_id(document) else {
             return Ok(None);
         };
@@ -84,7 +85,7 @@ impl PatientGrant {
 
     /// The document fields it came from: what the gatekeeper row holds besides `_id`, and what
     /// an update without `fullDocument` is applied to.
-    pub fn to_document(&self) -> Document {
+    fn to_document(&self) -> Document {
         let permissions: Document = self
             .permissions
             .iter()
@@ -94,12 +95,12 @@ impl PatientGrant {
     }
 }
 
-impl Membership {
+impl Kept for Membership {
     /// The membership a clinician document makes; `None` for an invite with no user yet.
     ///
     /// # Errors
     /// Poison when `clinicId` or `roles` has the wrong shape.
-    pub fn of(document: &Document) -> Result<Option<Self>, ProcessError> {
+    fn of(document: &Document) -> Result<Option<Self>, ProcessError> {
         let Some(user_id) = user_id(document) else {
             return Ok(None);
         };
@@ -131,7 +132,7 @@ impl Membership {
     }
 
     /// The gatekeeper row besides `_id`; also what updates without `fullDocument` apply to.
-    pub fn to_document(&self) -> Document {
+    fn to_document(&self) -> Document {
         doc! { "userId": &self.user_id, "clinicId": self.clinic_id.clone(), "roles": &self.roles }
     }
 }

@@ -1,14 +1,13 @@
 //! The pure logic: change events in, gatekeeper records out, emitting only when the projection
 //! changes. No I/O.
 
-use bson::{Bson, Document};
+use bson::Bson;
 use clinic::cdc::{self, CdcRecord, Next};
+use clinic::streams::projection::Kept;
 use clinic::streams::store::table_key;
 use clinic::streams::{
     Context, Input, InputFormat, OutValue, OutputRecord, Payload, ProcessError, Processor, Topology,
 };
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 use crate::config::Inputs;
 use crate::model::{Membership, PatientGrant};
@@ -21,10 +20,10 @@ pub const CLINICIANS: &str = "clinic.clinicians";
 pub const PATIENT_PERMISSIONS: &str = "sink.gatekeeper.patient_permissions";
 /// Output topic.
 pub const CLINICIAN_PERMISSIONS: &str = "sink.gatekeeper.clinician_permissions";
-/// What the patient projection reads of a patient document ([`PatientGrant::of`]); the decoder
+/// What the patient projection reads of a patient document ([`Kept::of`] of [`PatientGrant`]); the decoder
 /// skips the rest of `fullDocument`.
 const PATIENT_FIELDS: &[&str] = &["userId", "clinicId", "permissions"];
-/// What the membership projection reads of a clinician document ([`Membership::of`]).
+/// What the membership projection reads of a clinician document ([`Kept::of`] of [`Membership`]).
 const CLINICIAN_FIELDS: &[&str] = &["userId", "clinicId", "roles"];
 /// Store of what was last emitted per patient document.
 pub const PATIENT_STORE: &str = "patients";
@@ -46,30 +45,6 @@ impl Permissions {
     pub fn factory(settings: &crate::config::Settings) -> impl Fn() -> Self + Send + use<> {
         let inputs = settings.inputs;
         move || Self::new(inputs)
-    }
-}
-
-/// A projection the processor keeps and emits.
-trait Projection: Serialize + DeserializeOwned + PartialEq + Sized {
-    fn of(document: &Document) -> Result<Option<Self>, ProcessError>;
-    fn to_document(&self) -> Document;
-}
-
-impl Projection for PatientGrant {
-    fn of(document: &Document) -> Result<Option<Self>, ProcessError> {
-        PatientGrant::of(document)
-    }
-    fn to_document(&self) -> Document {
-        PatientGrant::to_document(self)
-    }
-}
-
-impl Projection for Membership {
-    fn of(document: &Document) -> Result<Option<Self>, ProcessError> {
-        Membership::of(document)
-    }
-    fn to_document(&self) -> Document {
-        Membership::to_document(self)
     }
 }
 
@@ -104,7 +79,7 @@ impl Processor for Permissions {
 
 /// Keeps `store` and `topic` in step with one document's projection. Rows are canonical Extended
 /// JSON (the sinks read them with StringConverter), so `_id` and `clinicId` keep their BSON types.
-fn follow<P: Projection>(
+fn follow<P: Kept>(
     ctx: &mut Context<'_>,
     record: CdcRecord,
     store: &str,

@@ -1,5 +1,6 @@
-//! The admin endpoint every processor binary serves: `/healthz` (the process runs), `/readyz`
-//! (stores restored and no dependency away), `/metrics` (Prometheus text).
+//! The admin endpoint every processor binary serves, from its [`Health`]: `/healthz` (the
+//! process runs), `/readyz` (stores restored and no dependency away), `/metrics` (Prometheus
+//! text).
 //!
 //! Three fixed routes on hyper directly rather than axum, so the processors link no web
 //! framework (the API keeps axum).
@@ -7,23 +8,14 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use anyhow::Context as _;
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Method, Request, Response, StatusCode};
 
-use super::outage;
-
-/// Readiness and liveness the admin endpoint reports.
-#[derive(Debug, Default)]
-pub struct Health {
-    /// Set once the first assignment's stores are restored; cleared while restoring again.
-    pub ready: AtomicBool,
-    /// Dependencies that are away now: not ready meanwhile.
-    pub outages: outage::Outages,
-}
+use super::health::Health;
 
 /// Binds `addr` and serves the admin routes in the background; returns the bound address.
 ///

@@ -1,28 +1,35 @@
-//! Outages of what the runner depends on (the broker, the schema registry): transient faults it
-//! waits out. One WARN once an outage has lasted a second and one INFO when it ends (not a line
-//! per retry), a gauge per dependency, `/readyz` answering 503 meanwhile, and the budget
-//! (`streams.max_outage`) after which the runner gives up and exits non-zero.
+//! What a process of the runtime reports about itself: [`Health`] (ready, and the dependencies
+//! that are away now), which the admin endpoint answers `/readyz` from.
 //!
-//! The loop learns of a broker outage from a failed call or from librdkafka's error events, which
+//! Outages of what the runtime depends on (the broker, the schema registry) are transient faults
+//! it waits out. One WARN once an outage has lasted a second and one INFO when it ends (not a
+//! line per retry), a gauge per dependency, `/readyz` answering 503 meanwhile, and the budget
+//! (`streams.max_outage`) after which the process gives up and exits non-zero.
+//!
+//! A loop learns of a broker outage from a failed call or from librdkafka's error events, which
 //! only its own poll delivers; while it blocks in a call to the broker (a commit, an abort: up to
 //! their timeouts, back to back) it learns nothing. [`Outages::calling`] marks such calls and
-//! [`Outages::watch`], run beside the loop, takes one left unanswered for 2 s for an
-//! outage, so logs, metrics and `/readyz` tell it while it lasts.
+//! [`Outages::watch`], run beside the loop ([`watchdog`]), takes one left unanswered for 2 s for
+//! an outage, so logs, metrics and `/readyz` tell it while it lasts.
 
 use std::fmt::Display;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use backon::{BackoffBuilder, ExponentialBuilder};
-use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::error::KafkaError;
-use rdkafka::types::RDKafkaErrorCode;
+use crate::streams::metrics as names;
+use crate::sync::lock;
 
-use super::metrics as names;
-use super::shared::lock;
+/// Readiness and liveness the admin endpoint reports.
+#[derive(Debug, Default)]
+pub struct Health {
+    /// Set once the first assignment's stores are restored; cleared while restoring again.
+    pub ready: AtomicBool,
+    /// Dependencies that are away now: not ready meanwhile.
+    pub outages: Outages,
+}
 
-/// Something the runner needs that can go away for a while.
+/// Something the runtime needs that can go away for a while.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dependency {
     /// The Kafka cluster.
@@ -220,9 +227,7 @@ impl Outages {
 }
 
 /// Runs [`Outages::watch`] every 250 ms beside a loop that blocks in broker calls, until aborted.
-pub(crate) fn watchdog(
-    health: std::sync::Arc<super::admin::Health>,
-) -> tokio::task::JoinHandle<()> {
+pub(crate) fn watchdog(health: Arc<Health>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_millis(250));
         loop {
@@ -231,115 +236,6 @@ pub(crate) fn watchdog(
         }
     })
 }
-
-/// Runs `attempt` until it succeeds, treating each failure as the broker being away: waits with
-/// capped exponential backoff, logs once per outage, and gives up when the outage has lasted
-/// `limit` or shutdown was requested.
-///
-/// # Errors
-/// The last failure, once the outage outlasted `limit` or shutdown interrupted the wait.
-pub(crate) fn with_broker<T, E: Display>(
-    outages: &Outages,
-    limit: Duration,
-    max_backoff: Duration,
-    shutdown: &AtomicBool,
-    what: &str,
-    mut attempt: impl FnMut() -> Result<T, E>,
-) -> anyhow::Result<T> {
-    let mut delays = backoff(max_backoff);
-    loop {
-        match outages.calling(what, &mut attempt) {
-            Ok(value) => {
-                outages.up(Dependency::Broker);
-                return Ok(value);
-            }
-            Err(error) => {
-                let error = format!("{what}: {error:#}");
-                let away = outages.down(Dependency::Broker, &error);
-                anyhow::ensure!(
-                    away < limit,
-                    "{error}; the broker has been unavailable for {away:?}, longer than streams.max_outage ({limit:?})"
-                );
-                let delay = delays.next().unwrap_or(max_backoff);
-                anyhow::ensure!(
-                    sleep_unless(shutdown, delay),
-                    "{error}; shutdown requested while waiting for the broker (work since the last commit will be redone)"
-                );
-            }
-        }
-    }
-}
-
-/// The runner's retry delays: 100 ms doubling up to `max`, with jitter, without end.
-pub(crate) fn backoff(max: Duration) -> impl Iterator<Item = Duration> {
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(max)
-        .with_jitter()
-        .without_max_times()
-        .build()
-}
-
-/// Sleeps for `delay` in short steps; `false` when `shutdown` was set meanwhile.
-pub(crate) fn sleep_unless(shutdown: &AtomicBool, delay: Duration) -> bool {
-    let until = Instant::now() + delay;
-    while Instant::now() < until {
-        if shutdown.load(Ordering::SeqCst) {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50).min(until - Instant::now()));
-    }
-    !shutdown.load(Ordering::SeqCst)
-}
-
-/// What every Kafka client of the runner does with librdkafka's error events: reaching the end of
-/// a partition is expected (restore reads to it); anything else means the cluster cannot be
-/// reached as configured (down, unresolvable, refusing our credentials) and is an outage, logged
-/// once until it ends.
-pub(crate) fn client_error(outages: &Outages, error: &KafkaError, reason: &str) {
-    if matches!(
-        error,
-        KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
-    ) {
-        tracing::debug!(reason, "Partition read to its end.");
-    } else if matches!(error, KafkaError::Global(RDKafkaErrorCode::AllBrokersDown))
-        && reason.starts_with("0/")
-    {
-        // "0/1 brokers are down": librdkafka counts its bootstrap connection, which it drops
-        // once it knows the cluster (at start), and such events are delivered on the next poll,
-        // which after an outage can be after the broker answered again. No broker is down.
-        tracing::debug!(reason, "All-brokers-down event with no broker down.");
-    } else {
-        outages.down(Dependency::Broker, &format_args!("{error} ({reason})"));
-    }
-}
-
-/// librdkafka's own log lines, at DEBUG: it logs every failed reconnect, and what they say
-/// reaches the operator once through [`client_error`]. Only its emergencies stay loud.
-pub(crate) fn client_log(level: RDKafkaLogLevel, facility: &str, message: &str) {
-    match level {
-        RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical => {
-            tracing::error!(target: "librdkafka", facility, message, "librdkafka.");
-        }
-        _ => tracing::debug!(target: "librdkafka", facility, message, "librdkafka."),
-    }
-}
-
-/// The context of a Kafka client that only reports: its errors are outages ([`client_error`]),
-/// its logs go through [`client_log`]. For the restore readers and the runner's probe.
-pub(crate) struct Reporting(pub(crate) std::sync::Arc<super::admin::Health>);
-
-impl rdkafka::ClientContext for Reporting {
-    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        client_log(level, fac, log_message);
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        client_error(&self.0.outages, &error, reason);
-    }
-}
-
-impl rdkafka::consumer::ConsumerContext for Reporting {}
 
 #[cfg(test)]
 mod tests {
@@ -362,44 +258,6 @@ mod tests {
     }
 
     #[test]
-    fn broker_calls_are_retried_until_they_answer_and_given_up_after_the_limit() {
-        let outages = Outages::default();
-        let shutdown = AtomicBool::new(false);
-        let mut failures = 2;
-        let answered = with_broker(
-            &outages,
-            Duration::from_secs(60),
-            Duration::from_millis(10),
-            &shutdown,
-            "probing",
-            || {
-                if failures > 0 {
-                    failures -= 1;
-                    Err("down")
-                } else {
-                    Ok(7)
-                }
-            },
-        );
-        assert_eq!(answered.expect("answered"), 7);
-        assert_eq!(outages.longest(), None);
-
-        let given_up = with_broker(
-            &outages,
-            Duration::from_millis(50),
-            Duration::from_millis(10),
-            &shutdown,
-            "probing",
-            || Err::<(), _>("down"),
-        );
-        let message = format!("{:#}", given_up.expect_err("gave up"));
-        assert!(
-            message.contains("longer than streams.max_outage"),
-            "{message}"
-        );
-    }
-
-    #[test]
     fn a_broker_call_left_unanswered_is_an_outage_from_when_it_was_made() {
         let outages = Outages::default();
         outages.calling("committing", || {
@@ -417,16 +275,5 @@ mod tests {
         outages.up(Dependency::Broker);
         outages.watch_for(Duration::ZERO);
         assert_eq!(outages.longest(), None);
-    }
-
-    #[test]
-    fn an_all_brokers_down_event_with_no_broker_down_is_no_outage() {
-        let outages = Outages::default();
-        let all_down = KafkaError::Global(RDKafkaErrorCode::AllBrokersDown);
-
-        client_error(&outages, &all_down, "0/1 brokers are down");
-        assert_eq!(outages.longest(), None);
-        client_error(&outages, &all_down, "1/1 brokers are down");
-        assert!(matches!(outages.longest(), Some((Dependency::Broker, _))));
     }
 }

@@ -1,10 +1,14 @@
-//! Settings of the Kafka runner, shared by every processor binary (section `streams`).
+//! The `[streams]` settings every processor binary shares: where Kafka and the registry are, the
+//! guarantee, commit and outage timing, and the librdkafka passthrough. The runner, the global
+//! tables' thread and the effect stage all read them through [`super::Kafka`].
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use crate::settings::InvalidSetting;
 
 /// Processing guarantee.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -18,10 +22,10 @@ pub enum Guarantee {
     AtLeastOnce,
 }
 
-/// How the runner consumes, produces and commits.
+/// How the runtime consumes, produces and commits (`[streams]`).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct RunnerConfig {
+pub struct StreamsSettings {
     /// Kafka bootstrap servers (default: `CLINIC_KAFKA_BROKERS`, as every binary reads it).
     #[serde(default = "default_brokers")]
     pub brokers: String,
@@ -103,7 +107,7 @@ fn default_max_outage() -> Duration {
     Duration::from_secs(300)
 }
 
-impl Default for RunnerConfig {
+impl Default for StreamsSettings {
     fn default() -> Self {
         Self {
             brokers: default_brokers(),
@@ -122,7 +126,7 @@ impl Default for RunnerConfig {
     }
 }
 
-impl RunnerConfig {
+impl StreamsSettings {
     /// The librdkafka settings every client of a deployment shares: the brokers and
     /// `streams.librdkafka` (`fetch_min_bytes` from the environment means `fetch.min.bytes`, see
     /// `settings`).
@@ -165,29 +169,36 @@ impl RunnerConfig {
     /// Checks what can be checked before any connection opens.
     ///
     /// # Errors
-    /// A message naming the first bad setting.
-    pub fn validate(&self) -> Result<(), String> {
+    /// The first bad setting.
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
         if self.brokers.trim().is_empty() {
-            return Err("streams.brokers is empty".into());
+            return Err(InvalidSetting::new("streams.brokers", "is empty"));
         }
         if self.commit_interval.is_zero() {
-            return Err("streams.commit_interval must be positive".into());
+            return Err(InvalidSetting::new(
+                "streams.commit_interval",
+                "must be positive",
+            ));
         }
         if self.max_outage.is_zero() || self.max_backoff.is_zero() {
-            return Err("streams.max_outage and streams.max_backoff must be positive".into());
+            return Err(InvalidSetting::new(
+                "streams.max_outage, streams.max_backoff",
+                "must be positive",
+            ));
         }
         if self.instance_id.is_empty() || self.instance_id.contains(char::is_whitespace) {
-            return Err(format!(
-                "streams.instance_id {:?} must be a non-empty word",
-                self.instance_id
+            return Err(InvalidSetting::new(
+                "streams.instance_id",
+                format!("{:?} must be a non-empty word", self.instance_id),
             ));
         }
         if let Some(id) = &self.application_id
             && (id.is_empty()
                 || id.contains(|c: char| !(c.is_ascii_alphanumeric() || "._-".contains(c))))
         {
-            return Err(format!(
-                "streams.application_id {id:?} must be a non-empty topic-name word ([A-Za-z0-9._-])"
+            return Err(InvalidSetting::new(
+                "streams.application_id",
+                format!("{id:?} must be a non-empty topic-name word ([A-Za-z0-9._-])"),
             ));
         }
         for key in [
@@ -196,9 +207,11 @@ impl RunnerConfig {
             "enable.auto.commit",
             "isolation.level",
         ] {
-            if self.librdkafka.contains_key(key) {
-                return Err(format!(
-                    "streams.librdkafka.{key} is set by the runner and cannot be overridden"
+            // Spelt with underscores from the environment (see `client_config`).
+            if self.librdkafka.keys().any(|k| k.replace('_', ".") == key) {
+                return Err(InvalidSetting::new(
+                    format!("streams.librdkafka.{key}"),
+                    "is set by the runtime and cannot be overridden",
                 ));
             }
         }

@@ -15,15 +15,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
 use rdkafka::message::Message as _;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 
-use super::outage::{self, Reporting};
-use super::partition_count;
-use super::restore::{RestoreError, read_partitions};
-use super::worker::{Retried, Shop, resolve_avro};
+use super::shop::{Retried, Shop};
 use crate::streams::global::{Changed, GlobalTables};
+use crate::streams::kafka::Client;
 use crate::streams::processor::Processor;
 use crate::streams::record::RawRecord;
 
@@ -54,20 +51,15 @@ impl GlobalThread {
     pub(super) fn start<P: Processor + 'static>(
         processor: P,
         tables: GlobalTables,
-        client: &ClientConfig,
-        group: &str,
         shop: Arc<Shop>,
     ) -> anyhow::Result<Self> {
-        let consumer: BaseConsumer<Reporting> = client
-            .clone()
-            .set("group.id", format!("{group}-global"))
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("isolation.level", "read_committed")
-            .create_with_context(Reporting(Arc::clone(&shop.health)))
+        let kafka = &shop.kafka;
+        let group = kafka.group(&format!("{}-global", shop.topology.group_id()));
+        let consumer = kafka
+            .consumer(&group, (), |_| {})
             .context("creating the global tables' consumer")?;
         let stop = Arc::new(AtomicBool::new(false));
-        let shutdown = Arc::clone(&shop.shutdown);
+        let shutdown = Arc::clone(kafka.shutdown());
         let (tell, news) = std::sync::mpsc::channel();
         let thread = {
             let stop = Arc::clone(&stop);
@@ -120,7 +112,7 @@ impl Drop for GlobalThread {
 struct Keeper<P> {
     processor: P,
     tables: GlobalTables,
-    consumer: BaseConsumer<Reporting>,
+    consumer: BaseConsumer<Client>,
     shop: Arc<Shop>,
     stop: Arc<AtomicBool>,
     tell: Sender<News>,
@@ -128,7 +120,7 @@ struct Keeper<P> {
 
 impl<P: Processor> Keeper<P> {
     fn stopping(&self) -> bool {
-        self.stop.load(Ordering::SeqCst) || self.shop.shutdown.load(Ordering::SeqCst)
+        self.stop.load(Ordering::SeqCst) || self.shop.kafka.stopping()
     }
 
     fn run(self) -> anyhow::Result<()> {
@@ -150,7 +142,7 @@ impl<P: Processor> Keeper<P> {
             }
             match self.consumer.poll(Duration::from_millis(100)) {
                 Some(Ok(message)) => {
-                    let record = RawRecord::of(&message, &self.shop.config.topic_prefix);
+                    let record = self.shop.kafka.record(&message);
                     let Some(changed) = self.apply(&record)? else {
                         return Ok(());
                     };
@@ -159,7 +151,7 @@ impl<P: Processor> Keeper<P> {
                         return Ok(());
                     }
                 }
-                // librdkafka retries on its own; the Reporting context made it an outage.
+                // librdkafka retries on its own; the client context made it an outage.
                 Some(Err(error)) => tracing::debug!(error = %error, "Reading the global tables."),
                 None => {}
             }
@@ -172,52 +164,46 @@ impl<P: Processor> Keeper<P> {
     /// returns where to follow them from; `None` when shutdown came first. A broker outage
     /// midway starts it again on empty tables.
     fn bootstrap(&self) -> anyhow::Result<Option<TopicPartitionList>> {
-        let metadata = self.broker("fetching metadata", || {
-            self.consumer.fetch_metadata(None, Duration::from_secs(30))
-        })?;
+        let kafka = &self.shop.kafka;
+        let topics: Vec<String> = self
+            .shop
+            .topology
+            .global_topics()
+            .iter()
+            .map(|t| kafka.topic(t))
+            .collect();
         let mut partitions: Vec<(String, i32)> = Vec::new();
-        for topic in self.shop.topology.global_topics() {
-            let topic = self.shop.prefixed(&topic);
-            let count = partition_count(&metadata, &topic)
-                .with_context(|| format!("topic {topic} does not exist"))?;
+        for (topic, count) in kafka.partition_counts(&self.consumer, topics)? {
             partitions.extend((0..i32::try_from(count)?).map(|p| (topic.clone(), p)));
         }
-        let group = format!("{}-global", self.shop.topology.group_id());
-        let read = self.broker("reading the global tables", || {
-            self.tables.clear();
-            let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
-            let result = read_partitions(
-                &self.shop.config.consumer_config(),
-                &group,
-                &partitions,
-                &self.shop.health,
-                |message| {
-                    let record = RawRecord::of(message, &self.shop.config.topic_prefix);
-                    match self.apply(&record) {
-                        Ok(Some(_)) => {
-                            next.insert(
-                                (message.topic().to_owned(), message.partition()),
-                                message.offset() + 1,
-                            );
-                            Ok(())
-                        }
-                        Ok(None) => Err("shutdown requested".to_owned()),
-                        Err(error) => Err(format!("{error:#}")),
+        let group = kafka.group(&format!("{}-global", self.shop.topology.group_id()));
+        let read = kafka.read_whole(
+            "reading the global tables",
+            &group,
+            &partitions,
+            || {
+                self.tables.clear();
+                BTreeMap::new()
+            },
+            |next: &mut BTreeMap<(String, i32), i64>, message| {
+                let record = kafka.record(message);
+                match self.apply(&record) {
+                    Ok(Some(_)) => {
+                        next.insert(
+                            (message.topic().to_owned(), message.partition()),
+                            message.offset() + 1,
+                        );
+                        Ok(())
                     }
-                },
-            );
-            match result {
-                Ok(_) => Ok(Ok(next)),
-                Err(RestoreError::Broker(error)) => Err(error),
-                Err(other) => Ok(Err(other)),
-            }
-        })?;
+                    Ok(None) => Err("shutdown requested".into()),
+                    Err(error) => Err(format!("{error:#}").into()),
+                }
+            },
+        );
         let next = match read {
-            Ok(next) => next,
+            Ok((next, _)) => next,
             Err(_) if self.stopping() => return Ok(None),
-            Err(error) => {
-                return Err(anyhow::Error::new(error).context("reading the global tables"));
-            }
+            Err(error) => return Err(error),
         };
         let mut assignment = TopicPartitionList::new();
         for at in &partitions {
@@ -229,23 +215,6 @@ impl<P: Processor> Keeper<P> {
         Ok(Some(assignment))
     }
 
-    /// Runs `attempt` until the broker answers it (see [`outage::with_broker`]).
-    fn broker<T>(
-        &self,
-        what: &str,
-        attempt: impl FnMut() -> Result<T, KafkaError>,
-    ) -> anyhow::Result<T> {
-        let config = &self.shop.config;
-        outage::with_broker(
-            &self.shop.health.outages,
-            config.max_outage,
-            config.max_backoff,
-            &self.shop.shutdown,
-            what,
-            attempt,
-        )
-    }
-
     /// Folds one record into the tables; `None` when shutdown interrupted a wait for the
     /// registry.
     fn apply(&self, record: &RawRecord) -> anyhow::Result<Option<Vec<Changed>>> {
@@ -254,7 +223,7 @@ impl<P: Processor> Keeper<P> {
             .topology
             .global_input(&record.topic)
             .with_context(|| format!("BUG: read {} which is not a global input", record.topic))?;
-        let avro = match resolve_avro(&self.shop, input.format, record, false)? {
+        let avro = match self.shop.resolve_avro(input.format, record, false)? {
             Retried::Interrupted => return Ok(None),
             Retried::Stalled => anyhow::bail!("BUG: a global table waits outside transactions"),
             Retried::Answer(Err(error)) => {

@@ -1,23 +1,22 @@
-//! The consumer's context: the rebalance callbacks (commit before revocation, tasks to restore
-//! after assignment) and librdkafka's errors and logs.
+//! The runner consumer's rebalance callbacks: commit before partitions are revoked, note the
+//! tasks to restore after an assignment.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::KafkaError;
-use rdkafka::{ClientContext, TopicPartitionList};
 
-use super::admin::Health;
 use super::commit::commit;
-use super::config::Guarantee;
-use super::outage;
-use super::shared::{Shared, lock};
+use super::shared::Shared;
+use crate::streams::kafka::{Client, Guarantee, Health, Rebalancing};
 use crate::streams::topology::Topology;
+use crate::sync::lock;
 
-pub(super) struct Context {
+/// The runner consumer's callbacks.
+pub(super) struct Callbacks {
     pub(super) topology: Topology,
     /// The input topics, prefixed.
     pub(super) inputs: Vec<String>,
@@ -26,61 +25,51 @@ pub(super) struct Context {
     pub(super) health: Arc<Health>,
 }
 
-impl ClientContext for Context {
-    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
-        outage::client_log(level, fac, log_message);
-    }
+/// The runner's consumer.
+pub(super) type RunnerConsumer = BaseConsumer<Client<Callbacks>>;
 
-    fn error(&self, error: KafkaError, reason: &str) {
-        outage::client_error(&self.health.outages, &error, reason);
-    }
-}
-
-impl ConsumerContext for Context {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+impl Rebalancing for Callbacks {
+    fn before(&self, consumer: &RunnerConsumer, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(_) = rebalance {
             let mut shared = lock(&self.shared);
             shared.rebalanced = true;
+            // A failure dooms the interval; the loop gives it up after the callbacks.
             if let Err(error) = commit(&mut shared, consumer, self.guarantee, &self.health.outages)
             {
                 tracing::warn!(error = %format!("{error:#}"), "Commit before revocation failed; work since the last commit will be redone.");
-                shared.commit_failed = Some(error.to_string());
             }
         }
     }
 
-    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Assign(assigned) => {
-                let mut shared = lock(&self.shared);
-                shared.rebalanced = true;
-                if self.topology.single_task
-                    && let Err(error) =
-                        covers_every_input(consumer, assigned, &self.topology.name, &self.inputs)
-                {
-                    shared.fatal.get_or_insert(error);
-                    return;
-                }
-                let partitions: BTreeSet<i32> = assigned
-                    .elements()
-                    .iter()
-                    .map(|e| self.topology.task_of(e.partition()))
-                    .collect();
-                // Eager protocol: everything was revoked and committed; a partition we keep was
-                // processed by nobody else in between, so its worker and stores stay valid.
-                // Dropping a worker waits for it; it has no jobs left after the revoke's drain.
-                shared.workers.retain(|p, _| partitions.contains(p));
-                let missing: Vec<i32> = partitions
-                    .iter()
-                    .filter(|p| !shared.workers.contains_key(p))
-                    .copied()
-                    .collect();
-                shared.to_restore.extend(missing);
-                tracing::info!(partitions = ?partitions, "Partitions assigned.");
-            }
-            Rebalance::Revoke(_) => {}
-            Rebalance::Error(error) => tracing::warn!(error = %error, "Rebalance error."),
+    fn after(&self, consumer: &RunnerConsumer, rebalance: &Rebalance<'_>) {
+        let Rebalance::Assign(assigned) = rebalance else {
+            return;
+        };
+        let mut shared = lock(&self.shared);
+        shared.rebalanced = true;
+        if self.topology.single_task
+            && let Err(error) =
+                covers_every_input(consumer, assigned, &self.topology.name, &self.inputs)
+        {
+            shared.fatal.get_or_insert(error);
+            return;
         }
+        let partitions: BTreeSet<i32> = assigned
+            .elements()
+            .iter()
+            .map(|e| self.topology.task_of(e.partition()))
+            .collect();
+        // Eager protocol: everything was revoked and committed; a partition we keep was
+        // processed by nobody else in between, so its worker and stores stay valid.
+        // Dropping a worker waits for it; it has no jobs left after the revoke's drain.
+        shared.workers.retain(|p, _| partitions.contains(p));
+        let missing: Vec<i32> = partitions
+            .iter()
+            .filter(|p| !shared.workers.contains_key(p))
+            .copied()
+            .collect();
+        shared.to_restore.extend(missing);
+        tracing::info!(partitions = ?partitions, "Partitions assigned.");
     }
 }
 

@@ -1,13 +1,47 @@
-//! What the processing loop and the rebalance callbacks share, and the one way the runner locks.
+//! What the processing loop and the rebalance callbacks share: the workers, what they reported,
+//! the offsets to commit, and where the interval's transaction stands ([`Transaction`]).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::sync::mpsc::Receiver;
-use std::sync::{Arc, Mutex, MutexGuard};
 
-use rdkafka::producer::BaseProducer;
-
-use super::commit::DeliveryCounter;
 use super::worker::{Event, Worker};
+use crate::streams::kafka::Producer;
+
+/// Where the commit interval stands. Exactly-once opens a Kafka transaction for it; at-least-once
+/// never does (its interval is never [`Transaction::Open`]), but can be doomed all the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Transaction {
+    /// No transaction is open: the next work handed out begins one ([`Shared::begin`]).
+    Idle,
+    /// Open: the work handed out since it began is in it; a commit ends it
+    /// ([`Shared::committed`]).
+    Open,
+    /// The interval cannot commit ([`Shared::doom`]): its transaction, if one is open, must be
+    /// aborted and the inputs rewound to the last commit before work goes on
+    /// ([`Shared::ended`]).
+    Doomed(Cause),
+}
+
+/// Why an interval was given up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Cause {
+    /// Beginning or committing it failed (the broker is away, or the producer was fenced).
+    Commit,
+    /// A worker gave up a record: a transient fault outlasted the transaction's budget, or
+    /// producing failed.
+    Stall,
+}
+
+impl Cause {
+    /// The `cause` label of the rewinds metric.
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Self::Commit => "commit",
+            Self::Stall => "stall",
+        }
+    }
+}
 
 /// What the loop and the rebalance callbacks share. The loop never holds the lock across `poll`,
 /// so the callbacks (which run inside `poll`, on the same thread) always get it at once.
@@ -21,16 +55,11 @@ pub(super) struct Shared {
     /// Next offset to commit per input partition, for the records handled since the last commit.
     pub(super) pending: BTreeMap<(String, i32), i64>,
     /// The producer of the open transaction (replaced when it cannot abort one).
-    pub(super) producer: Arc<BaseProducer<DeliveryCounter>>,
-    pub(super) transaction_open: bool,
-    /// The open transaction could not commit: it must be aborted before the next one.
-    pub(super) transaction_failed: bool,
-    /// A worker gave up a record on a transient fault: the transaction must be given up too.
-    pub(super) stalled: bool,
+    pub(super) producer: Arc<Producer>,
+    /// Where the interval's transaction stands.
+    pub(super) transaction: Transaction,
     /// Partitions whose tasks must be created and restored before their records are handled.
     pub(super) to_restore: BTreeSet<i32>,
-    /// A commit in a callback failed: the loop must rewind.
-    pub(super) commit_failed: Option<String>,
     /// A worker failed fatally.
     pub(super) fatal: Option<anyhow::Error>,
     /// A worker stopped handling records because shutdown interrupted a retry.
@@ -40,6 +69,38 @@ pub(super) struct Shared {
 }
 
 impl Shared {
+    /// Idle → Open: a transaction began.
+    pub(super) fn begin(&mut self) {
+        debug_assert_eq!(self.transaction, Transaction::Idle);
+        self.transaction = Transaction::Open;
+    }
+
+    /// Open → Idle: the transaction is committed (or being committed: a failure dooms it).
+    pub(super) fn committed(&mut self) {
+        self.transaction = Transaction::Idle;
+    }
+
+    /// Any → Doomed: the interval is given up. An interval already doomed keeps its first cause.
+    pub(super) fn doom(&mut self, cause: Cause) {
+        if !matches!(self.transaction, Transaction::Doomed(_)) {
+            self.transaction = Transaction::Doomed(cause);
+        }
+    }
+
+    /// Doomed or Open → Idle: the transaction was aborted (or its producer replaced, which
+    /// aborts it) and the inputs rewound.
+    pub(super) fn ended(&mut self) {
+        self.transaction = Transaction::Idle;
+    }
+
+    /// Why the interval was given up, if it was.
+    pub(super) fn doomed(&self) -> Option<Cause> {
+        match self.transaction {
+            Transaction::Doomed(cause) => Some(cause),
+            Transaction::Idle | Transaction::Open => None,
+        }
+    }
+
     pub(super) fn record(&mut self, event: Event) {
         self.in_flight -= 1;
         match event {
@@ -49,10 +110,9 @@ impl Shared {
                     position.next_offset,
                 );
             }
-            Event::Done(None) => {}
+            Event::Done(None) | Event::Skipped => {}
             Event::Interrupted => self.interrupted = true,
-            Event::Stalled => self.stalled = true,
-            Event::Skipped => {}
+            Event::Stalled => self.doom(Cause::Stall),
             Event::Fatal(error) => {
                 if self.fatal.is_none() {
                     self.fatal = Some(error);
@@ -77,13 +137,4 @@ impl Shared {
             }
         }
     }
-}
-
-/// Every lock of the runner. A panic while holding one already ends the runner (or, for the
-/// plain counters and timestamps elsewhere, leaves nothing half-written), so poisoning is not
-/// refused.
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

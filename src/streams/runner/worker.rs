@@ -2,124 +2,21 @@
 //! in order (decode, process, produce), so partitions are processed in parallel while each keeps
 //! its order. Workers report every record back to the runner, which commits.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
-use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, SyncSender};
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use rdkafka::producer::BaseProducer;
 
-use super::admin::Health;
-use super::commit::DeliveryCounter;
-use super::config::RunnerConfig;
-use super::metrics as names;
-use super::outage::{self, Dependency};
-use super::shared::lock;
-use crate::streams::codec::{AvroCodec, CodecError};
+use super::shop::{Retried, Shop};
 use crate::streams::dlq::headers;
 use crate::streams::global::Changed;
+use crate::streams::kafka::send;
+use crate::streams::metrics as names;
 use crate::streams::processor::Processor;
 use crate::streams::record::{ProducedRecord, RawRecord};
 use crate::streams::task::{AvroResolved, Outcome, Task};
-use crate::streams::topology::{InputFormat, Topology};
-
-/// What every worker shares: the producer, the registry codec, settings.
-pub(super) struct Shop {
-    pub(super) producer: Arc<BaseProducer<DeliveryCounter>>,
-    pub(super) codec: Arc<AvroCodec>,
-    pub(super) runtime: tokio::runtime::Handle,
-    pub(super) config: RunnerConfig,
-    pub(super) topology: Topology,
-    pub(super) shutdown: Arc<AtomicBool>,
-    pub(super) health: Arc<Health>,
-    /// How long a worker may wait for the registry within one transaction (half the
-    /// transaction's timeout); `None` without transactions.
-    transaction_budget: Option<Duration>,
-    /// When the open transaction must be given up rather than waited in any longer.
-    give_up_at: Mutex<Option<Instant>>,
-}
-
-impl Shop {
-    pub(super) fn new(
-        producer: Arc<BaseProducer<DeliveryCounter>>,
-        runtime: tokio::runtime::Handle,
-        config: RunnerConfig,
-        topology: Topology,
-        shutdown: Arc<AtomicBool>,
-        health: Arc<Health>,
-        transaction_budget: Option<Duration>,
-    ) -> Self {
-        Self {
-            producer,
-            codec: Arc::new(AvroCodec::new(&config.schema_registry_url)),
-            runtime,
-            config,
-            topology,
-            shutdown,
-            health,
-            transaction_budget,
-            give_up_at: Mutex::default(),
-        }
-    }
-
-    /// The same shop around a replacement producer (no worker may hold the old one).
-    pub(super) fn with_producer(&self, producer: Arc<BaseProducer<DeliveryCounter>>) -> Self {
-        Self {
-            producer,
-            codec: Arc::clone(&self.codec),
-            runtime: self.runtime.clone(),
-            config: self.config.clone(),
-            topology: self.topology.clone(),
-            shutdown: Arc::clone(&self.shutdown),
-            health: Arc::clone(&self.health),
-            transaction_budget: self.transaction_budget,
-            give_up_at: Mutex::default(),
-        }
-    }
-
-    /// A transaction began at `started`: waits inside it end at its budget.
-    pub(super) fn transaction_began(&self, started: Instant) {
-        *lock(&self.give_up_at) = self.transaction_budget.map(|budget| started + budget);
-    }
-
-    /// No transaction is open.
-    pub(super) fn transaction_ended(&self) {
-        *lock(&self.give_up_at) = None;
-    }
-
-    /// Whether waiting `delay` more would outlive the open transaction's budget.
-    fn would_outlive_transaction(&self, delay: Duration) -> bool {
-        lock(&self.give_up_at).is_some_and(|at| Instant::now() + delay >= at)
-    }
-
-    pub(super) fn prefixed(&self, topic: &str) -> String {
-        format!("{}{topic}", self.config.topic_prefix)
-    }
-
-    fn count(&self, name: &'static str, topic: &str) {
-        thread_local! {
-            // Per-topic counters by metric name, cached per thread: building labels per record
-            // costs allocations, and one cache shared by the workers a lock, that the hot path
-            // does not need.
-            static COUNTERS: RefCell<HashMap<&'static str, HashMap<String, ::metrics::Counter>>> =
-                RefCell::default();
-        }
-        COUNTERS.with_borrow_mut(|counters| {
-            let by_topic = counters.entry(name).or_default();
-            if let Some(counter) = by_topic.get(topic) {
-                counter.increment(1);
-                return;
-            }
-            let counter = ::metrics::counter!(name, "topic" => topic.to_owned());
-            counter.increment(1);
-            by_topic.insert(topic.to_owned(), counter);
-        });
-    }
-}
 
 /// A record to handle, with its (prefixed) source topic.
 pub(super) struct Job {
@@ -277,16 +174,6 @@ enum Handled {
     Stalled,
 }
 
-/// What a retried registry call came to.
-pub(super) enum Retried<T> {
-    /// The call's answer (poison stays an error for the caller to dead-letter).
-    Answer(Result<T, CodecError>),
-    /// Shutdown interrupted the wait.
-    Interrupted,
-    /// The wait would outlive the transaction.
-    Stalled,
-}
-
 /// Does one piece of work of the task of `partition`.
 fn perform<P: Processor>(
     partition: i32,
@@ -322,7 +209,7 @@ fn handle<P: Processor>(task: &mut Task<P>, shop: &Shop, job: Job) -> anyhow::Re
         .input(&record.topic)
         .with_context(|| format!("BUG: consumed {} which is not an input", record.topic))?
         .format;
-    let outcome = match resolve_avro(shop, format, &record, true)? {
+    let outcome = match shop.resolve_avro(format, &record, true)? {
         Retried::Interrupted => return Ok(Handled::Interrupted),
         Retried::Stalled => return Ok(Handled::Stalled),
         Retried::Answer(Err(error)) => task.dead_letter(&record, &error.to_string()),
@@ -359,88 +246,14 @@ fn handled<P: Processor>(
     })
 }
 
-/// Resolves a record of an Avro topic through the registry (`None` for other formats), waiting
-/// out registry outages; `within_transaction`: the wait ends at the open transaction's budget.
-pub(super) fn resolve_avro(
-    shop: &Shop,
-    format: InputFormat,
-    record: &RawRecord,
-    within_transaction: bool,
-) -> anyhow::Result<Retried<Option<AvroResolved>>> {
-    if !format.avro_values() {
-        return Ok(Retried::Answer(Ok(None)));
-    }
-    let decode = |bytes: Option<&[u8]>| {
-        retry(shop, within_transaction, || {
-            shop.runtime.block_on(shop.codec.decode(bytes))
-        })
-    };
-    let key = if format.avro_keys() {
-        decode(record.key.as_deref())?
-    } else {
-        Retried::Answer(Ok(None))
-    };
-    let value = decode(record.value.as_deref())?;
-    Ok(match (key, value) {
-        (Retried::Interrupted, _) | (_, Retried::Interrupted) => Retried::Interrupted,
-        (Retried::Stalled, _) | (_, Retried::Stalled) => Retried::Stalled,
-        (Retried::Answer(Err(error)), _) | (_, Retried::Answer(Err(error))) => {
-            Retried::Answer(Err(error))
-        }
-        (Retried::Answer(Ok(key)), Retried::Answer(Ok(value))) => {
-            Retried::Answer(Ok(Some(AvroResolved { key, value })))
-        }
-    })
-}
-
-/// Runs a registry call until it is not transient, waiting with capped backoff (one WARN per
-/// outage, see [`outage`]). Fatal is an error; poison is the answer. Gives up when shutdown
-/// arrives, when the wait would outlive the open transaction, or when the outage outlasted
-/// `streams.max_outage` (an error).
-fn retry<T>(
-    shop: &Shop,
-    within_transaction: bool,
-    attempt: impl Fn() -> Result<T, CodecError>,
-) -> anyhow::Result<Retried<T>> {
-    let mut delays = outage::backoff(shop.config.max_backoff);
-    loop {
-        match attempt() {
-            Err(CodecError::Transient(message)) => {
-                ::metrics::counter!(names::ERRORS, "class" => "transient").increment(1);
-                let away = shop.health.outages.down(Dependency::Registry, &message);
-                anyhow::ensure!(
-                    away < shop.config.max_outage,
-                    "the schema registry has been unavailable for {away:?}, longer than streams.max_outage ({:?}): {message}",
-                    shop.config.max_outage
-                );
-                let delay = delays.next().unwrap_or(shop.config.max_backoff);
-                if within_transaction && shop.would_outlive_transaction(delay) {
-                    return Ok(Retried::Stalled);
-                }
-                if !outage::sleep_unless(&shop.shutdown, delay) {
-                    return Ok(Retried::Interrupted);
-                }
-            }
-            Err(CodecError::Fatal(message)) => {
-                ::metrics::counter!(names::ERRORS, "class" => "fatal").increment(1);
-                anyhow::bail!("fatal: {message}");
-            }
-            answer => {
-                shop.health.outages.up(Dependency::Registry);
-                return Ok(Retried::Answer(answer));
-            }
-        }
-    }
-}
-
 /// Sends an outcome's records; `Some` when they could not all be sent.
 fn produce(shop: &Shop, outcome: Outcome, partition: i32) -> anyhow::Result<Option<Handled>> {
     let mut records: Vec<ProducedRecord> = Vec::with_capacity(outcome.outputs.len() + 1);
     for output in outcome.outputs {
-        let topic = shop.prefixed(&output.topic);
+        let topic = shop.kafka.topic(&output.topic);
         let value = match &output.value {
             None => None,
-            Some(value) => match retry(shop, true, || {
+            Some(value) => match shop.registry(true, || {
                 shop.runtime.block_on(shop.codec.encode(&topic, value))
             })? {
                 Retried::Interrupted => return Ok(Some(Handled::Interrupted)),
@@ -458,18 +271,18 @@ fn produce(shop: &Shop, outcome: Outcome, partition: i32) -> anyhow::Result<Opti
         });
     }
     let changelog = outcome.changelog.into_iter().map(|mut record| {
-        record.topic = shop.prefixed(&record.topic);
+        record.topic = shop.kafka.topic(&record.topic);
         (record, Some(partition))
     });
     let dead = outcome.dead_letter.map(|mut dead| {
         ::metrics::counter!(names::DLQ).increment(1);
         ::metrics::counter!(names::ERRORS, "class" => "poison").increment(1);
-        dead.topic = shop.prefixed(&dead.topic);
+        dead.topic = shop.kafka.topic(&dead.topic);
         (dead, None)
     });
     let all = changelog.chain(records.into_iter().map(|r| (r, None)).chain(dead));
     for (record, partition) in all {
-        if let Err(error) = super::commit::send(&shop.producer, &record, partition) {
+        if let Err(error) = send(&shop.producer, &record, partition) {
             // The producer is in a state no record can be added in (the broker went away
             // mid-transaction, or the transaction failed): the runner gives the transaction up.
             tracing::debug!(error = %error, topic = %record.topic, "Producing failed.");

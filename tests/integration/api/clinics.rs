@@ -605,11 +605,11 @@ async fn rs256_tokens_verify_with_the_public_key_and_metrics_count_requests_by_r
         .lines()
         .find(|l| {
             l.starts_with("clinic_api_requests_total")
-                && l.contains(r#"route="/v1/clinics/{clinic_id}""#)
+                && l.contains(r#"route="/v1/clinics/{clinicId}""#)
                 && l.contains(r#"method="GET""#)
                 && l.contains(r#"status="200""#)
         })
-        .unwrap_or_else(|| panic!("no counter for GET /v1/clinics/{{clinic_id}} in:\n{text}"));
+        .unwrap_or_else(|| panic!("no counter for GET /v1/clinics/{{clinicId}} in:\n{text}"));
     let count: f64 = line
         .rsplit(' ')
         .next()

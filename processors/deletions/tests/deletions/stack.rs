@@ -15,7 +15,8 @@ use bson::oid::ObjectId;
 use bson::{DateTime, Document, doc};
 use clinic::cdc::{ChangeEvent, Operation};
 use clinic::endpoints::Endpoints;
-use clinic::streams::runner::{self, Health, RunnerConfig};
+use clinic::streams::kafka::{Health, StreamsSettings};
+use clinic::streams::runner;
 use clinic::testkit;
 use clinic_deletions::config::Inputs;
 use clinic_deletions::processor::Deletions;
@@ -223,7 +224,7 @@ async fn a_user_deletion_reaches_the_clinic_collections_also_after_a_replay() {
 
     // Replay: the collections as before the deletion, fresh state, the same input topics.
     seed(&db, &patients, &clinicians).await;
-    let replay = RunnerConfig {
+    let replay = StreamsSettings {
         application_id: Some(replay_id),
         ..config
     };
@@ -246,7 +247,7 @@ async fn a_second_instance_in_the_group_stops_both_rather_than_split_the_tables(
         .await
         .expect("topics");
     let start = |instance: &str| {
-        let config = RunnerConfig {
+        let config = StreamsSettings {
             instance_id: instance.to_owned(),
             ..testkit::runner_config(&endpoints, &prefix)
         };

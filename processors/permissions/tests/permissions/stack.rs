@@ -11,7 +11,7 @@ use bson::{Document, doc};
 use clinic::cdc::{ChangeEvent, Operation};
 use clinic::endpoints::Endpoints;
 use clinic::streams::Processor as _;
-use clinic::streams::runner::RunnerConfig;
+use clinic::streams::kafka::StreamsSettings;
 use clinic::testkit::{self, SinkChain};
 use clinic_permissions::config::Inputs;
 use clinic_permissions::processor::Permissions;
@@ -167,7 +167,7 @@ async fn avro_change_events_reach_the_gatekeeper_collections_also_after_a_replay
 
     // Replay: empty collections, a fresh application id (group and state), same inputs.
     db.drop().await.expect("drop");
-    let replay = RunnerConfig {
+    let replay = StreamsSettings {
         application_id: Some(replay_id),
         ..config
     };

@@ -1,0 +1,163 @@
+//! Starting a runner: its producer and consumers, the topic check, the global tables, and the
+//! subscription.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use rdkafka::consumer::Consumer as _;
+
+use super::gate::Gate;
+use super::global::GlobalThread;
+use super::instance::Runner;
+use super::rebalance::Callbacks;
+use super::shared::{Shared, Transaction};
+use super::shop::Shop;
+use crate::streams::global::GlobalTables;
+use crate::streams::kafka::{Guarantee, Kafka};
+use crate::streams::processor::Processor;
+
+impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
+    /// Creates the clients (the producer first: with exactly-once it fences a previous instance
+    /// and aborts its transaction before anything is read), checks the topics, reads the global
+    /// tables, and subscribes.
+    pub(super) fn start(
+        kafka: Kafka,
+        factory: Arc<F>,
+        runtime: tokio::runtime::Handle,
+    ) -> anyhow::Result<Self> {
+        let settings = kafka.settings();
+        let topology = factory()
+            .topology()
+            .with_application_id(settings.application_id.clone());
+        // The topic prefix namespaces a deployment; its group and transactional ids must be
+        // namespaced alike, or two deployments on one cluster would fence each other.
+        let group = kafka.group(&topology.group_id());
+        let member = format!("{group}-{}", settings.instance_id);
+        let exactly_once = settings.guarantee == Guarantee::ExactlyOnce;
+        let producer_config = kafka.producer_config(exactly_once.then_some(member.as_str()));
+        // A worker waiting for the registry gives the transaction up at half its timeout, which
+        // leaves the other half to commit it.
+        let transaction_budget = exactly_once.then(|| {
+            let timeout_ms = producer_config
+                .get("transaction.timeout.ms")
+                .and_then(|ms| ms.parse::<u64>().ok())
+                .unwrap_or(60_000);
+            Duration::from_millis(timeout_ms / 2)
+        });
+        let producer = kafka.create_producer(&producer_config)?;
+        let (events, reports) = std::sync::mpsc::channel();
+        let shared = Arc::new(Mutex::new(Shared {
+            workers: BTreeMap::new(),
+            in_flight: 0,
+            events: reports,
+            pending: BTreeMap::new(),
+            producer: Arc::clone(&producer),
+            transaction: Transaction::Idle,
+            to_restore: BTreeSet::new(),
+            fatal: None,
+            interrupted: false,
+            rebalanced: false,
+        }));
+        let callbacks = Callbacks {
+            inputs: topology
+                .partitioned_inputs()
+                .map(|i| kafka.topic(&i.topic))
+                .collect(),
+            topology: topology.clone(),
+            shared: Arc::clone(&shared),
+            guarantee: settings.guarantee,
+            health: Arc::clone(kafka.health()),
+        };
+        let consumer = kafka.consumer(&group, callbacks, |config| {
+            config
+                .set("partition.assignment.strategy", "range")
+                // Static membership: a restarted instance takes its partitions back without a
+                // rebalance (and without waiting for its old session to expire).
+                .set("group.instance.id", &member);
+        })?;
+        let probe = kafka.consumer(&format!("{group}-probe"), (), |_| {})?;
+        let gated = topology
+            .partitioned_inputs()
+            .filter(|i| i.after_others)
+            .map(|i| kafka.topic(&i.topic))
+            .collect();
+        let shop = Arc::new(Shop::new(
+            kafka.clone(),
+            producer,
+            runtime,
+            topology,
+            transaction_budget,
+        ));
+        let mut runner = Self {
+            factory,
+            kafka,
+            consumer,
+            probe,
+            shared,
+            events,
+            shop,
+            producer_config,
+            transaction_started: Instant::now(),
+            gate: Gate::new(gated),
+            global: None,
+            processor: std::marker::PhantomData,
+        };
+        runner.check_topics()?;
+        if !runner.shop.topology.global_stores.is_empty() {
+            // Before joining the group: no task starts before the global tables are read.
+            let started = Instant::now();
+            let tables = GlobalTables::new(runner.shop.topology.clone());
+            let stores = tables.stores();
+            let thread = GlobalThread::start((runner.factory)(), tables, Arc::clone(&runner.shop))?;
+            tracing::info!(elapsed = ?started.elapsed(), "Global tables ready.");
+            runner.global = Some((thread, stores));
+        }
+        let topics: Vec<String> = runner
+            .shop
+            .topology
+            .partitioned_inputs()
+            .map(|i| runner.kafka.topic(&i.topic))
+            .collect();
+        let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+        runner.consumer.subscribe(&topics).context("subscribing")?;
+        Ok(runner)
+    }
+
+    /// Every input and changelog topic must exist with the same partition count (tasks are
+    /// per partition number across all of them; a single-task processor is exempt); outputs,
+    /// the DLQ and the global inputs must exist.
+    fn check_topics(&self) -> anyhow::Result<()> {
+        let topology = &self.shop.topology;
+        let kafka = &self.kafka;
+        let aligned: Vec<String> = topology
+            .partitioned_inputs()
+            .map(|i| kafka.topic(&i.topic))
+            .chain(
+                topology
+                    .stores
+                    .iter()
+                    .map(|s| kafka.topic(&topology.changelog_topic(s))),
+            )
+            .collect();
+        let others = topology
+            .outputs
+            .iter()
+            .cloned()
+            .chain([topology.dlq_topic()])
+            // Read whole by every instance: any partition count.
+            .chain(topology.global_topics())
+            .map(|t| kafka.topic(&t));
+        let mut counts =
+            kafka.partition_counts(&self.consumer, aligned.iter().cloned().chain(others))?;
+        counts.retain(|topic, _| aligned.contains(topic));
+        let distinct: BTreeSet<usize> = counts.values().copied().collect();
+        // A single task reads every partition and writes changelog partition 0: nothing to align.
+        anyhow::ensure!(
+            topology.single_task || distinct.len() <= 1,
+            "input and changelog topics must have the same partition count, found {counts:?}"
+        );
+        Ok(())
+    }
+}
