@@ -1,6 +1,7 @@
 //! Readers of the Tidepool clinic documents' fields that more than one processor (or the API's
-//! answers) reads, so each field is read one way everywhere. The shapes are in `../shared/reference` (clinicians and
-//! patients are keyed by `clinicId` + `userId`; invites have no `userId` yet).
+//! answers) reads, so each field is read one way everywhere. The shapes are Tidepool's clinic
+//! service's (clinicians and patients are keyed by `clinicId` + `userId`; invites have no `userId`
+//! yet); the team's notes on that service are outside this repository (`../shared/reference`).
 
 use bson::{Bson, Document};
 
