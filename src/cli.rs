@@ -52,7 +52,8 @@ enum Command {
     /// CLINIC__HTTP__LISTEN, CLINIC__MONGO__URI, CLINIC__AUTH__HS256_SECRET, … (docs/api.md).
     /// Stops on SIGTERM/SIGINT after the requests in flight.
     Api,
-    /// Topics as desired state (`topics.yaml`). Brokers from CLINIC_KAFKA_BROKERS.
+    /// Topics as desired state (`topics.yaml`). Brokers from CLINIC_KAFKA_BROKERS; the
+    /// deployment's topic prefix from CLINIC_TOPIC_PREFIX when set (else topics.yaml's).
     ///
     /// Exit codes: 0 done (plan: no changes, or changes without --detailed-exitcode);
     /// 1 error; 2 plan --detailed-exitcode found changes; 3 a difference cannot be changed in
@@ -61,14 +62,16 @@ enum Command {
         #[command(subcommand)]
         action: TopicsCommand,
     },
-    /// Avro schemas named in `topics.yaml`, as subjects in the schema registry (CLINIC_REGISTRY_URL).
+    /// Avro schemas named in `topics.yaml`, as subjects in the schema registry
+    /// (CLINIC_REGISTRY_URL), under CLINIC_TOPIC_PREFIX when set (else topics.yaml's prefix).
     ///
     /// Exit codes as for `topics`; 3: a schema is incompatible with its subject's latest version.
     Schemas {
         #[command(subcommand)]
         action: SchemasCommand,
     },
-    /// Kafka Connect connectors, one JSON file each in `connectors/` (CLINIC_CONNECT_URL).
+    /// Kafka Connect connectors, one JSON file each in `connectors/` (CLINIC_CONNECT_URL); with
+    /// CLINIC_TOPIC_PREFIX, they read the prefixed topics and dead-letter to the prefixed DLQ.
     ///
     /// Exit codes: 0 done; 1 error; 2 plan --detailed-exitcode found changes; 3 status: not all
     /// RUNNING, validate: a field has errors.
@@ -161,6 +164,7 @@ impl ConnectorsCommon {
             dir: self.dir,
             prune: self.prune,
             output: self.output,
+            prefix: clinic::endpoints::topic_prefix(),
         }
     }
 }
@@ -245,6 +249,7 @@ impl TopicsCommon {
         TopicsArgs {
             file: self.file,
             env: self.env,
+            prefix: clinic::endpoints::topic_prefix(),
             prune: self.prune,
             output: self.output,
         }

@@ -45,9 +45,10 @@ impl Endpoints {
         })
     }
 
-    /// The registry's Confluent-compatible API, the one `schema_registry_converter` speaks.
+    /// The registry's Confluent-compatible API, the one `schema_registry_converter` speaks
+    /// ([`registry_api_url`]).
     pub fn schema_registry_url(&self) -> String {
-        ccompat(&self.registry_url)
+        api_url_or(&self.registry_url)
     }
 
     /// The registry's native v2 API, the one Apicurio's Kafka Connect converter speaks.
@@ -70,6 +71,15 @@ fn var(name: &str, default: &str) -> String {
 /// `streams.brokers`, so one variable names the cluster for every binary.
 pub fn kafka_brokers() -> String {
     var("CLINIC_KAFKA_BROKERS", "127.0.0.1:9092")
+}
+
+/// `CLINIC_TOPIC_PREFIX`: the deployment's topic prefix for the operators' desired-state
+/// commands (the Helm chart sets it from `kafka.topicPrefix`, as it sets the processors'
+/// `streams.topic_prefix`); `None` when unset or empty, and topics.yaml's prefix applies.
+pub fn topic_prefix() -> Option<String> {
+    env::var("CLINIC_TOPIC_PREFIX")
+        .ok()
+        .filter(|p| !p.is_empty())
 }
 
 /// Kafka client properties from the environment for the operators' commands and every other
@@ -111,6 +121,20 @@ pub fn registry_credentials() -> Option<(String, String)> {
         user,
         env::var("CLINIC_REGISTRY_PASSWORD").unwrap_or_default(),
     ))
+}
+
+/// The registry's Confluent-compatible API for every binary: `CLINIC_REGISTRY_API_URL` when set
+/// (any vendor's: a Confluent Schema Registry's root, Apicurio's `…/apis/ccompat/v7`; the Helm
+/// chart sets it from `schemaRegistry.url`), else Apicurio's under `CLINIC_REGISTRY_URL`.
+pub fn registry_api_url() -> String {
+    api_url_or(&registry_url())
+}
+
+fn api_url_or(registry_url: &str) -> String {
+    env::var("CLINIC_REGISTRY_API_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .map_or_else(|| ccompat(registry_url), trim_slash)
 }
 
 /// `CLINIC_REGISTRY_URL` (the registry's root), or the local stack's.

@@ -5,7 +5,7 @@ use std::io::{IsTerminal as _, Write as _};
 use std::path::PathBuf;
 
 use super::Plan;
-use super::connectors::ConnectorsPlan;
+use super::connectors::{ConnectorsPlan, DesiredConnector, Prune};
 use super::schemas::SchemasPlan;
 use super::topics::{TopicsFile, TopicsPlan, plan};
 use super::{PlanError, kafka};
@@ -27,6 +27,8 @@ pub struct TopicsArgs {
     pub file: PathBuf,
     /// The environment overlay to use.
     pub env: Option<String>,
+    /// The deployment's topic prefix, replacing the file's (`CLINIC_TOPIC_PREFIX`).
+    pub prefix: Option<String>,
     /// Plan deletion of topics under the prefix that the file does not list.
     pub prune: bool,
     /// Output format.
@@ -55,7 +57,7 @@ pub async fn plan_topics(
     args: &TopicsArgs,
     detailed_exitcode: bool,
 ) -> Result<u8, PlanError> {
-    let desired = TopicsFile::load(&args.file)?.desired(args.env.as_deref())?;
+    let desired = desired_topics(args)?;
     let observed = kafka::observe(brokers).await?;
     let plan = plan(&desired, &observed, args.prune)?;
     print(&plan, args.output);
@@ -68,7 +70,7 @@ pub async fn plan_topics(
 /// # Errors
 /// File, cluster or refused-request errors.
 pub async fn apply_topics(brokers: &str, args: &TopicsArgs, yes: bool) -> Result<u8, PlanError> {
-    let desired = TopicsFile::load(&args.file)?.desired(args.env.as_deref())?;
+    let desired = desired_topics(args)?;
     let observed = kafka::observe(brokers).await?;
     let plan = plan(&desired, &observed, args.prune)?;
     print(&plan, args.output);
@@ -168,7 +170,11 @@ pub async fn plan_schemas(
 ) -> Result<u8, PlanError> {
     let registry = super::schemas::Registry::new(registry_url);
     let plan = registry
-        .plan(&super::schemas::desired(&args.file, args.env.as_deref())?)
+        .plan(&super::schemas::desired(
+            &args.file,
+            args.env.as_deref(),
+            args.prefix.as_deref(),
+        )?)
         .await?;
     print(&plan, args.output);
     Ok(plan_exit(&plan, detailed_exitcode))
@@ -181,7 +187,7 @@ pub async fn plan_schemas(
 /// File or registry errors, and the refusal.
 pub async fn apply_schemas(registry_url: &str, args: &TopicsArgs) -> Result<u8, PlanError> {
     let registry = super::schemas::Registry::new(registry_url);
-    let desired = super::schemas::desired(&args.file, args.env.as_deref())?;
+    let desired = super::schemas::desired(&args.file, args.env.as_deref(), args.prefix.as_deref())?;
     let plan = registry.plan(&desired).await?;
     print(&plan, args.output);
     let text = args.output == Output::Text;
@@ -203,6 +209,40 @@ pub struct ConnectorsArgs {
     pub prune: bool,
     /// Output format.
     pub output: Output,
+    /// The deployment's topic prefix, put in front of the topics the connectors read and their
+    /// dead-letter topic (`CLINIC_TOPIC_PREFIX`).
+    pub prefix: Option<String>,
+}
+
+/// The connectors of `args.dir`, reading the deployment's topics.
+fn desired_connectors(args: &ConnectorsArgs) -> Result<Vec<DesiredConnector>, PlanError> {
+    let desired = super::connectors::desired(&args.dir)?;
+    Ok(match &args.prefix {
+        Some(prefix) => desired
+            .into_iter()
+            .map(|c| c.of_deployment(prefix))
+            .collect(),
+        None => desired,
+    })
+}
+
+/// What `--prune` deletes: the deployment's connectors no file describes (every such connector
+/// without a prefix).
+fn prune_of(args: &ConnectorsArgs) -> Prune<'_> {
+    match (args.prune, &args.prefix) {
+        (false, _) => Prune::Nothing,
+        (true, Some(prefix)) => Prune::Under(prefix),
+        (true, None) => Prune::Under(""),
+    }
+}
+
+/// The topics of `args.file` in `args.env`, under the deployment's prefix when it is given.
+fn desired_topics(args: &TopicsArgs) -> Result<super::topics::Desired, PlanError> {
+    let desired = TopicsFile::load(&args.file)?.desired(args.env.as_deref())?;
+    Ok(match &args.prefix {
+        Some(prefix) => desired.with_prefix(prefix),
+        None => desired,
+    })
 }
 
 /// `clinic connectors plan` (`apply == false`) or `apply`: prints the plan, applies it.
@@ -216,8 +256,9 @@ pub async fn connectors_plan(
     detailed_exitcode: bool,
 ) -> Result<u8, PlanError> {
     let connect = super::connectors::Connect::new(connect_url);
-    let desired = super::connectors::desired(&args.dir)?;
-    let plan = connect.plan(&desired, args.prune).await?;
+    let desired = desired_connectors(args)?;
+    let prune = prune_of(args);
+    let plan = connect.plan(&desired, prune).await?;
     print(&plan, args.output);
     if !apply {
         return Ok(plan_exit(&plan, detailed_exitcode));
@@ -227,7 +268,7 @@ pub async fn connectors_plan(
         .apply(&plan, progress::<ConnectorsPlan>(args.output))
         .await?;
     if text && plan.has_changes() {
-        applied(&connect.plan(&desired, args.prune).await?);
+        applied(&connect.plan(&desired, prune).await?);
     }
     Ok(exit::OK)
 }
@@ -245,7 +286,7 @@ pub async fn connectors_status(
     let connect = super::connectors::Connect::new(connect_url);
     let names = match name {
         Some(name) => vec![name.to_owned()],
-        None => super::connectors::desired(&args.dir)?
+        None => desired_connectors(args)?
             .into_iter()
             .map(|c| c.name)
             .collect(),
@@ -322,7 +363,7 @@ pub async fn connectors_validate(
     let connect = super::connectors::Connect::new(connect_url);
     let mut valid = true;
     let mut report = std::collections::BTreeMap::new();
-    for connector in super::connectors::desired(&args.dir)? {
+    for connector in desired_connectors(args)? {
         let errors = connect.validate(&connector).await?;
         valid &= errors.is_empty();
         if args.output == Output::Text {

@@ -20,6 +20,45 @@ pub struct DesiredConnector {
     pub config: BTreeMap<String, String>,
 }
 
+impl DesiredConnector {
+    /// The connector reading a deployment's topics: `prefix` in front of every topic of `topics`
+    /// and of the dead-letter topic (`errors.deadletterqueue.topic.name`), as the processors
+    /// put `streams.topic_prefix` in front of theirs. The name stays the file stem (see
+    /// [`DesiredConnector::of_deployment`]).
+    #[must_use]
+    pub fn with_topic_prefix(mut self, prefix: &str) -> Self {
+        for key in ["topics", "errors.deadletterqueue.topic.name"] {
+            if let Some(value) = self.config.get_mut(key) {
+                *value = value
+                    .split(',')
+                    .map(|topic| format!("{prefix}{}", topic.trim()))
+                    .collect::<Vec<_>>()
+                    .join(",");
+            }
+        }
+        self
+    }
+
+    /// The connector of the deployment whose topics have `prefix`: its topics prefixed
+    /// ([`DesiredConnector::with_topic_prefix`]) and its name too, so deployments sharing one
+    /// Connect cluster (`qa1.`, `qa2.`) keep apart.
+    #[must_use]
+    pub fn of_deployment(self, prefix: &str) -> Self {
+        let mut connector = self.with_topic_prefix(prefix);
+        connector.name = format!("{prefix}{}", connector.name);
+        connector
+    }
+}
+
+/// Which connectors that no file describes a plan deletes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prune<'a> {
+    /// None.
+    Nothing,
+    /// Those whose names start with this (the deployment's prefix; `""`: every connector).
+    Under(&'a str),
+}
+
 /// Reads every `*.json` in `dir`.
 ///
 /// # Errors
@@ -239,7 +278,7 @@ impl Connect {
     pub async fn plan(
         &self,
         desired: &[DesiredConnector],
-        prune: bool,
+        prune: Prune<'_>,
     ) -> Result<ConnectorsPlan, PlanError> {
         let mut actions = Vec::new();
         for want in desired {
@@ -281,9 +320,9 @@ impl Connect {
                 });
             }
         }
-        if prune {
+        if let Prune::Under(prefix) = prune {
             for name in self.list().await? {
-                if !desired.iter().any(|d| d.name == name) {
+                if name.starts_with(prefix) && !desired.iter().any(|d| d.name == name) {
                     actions.push(ConnectorAction::Delete { name });
                 }
             }
@@ -456,5 +495,36 @@ impl ConnectorsPlan {
             "Connectors: {create} to create, {update} to update, {delete} to delete."
         );
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deployment_reads_its_prefixed_topics_under_a_prefixed_name() {
+        let connector = DesiredConnector {
+            name: "mongo-sink-a".into(),
+            config: [
+                ("connector.class", "x"),
+                ("topics", "sink.a, sink.b"),
+                ("errors.deadletterqueue.topic.name", "connect.sink.dlq"),
+                ("database", "clinic"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+        };
+
+        let deployed = connector.of_deployment("qa1.");
+
+        assert_eq!(deployed.name, "qa1.mongo-sink-a");
+        assert_eq!(deployed.config["topics"], "qa1.sink.a,qa1.sink.b");
+        assert_eq!(
+            deployed.config["errors.deadletterqueue.topic.name"],
+            "qa1.connect.sink.dlq"
+        );
+        assert_eq!(deployed.config["database"], "clinic");
     }
 }

@@ -36,13 +36,21 @@ pub struct DesiredSubject {
     pub compatibility: String,
 }
 
-/// The subjects `topics.yaml` (at `path`) asks for, in `environment`.
+/// The subjects `topics.yaml` (at `path`) asks for, in `environment`, under `prefix` when given
+/// (the deployment's; otherwise the file's).
 ///
 /// # Errors
 /// Unreadable or invalid schema files, or an invalid `topics.yaml`.
-pub fn desired(path: &Path, environment: Option<&str>) -> Result<Vec<DesiredSubject>, PlanError> {
+pub fn desired(
+    path: &Path,
+    environment: Option<&str>,
+    prefix: Option<&str>,
+) -> Result<Vec<DesiredSubject>, PlanError> {
     let file = TopicsFile::load(path)?;
-    let prefix = file.desired(environment)?.prefix;
+    let prefix = match prefix {
+        Some(prefix) => prefix.to_owned(),
+        None => file.desired(environment)?.prefix,
+    };
     let base = path.parent().unwrap_or(Path::new("."));
     let mut subjects = Vec::new();
     for (topic, spec) in &file.topics {

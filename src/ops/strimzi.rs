@@ -74,6 +74,11 @@ pub fn render(
         }));
     }
     for connector in connectors {
+        // The deployment's topics, as the hook's `connectors apply` reads them with
+        // CLINIC_TOPIC_PREFIX.
+        let connector = connector
+            .clone()
+            .with_topic_prefix(&placeholders.topic_prefix);
         let mut config: BTreeMap<String, String> = connector.config.clone();
         let class = config.remove("connector.class").unwrap_or_default();
         let tasks = config
@@ -95,7 +100,14 @@ pub fn render(
                 "name": object_name(&connector.name),
                 "labels": { "strimzi.io/cluster": placeholders.connect_cluster },
             },
-            "spec": { "class": class, "tasksMax": tasks, "config": config },
+            // The operator restarts a FAILED connector or task (a database or broker outage
+            // fails the sink's task) with its own backoff, for as long as it keeps failing.
+            "spec": {
+                "class": class,
+                "tasksMax": tasks,
+                "autoRestart": { "enabled": true },
+                "config": config,
+            },
         }));
     }
     let mut text = String::from(

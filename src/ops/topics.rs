@@ -216,6 +216,26 @@ impl TopicsFile {
     }
 }
 
+impl Desired {
+    /// The same topics under `prefix` instead (the deployment's, [`crate::endpoints::topic_prefix`]).
+    #[must_use]
+    pub fn with_prefix(self, prefix: &str) -> Self {
+        let topics = self
+            .topics
+            .into_values()
+            .map(|mut topic| {
+                let name = topic.name.strip_prefix(&self.prefix).unwrap_or(&topic.name);
+                topic.name = format!("{prefix}{name}");
+                (topic.name.clone(), topic)
+            })
+            .collect();
+        Self {
+            prefix: prefix.to_owned(),
+            topics,
+        }
+    }
+}
+
 /// A topic as it is on the cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObservedTopic {
@@ -500,6 +520,23 @@ environments:
 
     fn file() -> TopicsFile {
         serde_yaml_ng::from_str(FILE).expect("valid")
+    }
+
+    #[test]
+    fn the_deployment_prefix_replaces_the_files() {
+        let desired = file().desired(Some("local")).expect("desired");
+        let from = desired.prefix.clone();
+        let count = desired.topics.len();
+
+        let prefixed = desired.with_prefix("qa1.");
+
+        assert_eq!(prefixed.prefix, "qa1.");
+        assert_eq!(prefixed.topics.len(), count);
+        for (name, topic) in &prefixed.topics {
+            assert_eq!(name, &topic.name);
+            assert!(name.starts_with("qa1."), "{name}");
+            assert!(from.is_empty() || !name.contains(&from), "{name}");
+        }
     }
 
     fn observed(name: &str, partitions: i32, configs: &[(&str, &str)]) -> ObservedTopic {

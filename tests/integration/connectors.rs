@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use std::collections::BTreeMap;
 
-use clinic::ops::connectors::{Connect, ConnectorAction, ConnectorsPlan, desired};
+use clinic::ops::connectors::{Connect, ConnectorAction, ConnectorsPlan, Prune, desired};
 use clinic::ops::kafka;
 use clinic::ops::topics::{Action, DesiredTopic, TopicsPlan};
 use clinic::smoke::{SmokeRecord, avro, unique};
@@ -47,7 +47,7 @@ fn directory(topic: &str, collection: &str) -> (PathBuf, String) {
 
 async fn plan(connect: &Connect, dir: &Path) -> ConnectorsPlan {
     connect
-        .plan(&desired(dir).expect("files"), false)
+        .plan(&desired(dir).expect("files"), Prune::Nothing)
         .await
         .expect("plan")
 }

@@ -306,6 +306,17 @@ fn the_shipped_strimzi_resources_are_what_clinic_strimzi_renders_now() {
         topic["metadata"]["labels"]["strimzi.io/cluster"],
         "my-cluster"
     );
+    // The connectors read the deployment's topics, and the operator restarts a failed one.
+    for connector in documents.iter().filter(|d| kind(d) == "KafkaConnector") {
+        let spec = &connector["spec"];
+        assert_eq!(spec["autoRestart"]["enabled"], true, "{}", name(connector));
+        let topics = spec["config"]["topics"].as_str().expect("topics");
+        assert!(topics.starts_with("qa1.sink."), "{topics}");
+        assert_eq!(
+            spec["config"]["errors.deadletterqueue.topic.name"],
+            "qa1.connect.sink.dlq"
+        );
+    }
     let hook = documents
         .iter()
         .find(|d| kind(d) == "Job")

@@ -37,7 +37,7 @@ fn workspace(schema: &str) -> (PathBuf, String) {
 
 async fn plan(registry: &Registry, file: &Path) -> SchemasPlan {
     registry
-        .plan(&desired(file, None).expect("desired"))
+        .plan(&desired(file, None, None).expect("desired"))
         .await
         .expect("plan")
 }

@@ -48,7 +48,7 @@ credentials when it wants them. */}}
 {{- define "clinic.kafkaEnv" -}}
 - name: CLINIC_KAFKA_BROKERS
   value: {{ .Values.kafka.brokers | quote }}
-- name: CLINIC_REGISTRY_URL
+- name: CLINIC_REGISTRY_API_URL
   value: {{ .Values.schemaRegistry.url | quote }}
 {{- with .Values.schemaRegistry.existingSecret }}
 - name: CLINIC_REGISTRY_USERNAME
@@ -61,8 +61,13 @@ credentials when it wants them. */}}
 {{- end -}}
 
 {{/* The operators' commands' Kafka client properties (CLINIC_KAFKA__<NAME>), as the processors'
-streams.librdkafka: the same SASL or TLS settings for the hook. */}}
+streams.librdkafka: the same SASL or TLS settings for the hook; and the deployment's topic prefix
+(CLINIC_TOPIC_PREFIX), so the hook creates, registers and connects the topics the processors use. */}}
 {{- define "clinic.kafkaClientEnv" -}}
+{{- with .Values.kafka.topicPrefix }}
+- name: CLINIC_TOPIC_PREFIX
+  value: {{ . | quote }}
+{{- end }}
 {{- range $key, $value := .Values.kafka.librdkafka }}
 - name: CLINIC_KAFKA__{{ $key | replace "." "_" | upper }}
   value: {{ $value | quote }}

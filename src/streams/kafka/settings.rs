@@ -30,7 +30,7 @@ pub struct StreamsSettings {
     #[serde(default = "default_brokers")]
     pub brokers: String,
     /// Schema registry, Confluent-compatible API (e.g. `http://registry:8081/apis/ccompat/v7`;
-    /// default: that API under `CLINIC_REGISTRY_URL`).
+    /// default: `CLINIC_REGISTRY_API_URL`, else Apicurio's under `CLINIC_REGISTRY_URL`).
     #[serde(default = "default_registry")]
     pub schema_registry_url: String,
     /// Processing guarantee.
@@ -78,7 +78,7 @@ fn default_brokers() -> String {
     crate::endpoints::kafka_brokers()
 }
 fn default_registry() -> String {
-    crate::endpoints::ccompat(&crate::endpoints::registry_url())
+    crate::endpoints::registry_api_url()
 }
 fn default_guarantee() -> Guarantee {
     Guarantee::ExactlyOnce
