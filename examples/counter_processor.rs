@@ -5,7 +5,8 @@
 //! `counts`, and emits `{"k", "seq", "count"}` to `<prefix>out`. A record with a negative `seq`
 //! is poison. Settings from the environment: `CLINIC_KAFKA_BROKERS`, `COUNTER_PREFIX`,
 //! `COUNTER_GUARANTEE` (`exactly_once` | `at_least_once`), `COUNTER_INSTANCE`,
-//! `COUNTER_ADMIN_ADDR`, `COUNTER_PASS_THROUGH=1` (no store: the runtime's bare overhead).
+//! `COUNTER_ADMIN_ADDR`, `COUNTER_PASS_THROUGH=1` (no store: the runtime's bare overhead),
+//! `COUNTER_STATE_DIR` (the counts on disk there, `streams.state_dir`).
 
 use clinic::streams::kafka::{Guarantee, StreamsSettings};
 use clinic::streams::runner;
@@ -25,7 +26,8 @@ impl Processor for Counter {
         if self.pass_through {
             topology
         } else {
-            topology.store("counts")
+            // On disk when COUNTER_STATE_DIR gives a state directory.
+            topology.store("counts").persistent("counts")
         }
     }
 
@@ -73,6 +75,7 @@ async fn main() -> anyhow::Result<()> {
         },
         instance_id: env("COUNTER_INSTANCE").unwrap_or_else(|| "0".into()),
         admin_addr: env("COUNTER_ADMIN_ADDR").map(|a| a.parse()).transpose()?,
+        state_dir: env("COUNTER_STATE_DIR").map(Into::into),
         ..StreamsSettings::default()
     };
     let pass_through = env("COUNTER_PASS_THROUGH").as_deref() == Some("1");

@@ -152,7 +152,12 @@ impl<P: Processor> TestDriver<P> {
     /// # Panics
     /// When the store is not declared.
     pub fn store(&self, name: &str) -> &KeyValueStore {
-        self.task.stores().get(name).expect("store is declared")
+        self.task
+            .stores()
+            .get(name)
+            .expect("store is declared")
+            .memory()
+            .expect("the driver keeps its stores in memory")
     }
 
     /// A global store's current contents (a copy).
@@ -162,7 +167,8 @@ impl<P: Processor> TestDriver<P> {
     pub fn global_store(&self, name: &str) -> KeyValueStore {
         read(&self.globals.stores())
             .get(name)
-            .expect("global store is declared")
+            .and_then(|store| store.memory())
+            .expect("global store is declared, in memory")
             .clone()
     }
 

@@ -305,7 +305,7 @@ impl<E: Effect> Executor<E> {
             let (ids, _) = self.kafka.read_whole(
                 &format!("restoring {topic}[{partition}]"),
                 &group,
-                &[(topic.clone(), partition)],
+                &[(topic.clone(), partition, 0)],
                 HashSet::new,
                 |ids, message| {
                     if let Some(key) = rdkafka::message::Message::key(message) {

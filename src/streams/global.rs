@@ -91,7 +91,7 @@ impl GlobalTables {
             let store = stores
                 .get_mut(&write.store)
                 .expect("BUG: writes are checked against declared stores");
-            if store.get(&write.key) == write.value.as_deref() {
+            if store.get(&write.key).ok().flatten().as_deref() == write.value.as_deref() {
                 continue;
             }
             store.apply(&write.key, write.value.as_deref());

@@ -18,6 +18,7 @@
 
 pub mod app;
 pub mod codec;
+pub mod disk;
 pub mod dlq;
 pub mod driver;
 pub mod effect;
@@ -37,4 +38,4 @@ pub mod topology;
 pub use processor::{
     Context, Input, OutValue, OutputRecord, Payload, ProcessError, Processor, sink_key,
 };
-pub use topology::{IndexKeys, InputFormat, InputKind, StoreIndex, Topology};
+pub use topology::{IndexKeys, InputFormat, InputKind, StoreIndex, StoreKind, Topology};

@@ -1,5 +1,6 @@
 //! The processor API: what a processor implements and what it can touch.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use apache_avro::types::Value as Avro;
@@ -112,6 +113,12 @@ impl From<crate::events::NotAnEvent> for ProcessError {
     }
 }
 
+/// A store on disk that cannot be read: fatal (the runner stops; a restart reads the state again
+/// from the last checkpoint and the changelog).
+fn disk_failed(store: &str, error: &crate::streams::disk::DiskError) -> ProcessError {
+    ProcessError::Fatal(format!("store {store}: {error}"))
+}
+
 /// A processor: a pure function of (input, state) → outputs. It does no I/O.
 pub trait Processor: Send {
     /// What it reads, writes and stores.
@@ -202,7 +209,7 @@ impl<'a> Context<'a> {
     }
 
     /// A declared store: the task's, else a global one.
-    fn store(&self, store: &str) -> Result<&'a crate::streams::store::KeyValueStore, ProcessError> {
+    fn store(&self, store: &str) -> Result<&'a crate::streams::store::Store, ProcessError> {
         self.stores
             .get(store)
             .or_else(|| self.globals.and_then(|globals| globals.get(store)))
@@ -213,7 +220,7 @@ impl<'a> Context<'a> {
     ///
     /// # Errors
     /// [`ProcessError::Fatal`] when the store is not declared.
-    pub fn get(&self, store: &str, key: &str) -> Result<Option<&[u8]>, ProcessError> {
+    pub fn get(&self, store: &str, key: &str) -> Result<Option<Cow<'_, [u8]>>, ProcessError> {
         let committed = self.store(store)?;
         match self
             .writes
@@ -221,8 +228,8 @@ impl<'a> Context<'a> {
             .rev()
             .find(|w| w.store == store && w.key == key)
         {
-            Some(write) => Ok(write.value.as_deref()),
-            None => Ok(committed.get(key)),
+            Some(write) => Ok(write.value.as_deref().map(Cow::Borrowed)),
+            None => committed.get(key).map_err(|e| disk_failed(store, &e)),
         }
     }
 
@@ -269,30 +276,31 @@ impl<'a> Context<'a> {
         // A merge of the two ordered sequences; this record's write wins over the committed
         // value of the same key, and a deletion hides it.
         while entries.len() < limit {
-            let (key, value) = match (committed.peek(), own.peek()) {
+            if let Some(Err(_)) = committed.peek() {
+                let error = committed.next().expect("peeked").expect_err("an error");
+                return Err(disk_failed(store, &error));
+            }
+            let next_committed = committed.peek().map(|entry| match entry {
+                Ok((key, _)) => key.as_ref(),
+                Err(_) => unreachable!("BUG: errors are returned above"),
+            });
+            let take_committed = match (next_committed, own.peek()) {
                 (None, None) => break,
-                (Some(_), None) => {
-                    let (k, v) = committed.next().expect("peeked");
-                    (k, Some(v))
-                }
-                (Some((c, _)), Some((o, _))) if *c < *o => {
-                    let (k, v) = committed.next().expect("peeked");
-                    (k, Some(v))
-                }
-                (Some((c, _)), Some((o, _))) => {
-                    if c == o {
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (Some(c), Some((o, _))) if c < *o => true,
+                (Some(c), Some((o, _))) => {
+                    if c == *o {
                         committed.next();
                     }
-                    let (k, v) = own.next().expect("peeked");
-                    (k, v.map(Vec::as_slice))
-                }
-                (None, Some(_)) => {
-                    let (k, v) = own.next().expect("peeked");
-                    (k, v.map(Vec::as_slice))
+                    false
                 }
             };
-            if let Some(value) = value {
-                entries.push((key.to_owned(), value.to_vec()));
+            if take_committed {
+                let (key, value) = committed.next().expect("peeked").expect("not an error");
+                entries.push((key.into_owned(), value.into_owned()));
+            } else if let (key, Some(value)) = own.next().expect("peeked") {
+                entries.push((key.to_owned(), value.clone()));
             }
         }
         Ok(entries)
@@ -310,7 +318,7 @@ impl<'a> Context<'a> {
     ) -> Result<Option<T>, ProcessError> {
         self.get(store, key)?
             .map(|bytes| {
-                serde_json::from_slice(bytes).map_err(|e| {
+                serde_json::from_slice(&bytes).map_err(|e| {
                     ProcessError::Fatal(format!("store {store} key {key}: unreadable value: {e}"))
                 })
             })
@@ -329,7 +337,7 @@ impl<'a> Context<'a> {
     ) -> Result<Option<bson::Document>, ProcessError> {
         self.get(store, key)?
             .map(|bytes| {
-                crate::streams::stored::read_document(key, bytes).map_err(|e| {
+                crate::streams::stored::read_document(key, &bytes).map_err(|e| {
                     ProcessError::Fatal(format!(
                         "store {store} key {key}: unreadable document: {e}"
                     ))
@@ -422,7 +430,7 @@ impl<'a> Context<'a> {
         };
         for index in indexes {
             let changes = index
-                .changes(key, old, value.as_deref())
+                .changes(key, old.as_deref(), value.as_deref())
                 .map_err(|error| ProcessError::Fatal(error.to_string()))?;
             listed.extend(changes.into_iter().map(|(entry, present)| StoreWrite {
                 store: index.name.clone(),

@@ -2,6 +2,7 @@
 //! then commit the record's writes or dead-letter it. Pure: the runner does the Kafka I/O
 //! around it, the test driver calls it directly.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use apache_avro::types::Value as Avro;
@@ -41,7 +42,7 @@ pub struct FatalError {
 
 /// A changelog record a task's stores cannot take while restoring (fatal: the changelog is of
 /// another topology, or an index cannot read its store's values).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
     /// No store (or index) of that name.
     #[error("no store {0}")]
@@ -49,6 +50,9 @@ pub enum RestoreError {
     /// An index of the store could not read the value.
     #[error(transparent)]
     Index(#[from] IndexError),
+    /// The store on disk could not be read or written.
+    #[error(transparent)]
+    Disk(#[from] crate::streams::disk::DiskError),
 }
 
 /// The Avro key and value the runner resolved through the registry for a record of an Avro topic.
@@ -80,6 +84,56 @@ impl<P: Processor> Task<P> {
             stores,
             globals: None,
         }
+    }
+
+    /// Keeps the stores `on_disk` names in the instance's database `db`, as task `task`'s: they
+    /// hold what was flushed to disk before (see [`Task::checkpoint`]); the others start empty
+    /// in memory.
+    ///
+    /// # Errors
+    /// The database cannot be read.
+    pub fn with_state(
+        mut self,
+        db: &crate::streams::disk::StateDb,
+        task: i32,
+        on_disk: impl Fn(&str) -> bool,
+    ) -> Result<Self, crate::streams::disk::DiskError> {
+        self.stores = Stores::open(self.topology.task_stores(), on_disk, db, task)?;
+        Ok(self)
+    }
+
+    /// The changelog offset from which `store` must be restored: what its disk copy holds up to
+    /// (`0`: everything, as for a store in memory).
+    ///
+    /// # Errors
+    /// The database cannot be read.
+    pub fn checkpoint(&self, store: &str) -> Result<i64, crate::streams::disk::DiskError> {
+        self.stores.checkpoint(store)
+    }
+
+    /// Writes the stores' pending writes to disk with, per store, the changelog offset they
+    /// now reflect (`next_offset(store)`: the offset after their last changelog record, known
+    /// once a commit or a restore's read went through): after each commit, and in batches
+    /// while restoring. Stores in memory are untouched.
+    ///
+    /// # Errors
+    /// The database cannot be written.
+    pub fn flush(
+        &mut self,
+        next_offset: impl Fn(&str) -> Option<i64>,
+    ) -> Result<(), crate::streams::disk::DiskError> {
+        let offsets: BTreeMap<String, i64> = self
+            .stores
+            .on_disk()
+            .filter(|store| self.topology.index_named(store).is_none())
+            .filter_map(|store| Some((store.to_owned(), next_offset(store)?)))
+            .collect();
+        self.stores.flush(&offsets)
+    }
+
+    /// Writes held for the disk stores until the next [`Task::flush`].
+    pub fn pending_writes(&self) -> usize {
+        self.stores.pending()
     }
 
     /// Lets the task read the instance's global stores.
@@ -127,7 +181,8 @@ impl<P: Processor> Task<P> {
             .ok_or_else(|| RestoreError::UnknownStore(store.to_owned()))?;
         let mut listed = Vec::new();
         for index in self.topology.indexes_of(store) {
-            let changes = index.changes(key, target.get(key), value)?;
+            let old = target.get(key).map_err(RestoreError::Disk)?;
+            let changes = index.changes(key, old.as_deref(), value)?;
             listed.extend(changes.into_iter().map(|change| (&index.name, change)));
         }
         target.apply(key, value);

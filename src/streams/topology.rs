@@ -144,6 +144,16 @@ pub struct IndexError {
     pub source: StoredError,
 }
 
+/// Where a store lives (`streams.stores`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    /// In memory, restored whole at every start.
+    Memory,
+    /// On disk under `streams.state_dir`, restored from its checkpoint.
+    Disk,
+}
+
 /// A processor's declared shape.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {
@@ -160,6 +170,9 @@ pub struct Topology {
     pub global_stores: Vec<String>,
     /// Indexes of stores, kept by the runtime (no changelog: rebuilt as their stores restore).
     pub indexes: Vec<StoreIndex>,
+    /// Stores that may outgrow memory: kept on disk when the instance has a state directory
+    /// (see [`Topology::persistent`]).
+    pub persistent: Vec<String>,
     /// Whether one task handles every partition of every input (see [`Topology::single_task`]).
     pub single_task: bool,
     /// Kafka Streams' `application.id`: scopes the consumer group, the transactional ids and the
@@ -177,6 +190,7 @@ impl Topology {
             stores: Vec::new(),
             global_stores: Vec::new(),
             indexes: Vec::new(),
+            persistent: Vec::new(),
             single_task: false,
             application_id: None,
         }
@@ -341,6 +355,44 @@ impl Topology {
             keys,
         });
         self
+    }
+
+    /// Marks the declared store `store` as one that may outgrow memory: with a state directory
+    /// (`streams.state_dir`) it lives on disk (`crate::streams::disk`), and a restart replays
+    /// only its changelog's tail; its indexes live on disk with it. Without one, in memory.
+    /// `streams.stores` can override the choice per store.
+    ///
+    /// # Panics
+    /// When `store` is not a store declared before: a bug in the topology.
+    #[must_use]
+    pub fn persistent(mut self, store: &str) -> Self {
+        assert!(
+            self.stores.iter().any(|s| s == store),
+            "BUG: persistent {store}, which is not a store declared before"
+        );
+        self.persistent.push(store.to_owned());
+        self
+    }
+
+    /// Whether the store (or index) `store` is on disk, given the instance's choices:
+    /// `overrides` per store (`streams.stores`), and whether it has a state directory at all.
+    /// An index lives where the store it indexes lives.
+    pub fn on_disk(
+        &self,
+        store: &str,
+        has_state_dir: bool,
+        overrides: &std::collections::BTreeMap<String, StoreKind>,
+    ) -> bool {
+        if !has_state_dir {
+            return false;
+        }
+        if let Some(index) = self.index_named(store) {
+            return self.on_disk(&index.of, has_state_dir, overrides);
+        }
+        match overrides.get(store) {
+            Some(kind) => *kind == StoreKind::Disk,
+            None => self.persistent.iter().any(|s| s == store),
+        }
     }
 
     /// The index `name`, when it is one.

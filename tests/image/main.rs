@@ -156,6 +156,8 @@ struct Container {
     /// The container port named `admin`, for long-running ones.
     admin_port: Option<u16>,
     grace: Duration,
+    /// The directories standing in for its PersistentVolumeClaims.
+    claims: Vec<PathBuf>,
 }
 
 /// The podman options for `container` of a pod whose spec is `pod`, its ConfigMaps written under
@@ -166,6 +168,7 @@ fn container(
     pod: &Value,
     spec: &Value,
     config_maps: &BTreeMap<String, PathBuf>,
+    scratch: &Path,
 ) -> Container {
     let label = format!(
         "{}/{}",
@@ -179,6 +182,7 @@ fn container(
     let group = pod_security["runAsGroup"].as_u64().unwrap_or(user);
     assert_ne!(user, 0, "{label}: runs as root");
     let mut options = vec!["--user".to_owned(), format!("{user}:{group}")];
+    let mut claimed = Vec::new();
     if security["readOnlyRootFilesystem"] == true {
         // Nothing writable that the pod does not mount: podman's own /tmp, /run tmpfs too.
         options.extend(["--read-only".into(), "--read-only-tmpfs=false".into()]);
@@ -202,9 +206,30 @@ fn container(
         .flatten()
         .map(|v| (v["name"].as_str().expect("volume name"), v))
         .collect();
+    let claims: Vec<&str> = workload["spec"]["volumeClaimTemplates"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .filter_map(|claim| claim["metadata"]["name"].as_str())
+        .collect();
     for mount in spec["volumeMounts"].as_sequence().into_iter().flatten() {
-        let volume = volumes[mount["name"].as_str().expect("mount name")];
+        let volume_name = mount["name"].as_str().expect("mount name");
         let path = mount["mountPath"].as_str().expect("mountPath");
+        if claims.contains(&volume_name) {
+            // The pod's PersistentVolumeClaim: a directory of its own, writable by the pod's
+            // group (fsGroup) as Kubernetes makes it.
+            let group = pod_security["fsGroup"].as_u64().unwrap_or(group);
+            let dir = scratch.join(format!("{}-{volume_name}", name(workload)));
+            std::fs::create_dir_all(&dir).expect("a volume directory");
+            std::os::unix::fs::chown(&dir, Some(0), u32::try_from(group).ok()).expect("chown");
+            set_mode(&dir, 0o770);
+            options.extend(["-v".into(), format!("{}:{path}", dir.display())]);
+            claimed.push(dir);
+            continue;
+        }
+        let volume = volumes
+            .get(volume_name)
+            .unwrap_or_else(|| panic!("{label}: no volume {volume_name}"));
         if let Some(map) = volume["configMap"]["name"].as_str() {
             let read_only = if mount["readOnly"] == true { ":ro" } else { "" };
             let dir = config_maps
@@ -253,6 +278,7 @@ fn container(
         options,
         admin_port,
         grace: Duration::from_secs(pod["terminationGracePeriodSeconds"].as_u64().unwrap_or(30)),
+        claims: claimed,
     }
 }
 
@@ -506,7 +532,7 @@ fn every_container_of_the_chart_runs_from_the_image_as_the_chart_says() {
         .flatten()
         .chain(pod["containers"].as_sequence().into_iter().flatten());
     for spec in steps {
-        let container = container(&endpoints, hook, pod, spec, &config_maps);
+        let container = container(&endpoints, hook, pod, spec, &config_maps, volumes.path());
         assert_eq!(
             spec["image"].as_str(),
             Some(image.as_str()),
@@ -528,8 +554,23 @@ fn every_container_of_the_chart_runs_from_the_image_as_the_chart_says() {
     for workload in workloads {
         let pod = &workload["spec"]["template"]["spec"];
         for spec in pod["containers"].as_sequence().into_iter().flatten() {
-            let container = container(&endpoints, workload, pod, spec, &config_maps);
+            let container = container(
+                &endpoints,
+                workload,
+                pod,
+                spec,
+                &config_maps,
+                volumes.path(),
+            );
             let (ready, drained) = serve_then_drain(&container, &image);
+            for claim in &container.claims {
+                let written = std::fs::read_dir(claim).expect("the volume").count();
+                assert!(
+                    written > 0,
+                    "{}: nothing written to its volume",
+                    container.label
+                );
+            }
             report.push(format!(
                 "{:<48} ready in {:.1} s, exit 0 {:.1} s after SIGTERM (grace {} s)",
                 container.label,
@@ -546,12 +587,15 @@ fn every_container_of_the_chart_runs_from_the_image_as_the_chart_says() {
 }
 
 fn set_world_readable(dir: &Path) {
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    set_mode(dir, 0o755);
     for entry in std::fs::read_dir(dir).expect("listing") {
-        let path = entry.expect("entry").path();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        set_mode(&entry.expect("entry").path(), 0o644);
     }
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
 }
 
 /// The hook created this run's connectors (named under its prefix); they go with it.

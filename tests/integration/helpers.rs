@@ -42,3 +42,28 @@ fn host_port(url: &str) -> String {
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
     rest.split(['/', '?']).next().unwrap_or_default().to_owned()
 }
+
+/// A port nothing listens on now (for a child process's admin endpoint).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// The body of `GET url`, retried for up to 30 s while nothing answers (a child starting). Call
+/// it from a blocking section of a multi-threaded Tokio test.
+pub fn http_get(url: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    tokio::runtime::Handle::current().block_on(async {
+        loop {
+            match reqwest::get(url).await {
+                Ok(response) => return response.text().await.expect("a body"),
+                Err(error) => {
+                    assert!(std::time::Instant::now() < deadline, "{url}: {error}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    })
+}

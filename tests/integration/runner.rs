@@ -25,6 +25,8 @@ const KEYS: usize = 97;
 pub struct Fixture {
     pub endpoints: Endpoints,
     pub prefix: String,
+    /// The counter's `streams.state_dir` (its counts on disk), when set.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Fixture {
@@ -65,7 +67,11 @@ impl Fixture {
         {
             result.expect("topic created");
         }
-        Self { endpoints, prefix }
+        Self {
+            endpoints,
+            prefix,
+            state_dir: None,
+        }
     }
 
     pub fn topic(&self, name: &str) -> String {
@@ -214,7 +220,11 @@ impl Fixture {
 
     /// Starts the counter processor as a child process.
     pub fn spawn(&self, guarantee: &str, instance: &str) -> Child {
-        Command::new(counter_binary())
+        let mut command = Command::new(counter_binary());
+        if let Some(dir) = &self.state_dir {
+            command.env("COUNTER_STATE_DIR", dir);
+        }
+        command
             .env("CLINIC_KAFKA_BROKERS", &self.endpoints.kafka_brokers)
             .env("COUNTER_PREFIX", &self.prefix)
             .env("COUNTER_GUARANTEE", guarantee)
@@ -318,8 +328,63 @@ async fn exactly_once_survives_repeated_sigkill_without_loss_or_duplicates() {
 
     tokio::task::block_in_place(|| run_with_kills(&fixture, "exactly_once", total, 10));
 
+    tokio::task::block_in_place(|| assert_exactly_once(&fixture, total));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exactly_once_with_the_store_on_disk_survives_sigkill_and_a_restart_replays_only_the_tail()
+{
+    let state = tempfile::tempdir().expect("a state directory");
+    let mut fixture = Fixture::new(PARTITIONS).await;
+    fixture.state_dir = Some(state.path().to_owned());
+    let total = 20_000;
+    fixture.produce(0, total).await;
+
+    tokio::task::block_in_place(|| run_with_kills(&fixture, "exactly_once", total, 5));
+
+    tokio::task::block_in_place(|| assert_exactly_once(&fixture, total));
+    // A clean stop flushed the counts with their checkpoints: the next start reads nothing of
+    // the changelog, and counts on from the disk's values.
+    fixture.produce(total, 97).await;
+    let restored = tokio::task::block_in_place(|| {
+        let port = helpers::free_port();
+        let mut child = Command::new(counter_binary())
+            .env("COUNTER_STATE_DIR", state.path())
+            .env("COUNTER_ADMIN_ADDR", format!("127.0.0.1:{port}"))
+            .env("CLINIC_KAFKA_BROKERS", &fixture.endpoints.kafka_brokers)
+            .env("COUNTER_PREFIX", &fixture.prefix)
+            .env("COUNTER_INSTANCE", "0")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("the counter example is built by cargo test");
+        fixture.wait_for("out", total + 97, Duration::from_secs(60));
+        let metrics = helpers::http_get(&format!("http://127.0.0.1:{port}/metrics"));
+        assert!(terminate(&mut child).success());
+        metrics
+    });
+    let restored: f64 = restored
+        .lines()
+        .find_map(|l| l.strip_prefix("clinic_streams_restored_records_total "))
+        .map_or(0.0, |v| v.trim().parse().expect("a number"));
+    assert_eq!(
+        restored, 0.0,
+        "a restart after a clean stop replays nothing: {restored}"
+    );
     let outputs =
         tokio::task::block_in_place(|| fixture.read("out", usize::MAX, Duration::from_secs(5)));
+    let keys = by_key(&outputs);
+    for (key, records) in &keys {
+        let counts: Vec<u64> = records.iter().map(|(_, count)| *count).collect();
+        let expected: Vec<u64> = (1..=records.len() as u64).collect();
+        assert_eq!(counts, expected, "{key}: counted on from the disk");
+    }
+}
+
+/// Every input has one output (read_committed), each key's counts run 1, 2, … with no gap or
+/// repeat, and the changelog's latest values are the final counts.
+fn assert_exactly_once(fixture: &Fixture, total: usize) {
+    let outputs = fixture.read("out", usize::MAX, Duration::from_secs(5));
     assert_eq!(
         outputs.len(),
         total,
@@ -337,13 +402,11 @@ async fn exactly_once_survives_repeated_sigkill_without_loss_or_duplicates() {
         );
     }
     // The store's changelog (read_committed, latest per key) holds the final counts.
-    let changelog = tokio::task::block_in_place(|| {
-        fixture.read(
-            "counter.counts.changelog",
-            usize::MAX,
-            Duration::from_secs(3),
-        )
-    });
+    let changelog = fixture.read(
+        "counter.counts.changelog",
+        usize::MAX,
+        Duration::from_secs(3),
+    );
     let mut latest: BTreeMap<String, u64> = BTreeMap::new();
     for (key, value) in changelog {
         latest.insert(

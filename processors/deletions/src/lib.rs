@@ -22,6 +22,10 @@
 //!   lookups are by user and by clinic, the CDC topics are partitioned by document id, and user
 //!   deletions are rare. Run one replica; a second instance in the group makes both stop with an
 //!   error rather than each see half the tables.
+//! - State: the patient and clinician documents (and their indexes) live on disk when
+//!   `streams.state_dir` is set (the chart gives the pod a volume): memory stays bounded
+//!   whatever their number, and a restart replays only the changelogs' tails
+//!   ([`clinic::streams::disk`]); without it, in memory.
 //! - Guarantees: those of the streams runner (exactly-once by default).
 //! - Settings: [`config::Settings`].
 

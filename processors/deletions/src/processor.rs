@@ -62,6 +62,10 @@ impl Processor for Deletions {
             .store(PATIENT_STORE)
             .store(CLINICIAN_STORE)
             .store(DELETED_USERS)
+            // Every patient and clinician document: on disk when the instance has a state
+            // directory (the chart gives it a volume), with their indexes.
+            .persistent(PATIENT_STORE)
+            .persistent(CLINICIAN_STORE)
             .index(PATIENTS_BY_USER, PATIENT_STORE, by_user)
             .index(PATIENTS_BY_CLINIC, PATIENT_STORE, patients_by_clinic)
             .index(CLINICIANS_BY_USER, CLINICIAN_STORE, by_user)

@@ -281,7 +281,7 @@ impl Migrations {
         let Some(running) = ctx.get(MIGRATION_STORE, &running_key(&share.grantee))? else {
             return Ok(());
         };
-        let key = String::from_utf8_lossy(running).into_owned();
+        let key = String::from_utf8_lossy(&running).into_owned();
         let Some(mut migration) =
             ctx.get_json::<Migration>(MIGRATION_STORE, &format!("m/{key}"))?
         else {
@@ -390,7 +390,7 @@ fn profile_of(ctx: &Context<'_>, user: &str) -> Result<Option<Profile>, ProcessE
     let Some(key) = ctx.get(PROFILE_STORE, &format!("i/{}", part(user)))? else {
         return Ok(None);
     };
-    let key = String::from_utf8_lossy(key).into_owned();
+    let key = String::from_utf8_lossy(&key).into_owned();
     ctx.get_json(PROFILE_STORE, &format!("d/{key}"))
 }
 

@@ -360,7 +360,7 @@ impl Notifications {
         let Some(key) = ctx.get(CLINICIAN_STORE, &index)? else {
             return Ok(None);
         };
-        let key = String::from_utf8_lossy(key).into_owned();
+        let key = String::from_utf8_lossy(&key).into_owned();
         ctx.get_json(CLINICIAN_STORE, &format!("d/{key}"))
     }
 

@@ -21,5 +21,5 @@ pub use client::{Client, Rebalancing};
 pub use handle::Kafka;
 pub use health::{Dependency, Health, Outages};
 pub use produce::{DeliveryCounter, Producer, flush, send};
-pub use read::{ApplyError, ReadError, read_partition, read_partitions};
+pub use read::{ApplyError, ReadError, read_partition, read_partitions, read_partitions_from};
 pub use settings::{Guarantee, StreamsSettings};

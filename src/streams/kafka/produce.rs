@@ -1,13 +1,14 @@
 //! Producing: the runtime's producer context ([`DeliveryCounter`]), [`send`] and [`flush`], and
 //! the producers a [`Kafka`] handle creates (plain or transactional).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{Header, Message as _, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer as _, ProducerContext};
 use rdkafka::{ClientConfig, ClientContext};
 
@@ -16,6 +17,7 @@ use super::handle::Kafka;
 use super::health::Health;
 use super::settings::Guarantee;
 use crate::streams::record::ProducedRecord;
+use crate::sync::lock;
 
 /// The runtime's producer.
 pub type Producer = BaseProducer<DeliveryCounter>;
@@ -27,11 +29,19 @@ pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const ABORT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Counts failed deliveries, so at-least-once commits only what was delivered; reports the
-/// client's errors as outages.
+/// client's errors as outages; when asked, notes where changelog records landed (the offsets
+/// persistent stores record as their checkpoints).
 pub struct DeliveryCounter {
     failed: AtomicU64,
     health: Arc<Health>,
+    track_changelogs: AtomicBool,
+    /// Next offset per changelog topic and partition delivered since the last take.
+    changelogs: Mutex<HashMap<String, HashMap<i32, i64>>>,
 }
+
+/// The topics whose delivered offsets [`DeliveryCounter`] notes (see
+/// [`crate::streams::Topology::changelog_topic`]).
+const CHANGELOG_SUFFIX: &str = ".changelog";
 
 impl DeliveryCounter {
     /// A counter reporting the client's errors into `health`.
@@ -39,12 +49,25 @@ impl DeliveryCounter {
         Self {
             failed: AtomicU64::new(0),
             health,
+            track_changelogs: AtomicBool::new(false),
+            changelogs: Mutex::default(),
         }
     }
 
     /// Deliveries failed since the last call.
     pub fn take_failed(&self) -> u64 {
         self.failed.swap(0, Ordering::SeqCst)
+    }
+
+    /// From now on, notes the offsets changelog records are delivered at.
+    pub fn track_changelogs(&self) {
+        self.track_changelogs.store(true, Ordering::SeqCst);
+    }
+
+    /// The next offset after the last changelog record delivered to each topic and partition
+    /// since the last call.
+    pub fn take_changelog_offsets(&self) -> HashMap<String, HashMap<i32, i64>> {
+        std::mem::take(&mut *lock(&self.changelogs))
     }
 }
 
@@ -62,9 +85,26 @@ impl ProducerContext for DeliveryCounter {
     type DeliveryOpaque = ();
     fn delivery(&self, result: &DeliveryResult<'_>, (): ()) {
         // Per record, so DEBUG: the failed commit that follows says it once.
-        if let Err((error, _)) = result {
-            tracing::debug!(error = %error, "A record was not delivered.");
-            self.failed.fetch_add(1, Ordering::SeqCst);
+        match result {
+            Err((error, _)) => {
+                tracing::debug!(error = %error, "A record was not delivered.");
+                self.failed.fetch_add(1, Ordering::SeqCst);
+            }
+            Ok(message)
+                if self.track_changelogs.load(Ordering::Relaxed)
+                    && message.topic().ends_with(CHANGELOG_SUFFIX) =>
+            {
+                let next = message.offset() + 1;
+                let mut changelogs = lock(&self.changelogs);
+                // No allocation once the topic is known: a record per store write comes here.
+                let partitions = match changelogs.get_mut(message.topic()) {
+                    Some(partitions) => partitions,
+                    None => changelogs.entry(message.topic().to_owned()).or_default(),
+                };
+                let at = partitions.entry(message.partition()).or_insert(next);
+                *at = (*at).max(next);
+            }
+            Ok(_) => {}
         }
     }
 }

@@ -39,6 +39,20 @@ pub enum ReadError {
         /// What its reader said.
         message: String,
     },
+    /// A reader asked to start beyond a partition's end: what it holds (a store's checkpoint)
+    /// does not come from this topic as it is now (it was recreated, or the state is another
+    /// deployment's).
+    #[error("{topic}[{partition}] ends at {end}, before offset {from} the reader holds up to")]
+    Ahead {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// Where the reader was to start.
+        from: i64,
+        /// The partition's end.
+        end: i64,
+    },
     /// No progress at all for 300 s (fatal).
     #[error("reading {topic} partitions {partitions:?} made no progress for 300 s")]
     Stuck {
@@ -50,10 +64,11 @@ pub enum ReadError {
 }
 
 impl Kafka {
-    /// Reads `partitions` (prefixed topic, partition) whole, as [`read_partitions`] does, and
-    /// again from the beginning while the broker is away (up to `streams.max_outage`). Each
-    /// attempt starts from `fresh()`, which `apply` folds every record into (in order within a
-    /// partition). Returns the folded state and the number of records read.
+    /// Reads `partitions` (prefixed topic, partition, first offset) to their end, as
+    /// [`read_partitions_from`] does, and again while the broker is away (up to
+    /// `streams.max_outage`). Each attempt starts from `fresh()`, which `apply` folds every record
+    /// into (in order within a partition). Returns the folded state and the number of records
+    /// read.
     ///
     /// # Errors
     /// A record `apply` refused, no progress for 300 s, a broker outage longer than
@@ -62,14 +77,14 @@ impl Kafka {
         &self,
         what: &str,
         group: &str,
-        partitions: &[(String, i32)],
+        partitions: &[(String, i32, i64)],
         mut fresh: impl FnMut() -> S,
         mut apply: impl FnMut(&mut S, &BorrowedMessage<'_>) -> Result<(), ApplyError>,
     ) -> anyhow::Result<(S, u64)> {
         let client = self.settings().consumer_config();
         let read = self.broker(what, || {
             let mut state = fresh();
-            match read_partitions(&client, group, partitions, self.health(), |message| {
+            match read_partitions_from(&client, group, partitions, self.health(), |message| {
                 apply(&mut state, message)
             }) {
                 Ok(count) => Ok(Ok((state, count))),
@@ -119,6 +134,25 @@ pub fn read_partitions(
     group: &str,
     partitions: &[(String, i32)],
     health: &Arc<Health>,
+    apply: impl FnMut(&BorrowedMessage<'_>) -> Result<(), ApplyError>,
+) -> Result<u64, ReadError> {
+    let from: Vec<(String, i32, i64)> = partitions
+        .iter()
+        .map(|(topic, partition)| (topic.clone(), *partition, 0))
+        .collect();
+    read_partitions_from(client, group, &from, health, apply)
+}
+
+/// [`read_partitions`], each partition from its offset (`(topic, partition, first offset)`;
+/// `0`: the beginning).
+///
+/// # Errors
+/// As [`read_partitions`]; and [`ReadError::Ahead`] for an offset beyond a partition's end.
+pub fn read_partitions_from(
+    client: &ClientConfig,
+    group: &str,
+    partitions: &[(String, i32, i64)],
+    health: &Arc<Health>,
     mut apply: impl FnMut(&BorrowedMessage<'_>) -> Result<(), ApplyError>,
 ) -> Result<u64, ReadError> {
     if partitions.is_empty() {
@@ -134,12 +168,14 @@ pub fn read_partitions(
         .set("fetch.wait.max.ms", "10")
         .set("isolation.level", "read_committed")
         .set("group.id", group)
+        // An offset below the log's start (records deleted by retention) reads from its start.
+        .set("auto.offset.reset", "earliest")
         // Reaching the end of the partition is reported as a client error too, which
         // `client::client_error` expects.
         .create_with_context(Client::new(Arc::clone(health), ()))?;
-    let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
-    for (topic, partition) in partitions {
-        topics.entry(topic).or_default().push(*partition);
+    let mut topics: BTreeMap<&str, Vec<(i32, i64)>> = BTreeMap::new();
+    for (topic, partition, from) in partitions {
+        topics.entry(topic).or_default().push((*partition, *from));
     }
     let mut read = 0;
     for (topic, partitions) in topics {
@@ -153,17 +189,30 @@ pub fn read_partitions(
 fn read_topic(
     consumer: &BaseConsumer<Client>,
     topic: &str,
-    partitions: &[i32],
+    partitions: &[(i32, i64)],
     apply: &mut impl FnMut(&BorrowedMessage<'_>) -> Result<(), ApplyError>,
 ) -> Result<u64, ReadError> {
-    // The end offset of each partition that has records; those are the ones to read.
+    // The end offset of each partition that has records past where to start; those are read.
     let mut remaining: BTreeMap<i32, i64> = BTreeMap::new();
     let mut assignment = TopicPartitionList::new();
-    for &partition in partitions {
+    for &(partition, from) in partitions {
         let (low, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(30))?;
-        if high > low {
+        if from > high {
+            return Err(ReadError::Ahead {
+                topic: topic.to_owned(),
+                partition,
+                from,
+                end: high,
+            });
+        }
+        if high > low.max(from) {
             remaining.insert(partition, high);
-            assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
+            let start = if from > 0 {
+                Offset::Offset(from)
+            } else {
+                Offset::Beginning
+            };
+            assignment.add_partition_offset(topic, partition, start)?;
         }
     }
     if remaining.is_empty() {

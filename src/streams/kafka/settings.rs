@@ -67,6 +67,16 @@ pub struct StreamsSettings {
     /// is dead-lettered, nothing lost, `/readyz` answers 503 meanwhile.
     #[serde(default = "default_max_outage", with = "humantime_serde")]
     pub max_outage: Duration,
+    /// Where stores that may outgrow memory live (a directory the instance keeps across
+    /// restarts, such as a StatefulSet's volume): one fjall database, holding each such store of
+    /// each task and the changelog offset it reflects, so a restart replays only the changelog's
+    /// tail. Unset: every store in memory, restored whole at every start.
+    #[serde(default)]
+    pub state_dir: Option<std::path::PathBuf>,
+    /// Per store, `memory` or `disk`, in place of what the processor's topology says (a store
+    /// it marks persistent lives on disk when `state_dir` is set). `disk` needs `state_dir`.
+    #[serde(default)]
+    pub stores: BTreeMap<String, crate::streams::topology::StoreKind>,
     /// librdkafka properties passed through to the consumer and the producer (`fetch.min.bytes`,
     /// or `fetch_min_bytes` where dots cannot be written, as in environment variables).
     #[serde(default, deserialize_with = "crate::settings::string_map")]
@@ -118,6 +128,8 @@ impl Default for StreamsSettings {
             topic_prefix: String::new(),
             application_id: None,
             admin_addr: default_admin_addr(),
+            state_dir: None,
+            stores: BTreeMap::new(),
             shutdown_deadline: default_shutdown_deadline(),
             max_backoff: default_max_backoff(),
             max_outage: default_max_outage(),
@@ -199,6 +211,17 @@ impl StreamsSettings {
             return Err(InvalidSetting::new(
                 "streams.application_id",
                 format!("{id:?} must be a non-empty topic-name word ([A-Za-z0-9._-])"),
+            ));
+        }
+        if self.state_dir.is_none()
+            && let Some((store, _)) = self
+                .stores
+                .iter()
+                .find(|(_, kind)| **kind == crate::streams::topology::StoreKind::Disk)
+        {
+            return Err(InvalidSetting::new(
+                format!("streams.stores.{store}"),
+                "is disk, but streams.state_dir is not set",
             ));
         }
         for key in [

@@ -76,6 +76,9 @@ pub(super) fn commit<C: ConsumerContext>(
         shared.doom(Cause::Commit);
         return Err(error);
     }
+    if shared.flush_after_commit {
+        shared.committed_to(Arc::new(producer.context().take_changelog_offsets()));
+    }
     tracing::debug!(elapsed = ?started.elapsed(), partitions = offsets.count(), "Committed.");
     ::metrics::counter!(names::COMMITS).increment(1);
     ::metrics::histogram!(names::COMMIT_LATENCY).record(started.elapsed().as_secs_f64());

@@ -177,10 +177,12 @@ impl<P: Processor> Keeper<P> {
             partitions.extend((0..i32::try_from(count)?).map(|p| (topic.clone(), p)));
         }
         let group = kafka.group(&format!("{}-global", self.shop.topology.group_id()));
+        let whole: Vec<(String, i32, i64)> =
+            partitions.iter().map(|(t, p)| (t.clone(), *p, 0)).collect();
         let read = kafka.read_whole(
             "reading the global tables",
             &group,
-            &partitions,
+            &whole,
             || {
                 self.tables.clear();
                 BTreeMap::new()

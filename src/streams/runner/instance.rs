@@ -48,6 +48,9 @@ pub(super) struct Runner<P, F> {
     pub(super) transaction_started: Instant,
     /// Holds records of `after_others` inputs until the other inputs caught up.
     pub(super) gate: Gate,
+    /// The instance's database of persistent stores (`streams.state_dir`), when the topology
+    /// keeps a store on disk.
+    pub(super) state: Option<crate::streams::disk::StateDb>,
     /// The global tables' thread and stores, when the processor has global inputs.
     pub(super) global: Option<(GlobalThread, SharedStores)>,
     pub(super) processor: std::marker::PhantomData<fn() -> P>,

@@ -103,7 +103,11 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
             );
         }
         flush(&self.shop.producer, COMMIT_TIMEOUT).context("flushing on shutdown")?;
+        // Dropping a worker waits for what it was given: the last commit's flush to disk too.
         lock(&self.shared).workers.clear();
+        if let Some(db) = &self.state {
+            db.persist().context("persisting the state on shutdown")?;
+        }
         tracing::info!("Stopped after the last commit.");
         Ok(())
     }

@@ -10,6 +10,7 @@ use rdkafka::message::Message as _;
 
 use super::instance::Runner;
 use super::worker::Worker;
+use crate::streams::kafka::ReadError;
 use crate::streams::metrics as names;
 use crate::streams::processor::Processor;
 use crate::streams::task::Task;
@@ -50,12 +51,36 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
     }
 
     /// Fresh tasks of `partitions` with every store's changelog partition replayed into them
-    /// (read_committed, from the beginning to the end), through one consumer, store by store,
-    /// all partitions of a store at once: librdkafka fetches them in parallel, so a restart with
-    /// many partitions waits about as long as for its largest one. Each attempt (a broker outage
-    /// starts it again) restores into fresh tasks: broken-off ones hold part of the state.
-    /// Returns the tasks and the number of records applied.
+    /// (read_committed, to the end): a store in memory from the beginning, a store on disk from
+    /// its checkpoint (only what the last flush before the restart or rewind did not reach),
+    /// flushed to disk every [`RESTORE_BATCH`] writes and at the end. One consumer reads them,
+    /// store by store, all partitions of a store at once: librdkafka fetches them in parallel,
+    /// so a restart with many partitions waits about as long as for its largest one. Each
+    /// attempt (a broker outage starts it again) restores into fresh tasks: broken-off ones hold
+    /// part of the state. A checkpoint beyond its changelog's end wipes that task's disk stores
+    /// and restores them from the beginning. Returns the tasks and the number of records applied.
     fn restore(
+        &self,
+        partitions: &std::collections::BTreeSet<i32>,
+    ) -> anyhow::Result<(BTreeMap<i32, Task<P>>, u64)> {
+        match self.restore_from_checkpoints(partitions) {
+            Err(error) => match error.downcast_ref::<ReadError>() {
+                Some(ReadError::Ahead { partition, .. }) => {
+                    let task = *partition;
+                    tracing::warn!(task, error = %format!("{error:#}"), "The task's state on disk is ahead of its changelog; wiping it and restoring it whole.");
+                    if let Some(db) = &self.state {
+                        let stores: Vec<&str> = self.disk_stores().collect();
+                        db.wipe(task, &stores)?;
+                    }
+                    self.restore_from_checkpoints(partitions)
+                }
+                _ => Err(error),
+            },
+            restored => restored,
+        }
+    }
+
+    fn restore_from_checkpoints(
         &self,
         partitions: &std::collections::BTreeSet<i32>,
     ) -> anyhow::Result<(BTreeMap<i32, Task<P>>, u64)> {
@@ -65,42 +90,92 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
             .iter()
             .map(|store| (self.kafka.topic(&topology.changelog_topic(store)), store))
             .collect();
-        let changelogs: Vec<(String, i32)> = stores
-            .keys()
-            .flat_map(|topic| partitions.iter().map(|p| (topic.clone(), *p)))
-            .collect();
+        let mut changelogs: Vec<(String, i32, i64)> = Vec::new();
+        for (topic, store) in &stores {
+            for &partition in partitions {
+                let from = match &self.state {
+                    Some(db) if self.on_disk(store) => db.checkpoint(partition, store)?,
+                    _ => 0,
+                };
+                changelogs.push((topic.clone(), partition, from));
+            }
+        }
         let group = self
             .kafka
             .group(&format!("{}-restore", topology.group_id()));
-        let (tasks, applied) = self.kafka.read_whole(
+        // The next changelog offset each (task, store) has read to, for its checkpoint.
+        type Read = BTreeMap<(i32, String), i64>;
+        let (state, applied) = self.kafka.read_whole(
             &format!("restoring the stores of partitions {partitions:?}"),
             &group,
             &changelogs,
-            || -> BTreeMap<i32, Task<P>> {
-                partitions.iter().map(|p| (*p, self.new_task())).collect()
+            || -> anyhow::Result<(BTreeMap<i32, Task<P>>, Read)> {
+                let tasks = partitions
+                    .iter()
+                    .map(|p| Ok((*p, self.new_task(*p)?)))
+                    .collect::<anyhow::Result<_>>()?;
+                Ok((tasks, Read::new()))
             },
-            |tasks, message| {
+            |state, message| {
+                let (tasks, read) = state.as_mut().map_err(|e| format!("{e:#}"))?;
+                let partition = message.partition();
                 let task = tasks
-                    .get_mut(&message.partition())
-                    .ok_or_else(|| format!("BUG: no task for partition {}", message.partition()))?;
+                    .get_mut(&partition)
+                    .ok_or_else(|| format!("BUG: no task for partition {partition}"))?;
                 let store = stores
                     .get(message.topic())
                     .ok_or_else(|| format!("BUG: {} is no changelog", message.topic()))?;
                 let key = String::from_utf8_lossy(message.key().unwrap_or_default());
-                Ok(task.restore(store, &key, message.payload())?)
+                task.restore(store, &key, message.payload())?;
+                read.insert((partition, (*store).clone()), message.offset() + 1);
+                if task.pending_writes() >= RESTORE_BATCH {
+                    task.flush(|store| read.get(&(partition, store.to_owned())).copied())?;
+                }
+                Ok(())
             },
         )?;
+        let (mut tasks, read) = state?;
+        for (partition, task) in &mut tasks {
+            task.flush(|store| read.get(&(*partition, store.to_owned())).copied())?;
+        }
         ::metrics::counter!(names::RESTORED).increment(applied);
         Ok((tasks, applied))
     }
 
-    /// A task with empty stores, reading the global tables if there are any.
-    pub(super) fn new_task(&self) -> Task<P> {
-        let task = Task::new((self.factory)())
+    /// Whether `store` of this runner's topology lives on disk.
+    pub(super) fn on_disk(&self, store: &str) -> bool {
+        self.state.is_some()
+            && self
+                .shop
+                .topology
+                .on_disk(store, true, &self.kafka.settings().stores)
+    }
+
+    /// The topology's stores (and indexes) that live on disk.
+    pub(super) fn disk_stores(&self) -> impl Iterator<Item = &str> {
+        self.shop
+            .topology
+            .task_stores()
+            .map(String::as_str)
+            .filter(|store| self.on_disk(store))
+    }
+
+    /// A task with its stores (on disk: as last flushed; in memory: empty), reading the global
+    /// tables if there are any.
+    pub(super) fn new_task(&self, partition: i32) -> anyhow::Result<Task<P>> {
+        let mut task = Task::new((self.factory)())
             .with_application_id(self.kafka.settings().application_id.clone());
-        match &self.global {
+        if let Some(db) = &self.state {
+            task = task.with_state(db, partition, |store| self.on_disk(store))?;
+        }
+        Ok(match &self.global {
             Some((_, globals)) => task.with_globals(Arc::clone(globals)),
             None => task,
-        }
+        })
     }
 }
+
+/// How many writes a restore holds before it flushes them to disk with their checkpoint: a
+/// store restored from the beginning (its first start) takes memory in proportion to this, not
+/// to its size.
+const RESTORE_BATCH: usize = 10_000;

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::mpsc::Receiver;
 
-use super::worker::{Event, Worker};
+use super::worker::{ChangelogOffsets, Event, Worker};
 use crate::streams::kafka::Producer;
 
 /// Where the commit interval stands. Exactly-once opens a Kafka transaction for it; at-least-once
@@ -66,6 +66,8 @@ pub(super) struct Shared {
     pub(super) interrupted: bool,
     /// The assignment changed since the loop last looked (held records are void).
     pub(super) rebalanced: bool,
+    /// Whether workers flush their disk stores after each commit ([`Shared::committed_to`]).
+    pub(super) flush_after_commit: bool,
 }
 
 impl Shared {
@@ -98,6 +100,16 @@ impl Shared {
         match self.transaction {
             Transaction::Doomed(cause) => Some(cause),
             Transaction::Idle | Transaction::Open => None,
+        }
+    }
+
+    /// Tells every worker that the interval's commit went through, with where the changelog
+    /// records landed: their tasks flush their disk stores (in order, before any later record).
+    pub(super) fn committed_to(&mut self, offsets: Arc<ChangelogOffsets>) {
+        for worker in self.workers.values() {
+            if worker.committed(Arc::clone(&offsets)).is_ok() {
+                self.in_flight += 1;
+            }
         }
     }
 

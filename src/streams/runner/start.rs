@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use rdkafka::consumer::Consumer as _;
+use rdkafka::producer::Producer as _;
 
 use super::gate::Gate;
 use super::global::GlobalThread;
@@ -47,6 +48,23 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
             Duration::from_millis(timeout_ms / 2)
         });
         let producer = kafka.create_producer(&producer_config)?;
+        // Persistent stores: one database per instance and group, under streams.state_dir.
+        let state = match &settings.state_dir {
+            Some(dir)
+                if topology
+                    .task_stores()
+                    .any(|store| topology.on_disk(store, true, &settings.stores)) =>
+            {
+                let dir = dir.join(&group);
+                let db = crate::streams::disk::StateDb::open(&dir)
+                    .with_context(|| format!("opening the state in {}", dir.display()))?;
+                tracing::info!(dir = %dir.display(), "Persistent stores on disk.");
+                // Their checkpoints are the offsets their changelog records were delivered at.
+                producer.context().track_changelogs();
+                Some(db)
+            }
+            _ => None,
+        };
         let (events, reports) = std::sync::mpsc::channel();
         let shared = Arc::new(Mutex::new(Shared {
             workers: BTreeMap::new(),
@@ -59,6 +77,7 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
             fatal: None,
             interrupted: false,
             rebalanced: false,
+            flush_after_commit: state.is_some(),
         }));
         let callbacks = Callbacks {
             inputs: topology
@@ -101,6 +120,7 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
             producer_config,
             transaction_started: Instant::now(),
             gate: Gate::new(gated),
+            state,
             global: None,
             processor: std::marker::PhantomData,
         };

@@ -153,6 +153,9 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
         if let Err(error) = aborted {
             tracing::debug!(error = %error, "Aborting failed; replacing the producer.");
             let producer = self.kafka.create_producer(&self.producer_config)?;
+            if self.state.is_some() {
+                producer.context().track_changelogs();
+            }
             self.shop = Arc::new(self.shop.with_producer(Arc::clone(&producer)));
             lock(&self.shared).producer = producer;
         }

@@ -32,7 +32,14 @@ enum Work {
     GlobalChanged(Arc<[Changed]>),
     /// The task was restored ([`crate::streams::Processor::resumed`]).
     Resume,
+    /// The commit of the work before went through: flush the disk stores.
+    Committed(Arc<ChangelogOffsets>),
 }
+
+/// Where a commit's changelog records landed: the next offset per changelog topic (prefixed)
+/// and partition.
+pub(super) type ChangelogOffsets =
+    std::collections::HashMap<String, std::collections::HashMap<i32, i64>>;
 
 /// Where a handled record ends: the next offset to commit for its input partition.
 pub(super) struct Position {
@@ -100,6 +107,11 @@ impl Worker {
     /// Queues the task's resumption (its first work after a restore).
     pub(super) fn resume(&self) -> anyhow::Result<()> {
         self.queue(Work::Resume)
+    }
+
+    /// Queues the flush of the task's disk stores after a commit.
+    pub(super) fn committed(&self, offsets: Arc<ChangelogOffsets>) -> anyhow::Result<()> {
+        self.queue(Work::Committed(offsets))
     }
 
     fn queue(&self, work: Work) -> anyhow::Result<()> {
@@ -185,6 +197,15 @@ fn perform<P: Processor>(
         Work::Record(job) => return handle(task, shop, job),
         Work::GlobalChanged(changed) => task.global_changed(&changed),
         Work::Resume => task.resumed(),
+        Work::Committed(offsets) => {
+            let topology = task.topology().clone();
+            task.flush(|store| {
+                let changelog = shop.kafka.topic(&topology.changelog_topic(store));
+                offsets.get(&changelog)?.get(&partition).copied()
+            })
+            .context("flushing the stores to disk after a commit")?;
+            return Ok(Handled::Done(Event::Done(None)));
+        }
     };
     let outcome = outcome.map_err(|fatal| {
         ::metrics::counter!(names::ERRORS, "class" => "fatal").increment(1);

@@ -136,8 +136,13 @@ async fn a_user_deletion_reaches_the_clinic_collections_also_after_a_replay() {
         .await
         .expect("publish");
     // A first run reads the tables and stops: the deletion below is handled by a restarted
-    // runner, from stores restored from their changelogs and indexes rebuilt from them.
-    let config = testkit::runner_config(&endpoints, &prefix);
+    // runner, from its documents and their indexes on disk (as the chart runs it: a state
+    // directory), which a clean stop flushed with their checkpoints.
+    let state = tempfile::tempdir().expect("a state directory");
+    let config = StreamsSettings {
+        state_dir: Some(state.path().to_owned()),
+        ..testkit::runner_config(&endpoints, &prefix)
+    };
     let shutdown = Arc::new(AtomicBool::new(false));
     let running = tokio::spawn(runner::run_until(
         config.clone(),
