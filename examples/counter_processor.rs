@@ -16,6 +16,7 @@ use clinic::streams::{
 
 struct Counter {
     pass_through: bool,
+    accept_negative: bool,
 }
 
 impl Processor for Counter {
@@ -42,7 +43,7 @@ impl Processor for Counter {
         let seq = value["seq"]
             .as_i64()
             .ok_or_else(|| ProcessError::Poison("no seq".into()))?;
-        if seq < 0 {
+        if seq < 0 && !self.accept_negative {
             return Err(ProcessError::Poison(format!("negative seq {seq}")));
         }
         let count = if self.pass_through {
@@ -79,5 +80,10 @@ async fn main() -> anyhow::Result<()> {
         ..StreamsSettings::default()
     };
     let pass_through = env("COUNTER_PASS_THROUGH").as_deref() == Some("1");
-    runner::run(config, move || Counter { pass_through }).await
+    let accept_negative = env("COUNTER_ACCEPT_NEGATIVE").as_deref() == Some("1");
+    runner::run(config, move || Counter {
+        pass_through,
+        accept_negative,
+    })
+    .await
 }

@@ -79,6 +79,33 @@ enum Command {
         #[command(subcommand)]
         action: ConnectorsCommand,
     },
+    /// Compare a sink's collections with what the clinic database says they should hold
+    /// (CLINIC_MONGO_URI), and correct them through the sink topics (CLINIC_KAFKA_BROKERS,
+    /// CLINIC_TOPIC_PREFIX). Exit codes: 0 they agree (or were corrected with --fix); 1 error;
+    /// 3 they differ.
+    Reconcile {
+        #[command(subcommand)]
+        what: ReconcileCommand,
+    },
+    /// Dead letters: the `*.dlq` topics of topics.yaml under CLINIC_TOPIC_PREFIX (each
+    /// processor's and Connect's `connect.sink.dlq`), read back and sent home.
+    ///
+    /// Exit codes: 0 done; 1 error; 2 replay without a selection or --all.
+    Dlq {
+        #[command(subcommand)]
+        action: DlqCommand,
+    },
+    /// One view of the whole suite: whether broker, registry, Connect, database and SMTP answer;
+    /// each processor's readiness, partitions, lag, dead letters and last error (its admin
+    /// `/status`; instances from CLINIC_PROCESSORS, `name=url,…`, by default the demo's ports
+    /// 9101–9104); each connector and task, with its consumer group's lag.
+    ///
+    /// Exit codes: 0 healthy; 1 error; 3 something is unhealthy (each problem printed).
+    Status {
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
     /// The dataflow (source topics → processors → sink topics → connectors → collections) from
     /// `topics.yaml` and the connector files, and the checks that they agree. (That each
     /// processor's code reads and writes what `topics.yaml` says of it is checked by the test
@@ -95,6 +122,125 @@ enum Command {
         /// Connector directories.
         #[arg(long = "connectors", default_values = ["connectors", "connectors/source"])]
         connectors: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// Each dead-letter topic: letters, how many were replayed, by reason and by source topic.
+    List {
+        #[command(flatten)]
+        file: DlqFile,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// The letters selected, decoded: where each is, where it came from (topic, partition,
+    /// offset), who gave up on it and why. Keys, values and the record's own headers are
+    /// personal data: shown only with --reveal.
+    Show {
+        #[command(flatten)]
+        file: DlqFile,
+        #[command(flatten)]
+        selection: DlqSelection,
+        /// Show keys, values and headers too.
+        #[arg(long)]
+        reveal: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// Send the letters selected back to their source topic and partition, exactly once each
+    /// (a letter replayed before is skipped: markers in `dlq.replayed`, written in the same
+    /// transaction). Letters whose key has a later record in the source partition are skipped
+    /// unless --include-superseded.
+    Replay {
+        #[command(flatten)]
+        file: DlqFile,
+        #[command(flatten)]
+        selection: DlqSelection,
+        /// Every letter (required when nothing else selects).
+        #[arg(long)]
+        all: bool,
+        /// Also send letters a later record of their key supersedes.
+        #[arg(long)]
+        include_superseded: bool,
+        /// Print what would be sent; send nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+}
+
+#[derive(Args)]
+struct DlqFile {
+    /// The topics file naming the dead-letter topics.
+    #[arg(long, default_value = "topics.yaml")]
+    file: PathBuf,
+}
+
+#[derive(Args)]
+struct DlqSelection {
+    /// Only this dead-letter topic (full name, as `list` prints it).
+    #[arg(long)]
+    dlq: Option<String>,
+    /// Only letters from this source topic (full name).
+    #[arg(long)]
+    source: Option<String>,
+    /// Only letters whose reason (error class) contains this.
+    #[arg(long)]
+    reason: Option<String>,
+    /// Only letters at these offsets of their dead-letter topic: `FROM-TO` (inclusive) or one.
+    #[arg(long, value_parser = offset_range)]
+    offsets: Option<(i64, i64)>,
+}
+
+impl From<DlqSelection> for clinic::ops::dlq::Selection {
+    fn from(s: DlqSelection) -> Self {
+        Self {
+            dlq: s.dlq,
+            source: s.source,
+            reason: s.reason,
+            offsets: s.offsets,
+        }
+    }
+}
+
+fn offset_range(text: &str) -> Result<(i64, i64), String> {
+    let number = |t: &str| {
+        t.trim()
+            .parse::<i64>()
+            .map_err(|_| format!("{t:?} is not an offset"))
+    };
+    match text.split_once('-') {
+        Some((from, to)) => Ok((number(from)?, number(to)?)),
+        None => number(text).map(|at| (at, at)),
+    }
+}
+
+#[derive(Subcommand)]
+enum ReconcileCommand {
+    /// Gatekeeper's patient and clinician permissions against the clinic's patients and
+    /// clinicians, computed as the permissions processor computes them.
+    Permissions {
+        /// Send the corrections (rows to write, tombstones for rows to delete) to the sink
+        /// topics, for the sink connectors to apply.
+        #[arg(long)]
+        fix: bool,
+        /// The clinic service's database.
+        #[arg(long, default_value = "clinic")]
+        clinic_db: String,
+        /// Gatekeeper's database.
+        #[arg(long, default_value = "gatekeeper")]
+        gatekeeper_db: String,
+        /// How many ids of each kind of difference to show.
+        #[arg(long, default_value_t = 5)]
+        samples: usize,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
     },
 }
 
@@ -142,6 +288,26 @@ enum ConnectorsCommand {
     Delete {
         /// The connector.
         name: String,
+    },
+    /// Keep watching: restart connectors and tasks Connect reports FAILED, the first at once,
+    /// then with a doubling wait per task up to --max-backoff (a sink that failed because the
+    /// database or the broker was away comes back by itself). Only connectors under
+    /// CLINIC_TOPIC_PREFIX when set. Logs each restart; serves /healthz and /metrics
+    /// (clinic_connect_restarts_total, clinic_connect_failed_tasks) on --admin. Stops on
+    /// SIGTERM/SIGINT.
+    Watch {
+        /// Seconds between two checks.
+        #[arg(long, default_value_t = 10)]
+        interval: u64,
+        /// Seconds to wait before a task's second restart (doubling after).
+        #[arg(long, default_value_t = 10)]
+        first_backoff: u64,
+        /// The longest wait between two restarts of a task, in seconds.
+        #[arg(long, default_value_t = 300)]
+        max_backoff: u64,
+        /// Where to serve /healthz and /metrics (none when unset).
+        #[arg(long)]
+        admin: Option<std::net::SocketAddr>,
     },
 }
 
@@ -393,6 +559,20 @@ pub async fn run() -> anyhow::Result<ExitCode> {
                     cli::connectors_validate(url, &common.into_args()).await
                 }
                 ConnectorsCommand::Delete { name } => cli::connectors_delete(url, &name).await,
+                ConnectorsCommand::Watch {
+                    interval,
+                    first_backoff,
+                    max_backoff,
+                    admin,
+                } => {
+                    let settings = clinic::ops::watch::WatchSettings {
+                        interval: std::time::Duration::from_secs(interval),
+                        first_backoff: std::time::Duration::from_secs(first_backoff),
+                        max_backoff: std::time::Duration::from_secs(max_backoff),
+                        prefix: clinic::endpoints::topic_prefix().unwrap_or_default(),
+                    };
+                    watch(url, settings, admin).await
+                }
             };
             result.unwrap_or_else(report)
         }
@@ -401,8 +581,184 @@ pub async fn run() -> anyhow::Result<ExitCode> {
             file,
             connectors,
         } => topology(format, &file, &connectors),
+        Command::Dlq { action } => dlq(&endpoints, action).await.unwrap_or_else(report),
+        Command::Status { output } => {
+            let processors = clinic::ops::status::processors_from_env();
+            let status = clinic::ops::status::status(&endpoints, &processors).await;
+            match output {
+                Output::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&status).expect("BUG: a status serializes")
+                ),
+                Output::Text => print!("{}", status.render()),
+            }
+            if status.problems.is_empty() {
+                cli::exit::OK
+            } else {
+                cli::exit::BLOCKED
+            }
+        }
+        Command::Reconcile {
+            what:
+                ReconcileCommand::Permissions {
+                    fix,
+                    clinic_db,
+                    gatekeeper_db,
+                    samples,
+                    output,
+                },
+        } => {
+            let options = clinic::ops::reconcile::Options {
+                clinic_db,
+                gatekeeper_db,
+                samples,
+            };
+            reconcile(&endpoints, &options, fix, output)
+                .await
+                .unwrap_or_else(report)
+        }
     };
     Ok(ExitCode::from(code))
+}
+
+/// `clinic dlq …`.
+async fn dlq(endpoints: &Endpoints, action: DlqCommand) -> Result<u8, clinic::ops::PlanError> {
+    use clinic::ops::dlq::DeadLetters;
+    let (DlqCommand::List { file, .. }
+    | DlqCommand::Show { file, .. }
+    | DlqCommand::Replay { file, .. }) = &action;
+    let topics = clinic::ops::topics::TopicsFile::load(&file.file)?;
+    let prefix = clinic::endpoints::topic_prefix().unwrap_or_else(|| topics.prefix.clone());
+    let letters = DeadLetters::new(&endpoints.kafka_brokers, &prefix, &topics);
+    let json = |value: serde_json::Value| {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).expect("BUG: JSON serializes")
+        );
+    };
+    match action {
+        DlqCommand::List { output, .. } => {
+            let counts = letters.counts().await?;
+            match output {
+                Output::Json => json(serde_json::to_value(&counts).expect("BUG: counts serialize")),
+                Output::Text => {
+                    for c in &counts {
+                        println!("{}: {} letters, {} replayed", c.topic, c.total, c.replayed);
+                        for (reason, n) in &c.by_reason {
+                            println!("  reason {reason}: {n}");
+                        }
+                        for (source, n) in &c.by_source {
+                            println!("  from {source}: {n}");
+                        }
+                    }
+                }
+            }
+        }
+        DlqCommand::Show {
+            selection,
+            reveal,
+            output,
+            ..
+        } => {
+            let selected = letters.letters(&selection.into()).await?;
+            match output {
+                Output::Json => json(selected.iter().map(|l| l.to_json(reveal)).collect()),
+                Output::Text => {
+                    for letter in &selected {
+                        print!("{}", letter.render(reveal));
+                    }
+                    println!("{} letters", selected.len());
+                }
+            }
+        }
+        DlqCommand::Replay {
+            selection,
+            all,
+            include_superseded,
+            dry_run,
+            output,
+            ..
+        } => {
+            let selection: clinic::ops::dlq::Selection = selection.into();
+            if selection.is_everything() && !all {
+                eprintln!(
+                    "error: say which letters (--dlq, --source, --reason, --offsets) or --all"
+                );
+                return Ok(cli::exit::CHANGES);
+            }
+            let replay = letters
+                .replay(&selection, include_superseded, dry_run)
+                .await?;
+            match output {
+                Output::Json => {
+                    json(serde_json::to_value(&replay).expect("BUG: a replay serializes"))
+                }
+                Output::Text => print!("{}", replay.render(dry_run)),
+            }
+        }
+    }
+    Ok(cli::exit::OK)
+}
+
+/// `clinic connectors watch`: the admin endpoint when asked, then the watch until a signal.
+async fn watch(
+    url: &str,
+    settings: clinic::ops::watch::WatchSettings,
+    admin: Option<std::net::SocketAddr>,
+) -> Result<u8, clinic::ops::PlanError> {
+    if let Some(address) = admin {
+        let health = std::sync::Arc::new(clinic::streams::kafka::Health::default());
+        health
+            .ready
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let bound = clinic::streams::kafka::admin::serve(address, health)
+            .await
+            .map_err(|e| clinic::ops::PlanError::Refused(format!("admin endpoint: {e:#}")))?;
+        tracing::info!(%bound, "Admin endpoint listening.");
+    }
+    tracing::info!(connect = url, ?settings, "Watching the connectors.");
+    let restarts = clinic::ops::watch::Watch::new(url, settings)
+        .run(clinic::shutdown::signal())
+        .await;
+    tracing::info!(restarts, "Stopped watching.");
+    Ok(cli::exit::OK)
+}
+
+/// `clinic reconcile permissions`: the report, and with `fix` the corrections sent.
+async fn reconcile(
+    endpoints: &Endpoints,
+    options: &clinic::ops::reconcile::Options,
+    fix: bool,
+    output: Output,
+) -> Result<u8, clinic::ops::PlanError> {
+    let client = mongodb::Client::with_uri_str(&endpoints.mongo_uri)
+        .await
+        .map_err(|e| clinic::ops::PlanError::Database(e.to_string()))?;
+    let report = clinic::ops::reconcile::permissions(&client, options).await?;
+    match output {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("BUG: a report serializes")
+        ),
+        Output::Text => print!("{}", report.render()),
+    }
+    if report.agrees() {
+        return Ok(cli::exit::OK);
+    }
+    if !fix {
+        return Ok(cli::exit::BLOCKED);
+    }
+    let producer: rdkafka::producer::FutureProducer =
+        clinic::endpoints::kafka_client(&endpoints.kafka_brokers)
+            .set("enable.idempotence", "true")
+            .create()
+            .map_err(|e| clinic::ops::PlanError::Kafka(e.to_string()))?;
+    let prefix = clinic::endpoints::topic_prefix().unwrap_or_default();
+    let sent = clinic::ops::reconcile::fix(&producer, &prefix, &report).await?;
+    eprintln!(
+        "sent {sent} corrections to {prefix}sink.gatekeeper.*; the sink connectors apply them"
+    );
+    Ok(cli::exit::OK)
 }
 
 /// `clinic topology`: the dataflow the repository's files describe, and its inconsistencies.

@@ -7,6 +7,8 @@
 //!   dead-lettering, the registry codec, the in-process test driver, the exactly-once Kafka
 //!   runner and the `main` every processor binary shares (see `docs/streams.md`);
 //! - [`documents`]: readers of the clinic documents' fields that several processors read;
+//!   [`gatekeeper`]: the permission rows gatekeeper reads, as the permissions processor and
+//!   `clinic reconcile permissions` compute them;
 //!   [`events`]: the identity service's user events; [`email`]: the email requests processors
 //!   send the notifications processor;
 //! - [`endpoints`], [`settings`], [`telemetry`], [`shutdown`], [`sync`]: where the services are,
@@ -33,6 +35,7 @@ pub mod email;
 pub mod emulator;
 pub mod endpoints;
 pub mod events;
+pub mod gatekeeper;
 #[cfg(feature = "ops")]
 pub mod ops;
 #[cfg(feature = "scenario")]

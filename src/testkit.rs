@@ -252,6 +252,40 @@ impl SinkChain {
     }
 }
 
+/// Deploys the repository's sink connector (from `dir`) of `topic` as the deployment under
+/// `prefix` runs it (named, reading and dead-lettering under the prefix:
+/// [`crate::ops::connectors::DesiredConnector::of_deployment`]), writing into `database`.
+/// Returns its name.
+///
+/// # Errors
+/// Unreadable connector files, no connector of `topic`, or Connect refusing it.
+pub async fn deploy_deployment_sink(
+    endpoints: &Endpoints,
+    dir: &Path,
+    topic: &str,
+    prefix: &str,
+    database: &str,
+) -> anyhow::Result<String> {
+    let mut connector = desired(dir)?
+        .into_iter()
+        .find(|c| c.config.get("topics").map(String::as_str) == Some(topic))
+        .with_context(|| format!("no connector in {} reads {topic}", dir.display()))?
+        .of_deployment(prefix);
+    connector
+        .config
+        .insert("database".into(), database.to_owned());
+    let create = ConnectorsPlan {
+        actions: vec![ConnectorAction::Create {
+            name: connector.name.clone(),
+            config: connector.config,
+        }],
+    };
+    Connect::new(&endpoints.connect_url)
+        .apply(&create, |_| {})
+        .await?;
+    Ok(connector.name)
+}
+
 /// Deletes connectors `deploy_sinks` made.
 ///
 /// # Errors

@@ -186,6 +186,20 @@ pub struct TaskState {
     pub trace: Option<String>,
 }
 
+/// A failure's trace in one line: its first line and, when there is one, its deepest cause
+/// (`Exiting WorkerSinkTask due to unrecoverable exception` says little; the cause says why).
+pub fn trace_summary(trace: &str) -> String {
+    let first = trace.lines().next().unwrap_or("").trim();
+    match trace
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("Caused by: "))
+    {
+        Some(cause) => format!("{first} (caused by {cause})"),
+        None => first.to_owned(),
+    }
+}
+
 /// One field's validation errors, from the plugin's validate endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FieldErrors {
@@ -372,6 +386,52 @@ impl Connect {
         Ok(status.and_then(|s| serde_json::from_value(s).ok()))
     }
 
+    /// Every connector's status, with the topics a sink connector reads (empty for a source),
+    /// in one call.
+    ///
+    /// # Errors
+    /// Connect unreachable.
+    pub async fn overview(&self) -> Result<Vec<(Status, Vec<String>)>, PlanError> {
+        let listed = self
+            .call(
+                reqwest::Method::GET,
+                "/connectors?expand=status&expand=info",
+                None::<&()>,
+            )
+            .await?
+            .unwrap_or_default();
+        let mut connectors = Vec::new();
+        for (name, entry) in listed.as_object().into_iter().flatten() {
+            let status: Status = serde_json::from_value(entry["status"].clone()).map_err(|e| {
+                PlanError::Kafka(format!(
+                    "Kafka Connect's status of {name} is unreadable: {e}"
+                ))
+            })?;
+            let topics = entry["info"]["config"]["topics"]
+                .as_str()
+                .map(|t| t.split(',').map(|t| t.trim().to_owned()).collect())
+                .unwrap_or_default();
+            connectors.push((status, topics));
+        }
+        connectors.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+        Ok(connectors)
+    }
+
+    /// Restarts one task of the connector.
+    ///
+    /// # Errors
+    /// Connect refuses or is unreachable.
+    pub async fn restart_task(&self, name: &str, task: i32) -> Result<(), PlanError> {
+        self.call(
+            reqwest::Method::POST,
+            &format!("/connectors/{name}/tasks/{task}/restart"),
+            None::<&()>,
+        )
+        .await?
+        .ok_or_else(|| PlanError::Refused(format!("no task {task} of connector {name}")))?;
+        Ok(())
+    }
+
     /// Restarts the connector and its failed tasks.
     ///
     /// # Errors
@@ -501,6 +561,16 @@ impl ConnectorsPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_trace_is_summed_up_by_its_first_line_and_deepest_cause() {
+        let trace = "org.apache.kafka.connect.errors.ConnectException: Exiting WorkerSinkTask\n\tat a.b(C.java:1)\nCaused by: org.apache.kafka.connect.errors.DataException: non Data Error\n\tat d.e(F.java:2)\nCaused by: com.mongodb.MongoTimeoutException: Timed out\n\tat g.h(I.java:3)\n";
+        assert_eq!(
+            trace_summary(trace),
+            "org.apache.kafka.connect.errors.ConnectException: Exiting WorkerSinkTask (caused by com.mongodb.MongoTimeoutException: Timed out)"
+        );
+        assert_eq!(trace_summary("just this\n\tat x"), "just this");
+    }
 
     #[test]
     fn a_deployment_reads_its_prefixed_topics_under_a_prefixed_name() {

@@ -8,14 +8,22 @@
 //!
 //! - [`connectors`]: `connectors/*.json` → Kafka Connect's REST API.
 //! - [`topology`]: the dataflow those files describe, and the checks that they agree.
+//! - [`reconcile`]: whether gatekeeper agrees with the clinic database, and the corrections.
+//! - [`dlq`]: dead letters read back and replayed exactly once.
+//! - [`status`]: one view of the whole suite's health.
+//! - [`watch`]: failed connector tasks restarted with backoff.
 
 pub mod cli;
 pub mod connectors;
+pub mod dlq;
 pub mod kafka;
+pub mod reconcile;
 pub mod schemas;
+pub mod status;
 pub mod strimzi;
 pub mod topics;
 pub mod topology;
+pub mod watch;
 
 /// Why a plan could not be made or applied.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +42,9 @@ pub enum PlanError {
     /// The operator asked for something unsafe.
     #[error("{0}")]
     Refused(String),
+    /// A database could not be read.
+    #[error("database: {0}")]
+    Database(String),
 }
 
 /// `text` in the ANSI colour `code` when `colour` (plans on a terminal), else as it is.

@@ -5,7 +5,9 @@ use super::record::{ProducedRecord, RawRecord};
 
 /// Header names added to a dead-lettered record.
 pub mod headers {
-    /// Source topic.
+    /// What every name below starts with.
+    pub const PREFIX: &str = "clinic.error.";
+    /// Source topic, as the topology names it (without the deployment's topic prefix).
     pub const TOPIC: &str = "clinic.error.topic";
     /// Source partition (decimal text).
     pub const PARTITION: &str = "clinic.error.partition";

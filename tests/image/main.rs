@@ -3,7 +3,8 @@
 //! through podman, with the container's args and environment, the rendered ConfigMap mounted
 //! where the chart mounts it, the pod's user, a read-only root file system and no capabilities,
 //! against the local stack. The desired-state hook's containers run to completion with exit 0;
-//! the API and the four processors reach `/readyz` 200 on their admin port and, on SIGTERM, exit
+//! the API, the four processors and the connectors' watch reach `/readyz` 200 on their admin port
+//! and, on SIGTERM, exit
 //! 0 within the pod's grace period. The image itself: user 65532, no shell, its OCI labels, the
 //! SBOM inside.
 //!
@@ -583,7 +584,10 @@ fn every_container_of_the_chart_runs_from_the_image_as_the_chart_says() {
     }
     remove_connectors(&endpoints, &prefix);
     println!("image check of {image}:\n{}", report.join("\n"));
-    assert_eq!(served, 5, "the API and the four processors");
+    assert_eq!(
+        served, 6,
+        "the API, the four processors and the connectors' watch"
+    );
 }
 
 fn set_world_readable(dir: &Path) {

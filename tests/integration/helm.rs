@@ -90,7 +90,11 @@ fn every_pod_is_restricted_probed_and_outlives_its_drain_deadline() {
         .iter()
         .filter(|d| matches!(kind(d), "Deployment" | "StatefulSet" | "Job"))
         .collect();
-    assert_eq!(workloads.len(), 6, "the API, four processors, the hook");
+    assert_eq!(
+        workloads.len(),
+        7,
+        "the API, four processors, the connectors' watch, the hook"
+    );
     for workload in workloads {
         let pod = &workload["spec"]["template"]["spec"];
         let who = name(workload);
@@ -327,8 +331,21 @@ fn the_shipped_strimzi_resources_are_what_clinic_strimzi_renders_now() {
         "Strimzi applies topics and connectors"
     );
     assert_eq!(pod["containers"][0]["name"], "schemas");
-    // Without Strimzi, none of its resources.
-    assert!(render(&[]).iter().all(|d| !kind(d).starts_with("Kafka")));
+    // Strimzi restarts failed tasks itself (autoRestart): no watch of the chart's own.
+    assert!(
+        documents
+            .iter()
+            .all(|d| !name(d).ends_with("-connectors-watch")),
+        "a connectors' watch beside Strimzi"
+    );
+    // Without Strimzi, none of its resources, and the watch instead.
+    let plain = render(&[]);
+    assert!(plain.iter().all(|d| !kind(d).starts_with("Kafka")));
+    assert!(
+        plain
+            .iter()
+            .any(|d| kind(d) == "Deployment" && name(d).ends_with("-connectors-watch"))
+    );
 }
 
 #[test]
@@ -346,6 +363,8 @@ fn the_dashboard_and_the_alerts_query_metrics_the_binaries_export() {
         m::EFFECT_LATENCY,
         clinic::api::metrics::REQUESTS,
         clinic::api::metrics::LATENCY,
+        clinic::ops::watch::RESTARTS,
+        clinic::ops::watch::FAILED,
     ];
     let documents = render(&["-f", "helm/clinic/ci/ci-values.yaml"]);
     let dashboard = documents
@@ -378,6 +397,27 @@ fn the_dashboard_and_the_alerts_query_metrics_the_binaries_export() {
             .iter()
             .filter_map(|r| r["expr"].as_str().map(str::to_owned)),
     );
+    // Each alert's runbook is a section of docs/operators.md named after it.
+    let operators =
+        std::fs::read_to_string(clinic::testkit::repo_root(0).join("docs/operators.md"))
+            .expect("docs/operators.md");
+    for rule in rules["spec"]["groups"][0]["rules"]
+        .as_sequence()
+        .expect("rules")
+    {
+        let alert = rule["alert"].as_str().expect("an alert name");
+        let url = rule["annotations"]["runbook_url"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{alert} has no runbook_url"));
+        assert!(
+            url.ends_with(&format!("docs/operators.md#{}", alert.to_lowercase())),
+            "{alert}: {url}"
+        );
+        assert!(
+            operators.contains(&format!("\n### {alert}\n")),
+            "docs/operators.md has no section ### {alert}"
+        );
+    }
     for query in &queries {
         for word in query.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
             if word.starts_with("clinic_") {

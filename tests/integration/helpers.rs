@@ -67,3 +67,35 @@ pub fn http_get(url: &str) -> String {
         }
     })
 }
+
+/// Runs the `clinic` binary with `args` on the local stack under the topic prefix `prefix`, from
+/// the repository's root (its `topics.yaml`, `connectors/`); its exit code and stdout (stderr is
+/// passed through).
+pub fn clinic(args: &[&str], endpoints: &Endpoints, prefix: &str) -> (i32, String) {
+    clinic_with(args, endpoints, prefix, &[])
+}
+
+/// [`clinic`], with more environment variables.
+pub fn clinic_with(
+    args: &[&str],
+    endpoints: &Endpoints,
+    prefix: &str,
+    env: &[(&str, &str)],
+) -> (i32, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_clinic"))
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(clinic::testkit::repo_root(0))
+        .env("CLINIC_MONGO_URI", &endpoints.mongo_uri)
+        .env("CLINIC_KAFKA_BROKERS", &endpoints.kafka_brokers)
+        .env("CLINIC_CONNECT_URL", &endpoints.connect_url)
+        .env("CLINIC_TOPIC_PREFIX", prefix)
+        .env("RUST_LOG", "warn")
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("clinic runs");
+    (
+        output.status.code().expect("an exit code"),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}

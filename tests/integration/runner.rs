@@ -220,7 +220,13 @@ impl Fixture {
 
     /// Starts the counter processor as a child process.
     pub fn spawn(&self, guarantee: &str, instance: &str) -> Child {
+        self.spawn_with(guarantee, instance, &[])
+    }
+
+    /// [`Fixture::spawn`], with more environment variables.
+    pub fn spawn_with(&self, guarantee: &str, instance: &str, env: &[(&str, &str)]) -> Child {
         let mut command = Command::new(counter_binary());
+        command.envs(env.iter().copied());
         if let Some(dir) = &self.state_dir {
             command.env("COUNTER_STATE_DIR", dir);
         }

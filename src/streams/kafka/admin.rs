@@ -1,6 +1,7 @@
 //! The admin endpoint every processor binary serves, from its [`Health`]: `/healthz` (the
 //! process runs), `/readyz` (stores restored and no dependency away), `/metrics` (Prometheus
-//! text).
+//! text), `/status` (JSON for `clinic status`: readiness, outages, the assigned partitions and
+//! their lag, dead letters, the last error).
 //!
 //! Three fixed routes on hyper directly rather than axum, so the processors link no web
 //! framework (the API keeps axum).
@@ -62,16 +63,22 @@ fn respond<B>(health: &Health, request: &Request<B>) -> Response<Full<Bytes>> {
         (&Method::GET, "/healthz") => (StatusCode::OK, "ok".to_owned()),
         (&Method::GET, "/readyz") => readiness(health),
         (&Method::GET, "/metrics") => (StatusCode::OK, crate::telemetry::prometheus().render()),
-        (_, "/healthz" | "/readyz" | "/metrics") => {
+        (&Method::GET, "/status") => (StatusCode::OK, health.status_json().to_string()),
+        (_, "/healthz" | "/readyz" | "/metrics" | "/status") => {
             (StatusCode::METHOD_NOT_ALLOWED, "GET only".to_owned())
         }
         _ => (StatusCode::NOT_FOUND, "not found".to_owned()),
     };
+    let json = request.uri().path() == "/status" && status == StatusCode::OK;
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     response.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+        hyper::header::HeaderValue::from_static(if json {
+            "application/json"
+        } else {
+            "text/plain; charset=utf-8"
+        }),
     );
     response
 }

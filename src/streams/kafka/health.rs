@@ -20,13 +20,54 @@ use std::time::{Duration, Instant};
 use crate::streams::metrics as names;
 use crate::sync::lock;
 
-/// Readiness and liveness the admin endpoint reports.
+/// Readiness and liveness the admin endpoint reports (`/readyz`, and `/status` for `clinic
+/// status`).
 #[derive(Debug, Default)]
 pub struct Health {
     /// Set once the first assignment's stores are restored; cleared while restoring again.
     pub ready: AtomicBool,
     /// Dependencies that are away now: not ready meanwhile.
     pub outages: Outages,
+    /// What the loop reports for `/status`: its assignment, lag, dead letters, last error.
+    pub status: Mutex<Status>,
+}
+
+/// What a loop of the runtime reports about its work, for operators (`GET /status`). Never
+/// record content: topics, partitions, offsets and error classes only.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Status {
+    /// The input partitions assigned (prefixed topic, partition), with their lag in records
+    /// when last measured (every 5 s).
+    pub assigned: std::collections::BTreeMap<String, std::collections::BTreeMap<i32, Option<i64>>>,
+    /// Records dead-lettered since the start.
+    pub dead_letters: u64,
+    /// The last error worth an operator's look, and when (seconds since the Unix epoch).
+    pub last_error: Option<(u64, String)>,
+}
+
+impl Health {
+    /// Notes an error for `/status` (never with record content).
+    pub fn note_error(&self, error: impl std::fmt::Display) {
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        lock(&self.status).last_error = Some((at, error.to_string()));
+    }
+
+    /// The `/status` document: readiness, outages and [`Status`].
+    pub fn status_json(&self) -> serde_json::Value {
+        let outages: Vec<serde_json::Value> = self
+            .outages
+            .longest()
+            .into_iter()
+            .map(|(d, away)| serde_json::json!({ "dependency": d.name(), "away_seconds": away.as_secs() }))
+            .collect();
+        serde_json::json!({
+            "ready": self.ready.load(Ordering::SeqCst) && outages.is_empty(),
+            "outages": outages,
+            "work": *lock(&self.status),
+        })
+    }
 }
 
 /// Something the runtime needs that can go away for a while.

@@ -69,7 +69,12 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
     /// The first fatal error a worker reported, as this runner's error.
     pub(super) fn take_fatal(&self) -> anyhow::Result<()> {
         match lock(&self.shared).fatal.take() {
-            Some(error) => Err(error.context("a partition worker failed")),
+            Some(error) => {
+                self.kafka
+                    .health()
+                    .note_error(format_args!("fatal: {error:#}"));
+                Err(error.context("a partition worker failed"))
+            }
             None => Ok(()),
         }
     }

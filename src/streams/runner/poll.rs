@@ -212,8 +212,15 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
             ) {
                 // Also the probe that notices the broker is back while no record flows.
                 self.kafka.outages().up(Dependency::Broker);
+                let lag = (high - at).max(0);
                 ::metrics::gauge!(names::LAG, "topic" => element.topic().to_owned(), "partition" => element.partition().to_string())
-                    .set((high - at).max(0) as f64);
+                    .set(lag as f64);
+                if let Some(partitions) = lock(&self.kafka.health().status)
+                    .assigned
+                    .get_mut(element.topic())
+                {
+                    partitions.insert(element.partition(), Some(lag));
+                }
             }
         }
     }

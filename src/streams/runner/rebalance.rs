@@ -69,6 +69,16 @@ impl Rebalancing for Callbacks {
             .copied()
             .collect();
         shared.to_restore.extend(missing);
+        let mut status = lock(&self.health.status);
+        status.assigned.clear();
+        for element in assigned.elements() {
+            status
+                .assigned
+                .entry(element.topic().to_owned())
+                .or_default()
+                .insert(element.partition(), None);
+        }
+        drop(status);
         tracing::info!(partitions = ?partitions, "Partitions assigned.");
     }
 }

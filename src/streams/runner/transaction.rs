@@ -84,6 +84,10 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
             // Commits fail when the broker is away; a registry outage was noted where it hit.
             self.kafka.outages().down(Dependency::Broker, error);
         }
+        self.kafka.health().note_error(format_args!(
+            "gave up an interval ({}): {error}",
+            cause.name()
+        ));
         // Part of waiting out an outage, which the health bookkeeping logs once.
         tracing::debug!(cause = cause.name(), error = %error, "Giving up the current transaction; rewinding to the last commit.");
         self.rewind()

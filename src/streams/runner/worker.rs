@@ -17,6 +17,7 @@ use crate::streams::metrics as names;
 use crate::streams::processor::Processor;
 use crate::streams::record::{ProducedRecord, RawRecord};
 use crate::streams::task::{AvroResolved, Outcome, Task};
+use crate::sync::lock;
 
 /// A record to handle, with its (prefixed) source topic.
 pub(super) struct Job {
@@ -237,6 +238,12 @@ fn handle<P: Processor>(task: &mut Task<P>, shop: &Shop, job: Job) -> anyhow::Re
         Retried::Answer(Ok(avro)) => handled(task, &record, avro)?,
     };
     if let Some(dead) = &outcome.dead_letter {
+        let health = shop.kafka.health();
+        lock(&health.status).dead_letters += 1;
+        health.note_error(format_args!(
+            "dead-lettered {}[{}] offset {} to {}",
+            record.topic, record.partition, record.offset, dead.topic
+        ));
         // Where, not what: the reason can quote the record, and records carry personal data.
         tracing::warn!(topic = %record.topic, partition = record.partition, offset = record.offset, dlq = %dead.topic, "Record dead-lettered.");
         tracing::debug!(

@@ -18,6 +18,7 @@ use bson::{Bson, Document, doc};
 use clinic::cdc::{ChangeEvent, Operation};
 use clinic::endpoints::Endpoints;
 use clinic::ops::connectors::Connect;
+use clinic::ops::watch::{Watch, WatchSettings};
 use clinic::streams::Processor as _;
 use clinic::testkit::{self, SinkChain};
 use clinic_permissions::config::Inputs;
@@ -587,7 +588,7 @@ fn read_values(brokers: &str, topic: &str) -> Vec<Vec<u8>> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_database_outage_fails_the_sink_tasks_visibly_and_a_restart_loses_nothing() {
+async fn a_database_away_for_60_s_heals_without_a_person_under_the_connectors_watch() {
     let _serial = SERIAL.lock().await;
     let chain = Chain::new().await;
     let connect = Connect::new(&chain.endpoints.connect_url);
@@ -595,43 +596,62 @@ async fn a_database_outage_fails_the_sink_tasks_visibly_and_a_restart_loses_noth
     chain.publish(&work.batches[0]).await;
     let processor = chain.start_processor();
     chain.await_first_rows().await;
+    // `clinic connectors watch` as the chart runs it (its default intervals), over this chain's
+    // sinks (named `test-mongo-sink-gatekeeper-…`).
+    let (stop_watch, stopped_watch) = tokio::sync::oneshot::channel::<()>();
+    let watch = tokio::spawn(
+        Watch::new(
+            &chain.endpoints.connect_url,
+            WatchSettings {
+                prefix: "test-mongo-sink-gatekeeper-".into(),
+                ..WatchSettings::default()
+            },
+        )
+        .run(async {
+            stopped_watch.await.ok();
+        }),
+    );
 
-    // The sinks cannot write: the driver waits for the server (30 s), then the task fails
-    // instead of dead-lettering the records it holds.
+    // The sinks cannot write: the driver waits for a server (30 s), then the task fails
+    // instead of dead-lettering the records it holds; the watch restarts it, and it waits again.
     stack("stop", "ferretdb", Some("--kill"));
     let stopped = Instant::now();
     chain.publish(&work.batches[1]).await;
     chain.publish(&work.batches[2]).await;
     let mut failed = BTreeSet::new();
-    while failed.len() < chain.sinks.len() && stopped.elapsed() < Duration::from_secs(120) {
+    let mut failed_after = None;
+    while stopped.elapsed() < Duration::from_secs(60) {
         for name in &chain.sinks {
             let status = connect.status(name).await.expect("status");
             if status.is_some_and(|s| s.tasks.iter().any(|t| t.state == "FAILED")) {
                 failed.insert(name.clone());
+                failed_after.get_or_insert(stopped.elapsed());
             }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let failed_after = stopped.elapsed();
     stack("start", "ferretdb", None);
-    // What an operator does (`clinic connectors status`, then `clinic connectors restart`).
-    for name in &failed {
-        connect.restart(name).await.expect("restart");
-    }
     let back = Instant::now();
     let seen = chain.settle(&work.expected, Duration::from_secs(180)).await;
-    let caught_up = back.elapsed();
+    let exact = back.elapsed();
+    stop_watch.send(()).ok();
+    let restarts = watch.await.expect("the watch ran");
     let (status, log) = processor.stop();
     let dead = chain.dead_letters();
-    let sinks = chain.sinks.len();
+    let chain_sinks = chain.sinks.len();
     chain.remove().await;
 
     eprintln!(
-        "database outage: {} events, sink tasks failed {:?} after the database went away, caught up {caught_up:?} after the restart",
+        "database away 60 s: {} events, a sink task first failed {failed_after:?} after the database went away ({} of {} sinks), {restarts} restarts by the watch, collections exact {exact:?} after the database was back",
         work.events(),
-        failed_after
+        failed.len(),
+        chain_sinks
     );
-    assert_eq!(failed.len(), sinks, "the sink tasks did not fail visibly");
+    assert!(
+        restarts >= 1,
+        "the watch restarted nothing: no sink task failed ({} seen failed)",
+        failed.len()
+    );
     assert_eq!(seen, sorted(&work.expected));
     assert_eq!(dead, (0, 0), "records dead-lettered (processor, sinks)");
     assert!(status.success(), "stopping failed ({status}):\n{log}");
