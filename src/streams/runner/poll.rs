@@ -1,6 +1,6 @@
-//! The runner's loop: poll a record, hand it to its partition's worker (through the gate),
-//! pass on the global tables' news, and commit every `streams.commit_interval`; on shutdown,
-//! the last commit.
+//! The runner's loop: take what the consumer has fetched (a batch), hand each partition's
+//! records to its worker in one piece (through the gate), pass on the global tables' news, and
+//! commit every `streams.commit_interval`; on shutdown, the last commit.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +20,12 @@ use crate::streams::metrics as names;
 use crate::streams::processor::Processor;
 use crate::sync::lock;
 
+/// Records taken from the consumer at most at once ([`Runner::take_batch`]): a worker is woken
+/// once per batch rather than once per record, the loop's bookkeeping (callbacks, the gate, the
+/// workers' reports, the commit clock) runs once per batch, and a record fetched is never kept
+/// waiting for more: a batch is whatever has already arrived.
+const BATCH: usize = 256;
+
 /// Which workers a piece of work goes to.
 enum Target {
     /// The task of this partition number.
@@ -34,41 +40,23 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
     /// Runs until shutdown, a fatal error, or a client that needs replacing ([`super::instance::Restart`]).
     pub(super) fn run(mut self) -> anyhow::Result<()> {
         let mut last_report = Instant::now();
+        let mut batch = Vec::with_capacity(BATCH);
         while !self.kafka.stopping() {
-            let polled = self
-                .consumer
-                .poll(Duration::from_millis(50))
-                .map(|r| r.map(|m| (self.kafka.record(&m), m.topic().to_owned())));
+            self.take_batch(&mut batch)?;
             self.after_callbacks()?;
             self.global_news()?;
-            match polled {
-                Some(Ok((record, prefixed_topic))) => {
-                    // No `outages.up` here: librdkafka hands out records fetched before an
-                    // outage while the broker is gone. Commits and the lag probe say it is back.
-                    let job = Job {
-                        record,
-                        prefixed_topic,
-                    };
-                    if let Some(job) = self.gate.hold(&self.consumer, &self.probe, job)? {
-                        self.dispatch(job)?;
-                    }
+            let mut ready = Vec::with_capacity(batch.len());
+            for job in batch.drain(..) {
+                if let Some(job) = self.gate.hold(&self.consumer, &self.probe, job)? {
+                    ready.push(job);
                 }
-                Some(Err(error)) => {
-                    ::metrics::counter!(names::ERRORS, "class" => "transient").increment(1);
-                    self.kafka
-                        .outages()
-                        .down(Dependency::Broker, &format_args!("consuming: {error}"));
-                    self.check_consumer()?;
-                }
-                None => {}
             }
+            self.dispatch(ready)?;
             let released = self.gate.release(&self.consumer)?;
             if !released.is_empty() {
                 // Whatever the other inputs' workers still have in hand goes first.
                 lock(&self.shared).drain();
-                for job in released {
-                    self.dispatch(job)?;
-                }
+                self.dispatch(released)?;
             }
             let (interrupted, doomed) = {
                 let mut shared = lock(&self.shared);
@@ -112,13 +100,67 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
         Ok(())
     }
 
-    /// Hands a record to its partition's worker.
-    fn dispatch(&mut self, job: Job) -> anyhow::Result<()> {
-        let partition = self.shop.topology.task_of(job.record.partition);
-        let mut job = Some(job);
-        self.hand(Target::Task(partition), |worker| {
-            worker.send(job.take().expect("BUG: a record goes to one worker"))
-        })
+    /// Takes what the consumer has fetched, up to [`BATCH`] records (waiting up to 50 ms for the
+    /// first). Records taken before a rebalance are dropped: the eager protocol revoked every
+    /// partition, committing what was handed out, so they are read again from the committed
+    /// offsets by whoever is assigned their partition.
+    fn take_batch(&mut self, batch: &mut Vec<Job>) -> anyhow::Result<()> {
+        let mut wait = Duration::from_millis(50);
+        while batch.len() < BATCH {
+            let polled = self.consumer.poll(wait);
+            wait = Duration::ZERO;
+            // The callbacks run inside `poll`; the loop resets the flag after each batch.
+            let rebalanced = lock(&self.shared).rebalanced;
+            if rebalanced {
+                batch.clear();
+            }
+            match polled {
+                Some(Ok(message)) => batch.push(Job {
+                    record: self.kafka.record(&message),
+                    prefixed_topic: message.topic().to_owned(),
+                }),
+                Some(Err(error)) => {
+                    // No `outages.up` for records: librdkafka hands out records fetched before
+                    // an outage while the broker is gone. Commits and the lag probe say it is
+                    // back.
+                    ::metrics::counter!(names::ERRORS, "class" => "transient").increment(1);
+                    self.kafka
+                        .outages()
+                        .down(Dependency::Broker, &format_args!("consuming: {error}"));
+                    self.check_consumer()?;
+                    break;
+                }
+                None => break,
+            }
+            if rebalanced {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands records to their partitions' workers, each worker's in one piece and in order. A
+    /// rewind on the way drops the rest: they are read again from the committed offsets.
+    fn dispatch(&mut self, jobs: Vec<Job>) -> anyhow::Result<()> {
+        let mut by_task: Vec<(i32, Vec<Job>)> = Vec::new();
+        for job in jobs {
+            let task = self.shop.topology.task_of(job.record.partition);
+            match by_task.iter_mut().find(|(t, _)| *t == task) {
+                Some((_, jobs)) => jobs.push(job),
+                None => by_task.push((task, vec![job])),
+            }
+        }
+        for (task, jobs) in by_task {
+            let count = jobs.len();
+            let mut jobs = Some(jobs);
+            let handed = self.hand(Target::Task(task), count, |worker| {
+                worker.send(jobs.take().expect("BUG: records go to one worker"))
+            })?;
+            if !handed {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// Hands the global thread's news to every task, and resumes the tasks restored since.
@@ -136,21 +178,24 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
                 global::News::Ready => {}
             }
         }
-        self.hand(Target::Unresumed, Worker::resume)?;
+        self.hand(Target::Unresumed, 1, Worker::resume)?;
         for changed in changes {
-            self.hand(Target::All, |worker| {
+            self.hand(Target::All, 1, |worker| {
                 worker.global_changed(Arc::clone(&changed))
             })?;
         }
         Ok(())
     }
 
-    /// Hands work to `target`'s workers, opening the interval's transaction first.
+    /// Hands work to `target`'s workers, opening the interval's transaction first; each is
+    /// given `reports` pieces of work (each reported back once). `false`: opening the
+    /// transaction failed and the runner rewound; the work was not handed out.
     fn hand(
         &mut self,
         target: Target,
+        reports: usize,
         mut give: impl FnMut(&Worker) -> anyhow::Result<()>,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<bool> {
         let shared = Arc::clone(&self.shared);
         let mut shared = lock(&shared);
         let resuming = matches!(target, Target::Unresumed);
@@ -177,13 +222,14 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
             }
         };
         if partitions.is_empty() {
-            return Ok(());
+            return Ok(true);
         }
         if let Err(error) = self.begin_if_idle(&mut shared) {
             // The work is dropped here: records are read again after the rewind, and a
             // restored task resumes anew.
             drop(shared);
-            return self.recover(Cause::Commit, &format_args!("{error:#}"));
+            self.recover(Cause::Commit, &format_args!("{error:#}"))?;
+            return Ok(false);
         }
         for &partition in partitions {
             let worker = shared
@@ -192,9 +238,9 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
                 .with_context(|| format!("BUG: no worker for assigned partition {partition}"))?;
             give(worker)?;
             worker.resumed |= resuming;
-            shared.in_flight += 1;
+            shared.in_flight += reports;
         }
-        Ok(())
+        Ok(true)
     }
 
     fn report_lag(&self) {
