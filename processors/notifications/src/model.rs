@@ -163,6 +163,10 @@ pub struct Patient {
     pub email: Option<String>,
     /// Whether the clinic is the account's custodian (`permissions.custodian` present).
     pub custodial: bool,
+    /// `lastUploadReminderTime` (ms since the Unix epoch) when set and after the epoch: a
+    /// replace event that changes it is a reminder too. (Absent in projections kept before.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reminded_at_ms: Option<i64>,
 }
 
 impl Kept for Patient {
@@ -174,6 +178,12 @@ impl Kept for Patient {
             name: text(document, "fullName")?,
             email: text(document, "email")?,
             custodial,
+            reminded_at_ms: match document.get("lastUploadReminderTime") {
+                Some(Bson::DateTime(at)) if at.timestamp_millis() > 0 => {
+                    Some(at.timestamp_millis())
+                }
+                _ => None,
+            },
         }))
     }
 
@@ -188,6 +198,9 @@ impl Kept for Patient {
         );
         if self.custodial {
             document.insert("permissions", doc! { "custodian": {} });
+        }
+        if let Some(at) = self.reminded_at_ms {
+            document.insert("lastUploadReminderTime", bson::DateTime::from_millis(at));
         }
         document
     }

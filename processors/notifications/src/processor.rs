@@ -597,7 +597,9 @@ impl Notifications {
     }
 
     /// Keeps the patient; `custodial_account_created` on the insert of a custodial patient with
-    /// an address, `patient_upload_reminder` when `lastUploadReminderTime` is set.
+    /// an address, `patient_upload_reminder` when an update sets `lastUploadReminderTime` (as
+    /// Tidepool's worker) or a replace changes it to a time after the epoch (Tidepool's reads
+    /// the update's fields, which a replace does not carry, so it never mails on one).
     fn patient(
         &self,
         ctx: &mut Context<'_>,
@@ -605,15 +607,20 @@ impl Notifications {
         source: &str,
         timestamp_ms: Option<i64>,
     ) -> Result<(), ProcessError> {
-        let reminded = updated(&record).is_some_and(|fields| {
+        let updated_reminder = updated(&record).is_some_and(|fields| {
             matches!(fields.get("lastUploadReminderTime"), Some(Bson::DateTime(at)) if at.timestamp_millis() > 0)
         });
         let inserted = change_of(&record, Operation::Insert).is_some();
+        let replaced = change_of(&record, Operation::Replace).is_some();
         let context = origin(&record, source, timestamp_ms);
-        let (_, _, after) = follow::<Patient>(ctx, PATIENT_STORE, record)?;
+        let (_, before, after) = follow::<Patient>(ctx, PATIENT_STORE, record)?;
         let (Some(patient), Some((identity, at))) = (after, context) else {
             return Ok(());
         };
+        let reminded = updated_reminder
+            || (replaced
+                && patient.reminded_at_ms.is_some()
+                && patient.reminded_at_ms != before.and_then(|b| b.reminded_at_ms));
         let template = if inserted && patient.custodial {
             CUSTODIAL_ACCOUNT_CREATED
         } else if reminded {

@@ -85,6 +85,14 @@ impl Harness {
         self.pipe(topic, event, at_ms);
     }
 
+    fn replace(&mut self, topic: &str, full: Document, at_ms: i64) {
+        let id = full.get("_id").cloned().expect("_id");
+        let coll = topic.split('.').nth(1).expect("db.coll");
+        let mut event = change(Operation::Replace, coll, id, Some(full));
+        event.source.resume_token = Some(doc! { "_data": format!("replace-{at_ms}") });
+        self.pipe(topic, event, at_ms);
+    }
+
     fn sent(&mut self) -> Vec<Outgoing> {
         self.driver
             .read_output(OUTBOX)
@@ -299,6 +307,34 @@ fn custodial_inserts_with_an_address_and_upload_reminders_mail_the_patient() {
     assert_eq!(sent.len(), 1, "{sent:?}");
     assert_eq!(sent[0].template, "patient_upload_reminder");
     assert_eq!(sent[0].to, "sam@example.org");
+}
+
+#[test]
+fn a_replace_that_changes_the_reminder_time_mails_the_reminder_and_one_that_keeps_it_does_not() {
+    let mut h = Harness::new();
+    let clinic = oid(1);
+    h.insert(
+        CLINICS,
+        doc! { "_id": clinic, "name": "Riverside Diabetes Clinic" },
+    );
+    let patient = doc! {
+        "_id": oid(30), "clinicId": clinic, "userId": "patient4", "fullName": "Ada Kim",
+        "email": "ada@example.org", "permissions": { "view": {} },
+    };
+    h.insert(PATIENTS, patient.clone());
+    let mut reminded = patient.clone();
+    reminded.insert(
+        "lastUploadReminderTime",
+        DateTime::from_millis(NOW_MS - 200),
+    );
+    h.replace(PATIENTS, reminded.clone(), NOW_MS - 200);
+    // The same reminder time again (another field replaced): no second email.
+    reminded.insert("fullName", "Ada J. Kim");
+    h.replace(PATIENTS, reminded, NOW_MS - 100);
+    let sent = h.sent();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].template, "patient_upload_reminder");
+    assert_eq!(sent[0].to, "ada@example.org");
 }
 
 #[test]
