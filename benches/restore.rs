@@ -61,20 +61,11 @@ fn fill(
     for partition in 0..partitions {
         for i in 0..per_partition {
             let (key, value) = record(partition, i);
-            let mut record = BaseRecord::to(topic)
+            let record = BaseRecord::to(topic)
                 .key(&key)
                 .payload(&value)
                 .partition(partition);
-            loop {
-                match producer.send(record) {
-                    Ok(()) => break,
-                    Err((_, back)) => {
-                        producer.poll(Duration::from_millis(10));
-                        record = back;
-                    }
-                }
-            }
-            producer.poll(Duration::ZERO);
+            testkit::send_waiting(&producer, record);
         }
     }
     producer.flush(Duration::from_secs(120)).expect("flushed");

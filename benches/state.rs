@@ -52,17 +52,8 @@ fn fill(brokers: &str, topic: &str, documents: usize) {
         let document = testkit::bench_patient(n, clinics[n % clinics.len()]);
         let key = table_key(document.get("_id").expect("an _id"));
         let value = document_value(&key, &document);
-        let mut record = BaseRecord::to(topic).key(&key).payload(&value).partition(0);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((_, back)) => {
-                    producer.poll(Duration::from_millis(10));
-                    record = back;
-                }
-            }
-        }
-        producer.poll(Duration::ZERO);
+        let record = BaseRecord::to(topic).key(&key).payload(&value).partition(0);
+        testkit::send_waiting(&producer, record);
     }
     producer.flush(Duration::from_secs(300)).expect("flushed");
 }

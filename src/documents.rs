@@ -27,6 +27,15 @@ pub fn is_custodial(patient: &Document) -> bool {
         .is_ok_and(|p| p.contains_key("custodian"))
 }
 
+/// Permission names as the documents store them: `{view: {}, upload: {}, …}` (in the order
+/// given), as patients' `permissions` and gatekeeper's rows and shares hold them.
+pub fn permission_set<S: Into<String>>(names: impl IntoIterator<Item = S>) -> Document {
+    names
+        .into_iter()
+        .map(|name| (name.into(), Bson::Document(Document::new())))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use bson::doc;

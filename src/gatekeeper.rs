@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::documents::user_id;
+use crate::documents::{permission_set, user_id};
 use crate::streams::ProcessError;
 use crate::streams::projection::Kept;
 use bson::{Bson, Document, doc};
@@ -88,11 +88,7 @@ impl Kept for PatientGrant {
     /// The document fields it came from: what the gatekeeper row holds besides `_id`, and what
     /// an update without `fullDocument` is applied to.
     fn to_document(&self) -> Document {
-        let permissions: Document = self
-            .permissions
-            .iter()
-            .map(|p| (p.clone(), Bson::Document(Document::new())))
-            .collect();
+        let permissions = permission_set(self.permissions.iter().cloned());
         doc! { "userId": &self.user_id, "clinicId": self.clinic_id.clone(), "permissions": permissions }
     }
 }

@@ -576,6 +576,27 @@ pub fn read_topic(brokers: &str, topic: &str) -> Vec<rdkafka::message::OwnedMess
     records
 }
 
+/// Sends `record` through `producer`, serving its callbacks while its queue is full (benches
+/// producing millions of records ahead of a run); then serves what is due.
+pub fn send_waiting<K, P>(
+    producer: &rdkafka::producer::BaseProducer,
+    mut record: rdkafka::producer::BaseRecord<'_, K, P>,
+) where
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
+    loop {
+        match producer.send(record) {
+            Ok(()) => break,
+            Err((_, back)) => {
+                producer.poll(Duration::from_millis(10));
+                record = back;
+            }
+        }
+    }
+    producer.poll(Duration::ZERO);
+}
+
 /// This process's resident set size, MiB (0 where `/proc` is not there).
 pub fn rss_mib() -> f64 {
     status_mib("VmRSS:")

@@ -16,11 +16,11 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::endpoints::Endpoints;
 use crate::ops::PlanError;
 use crate::ops::connectors::trace_summary;
+use crate::streams::kafka::health::StatusDocument;
 use crate::streams::kafka::read_partitions_from;
 
 /// How long any one check waits.
@@ -310,17 +310,7 @@ fn dependency(name: &'static str, address: String, answer: Result<String, String
 }
 
 async fn processor(http: &reqwest::Client, name: &str, url: &str) -> Processor {
-    let mut processor = Processor {
-        name: name.to_owned(),
-        url: url.to_owned(),
-        ready: false,
-        problem: None,
-        partitions: BTreeMap::new(),
-        lag: BTreeMap::new(),
-        dead_letters: 0,
-        last_error: None,
-    };
-    let answer: Result<Value, String> = async {
+    let answer: Result<StatusDocument, String> = async {
         http.get(format!("{url}/status"))
             .send()
             .await
@@ -330,40 +320,38 @@ async fn processor(http: &reqwest::Client, name: &str, url: &str) -> Processor {
             .map_err(|e| format!("not a status: {e}"))
     }
     .await;
-    let status = match answer {
-        Ok(status) => status,
-        Err(problem) => {
-            processor.problem = Some(problem);
-            return processor;
+    let (status, problem) = match answer {
+        Ok(status) => {
+            let problem = match status.outages.first() {
+                Some(away) => Some(format!(
+                    "waiting for the {} for {} s",
+                    away.dependency, away.away_seconds
+                )),
+                None => (!status.ready).then(|| "restoring".to_owned()),
+            };
+            (status, problem)
         }
+        Err(problem) => (StatusDocument::default(), Some(problem)),
     };
-    processor.ready = status["ready"] == true;
-    if let Some(outage) = status["outages"].as_array().and_then(|o| o.first()) {
-        processor.problem = Some(format!(
-            "waiting for the {} for {} s",
-            outage["dependency"].as_str().unwrap_or("?"),
-            outage["away_seconds"]
-        ));
-    } else if !processor.ready {
-        processor.problem = Some("restoring".into());
+    let work = status.work;
+    Processor {
+        name: name.to_owned(),
+        url: url.to_owned(),
+        ready: status.ready,
+        problem,
+        partitions: work
+            .assigned
+            .iter()
+            .map(|(topic, partitions)| (topic.clone(), partitions.len()))
+            .collect(),
+        lag: work
+            .assigned
+            .iter()
+            .map(|(topic, partitions)| (topic.clone(), partitions.values().flatten().sum()))
+            .collect(),
+        dead_letters: work.dead_letters,
+        last_error: work.last_error,
     }
-    let work = &status["work"];
-    for (topic, partitions) in work["assigned"].as_object().into_iter().flatten() {
-        let partitions = partitions
-            .as_object()
-            .map(|p| p.values().collect::<Vec<_>>())
-            .unwrap_or_default();
-        processor.partitions.insert(topic.clone(), partitions.len());
-        processor.lag.insert(
-            topic.clone(),
-            partitions.iter().filter_map(|l| l.as_i64()).sum(),
-        );
-    }
-    processor.dead_letters = work["dead_letters"].as_u64().unwrap_or(0);
-    processor.last_error = work["last_error"]
-        .as_array()
-        .and_then(|e| Some((e.first()?.as_u64()?, e.get(1)?.as_str()?.to_owned())));
-    processor
 }
 
 async fn connectors(endpoints: &Endpoints) -> Result<Vec<Connector>, PlanError> {

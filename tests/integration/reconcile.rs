@@ -176,25 +176,15 @@ async fn drift_in_gatekeeper_is_found_exactly_and_fixed_through_the_sink_topics(
     }
 
     // The command: exit 3 while they differ; --fix sends the 20, and then they agree.
-    let (check, fix) = (
-        [
-            "reconcile",
-            "permissions",
-            "--clinic-db",
-            &clinic_db,
-            "--gatekeeper-db",
-            &gatekeeper_db,
-        ],
-        [
-            "reconcile",
-            "permissions",
-            "--clinic-db",
-            &clinic_db,
-            "--gatekeeper-db",
-            &gatekeeper_db,
-            "--fix",
-        ],
-    );
+    let check = [
+        "reconcile",
+        "permissions",
+        "--clinic-db",
+        &clinic_db,
+        "--gatekeeper-db",
+        &gatekeeper_db,
+    ];
+    let fix = [&check[..], &["--fix"]].concat();
     let (endpoints_ref, prefix_ref) = (&endpoints, prefix.as_str());
     let checked =
         tokio::task::block_in_place(|| helpers::clinic(&check, endpoints_ref, prefix_ref).0);

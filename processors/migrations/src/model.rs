@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bson::oid::ObjectId;
 use bson::{Bson, DateTime, Document, doc};
-use clinic::documents::user_id;
+use clinic::documents::{permission_set, user_id};
 use clinic::email::{self, EmailRequest};
 use clinic::streams::ProcessError;
 use clinic::streams::projection::{Kept, part, text};
@@ -76,11 +76,7 @@ impl Kept for Share {
     }
 
     fn to_document(&self) -> Document {
-        let permissions: Document = self
-            .permissions
-            .iter()
-            .map(|p| (p.clone(), Bson::Document(Document::new())))
-            .collect();
+        let permissions = permission_set(self.permissions.iter().cloned());
         doc! { "_id": self.id.clone(), "sharerId": &self.sharer, "userId": &self.grantee, "permissions": permissions }
     }
 
@@ -348,11 +344,7 @@ pub fn patient_document(
     profile: Option<&Profile>,
     email: Option<&str>,
 ) -> Document {
-    let permissions: Document = share
-        .migrated()
-        .into_iter()
-        .map(|p| (p.to_owned(), Bson::Document(Document::new())))
-        .collect();
+    let permissions = permission_set(share.migrated());
     let field = |get: fn(&Profile) -> &Option<String>| {
         profile.and_then(|p| get(p).clone()).unwrap_or_default()
     };

@@ -205,10 +205,7 @@ impl Permissions {
 
 /// Grants as stored: `{view: {}, …}`.
 pub fn grants_document(grants: &[&str]) -> Document {
-    grants
-        .iter()
-        .map(|g| ((*g).to_owned(), Bson::Document(Document::new())))
-        .collect()
+    crate::documents::permission_set(grants.iter().copied())
 }
 
 /// The profile fields of either request, borrowed for one validation.

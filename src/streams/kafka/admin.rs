@@ -63,7 +63,10 @@ fn respond<B>(health: &Health, request: &Request<B>) -> Response<Full<Bytes>> {
         (&Method::GET, "/healthz") => (StatusCode::OK, "ok".to_owned()),
         (&Method::GET, "/readyz") => readiness(health),
         (&Method::GET, "/metrics") => (StatusCode::OK, crate::telemetry::prometheus().render()),
-        (&Method::GET, "/status") => (StatusCode::OK, health.status_json().to_string()),
+        (&Method::GET, "/status") => (
+            StatusCode::OK,
+            serde_json::to_string(&health.status_document()).expect("BUG: a status serializes"),
+        ),
         (_, "/healthz" | "/readyz" | "/metrics" | "/status") => {
             (StatusCode::METHOD_NOT_ALLOWED, "GET only".to_owned())
         }

@@ -34,7 +34,7 @@ pub struct Health {
 
 /// What a loop of the runtime reports about its work, for operators (`GET /status`). Never
 /// record content: topics, partitions, offsets and error classes only.
-#[derive(Debug, Default, Clone, serde::Serialize)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Status {
     /// The input partitions assigned (prefixed topic, partition), with their lag in records
     /// when last measured (every 5 s).
@@ -43,6 +43,26 @@ pub struct Status {
     pub dead_letters: u64,
     /// The last error worth an operator's look, and when (seconds since the Unix epoch).
     pub last_error: Option<(u64, String)>,
+}
+
+/// The `/status` document the admin endpoint serves and `clinic status` reads.
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
+pub struct StatusDocument {
+    /// Ready: stores restored and no dependency away.
+    pub ready: bool,
+    /// The dependency away the longest, if one is (at most one entry).
+    pub outages: Vec<Away>,
+    /// The loop's work.
+    pub work: Status,
+}
+
+/// A dependency that is away.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Away {
+    /// Its name ([`Dependency::name`]).
+    pub dependency: String,
+    /// For how long, in seconds.
+    pub away_seconds: u64,
 }
 
 impl Health {
@@ -54,19 +74,22 @@ impl Health {
         lock(&self.status).last_error = Some((at, error.to_string()));
     }
 
-    /// The `/status` document: readiness, outages and [`Status`].
-    pub fn status_json(&self) -> serde_json::Value {
-        let outages: Vec<serde_json::Value> = self
+    /// The `/status` document.
+    pub fn status_document(&self) -> StatusDocument {
+        let outages: Vec<Away> = self
             .outages
             .longest()
             .into_iter()
-            .map(|(d, away)| serde_json::json!({ "dependency": d.name(), "away_seconds": away.as_secs() }))
+            .map(|(d, away)| Away {
+                dependency: d.name().to_owned(),
+                away_seconds: away.as_secs(),
+            })
             .collect();
-        serde_json::json!({
-            "ready": self.ready.load(Ordering::SeqCst) && outages.is_empty(),
-            "outages": outages,
-            "work": *lock(&self.status),
-        })
+        StatusDocument {
+            ready: self.ready.load(Ordering::SeqCst) && outages.is_empty(),
+            outages,
+            work: lock(&self.status).clone(),
+        }
     }
 }
 
