@@ -136,13 +136,19 @@ pub fn taken(message: &str) -> impl FnOnce(mongodb::error::Error) -> ApiError + 
     }
 }
 
+/// FerretDB answers an update or findAndModify that breaks a unique index with code 1
+/// (`InternalError`) and PostgreSQL's message instead of 11000 (inserts get 11000).
+fn ferretdb_unique_violation(error: &mongodb::error::CommandError) -> bool {
+    error.code == 1 && error.message.contains("(SQLSTATE 23505)")
+}
+
 /// Whether a write failed on a unique index (code 11000), on MongoDB and FerretDB alike.
 pub fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
     use mongodb::error::{ErrorKind, WriteFailure};
     match error.kind.as_ref() {
         ErrorKind::Write(WriteFailure::WriteError(e)) => e.code == 11000,
         ErrorKind::InsertMany(e) => e.write_errors.iter().flatten().any(|w| w.code == 11000),
-        ErrorKind::Command(e) => e.code == 11000,
+        ErrorKind::Command(e) => e.code == 11000 || ferretdb_unique_violation(e),
         _ => false,
     }
 }

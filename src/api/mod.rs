@@ -158,6 +158,13 @@ pub fn operations() -> (Router<AppState>, utoipa::openapi::OpenApi) {
             clinicians::delete
         ))
         .routes(routes!(clinicians::clinics_of))
+        .routes(routes!(clinicians::invites::invite))
+        .routes(routes!(clinicians::invites::revoke))
+        .routes(routes!(
+            clinicians::invites::get_invited,
+            clinicians::invites::associate,
+            clinicians::invites::delete_invited
+        ))
         .routes(routes!(patients::list, patients::create_custodial))
         .routes(routes!(
             patients::get,

@@ -1,7 +1,8 @@
 //! Clinicians (members of a clinic): list (members; search, email, role, paging), create
 //! (services), get (members), update (admins; role changes are appended to `rolesUpdates` with
 //! who made them and the clinic's `admins` kept in step), delete (admins, or the member leaving;
-//! archived first), and the clinics of a clinician (the user themself, services).
+//! archived first), and the clinics of a clinician (the user themself, services). Invites:
+//! [`invites`].
 //!
 //! At least one admin per clinic: a change that would leave none answers 422. Without
 //! transactions the check runs after the write and undoes it, so two racing demotions cannot
@@ -22,10 +23,12 @@ use super::store::{Archived, regex_escape};
 use super::validate::{email, one_of};
 use super::{AppState, clinics};
 
+pub mod invites;
 mod model;
 mod store;
 pub use model::{
-    ADMIN, Clinician, ClinicianClinic, ClinicianUpdate, NewClinician, ROLES, is_admin,
+    ADMIN, AssociateClinician, Clinician, ClinicianClinic, ClinicianUpdate, InviteClinician,
+    NewClinician, ROLES, is_admin,
 };
 use store::find;
 pub use store::sync_admins;

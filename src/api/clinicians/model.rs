@@ -31,6 +31,43 @@ pub struct NewClinician {
     roles: Option<Vec<String>>,
 }
 
+/// `inviteClinician.v1`: an admin invites an address to join with `roles`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct InviteClinician {
+    email: Option<String>,
+    roles: Option<Vec<String>>,
+}
+
+impl InviteClinician {
+    /// The invite placeholder this asks for, under the new invite id `invite`.
+    pub fn placeholder(self, invite: String) -> NewClinician {
+        NewClinician {
+            id: None,
+            invite_id: Some(invite),
+            email: self.email,
+            name: None,
+            roles: self.roles,
+        }
+    }
+}
+
+/// `associateClinicianToUser.v1`: the user who accepted an invite.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AssociateClinician {
+    user_id: String,
+}
+
+impl AssociateClinician {
+    /// The user, validated.
+    ///
+    /// # Errors
+    /// 400 naming `userId`.
+    pub fn user(&self) -> ApiResult<String> {
+        user_id("userId", &self.user_id)
+    }
+}
+
 /// What an update of `clinician.v1` may change: the name and the roles (the address follows the
 /// user's account, `UpdateClinicUserDetails`).
 #[derive(Debug, Default, Deserialize, ToSchema)]

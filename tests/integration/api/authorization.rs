@@ -20,6 +20,7 @@ struct Fixture {
     patient: String,
     stranger: String,
     invite: String,
+    clinician_invite: String,
     legacy: String,
 }
 
@@ -57,6 +58,8 @@ async fn fixture(api: &TestApi) -> Fixture {
                             "pendingFor": user(), "permissions": { "view": {} }, "profile": { "fullName": "Inv", "birthDate": "2001-01-01" }, "created": now, "modified": now })
         .await
         .expect("invite");
+    let clinician_invite = uuid::Uuid::new_v4().simple().to_string();
+    api.invite_clinician(&id, &clinician_invite).await;
     Fixture {
         clinic: id,
         share_code: clinic["shareCode"].as_str().expect("code").to_owned(),
@@ -65,6 +68,7 @@ async fn fixture(api: &TestApi) -> Fixture {
         patient,
         stranger,
         invite,
+        clinician_invite,
         legacy,
     }
 }
@@ -361,6 +365,63 @@ fn operations() -> Vec<Operation> {
             path: |f| format!("/v1/clinics/{}/invites/patients/{}", f.clinic, f.invite),
             body: none,
             allowed: "FAAFA",
+        },
+        Operation {
+            name: "InviteClinician",
+            method: Method::POST,
+            path: |f| format!("/v1/clinics/{}/invites/clinicians", f.clinic),
+            body: |_| {
+                Some(json!({ "email": "new-member@example.org", "roles": ["CLINIC_MEMBER"] }))
+            },
+            allowed: "FFAFA",
+        },
+        Operation {
+            name: "DeleteInvite",
+            method: Method::DELETE,
+            path: |f| {
+                format!(
+                    "/v1/clinics/{}/invites/clinicians/{}",
+                    f.clinic, f.clinician_invite
+                )
+            },
+            body: none,
+            allowed: "FFAFA",
+        },
+        Operation {
+            name: "GetInvitedClinician",
+            method: Method::GET,
+            path: |f| {
+                format!(
+                    "/v1/clinics/{}/invites/clinicians/{}/clinician",
+                    f.clinic, f.clinician_invite
+                )
+            },
+            body: none,
+            allowed: "FFFFA",
+        },
+        Operation {
+            name: "AssociateClinicianToUser (the stranger)",
+            method: Method::PATCH,
+            path: |f| {
+                format!(
+                    "/v1/clinics/{}/invites/clinicians/{}/clinician",
+                    f.clinic, f.clinician_invite
+                )
+            },
+            body: |f| Some(json!({ "userId": f.stranger })),
+            allowed: "FFFFA",
+        },
+        Operation {
+            name: "DeleteInvitedClinician",
+            method: Method::DELETE,
+            path: |f| {
+                format!(
+                    "/v1/clinics/{}/invites/clinicians/{}/clinician",
+                    f.clinic, f.clinician_invite
+                )
+            },
+            body: none,
+            allowed: "FFFFA",
         },
     ]
 }

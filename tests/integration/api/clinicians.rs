@@ -524,3 +524,231 @@ async fn admins_deleting_each_other_at_once_leave_an_admin_true_archives_and_no_
         assert_eq!(admins(&api, &clinic).await, expected, "round {round}");
     }
 }
+
+#[tokio::test]
+async fn an_admin_invites_the_invitee_accepts_and_becomes_a_member_once() {
+    let api = TestApi::spawn().await;
+    let (admin, joiner, other) = (user(), user(), user());
+    let clinic = api.create_clinic(&admin).await;
+    let admin_token = TestApi::token(&admin, false);
+    let invites = format!("/v1/clinics/{clinic}/invites/clinicians");
+
+    let (status, invited) = api
+        .call(
+            Method::POST,
+            &invites,
+            Some(&admin_token),
+            Some(json!({ "email": "New.Admin@Example.org", "roles": ["CLINIC_ADMIN"] })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{invited}");
+    let invite = invited["inviteId"].as_str().expect("inviteId").to_owned();
+    assert_eq!(invite.len(), 32, "{invited}");
+    assert_eq!(invited["email"], "new.admin@example.org");
+    assert!(invited.get("id").is_none(), "{invited}");
+    // Invited twice, or an address already a member: 409.
+    let again = api
+        .call(
+            Method::POST,
+            &invites,
+            Some(&admin_token),
+            Some(json!({ "email": "new.admin@example.org", "roles": ["CLINIC_MEMBER"] })),
+        )
+        .await;
+    assert_error(&again, StatusCode::CONFLICT, "email");
+    // A placeholder is neither an admin nor a member.
+    assert_eq!(admins(&api, &clinic).await, vec![admin.clone()]);
+    let (status, _) = api
+        .call(
+            Method::GET,
+            &format!("/v1/clinics/{clinic}"),
+            Some(&TestApi::token(&joiner, false)),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let listed = api
+        .call(
+            Method::GET,
+            &format!("/v1/clinics/{clinic}/patients"),
+            Some(&TestApi::token(&joiner, false)),
+            None,
+        )
+        .await;
+    assert_eq!(listed.0, StatusCode::FORBIDDEN);
+
+    let placeholder = format!("{invites}/{invite}/clinician");
+    let (status, read) = api
+        .call(Method::GET, &placeholder, Some(&service()), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{read}");
+    assert_eq!(read["inviteId"], json!(invite));
+
+    let (status, accepted) = api
+        .call(
+            Method::PATCH,
+            &placeholder,
+            Some(&service()),
+            Some(json!({ "userId": joiner })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{accepted}");
+    assert_eq!(accepted["id"], json!(joiner));
+    assert!(accepted.get("inviteId").is_none(), "{accepted}");
+    assert_eq!(accepted["roles"], json!(["CLINIC_ADMIN"]));
+    let stored = stored(&api, &clinic, &joiner).await;
+    assert!(!stored.contains_key("inviteId"), "{stored}");
+    let mut expected = vec![admin.clone(), joiner.clone()];
+    expected.sort();
+    assert_eq!(admins(&api, &clinic).await, expected);
+    // The member now writes as an admin.
+    let (status, _) = api
+        .call(
+            Method::PUT,
+            &format!("/v1/clinics/{clinic}"),
+            Some(&TestApi::token(&joiner, false)),
+            Some(json!({ "city": "Oslo" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    // Accepted once: the invite is gone for a second acceptance and a read.
+    let twice = api
+        .call(
+            Method::PATCH,
+            &placeholder,
+            Some(&service()),
+            Some(json!({ "userId": other })),
+        )
+        .await;
+    assert_error(&twice, StatusCode::NOT_FOUND, &invite);
+    let gone = api
+        .call(Method::GET, &placeholder, Some(&service()), None)
+        .await;
+    assert_error(&gone, StatusCode::NOT_FOUND, &invite);
+
+    // A user who is a member already cannot take another invite of the clinic.
+    let (_, second) = api
+        .call(
+            Method::POST,
+            &invites,
+            Some(&admin_token),
+            Some(json!({ "email": "second@example.org", "roles": ["CLINIC_MEMBER"] })),
+        )
+        .await;
+    let second = second["inviteId"].as_str().expect("inviteId").to_owned();
+    let taken = api
+        .call(
+            Method::PATCH,
+            &format!("{invites}/{second}/clinician"),
+            Some(&service()),
+            Some(json!({ "userId": joiner })),
+        )
+        .await;
+    assert_error(&taken, StatusCode::CONFLICT, "already a clinician");
+    // The refused acceptance left the invite pending.
+    let (status, _) = api
+        .call(
+            Method::GET,
+            &format!("{invites}/{second}/clinician"),
+            Some(&service()),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn pending_invites_are_revoked_by_admins_and_dropped_by_services_and_bad_input_is_400() {
+    let api = TestApi::spawn().await;
+    let admin = user();
+    let clinic = api.create_clinic(&admin).await;
+    let admin_token = TestApi::token(&admin, false);
+    let invites = format!("/v1/clinics/{clinic}/invites/clinicians");
+    let mut ids = Vec::new();
+    for address in ["one@example.org", "two@example.org"] {
+        let (_, invited) = api
+            .call(
+                Method::POST,
+                &invites,
+                Some(&admin_token),
+                Some(json!({ "email": address, "roles": ["CLINIC_MEMBER"] })),
+            )
+            .await;
+        ids.push(invited["inviteId"].as_str().expect("inviteId").to_owned());
+    }
+    let (status, _) = api
+        .call(
+            Method::DELETE,
+            &format!("{invites}/{}", ids[0]),
+            Some(&admin_token),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = api
+        .call(
+            Method::DELETE,
+            &format!("{invites}/{}/clinician", ids[1]),
+            Some(&service()),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    for id in &ids {
+        let again = api
+            .call(
+                Method::DELETE,
+                &format!("{invites}/{id}"),
+                Some(&admin_token),
+                None,
+            )
+            .await;
+        assert_error(&again, StatusCode::NOT_FOUND, id);
+    }
+    let left = api
+        .db
+        .collection::<bson::Document>("clinicians")
+        .count_documents(doc! { "clinicId": ObjectId::parse_str(&clinic).expect("oid") })
+        .await
+        .expect("count");
+    assert_eq!(left, 1, "only the admin is left");
+    let refused = api
+        .call(
+            Method::POST,
+            &invites,
+            Some(&admin_token),
+            Some(json!({ "email": "not an address", "roles": ["CLINIC_MEMBER"] })),
+        )
+        .await;
+    assert_error(&refused, StatusCode::BAD_REQUEST, "email");
+    let refused = api
+        .call(
+            Method::POST,
+            &invites,
+            Some(&admin_token),
+            Some(json!({ "email": "x@example.org", "roles": ["OWNER"] })),
+        )
+        .await;
+    assert_error(&refused, StatusCode::BAD_REQUEST, "roles[0]");
+    let refused = api
+        .call(
+            Method::PATCH,
+            &format!("{invites}/{}/clinician", ids[0]),
+            Some(&service()),
+            Some(json!({ "userId": "not-a-user" })),
+        )
+        .await;
+    assert_error(&refused, StatusCode::BAD_REQUEST, "userId");
+    let missing = api
+        .call(
+            Method::POST,
+            &format!(
+                "/v1/clinics/{}/invites/clinicians",
+                ObjectId::new().to_hex()
+            ),
+            Some(&service()),
+            Some(json!({ "email": "x@example.org", "roles": ["CLINIC_MEMBER"] })),
+        )
+        .await;
+    assert_error(&missing, StatusCode::NOT_FOUND, "clinic");
+}

@@ -179,6 +179,21 @@ impl TestApi {
         assert_eq!(status, StatusCode::OK, "{answer}");
     }
 
+    /// A pending clinician invite of `clinic` under `invite` (by a service, as hydrophone
+    /// stores one), for `<invite>@example.org` as a member.
+    pub async fn invite_clinician(&self, clinic: &str, invite: &str) {
+        let body = json!({ "inviteId": invite, "email": format!("{invite}@example.org"), "roles": ["CLINIC_MEMBER"] });
+        let (status, answer) = self
+            .call(
+                Method::POST,
+                &format!("/v1/clinics/{clinic}/clinicians"),
+                Some(&service()),
+                Some(body),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+    }
+
     /// `user` made a patient of `clinic` sharing view and upload (by a service).
     pub async fn add_patient(&self, clinic: &str, user: &str) {
         let body = json!({ "permissions": { "view": {}, "upload": {} }, "fullName": format!("Patient {user}"), "birthDate": "2000-01-01" });

@@ -302,6 +302,8 @@ async fn world(api: &TestApi) -> World {
     let legacy = user();
     api.add_migration(&clinic, &legacy).await;
     let invite = api.send_invite(&clinic, &user()).await;
+    // A clinician invite under the same id: the `inviteId` parameter serves both kinds.
+    api.invite_clinician(&clinic, &invite).await;
     // The initial migration needs a clinic not migrated yet.
     let unmigrated = api.create_clinic(&admin).await;
     let clinics = format!("/v1/clinics/{clinic}");
@@ -350,6 +352,24 @@ async fn world(api: &TestApi) -> World {
                 format!("{clinics}/clinicians"),
                 &service(),
                 json!({ "id": user(), "email": "new@example.org", "roles": ["CLINIC_MEMBER"] }),
+            ),
+        ),
+        (
+            "InviteClinician",
+            call(
+                Method::POST,
+                format!("{clinics}/invites/clinicians"),
+                &admin_token,
+                json!({ "email": "invited@example.org", "roles": ["CLINIC_MEMBER"] }),
+            ),
+        ),
+        (
+            "AssociateClinicianToUser",
+            call(
+                Method::PATCH,
+                format!("{clinics}/invites/clinicians/{invite}/clinician"),
+                &service(),
+                json!({ "userId": user() }),
             ),
         ),
         (
