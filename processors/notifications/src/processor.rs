@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use bson::{Bson, Document};
 use clinic::cdc::{self, CdcRecord, ChangeEvent, Next, Operation};
+use clinic::documents;
 use clinic::email::{self, EmailRequest};
 use clinic::streams::effect::{self, Stage};
 use clinic::streams::projection::{Address, Kept as _, follow, follow_user_event, part};
@@ -26,13 +27,14 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Inputs, Settings};
 use crate::model::{Clinic, Member, Outgoing, Patient, member_key, request_id};
 use crate::templates::{
-    self, CLINIC_CREATED, CLINICIAN_PERMISSIONS_UPDATED, CUSTODIAL_ACCOUNT_CREATED,
-    PATIENT_CLINIC_INVITATION, PATIENT_UPLOAD_REMINDER,
+    self, CLINIC_CREATED, CLINICIAN_INVITATION, CLINICIAN_PERMISSIONS_UPDATED,
+    CUSTODIAL_ACCOUNT_CREATED, PATIENT_CLINIC_INVITATION, PATIENT_UPLOAD_REMINDER,
 };
 
 /// Clinics (names, admins, suppressed notifications); an insert is `clinic_created`.
 pub const CLINICS: &str = "clinic.clinics";
-/// Clinicians (names, addresses); a roles change is `clinician_permissions_updated`.
+/// Clinicians (names, addresses); an invite's insert is `clinician_invitation`, a roles change
+/// `clinician_permissions_updated`.
 pub const CLINICIANS: &str = "clinic.clinicians";
 /// Patients; a custodial insert is `custodial_account_created`, a reminder stamp
 /// `patient_upload_reminder`.
@@ -532,6 +534,57 @@ impl Notifications {
         )
     }
 
+    /// `clinician_invitation` to the invited address on the insert of an invite (a clinician
+    /// with an `inviteId` and no user), as Tidepool's hydrophone sends on InviteClinician.
+    fn clinician_invite(
+        &self,
+        ctx: &mut Context<'_>,
+        record: CdcRecord,
+        source: &str,
+        timestamp_ms: Option<i64>,
+    ) -> Result<(), ProcessError> {
+        let Some((identity, at)) = origin(&record, source, timestamp_ms) else {
+            return Ok(());
+        };
+        let Next::Becomes(invite) = cdc::next_document(record, || Ok::<_, ProcessError>(None))?
+        else {
+            return Ok(());
+        };
+        let (Some(clinic_id), Some(invite_id)) =
+            (invite.get("clinicId"), documents::text(&invite, "inviteId"))
+        else {
+            return Ok(());
+        };
+        if documents::user_id(&invite).is_some() {
+            return Ok(());
+        }
+        let Some(to) = documents::text(&invite, "email") else {
+            skipped("no_address");
+            return Ok(());
+        };
+        if !self.fresh(at) {
+            return Ok(());
+        }
+        let email = Outgoing {
+            id: request_id(&identity, CLINICIAN_INVITATION, &invite_id),
+            template: CLINICIAN_INVITATION.into(),
+            to,
+            variables: vars([
+                ("ClinicId", object_id_text(clinic_id)),
+                ("InviteId", invite_id),
+            ]),
+        };
+        self.deliver(
+            ctx,
+            Parked {
+                clinic: table_key(clinic_id),
+                at_ms: at,
+                email,
+                recipient: Recipient::Address,
+            },
+        )
+    }
+
     /// `clinician_permissions_updated` when a clinician's roles changed (the global table keeps
     /// the clinician). The clinician is the change's `fullDocument`, else the table's record.
     fn clinician(
@@ -541,6 +594,9 @@ impl Notifications {
         source: &str,
         timestamp_ms: Option<i64>,
     ) -> Result<(), ProcessError> {
+        if change_of(&record, Operation::Insert).is_some() {
+            return self.clinician_invite(ctx, record, source, timestamp_ms);
+        }
         let (Some(updater), Some((identity, at))) = (
             updated(&record).and_then(last_roles_updater),
             origin(&record, source, timestamp_ms),

@@ -13,6 +13,8 @@ use crate::smtp::Email;
 
 /// A clinic was created: to its first admin.
 pub const CLINIC_CREATED: &str = "clinic_created";
+/// A clinic invited an address to join as a clinician: to that address.
+pub const CLINICIAN_INVITATION: &str = "clinician_invitation";
 /// A clinician's roles changed: to that clinician.
 pub const CLINICIAN_PERMISSIONS_UPDATED: &str = "clinician_permissions_updated";
 /// A clinic created a custodial account with an address: to that patient.
@@ -23,8 +25,12 @@ pub const PATIENT_CLINIC_INVITATION: &str = "patient_clinic_invitation";
 pub const PATIENT_UPLOAD_REMINDER: &str = "patient_upload_reminder";
 
 /// Every template with the variables it needs (besides the settings' three).
-pub const CATALOGUE: [(&str, &[&str]); 7] = [
+pub const CATALOGUE: [(&str, &[&str]); 8] = [
     (CLINIC_CREATED, &["ClinicName"]),
+    (
+        CLINICIAN_INVITATION,
+        &["ClinicName", "ClinicId", "InviteId"],
+    ),
     (
         CLINICIAN_PERMISSIONS_UPDATED,
         &["ClinicName", "ClinicianName"],
@@ -97,6 +103,7 @@ pub fn sample_variables(template: &str) -> BTreeMap<String, String> {
         "LegacyClinicianName" => "Dr. Lou Ward",
         "ClinicId" => "65a1b2c3d4e5f60718293a4b",
         "UserId" => "a1b2c3d4e5",
+        "InviteId" => "0f8e7d6c5b4a39281706f5e4d3c2b1a0",
         _ => "…",
     };
     variables_of(template)
@@ -117,8 +124,9 @@ macro_rules! parts {
 }
 
 /// Every template file, by name.
-const FILES: [(&str, &str); 21] = parts![
+const FILES: [(&str, &str); 24] = parts![
     "clinic_created",
+    "clinician_invitation",
     "clinician_permissions_updated",
     "custodial_account_created",
     "patient_clinic_invitation",

@@ -376,6 +376,55 @@ fn an_invite_mails_every_admin_unless_the_clinic_suppressed_it() {
 }
 
 #[test]
+fn a_clinician_invite_mails_the_invitee_once_and_its_acceptance_does_not() {
+    let mut h = Harness::new();
+    let clinic = oid(1);
+    let invite = doc! {
+        "_id": oid(30), "clinicId": clinic, "inviteId": "k0123456789abcdef0123456789abcde",
+        "email": "new.doc@example.org", "roles": ["CLINIC_MEMBER"],
+    };
+    // The invite comes before its clinic: it waits for the clinic's name.
+    h.insert(CLINICIANS, invite.clone());
+    assert!(h.sent().is_empty());
+    h.insert(CLINICS, clinic_doc(clinic, &["admin1"]));
+    let sent: Vec<Outgoing> = h
+        .sent()
+        .into_iter()
+        .filter(|s| s.template == "clinician_invitation")
+        .collect();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].to, "new.doc@example.org");
+    assert_eq!(
+        sent[0].variables,
+        variables(&[
+            ("ClinicName", "Riverside Diabetes Clinic"),
+            ("ClinicId", &clinic.to_hex()),
+            ("InviteId", "k0123456789abcdef0123456789abcde"),
+        ])
+    );
+    // Accepted: the placeholder gets a user and loses its invite id; no email.
+    let mut accepted = invite.clone();
+    accepted.remove("inviteId");
+    accepted.insert("userId", "user77");
+    h.update(
+        CLINICIANS,
+        accepted,
+        doc! { "userId": "user77" },
+        NOW_MS - 500,
+    );
+    // A member's insert and an invite without an address send nothing either.
+    h.insert(
+        CLINICIANS,
+        clinician_doc(oid(31), clinic, "user78", "Dr. B"),
+    );
+    h.insert(
+        CLINICIANS,
+        doc! { "_id": oid(32), "clinicId": clinic, "inviteId": "other", "roles": ["CLINIC_MEMBER"] },
+    );
+    assert!(h.sent().is_empty());
+}
+
+#[test]
 fn old_changes_update_the_tables_but_send_nothing() {
     let mut h = Harness::new();
     let clinic = oid(1);

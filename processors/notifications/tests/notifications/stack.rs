@@ -1,7 +1,7 @@
 //! On the local stack: the `clinic-notifications` binary (processor and effect stage) against
 //! Kafka, the registry and a Mailpit of its own (the stack's binary on free ports, so chaos,
 //! rejected recipients and an outage touch no other test):
-//! - the seven emails arrive once each from two replicas, with recipient, subject, both parts
+//! - the eight emails arrive once each from two replicas, with recipient, subject, both parts
 //!   and variables, while Mailpit answers 30 % of `RCPT TO` with a 451; a repeated request is sent once; an
 //!   unknown template and a recipient Mailpit refuses (550) are dead-lettered;
 //! - a burst of 500 requests with the processor SIGKILLed twice and Mailpit away for 30 s:
@@ -190,7 +190,7 @@ fn dead_letter_reasons(endpoints: &Endpoints, prefix: &str) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn the_seven_emails_arrive_once_each_through_smtp_chaos() {
+async fn the_eight_emails_arrive_once_each_through_smtp_chaos() {
     let endpoints = Endpoints::from_env().expect("endpoints");
     let prefix = topics(&endpoints, "notif", &[]).await;
     let mailpit = Mailpit::start();
@@ -207,10 +207,12 @@ async fn the_seven_emails_arrive_once_each_through_smtp_chaos() {
         "email": at("patient"), "permissions": { "custodian": {}, "view": {} },
     };
     let invite = doc! { "_id": format!("invite{token}"), "clinicId": clinic, "creatorId": "patient2", "profile": { "fullName": "Lee Chan" } };
+    let clinician_invite = doc! { "_id": ObjectId::new(), "clinicId": clinic, "inviteId": format!("ci{token}"), "email": at("invitee"), "roles": ["CLINIC_MEMBER"] };
     let events = vec![
         ("clinic.clinics", insert("clinics", &clinic_doc)),
         ("clinic.clinicians", insert("clinicians", &admin)),
         ("clinic.clinicians", insert("clinicians", &member)),
+        ("clinic.clinicians", insert("clinicians", &clinician_invite)),
         ("clinic.patients", insert("patients", &patient)),
         (
             "clinic.patients",
@@ -293,7 +295,7 @@ async fn the_seven_emails_arrive_once_each_through_smtp_chaos() {
     testkit::publish_changes(&endpoints, &prefix, &[("clinic.clinicians", promotion)])
         .await
         .expect("published");
-    let received = await_received(&endpoints, &prefix, &mailpit, &token, 7).await;
+    let received = await_received(&endpoints, &prefix, &mailpit, &token, 8).await;
     for processor in processors {
         let (status, log_text) = processor.stop();
         assert!(status.success(), "exit {status}: {log_text}");
@@ -320,6 +322,10 @@ async fn the_seven_emails_arrive_once_each_through_smtp_chaos() {
                 "Lee Chan invited Riverside Diabetes Clinic to see their data",
                 "Your clinic Riverside Diabetes Clinic is ready on Tidepool",
             ],
+        ),
+        (
+            "invitee",
+            vec!["You are invited to join Riverside Diabetes Clinic on Tidepool"],
         ),
         (
             "legacy",
@@ -359,13 +365,22 @@ async fn the_seven_emails_arrive_once_each_through_smtp_chaos() {
     );
     let invited = received
         .iter()
-        .find(|m| m.subject.contains("invited"))
+        .find(|m| m.subject.contains("invited Riverside"))
         .expect("invitation");
     assert_eq!(
         invited.subject,
         "Lee Chan invited Riverside Diabetes Clinic to see their data"
     );
     assert_eq!(invited.to[0].address, at("admin"));
+    let invitation = by_recipient[&at("invitee")][0];
+    assert!(
+        invitation.text.contains(&format!(
+            "https://clinic.example.org/clinic-invite?clinicId={}&inviteId=ci{token}",
+            clinic.to_hex()
+        )),
+        "{}",
+        invitation.text
+    );
     let member_mail = by_recipient[&at("member")][0];
     assert!(
         member_mail
