@@ -25,8 +25,9 @@ pub struct UserDetails {
 }
 
 /// `DELETE /v1/users/{userId}/clinics`: services. Every patient record of the user, then every
-/// clinician record, each archived first; a clinic left without members loses its
-/// non-custodial patients (custodial ones stay, to be claimed), and its `admins` follow. The
+/// clinician record, each archived first; a clinic left without clinicians (members or pending
+/// invites, as Tidepool counts them) loses its non-custodial patients (custodial ones stay, to be
+/// claimed), and its `admins` follow. The
 /// deletions processor does the same from the CDC side (`docs/processors.md`).
 #[utoipa::path(
     delete,
@@ -84,7 +85,7 @@ pub async fn delete(
         let members = state
             .store
             .clinicians
-            .count_documents(doc! { "clinicId": clinic, "userId": { "$exists": true } })
+            .count_documents(doc! { "clinicId": clinic })
             .await?;
         if members == 0 {
             let orphans: Vec<Document> = state

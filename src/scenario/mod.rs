@@ -7,8 +7,9 @@
 //! from the connector. Each step waits for its effects and prints PASS or FAIL with its time:
 //!
 //! 1. a user creates a clinic (→ `clinic_created` to them; their membership in gatekeeper);
-//! 2. a service adds a clinician who has an account and invites one who has none; the admin
-//!    promotes the first to admin (→ `clinician_permissions_updated`);
+//! 2. the admin invites two clinicians (→ `clinician_invitation` to each); one accepts (the
+//!    service that confirms invites associates her account) and the admin promotes her
+//!    (→ `clinician_permissions_updated`); the other invite stays pending;
 //! 3. the new admin creates a custodial patient with an address (→ `custodial_account_created`;
 //!    the grant in gatekeeper);
 //! 4. a patient invites the clinic by its share code (→ `patient_clinic_invitation` to both
@@ -198,33 +199,58 @@ impl Story {
         ))
     }
 
+    /// The admin invites two addresses (→ `clinician_invitation` to each); one accepts (the
+    /// service that confirms invites associates her account, as hydrophone does) and is
+    /// promoted (→ `clinician_permissions_updated`); the other invite stays pending.
     async fn clinicians(&mut self) -> anyhow::Result<String> {
+        let mut invites = Vec::new();
+        for to in [
+            address(&self.member),
+            format!("invited-{}@example.org", self.suffix),
+        ] {
+            let invited = self
+                .api
+                .call(
+                    reqwest::Method::POST,
+                    &self.path("/invites/clinicians"),
+                    &self.admin,
+                    false,
+                    Some(json!({ "email": to, "roles": ["CLINIC_MEMBER"] })),
+                )
+                .await?;
+            let invite = invited["inviteId"].as_str().context("inviteId")?.to_owned();
+            invites.push((to, invite));
+        }
+        // The invitations arrive before anyone accepts: an acceptance between two of the
+        // emulator's polls would make the insert and the acceptance one change event.
+        let subject = format!("You are invited to join {} on Tidepool", self.name);
+        let mail = await_mail(&self.endpoints, &subject, 2).await?;
+        for (to, invite) in &invites {
+            let email = mail
+                .iter()
+                .find(|m| &m.to[0].address == to)
+                .with_context(|| format!("no invitation for {to}"))?;
+            anyhow::ensure!(
+                email.text.contains(&format!("inviteId={invite}")),
+                "the invitation does not carry its invite: {}",
+                email.text
+            );
+        }
         self.api
             .call(
-                reqwest::Method::POST,
-                &self.path("/clinicians"),
+                reqwest::Method::PATCH,
+                &self.path(&format!("/invites/clinicians/{}/clinician", invites[0].1)),
                 "demo-service",
                 true,
-                Some(json!({ "id": self.member, "email": address(&self.member), "name": "Dr. Ana Ortiz", "roles": ["CLINIC_MEMBER"] })),
+                Some(json!({ "userId": self.member })),
             )
             .await?;
-        let invited = format!("invite-{}", self.suffix);
-        self.api
-            .call(
-                reqwest::Method::POST,
-                &self.path("/clinicians"),
-                "demo-service",
-                true,
-                Some(json!({ "inviteId": invited, "email": format!("invited-{}@example.org", self.suffix), "roles": ["CLINIC_MEMBER"] })),
-            )
-            .await?;
-        // The member's record is in gatekeeper before the promotion: two writes between two of
-        // the emulator's polls would be one change event (the connector would report both).
+        // The member's record is in gatekeeper before the promotion, for the same reason.
         wait_for(
             &self.gatekeeper,
             "clinician_permissions",
-            doc! { "clinicId": self.clinic },
-            2,
+            doc! { "clinicId": self.clinic, "userId": &self.member },
+            1,
         )
         .await
         .context("the new member in gatekeeper")?;
@@ -256,7 +282,7 @@ impl Story {
         .await
         .context("two admins in gatekeeper")?;
         Ok(format!(
-            "Dr. Ana Ortiz joined and was promoted (clinician_permissions_updated), one invite pending; {} admins in gatekeeper",
+            "two invited (clinician_invitation to each); Dr. Ana Ortiz accepted and was promoted (clinician_permissions_updated), one invite pending; {} admins in gatekeeper",
             members.len()
         ))
     }

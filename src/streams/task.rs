@@ -122,11 +122,15 @@ impl<P: Processor> Task<P> {
         &mut self,
         next_offset: impl Fn(&str) -> Option<i64>,
     ) -> Result<(), crate::streams::disk::DiskError> {
+        // An index is checkpointed with the store it indexes: a disk store whose index has no
+        // checkpoint gained that index since it was written, and is rebuilt whole.
         let offsets: BTreeMap<String, i64> = self
             .stores
             .on_disk()
-            .filter(|store| self.topology.index_named(store).is_none())
-            .filter_map(|store| Some((store.to_owned(), next_offset(store)?)))
+            .filter_map(|store| {
+                let logged = self.topology.index_named(store).map_or(store, |i| &i.of);
+                Some((store.to_owned(), next_offset(logged)?))
+            })
             .collect();
         self.stores.flush(&offsets)
     }

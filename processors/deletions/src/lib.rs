@@ -10,8 +10,8 @@
 //!   / `sink.clinic.clinician_deletions` (canonical Extended JSON, so ObjectIds and dates keep
 //!   their types; `_id` = the deleted document's, so a replay archives nothing twice) and a
 //!   tombstone to `sink.clinic.patients` / `sink.clinic.clinicians`, all in the record's
-//!   transaction. A clinic left without a member (a clinician with a user; invites are not
-//!   members) then loses its non-custodial patients the same way, as in the reference service.
+//!   transaction. A clinic left without a clinician (a member, or a pending invite: Tidepool's
+//!   rule counts both) then loses its non-custodial patients the same way.
 //!   A deletion is handled only once the clinic tables have been read to where they ended when
 //!   it arrived ([`clinic::streams::Topology::stream_after_others`]), so the members rule never
 //!   sees a lagging clinician list; a document of a deleted user that arrives later still is

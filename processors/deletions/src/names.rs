@@ -25,9 +25,10 @@ pub const PATIENTS_BY_USER: &str = "patients_by_user";
 pub const PATIENTS_BY_CLINIC: &str = "patients_by_clinic";
 /// Index of `clinicians`: `<user>|<clinician _id>`.
 pub const CLINICIANS_BY_USER: &str = "clinicians_by_user";
-/// Index of `clinicians`: `<clinic>|<clinician _id>` for clinicians with a user (members; invites are
-/// not members).
-pub const MEMBERS_BY_CLINIC: &str = "members_by_clinic";
+/// Index of `clinicians`: `<clinic>|<clinician _id>` for every clinician of a clinic, members and
+/// pending invites alike (the orphan rule counts both, as Tidepool's). Its name is new with that
+/// rule (it was `members_by_clinic`, members only): a state directory written before rebuilds it.
+pub const CLINICIANS_BY_CLINIC: &str = "clinicians_by_clinic";
 /// Store: users deleted so far, with the time of deletion, so a document of theirs that arrives
 /// late (its topic lagging the user events) goes as well.
 pub const DELETED_USERS: &str = "deleted_users";

@@ -69,7 +69,7 @@ impl Processor for Deletions {
             .index(PATIENTS_BY_USER, PATIENT_STORE, by_user)
             .index(PATIENTS_BY_CLINIC, PATIENT_STORE, patients_by_clinic)
             .index(CLINICIANS_BY_USER, CLINICIAN_STORE, by_user)
-            .index(MEMBERS_BY_CLINIC, CLINICIAN_STORE, members_by_clinic)
+            .index(CLINICIANS_BY_CLINIC, CLINICIAN_STORE, clinicians_by_clinic)
             .output(SINK_PATIENTS)
             .output(SINK_CLINICIANS)
             .output(PATIENT_DELETIONS)
@@ -174,12 +174,10 @@ fn patients_by_clinic(key: &str, value: &[u8]) -> Result<Vec<String>, StoredErro
     Ok(listed_under(clinic.as_deref().map(clinic_prefix), key))
 }
 
-/// A clinician's index key under its clinic, when it is a member (has a user; an invite
-/// placeholder is not).
-fn members_by_clinic(key: &str, value: &[u8]) -> Result<Vec<String>, StoredError> {
-    let fields = document_fields(key, value, &["userId", "clinicId"])?;
-    let member = documents::user_id(&fields).is_some();
-    let clinic = model::clinic_key(&fields).filter(|_| member);
+/// A clinician's index key under its clinic, a member or a pending invite.
+fn clinicians_by_clinic(key: &str, value: &[u8]) -> Result<Vec<String>, StoredError> {
+    let fields = document_fields(key, value, &["clinicId"])?;
+    let clinic = model::clinic_key(&fields);
     Ok(listed_under(clinic.as_deref().map(clinic_prefix), key))
 }
 
@@ -289,10 +287,11 @@ fn delete_user(ctx: &mut Context<'_>, user: &str, at_ms: i64) -> Result<(), Proc
     Ok(())
 }
 
-/// A clinic with no member left keeps only its custodial patients, as in the reference service.
+/// A clinic with no clinician left, member or pending invite, keeps only its custodial patients,
+/// as in the reference service.
 fn release_orphans(ctx: &mut Context<'_>, clinic: &str, at_ms: i64) -> Result<(), ProcessError> {
     let prefix = clinic_prefix(clinic);
-    if !ctx.scan_prefix(MEMBERS_BY_CLINIC, &prefix)?.is_empty() {
+    if !ctx.scan_prefix(CLINICIANS_BY_CLINIC, &prefix)?.is_empty() {
         return Ok(());
     }
     for (key, patient) in listed(ctx, Kind::Patient, PATIENTS_BY_CLINIC, &prefix)? {

@@ -94,7 +94,7 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
         for (topic, store) in &stores {
             for &partition in partitions {
                 let from = match &self.state {
-                    Some(db) if self.on_disk(store) => db.checkpoint(partition, store)?,
+                    Some(db) if self.on_disk(store) => self.checkpoint(db, partition, store)?,
                     _ => 0,
                 };
                 changelogs.push((topic.clone(), partition, from));
@@ -149,6 +149,39 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
                 .shop
                 .topology
                 .on_disk(store, true, &self.kafka.settings().stores)
+    }
+
+    /// Where `store` of `task` on disk is restored from: its checkpoint, or `0` after wiping it
+    /// and its indexes when one of them has no checkpoint of its own (an index the store did
+    /// not have when it was written: replaying the tail would not list the entries already on
+    /// disk). An index whose listing changes takes a new name, and so is rebuilt the same way.
+    fn checkpoint(
+        &self,
+        db: &crate::streams::disk::StateDb,
+        task: i32,
+        store: &str,
+    ) -> anyhow::Result<i64> {
+        let from = db.checkpoint(task, store)?;
+        let indexes: Vec<&str> = self
+            .shop
+            .topology
+            .indexes_of(store)
+            .map(|i| i.name.as_str())
+            .collect();
+        let mut missing = Vec::new();
+        for index in &indexes {
+            if db.checkpoint(task, index)? == 0 {
+                missing.push(*index);
+            }
+        }
+        if from == 0 || missing.is_empty() {
+            return Ok(from);
+        }
+        tracing::info!(task, store, indexes = ?missing, "New indexes of a store on disk: rebuilding it from its changelog.");
+        let mut wiped = vec![store];
+        wiped.extend(indexes);
+        db.wipe(task, &wiped)?;
+        Ok(0)
     }
 
     /// The topology's stores (and indexes) that live on disk.

@@ -380,6 +380,11 @@ async fn a_deleted_user_leaves_every_clinic_and_a_clinic_without_members_keeps_o
     let (gone, other_admin) = (user(), user());
     let solo = clinic(&api, &gone).await;
     let shared = clinic(&api, &other_admin).await;
+    // A clinic whose only member goes but which has a pending invite keeps its patients, as
+    // Tidepool's rule counts invites.
+    let inviting = clinic(&api, &gone).await;
+    let inviting_id = inviting["id"].as_str().expect("id").to_owned();
+    api.invite_clinician(&inviting_id, "pending-invite").await;
     let (solo_id, shared_id) = (
         solo["id"].as_str().expect("id").to_owned(),
         shared["id"].as_str().expect("id").to_owned(),
@@ -420,6 +425,8 @@ async fn a_deleted_user_leaves_every_clinic_and_a_clinic_without_members_keeps_o
     )
     .await;
     share(shared_id.clone(), gone.clone(), json!({ "view": {} })).await;
+    let kept_for_invite = user();
+    share(inviting_id, kept_for_invite.clone(), json!({ "view": {} })).await;
 
     assert_error(
         &api.call(
@@ -458,7 +465,11 @@ async fn a_deleted_user_leaves_every_clinic_and_a_clinic_without_members_keeps_o
         left.sort();
         left
     };
-    let mut expected = vec![kept_custodial.clone(), kept_elsewhere.clone()];
+    let mut expected = vec![
+        kept_custodial.clone(),
+        kept_elsewhere.clone(),
+        kept_for_invite,
+    ];
     expected.sort();
     assert_eq!(left, expected);
     let clinicians = api
@@ -484,7 +495,7 @@ async fn a_deleted_user_leaves_every_clinic_and_a_clinic_without_members_keeps_o
         .count_documents(doc! {})
         .await
         .expect("count");
-    assert_eq!(archived_clinicians, 2);
+    assert_eq!(archived_clinicians, 3);
     let clinic_doc = |id: &str| {
         let api = &api;
         let id = ObjectId::parse_str(id).expect("oid");

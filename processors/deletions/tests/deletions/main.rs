@@ -210,10 +210,13 @@ fn a_deleted_user_loses_every_patient_and_clinician_document_each_archived_first
 }
 
 #[test]
-fn a_clinic_left_without_members_loses_its_non_custodial_patients_only() {
+fn a_clinic_left_without_members_or_invites_loses_its_non_custodial_patients_only() {
     let mut driver = driver();
-    let clinic = ObjectId::new();
-    let (custodial, shared, c, invite) = (
+    // Clinic `open` keeps a pending invite after its last member goes; `empty` keeps nothing.
+    let (open, empty) = (ObjectId::new(), ObjectId::new());
+    let (custodial, shared, kept, c1, c2, invite) = (
+        ObjectId::new(),
+        ObjectId::new(),
         ObjectId::new(),
         ObjectId::new(),
         ObjectId::new(),
@@ -222,38 +225,45 @@ fn a_clinic_left_without_members_loses_its_non_custodial_patients_only() {
     insert(
         &mut driver,
         PATIENTS,
-        &patient(
-            custodial,
-            clinic,
-            "u5",
-            doc! { "custodian": {}, "view": {} },
-        ),
+        &patient(custodial, empty, "u5", doc! { "custodian": {}, "view": {} }),
     );
     insert(
         &mut driver,
         PATIENTS,
-        &patient(shared, clinic, "u6", doc! { "view": {} }),
+        &patient(shared, empty, "u6", doc! { "view": {} }),
     );
     insert(
         &mut driver,
-        CLINICIANS,
-        &clinician(c, clinic, Some("u9"), &["CLINIC_ADMIN"]),
+        PATIENTS,
+        &patient(kept, open, "u7", doc! { "view": {} }),
     );
+    for (id, clinic) in [(c1, empty), (c2, open)] {
+        insert(
+            &mut driver,
+            CLINICIANS,
+            &clinician(id, clinic, Some("u9"), &["CLINIC_ADMIN"]),
+        );
+    }
     insert(
         &mut driver,
         CLINICIANS,
-        &clinician(invite, clinic, None, &["CLINIC_MEMBER"]),
+        &clinician(invite, open, None, &["CLINIC_MEMBER"]),
     );
 
     delete_structured(&mut driver, "u9");
 
-    let clinician_archives = archives(&driver.read_output(CLINICIAN_DELETIONS));
+    let mut clinician_archives: Vec<ObjectId> = archives(&driver.read_output(CLINICIAN_DELETIONS))
+        .iter()
+        .map(|a| a.get_object_id("_id").expect("oid"))
+        .collect();
+    clinician_archives.sort();
+    let mut expected = vec![c1, c2];
+    expected.sort();
     assert_eq!(
-        clinician_archives.len(),
-        1,
-        "the invite is no member and stays"
+        clinician_archives, expected,
+        "the invite is no user's and stays"
     );
-    assert_eq!(clinician_archives[0].get_object_id("_id"), Ok(c));
+    // `open` keeps its patient: its pending invite counts, as in Tidepool's rule.
     let patient_archives = archives(&driver.read_output(PATIENT_DELETIONS));
     assert_eq!(patient_archives.len(), 1);
     assert_eq!(patient_archives[0].get_object_id("_id"), Ok(shared));
@@ -385,7 +395,7 @@ fn documents_deleted_at_the_source_are_forgotten() {
     assert!(driver.read_output(CLINICIAN_DELETIONS).is_empty());
     assert!(driver.store("patients").is_empty());
     assert!(driver.store("patients_by_user").is_empty());
-    assert!(driver.store("members_by_clinic").is_empty());
+    assert!(driver.store("clinicians_by_clinic").is_empty());
 }
 
 fn driver_with_debezium_clinicians() -> TestDriver<Deletions> {

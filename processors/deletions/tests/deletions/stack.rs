@@ -15,11 +15,15 @@ use bson::oid::ObjectId;
 use bson::{DateTime, Document, doc};
 use clinic::cdc::{ChangeEvent, Operation};
 use clinic::endpoints::Endpoints;
+use clinic::streams::disk::StateDb;
 use clinic::streams::kafka::{Health, StreamsSettings};
 use clinic::streams::runner;
 use clinic::testkit;
 use clinic_deletions::config::Inputs;
-use clinic_deletions::processor::Deletions;
+use clinic_deletions::processor::{
+    CLINICIANS_BY_CLINIC, CLINICIANS_BY_USER, Deletions, PATIENT_STORE, PATIENTS_BY_CLINIC,
+    PATIENTS_BY_USER,
+};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
@@ -168,6 +172,25 @@ async fn a_user_deletion_reaches_the_clinic_collections_also_after_a_replay() {
         .await
         .expect("the runner task joins")
         .expect("the runner stops cleanly");
+    // As a version that adds the indexes finds the directory: documents on disk with their
+    // checkpoints, the indexes absent. The restart rebuilds them; replaying only the tail would
+    // leave them empty and delete nothing.
+    {
+        let group = format!("{prefix}{}", topology.group_id());
+        let state_db = StateDb::open(&state.path().join(group)).expect("the state");
+        assert!(state_db.checkpoint(0, PATIENT_STORE).expect("read") > 0);
+        state_db
+            .wipe(
+                0,
+                &[
+                    PATIENTS_BY_USER,
+                    PATIENTS_BY_CLINIC,
+                    CLINICIANS_BY_USER,
+                    CLINICIANS_BY_CLINIC,
+                ],
+            )
+            .expect("indexes removed");
+    }
 
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &endpoints.kafka_brokers)
