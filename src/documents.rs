@@ -27,6 +27,16 @@ pub fn is_custodial(patient: &Document) -> bool {
         .is_ok_and(|p| p.contains_key("custodian"))
 }
 
+/// The clinician role whose holders are the clinic's `admins`.
+pub const CLINIC_ADMIN: &str = "CLINIC_ADMIN";
+
+/// Whether a clinician document holds the admin role.
+pub fn is_admin(clinician: &Document) -> bool {
+    clinician
+        .get_array("roles")
+        .is_ok_and(|r| r.iter().any(|x| x.as_str() == Some(CLINIC_ADMIN)))
+}
+
 /// Permission names as the documents store them: `{view: {}, upload: {}, …}` (in the order
 /// given), as patients' `permissions` and gatekeeper's rows and shares hold them.
 pub fn permission_set<S: Into<String>>(names: impl IntoIterator<Item = S>) -> Document {

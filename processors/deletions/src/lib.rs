@@ -11,7 +11,8 @@
 //!   their types; `_id` = the deleted document's, so a replay archives nothing twice) and a
 //!   tombstone to `sink.clinic.patients` / `sink.clinic.clinicians`, all in the record's
 //!   transaction. A clinic left without a clinician (a member, or a pending invite: Tidepool's
-//!   rule counts both) then loses its non-custodial patients the same way.
+//!   rule counts both) then loses its non-custodial patients the same way, and a clinic the
+//!   user administered gets its `admins` without them (`sink.clinic.clinics`, `{_id, admins}`).
 //!   A deletion is handled only once the clinic tables have been read to where they ended when
 //!   it arrived ([`clinic::streams::Topology::stream_after_others`]), so the members rule never
 //!   sees a lagging clinician list; a document of a deleted user that arrives later still is

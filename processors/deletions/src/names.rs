@@ -10,6 +10,8 @@ pub const USER_EVENTS: &str = "user.events";
 pub const SINK_PATIENTS: &str = "sink.clinic.patients";
 /// Output: tombstones of deleted clinicians.
 pub const SINK_CLINICIANS: &str = "sink.clinic.clinicians";
+/// Output: the `admins` of a clinic a deleted admin was in (`{_id, admins}`, `$set` by the sink).
+pub const SINK_CLINICS: &str = "sink.clinic.clinics";
 /// Output: patient archive records.
 pub const PATIENT_DELETIONS: &str = "sink.clinic.patient_deletions";
 /// Output: clinician archive records.

@@ -72,6 +72,7 @@ impl Processor for Deletions {
             .index(CLINICIANS_BY_CLINIC, CLINICIAN_STORE, clinicians_by_clinic)
             .output(SINK_PATIENTS)
             .output(SINK_CLINICIANS)
+            .output(SINK_CLINICS)
             .output(PATIENT_DELETIONS)
             .output(CLINICIAN_DELETIONS)
     }
@@ -205,10 +206,8 @@ fn follow(ctx: &mut Context<'_>, kind: Kind, record: CdcRecord) -> Result<(), Pr
     };
     if let Some(deleted) = ctx.get_json::<Deleted>(DELETED_USERS, &part(&user))? {
         remove(ctx, kind, &key, &document, deleted.at_ms)?;
-        if kind == Kind::Clinician
-            && let Some(clinic) = model::clinic_key(&document)
-        {
-            release_orphans(ctx, &clinic, deleted.at_ms)?;
+        if kind == Kind::Clinician {
+            left_clinic(ctx, &document, deleted.at_ms)?;
         }
     }
     Ok(())
@@ -274,17 +273,65 @@ fn delete_user(ctx: &mut Context<'_>, user: &str, at_ms: i64) -> Result<(), Proc
     for (key, document) in listed(ctx, Kind::Patient, PATIENTS_BY_USER, &user_key)? {
         remove(ctx, Kind::Patient, &key, &document, at_ms)?;
     }
-    let mut clinics = Vec::new();
-    for (key, document) in listed(ctx, Kind::Clinician, CLINICIANS_BY_USER, &user_key)? {
-        clinics.extend(model::clinic_key(&document));
-        remove(ctx, Kind::Clinician, &key, &document, at_ms)?;
+    let memberships = listed(ctx, Kind::Clinician, CLINICIANS_BY_USER, &user_key)?;
+    for (key, document) in &memberships {
+        remove(ctx, Kind::Clinician, key, document, at_ms)?;
     }
-    clinics.sort();
-    clinics.dedup();
-    for clinic in clinics {
-        release_orphans(ctx, &clinic, at_ms)?;
+    for (_, document) in &memberships {
+        left_clinic(ctx, document, at_ms)?;
     }
     Ok(())
+}
+
+/// What the removal of the clinician `document` of a deleted user leaves its clinic to do: the
+/// orphan rule, and, when they were an admin, the clinic's `admins` without them.
+fn left_clinic(ctx: &mut Context<'_>, document: &Document, at_ms: i64) -> Result<(), ProcessError> {
+    let (Some(clinic), Some(clinic_id)) = (model::clinic_key(document), document.get("clinicId"))
+    else {
+        return Ok(());
+    };
+    release_orphans(ctx, &clinic, at_ms)?;
+    if documents::is_admin(document) {
+        admins_follow(ctx, &clinic, clinic_id)?;
+    }
+    Ok(())
+}
+
+/// The clinic's `admins` as its admin clinicians left in the table say (oldest first, as the
+/// API keeps them), `$set` by the clinics' sink, as the API's `DeleteUserFromClinics` does.
+fn admins_follow(
+    ctx: &mut Context<'_>,
+    clinic: &str,
+    clinic_id: &Bson,
+) -> Result<(), ProcessError> {
+    let mut admins: Vec<(Option<bson::DateTime>, String, String)> = Vec::new();
+    for (key, clinician) in listed(
+        ctx,
+        Kind::Clinician,
+        CLINICIANS_BY_CLINIC,
+        &clinic_prefix(clinic),
+    )? {
+        if let (true, Some(user)) = (
+            documents::is_admin(&clinician),
+            documents::user_id(&clinician),
+        ) {
+            admins.push((
+                clinician.get_datetime("createdTime").ok().copied(),
+                key,
+                user,
+            ));
+        }
+    }
+    admins.sort();
+    let admins: Vec<String> = admins.into_iter().map(|(_, _, user)| user).collect();
+    let update = bson::doc! { "_id": clinic_id.clone(), "admins": admins };
+    ctx.emit(OutputRecord {
+        topic: SINK_CLINICS.to_owned(),
+        key: sink_key(clinic_id),
+        value: Some(OutValue::Json(
+            Bson::Document(update).into_canonical_extjson(),
+        )),
+    })
 }
 
 /// A clinic with no clinician left, member or pending invite, keeps only its custodial patients,

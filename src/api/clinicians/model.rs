@@ -16,8 +16,7 @@ use crate::api::validate::{bad, email, non_empty, one_of, unique};
 
 /// The roles of `clinicianRoles.v1`.
 pub const ROLES: [&str; 3] = ["CLINIC_ADMIN", "CLINIC_MEMBER", "PRESCRIBER"];
-/// The role whose holders are the clinic's `admins`.
-pub const ADMIN: &str = "CLINIC_ADMIN";
+pub use crate::documents::{CLINIC_ADMIN as ADMIN, is_admin};
 
 /// `clinician.v1` as a new clinician: a user (`id`) or an invite (`inviteId`).
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -107,13 +106,6 @@ impl ClinicianClinic {
             clinic: clinic.into(),
         }
     }
-}
-
-/// Whether the stored clinician holds the admin role.
-pub fn is_admin(clinician: &Document) -> bool {
-    clinician
-        .get_array("roles")
-        .is_ok_and(|r| r.iter().any(|x| x.as_str() == Some(ADMIN)))
 }
 
 /// Roles as the contract wants them: at least one, known, no repeats.

@@ -14,7 +14,7 @@ use clinic::testkit::change;
 use clinic_deletions::config::{Inputs, UserTable};
 use clinic_deletions::processor::{
     CLINICIAN_DELETIONS, CLINICIANS, Deletions, PATIENT_DELETIONS, PATIENTS, SINK_CLINICIANS,
-    SINK_PATIENTS, USER_EVENTS, sink_key,
+    SINK_CLINICS, SINK_PATIENTS, USER_EVENTS, sink_key,
 };
 use serde_json::json;
 
@@ -205,6 +205,14 @@ fn a_deleted_user_loses_every_patient_and_clinician_document_each_archived_first
     assert_eq!(
         tombstone_keys(&driver.read_output(SINK_CLINICIANS)),
         vec![sink_key(&Bson::ObjectId(c1))]
+    );
+    // u1 was an admin: the clinic's `admins` without them.
+    let clinics = driver.read_output(SINK_CLINICS);
+    assert_eq!(clinics.len(), 1);
+    assert_eq!(clinics[0].key, sink_key(&Bson::ObjectId(clinic)));
+    assert_eq!(
+        archives(&clinics),
+        vec![doc! { "_id": clinic, "admins": ["u3"] }]
     );
     assert!(driver.dead_letters().is_empty());
 }

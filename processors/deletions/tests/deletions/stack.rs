@@ -1,8 +1,8 @@
 //! On the local stack: clinic documents in FerretDB, their change events in the source
 //! connector's Avro form, and a binary-mode CloudEvent deleting a user flow through the processor
-//! (the real runner, one task over partitions of different counts) and the repository's four
-//! clinic sink connectors; the patients, clinicians and both archive collections end up exactly as
-//! expected (the deletion handled after a restart: stores restored, indexes rebuilt), and again
+//! (the real runner, one task over partitions of different counts) and the repository's five
+//! clinic sink connectors; the patients, clinicians, clinics' `admins` and both archive
+//! collections end up exactly as expected (the deletion handled after a restart: stores restored, indexes rebuilt), and again
 //! after the state is reset and the inputs replayed by a fresh application id.
 
 use clinic::streams::Processor as _;
@@ -35,8 +35,17 @@ fn insert(coll: &str, document: &Document) -> ChangeEvent {
 const DELETED_AT: &str = "2026-11-26T10:00:00Z";
 const DELETED_MS: i64 = 1_795_687_200_000;
 
-async fn seed(db: &mongodb::Database, patients: &[Document], clinicians: &[Document]) {
-    for (name, docs) in [("patients", patients), ("clinicians", clinicians)] {
+async fn seed(
+    db: &mongodb::Database,
+    clinics: &[Document],
+    patients: &[Document],
+    clinicians: &[Document],
+) {
+    for (name, docs) in [
+        ("clinics", clinics),
+        ("patients", patients),
+        ("clinicians", clinicians),
+    ] {
         let collection = db.collection::<Document>(name);
         collection.delete_many(doc! {}).await.expect("clear");
         collection.insert_many(docs.to_vec()).await.expect("seed");
@@ -84,6 +93,7 @@ async fn a_user_deletion_reaches_the_clinic_collections_also_after_a_replay() {
             [
                 "sink.clinic.patients",
                 "sink.clinic.clinicians",
+                "sink.clinic.clinics",
                 "sink.clinic.patient_deletions",
                 "sink.clinic.clinician_deletions",
             ]
@@ -94,7 +104,7 @@ async fn a_user_deletion_reaches_the_clinic_collections_also_after_a_replay() {
     )
     .await
     .expect("connectors");
-    assert_eq!(deployed.len(), 4);
+    assert_eq!(deployed.len(), 5);
 
     // Clinic A keeps a member after u1 goes; clinic B loses its only member, u1.
     let (a, b) = (ObjectId::new(), ObjectId::new());
@@ -121,12 +131,16 @@ async fn a_user_deletion_reaches_the_clinic_collections_also_after_a_replay() {
         u4_in_b.clone(),
     ];
     let clinicians = vec![u1_of_a.clone(), u5_of_a.clone(), u1_of_b.clone()];
+    let clinic_doc = |id: ObjectId, admins: &[&str]| {
+        doc! { "_id": id, "name": format!("Clinic {id}"), "admins": admins, "createdTime": created }
+    };
+    let clinics = vec![clinic_doc(a, &["u1", "u5"]), clinic_doc(b, &["u1"])];
 
     let db = mongodb::Client::with_uri_str(&endpoints.mongo_uri)
         .await
         .expect("mongo")
         .database(&database);
-    seed(&db, &patients, &clinicians).await;
+    seed(&db, &clinics, &patients, &clinicians).await;
     let mut events: Vec<(&str, ChangeEvent)> = patients
         .iter()
         .map(|p| ("clinic.patients", insert("patients", p)))
@@ -221,6 +235,8 @@ async fn a_user_deletion_reaches_the_clinic_collections_also_after_a_replay() {
     let expected = BTreeMap::from([
         ("patients", vec![u2_in_a.clone(), u4_in_b.clone()]),
         ("clinicians", vec![u5_of_a.clone()]),
+        // u1 leaves both clinics' `admins`; the rest of each clinic stays as it was.
+        ("clinics", vec![clinic_doc(a, &["u5"]), clinic_doc(b, &[])]),
         (
             "patient_deletions",
             vec![archive("patient", &u1_in_a), archive("patient", &u3_in_b)],
@@ -251,7 +267,7 @@ async fn a_user_deletion_reaches_the_clinic_collections_also_after_a_replay() {
     assert_eq!(first, sorted);
 
     // Replay: the collections as before the deletion, fresh state, the same input topics.
-    seed(&db, &patients, &clinicians).await;
+    seed(&db, &clinics, &patients, &clinicians).await;
     let replay = StreamsSettings {
         application_id: Some(replay_id),
         ..config
