@@ -17,6 +17,11 @@
 //!   it arrived ([`clinic::streams::Topology::stream_after_others`]), so the members rule never
 //!   sees a lagging clinician list; a document of a deleted user that arrives later still is
 //!   removed on arrival.
+//! - A `users:update` whose `username` changed to another address gives it to every patient and
+//!   clinician record of the user (`{_id, email, updatedTime}` to `sink.clinic.patients` /
+//!   `sink.clinic.clinicians`), as Tidepool's worker has the clinic service do; a clinician record
+//!   whose clinic has another clinician with that address keeps its own
+//!   (`clinic_deletions_email_conflicts_total`, a WARN).
 //! - Other event types are ignored and counted (`clinic_deletions_events_ignored_total`);
 //!   malformed events go to the DLQ.
 //! - Runs as **one task over every partition** ([`clinic::streams::Topology::single_task`]): the
@@ -42,6 +47,9 @@ pub const NAME: &str = "deletions";
 pub mod metrics {
     /// User events of other types (and Debezium non-deletes), ignored.
     pub const IGNORED: &str = "clinic_deletions_events_ignored_total";
+    /// Clinician records that kept their address on a `users:update`: another clinician of the
+    /// same clinic has the new one.
+    pub const EMAIL_CONFLICTS: &str = "clinic_deletions_email_conflicts_total";
 }
 
 /// The binary: the processor on the shared main ([`clinic::streams::app`]).

@@ -16,7 +16,18 @@ pub enum UserEvent {
         /// When it happened (the event's `time`, else the record's timestamp), epoch millis.
         at_ms: i64,
     },
-    /// Any other event (`users:create`, `users:update`, a Debezium insert…): ignored.
+    /// The user's address changed (a `users:update` whose `username` changed): their clinic
+    /// records take it, as Tidepool's worker has the clinic service do (UpdateClinicUserDetails).
+    EmailChanged {
+        /// The user id.
+        user_id: String,
+        /// The new address, trimmed and lower-cased as the API stores addresses.
+        email: String,
+        /// When it happened, epoch millis (the records' `updatedTime`).
+        at_ms: i64,
+    },
+    /// Any other event (`users:create`, a `users:update` keeping the username, a Debezium
+    /// insert…): ignored.
     Ignored {
         /// Its type, for the log.
         kind: String,
@@ -28,16 +39,23 @@ fn poison(message: impl Into<String>) -> ProcessError {
 }
 
 /// Reads a user event from a Kafka record ([`events::cloud_event`]): a `users:delete` is a
-/// deletion, at the event's `time` (else the record's timestamp); any other type is ignored.
+/// deletion, at the event's `time` (else the record's timestamp); a `users:update` whose
+/// `username` changed to an address is an address change (Tidepool's worker's condition); any
+/// other type is ignored.
 ///
 /// # Errors
-/// Poison when the record is no CloudEvent, or a `users:delete` event carries no user id.
+/// Poison when the record is no CloudEvent, or a `users:delete` or `users:update` event carries
+/// no user id.
 pub fn cloud_event(
     headers: &[(String, Vec<u8>)],
     value: Option<&Value>,
     record_ms: Option<i64>,
 ) -> Result<UserEvent, ProcessError> {
     let event = events::cloud_event(headers, value)?;
+    let at_ms = event.time_ms.or(record_ms).unwrap_or_default();
+    if event.kind == events::USERS_UPDATE {
+        return email_change(&event, at_ms);
+    }
     if event.kind != events::USERS_DELETE {
         return Ok(UserEvent::Ignored { kind: event.kind });
     }
@@ -48,8 +66,41 @@ pub fn cloud_event(
         .ok_or_else(|| poison("users:delete event whose data carries no userid"))?;
     Ok(UserEvent::Deleted {
         user_id: user_id.to_owned(),
-        at_ms: event.time_ms.or(record_ms).unwrap_or_default(),
+        at_ms,
     })
+}
+
+/// A `users:update` (`{original, updated}`): an address change when `updated.username` is an
+/// address other than `original.username`.
+fn email_change(event: &events::CloudEvent, at_ms: i64) -> Result<UserEvent, ProcessError> {
+    let username = |side: &str| {
+        event
+            .data
+            .as_ref()
+            .and_then(|d| d.get(side))
+            .and_then(|u| u.get("username"))
+            .and_then(Value::as_str)
+            .map(|u| u.trim().to_lowercase())
+    };
+    let updated = event
+        .data
+        .as_ref()
+        .and_then(|d| d.get("updated"))
+        .ok_or_else(|| poison("users:update event without its updated user"))?;
+    let user_id = events::user_id(updated)
+        .ok_or_else(|| poison("users:update event whose updated user carries no userid"))?;
+    match (username("original"), username("updated")) {
+        (before, Some(after)) if after.contains('@') && before.as_ref() != Some(&after) => {
+            Ok(UserEvent::EmailChanged {
+                user_id: user_id.to_owned(),
+                email: after,
+                at_ms,
+            })
+        }
+        _ => Ok(UserEvent::Ignored {
+            kind: format!("{} keeping its address", event.kind),
+        }),
+    }
 }
 
 /// Reads a Debezium row change of a user table (relational envelope: `op`, `before`, `after`,

@@ -114,6 +114,11 @@ impl Processor for Deletions {
         };
         match event {
             UserEvent::Deleted { user_id, at_ms } => delete_user(ctx, &user_id, at_ms),
+            UserEvent::EmailChanged {
+                user_id,
+                email,
+                at_ms,
+            } => change_email(ctx, &user_id, &email, at_ms),
             UserEvent::Ignored { kind } => {
                 ::metrics::counter!(crate::metrics::IGNORED).increment(1);
                 tracing::debug!(kind = %kind, topic = input.topic, "Ignored a user event.");
@@ -332,6 +337,68 @@ fn admins_follow(
             Bson::Document(update).into_canonical_extjson(),
         )),
     })
+}
+
+/// Gives every patient and clinician record of `user` the address `email` (`{_id, email,
+/// updatedTime}`, `$set` by the sinks), as the API's UpdateClinicUserDetails does; the stored
+/// documents take it at once. A clinician record whose clinic has another clinician with that
+/// address keeps its own (the API answers that case 409): skipped, counted and logged.
+fn change_email(
+    ctx: &mut Context<'_>,
+    user: &str,
+    email: &str,
+    at_ms: i64,
+) -> Result<(), ProcessError> {
+    let user_key = part(user);
+    let at = bson::DateTime::from_millis(at_ms);
+    for (kind, index) in [
+        (Kind::Patient, PATIENTS_BY_USER),
+        (Kind::Clinician, CLINICIANS_BY_USER),
+    ] {
+        for (key, mut document) in listed(ctx, kind, index, &user_key)? {
+            if document.get_str("email").ok() == Some(email) {
+                continue;
+            }
+            if kind == Kind::Clinician && address_taken(ctx, &document, email)? {
+                ::metrics::counter!(crate::metrics::EMAIL_CONFLICTS).increment(1);
+                tracing::warn!(document = %key, "A changed address is another clinician's in the same clinic; this record keeps its own.");
+                continue;
+            }
+            let id = document.get("_id").cloned().unwrap_or(Bson::Null);
+            let update = bson::doc! { "_id": id.clone(), "email": email, "updatedTime": at };
+            ctx.emit(OutputRecord {
+                topic: kind.sink().to_owned(),
+                key: sink_key(&id),
+                value: Some(OutValue::Json(
+                    Bson::Document(update).into_canonical_extjson(),
+                )),
+            })?;
+            document.insert("email", email);
+            document.insert("updatedTime", at);
+            ctx.put_document(kind.store(), &key, &document)?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether another clinician of `clinician`'s clinic has the address `email`.
+fn address_taken(
+    ctx: &Context<'_>,
+    clinician: &Document,
+    email: &str,
+) -> Result<bool, ProcessError> {
+    let Some(clinic) = model::clinic_key(clinician) else {
+        return Ok(false);
+    };
+    let id = clinician.get("_id");
+    Ok(listed(
+        ctx,
+        Kind::Clinician,
+        CLINICIANS_BY_CLINIC,
+        &clinic_prefix(&clinic),
+    )?
+    .iter()
+    .any(|(_, other)| other.get("_id") != id && other.get_str("email").ok() == Some(email)))
 }
 
 /// A clinic with no clinician left, member or pending invite, keeps only its custodial patients,

@@ -534,3 +534,78 @@ fn other_event_types_are_ignored_and_malformed_events_go_to_the_dlq() {
     delete_binary(&mut driver, "u1");
     assert_eq!(driver.read_output(PATIENT_DELETIONS).len(), 1);
 }
+
+/// A structured-mode `users:update` of `user` from `before` to `after` (usernames).
+fn update_username(driver: &mut TestDriver<Deletions>, user: &str, before: &str, after: &str) {
+    let event = json!({
+        "specversion": "1.0", "type": "users:update", "id": format!("u-{after}"), "source": "shoreline",
+        "time": DELETED_AT, "datacontenttype": "application/json",
+        "data": { "original": { "userid": user, "username": before },
+                  "updated": { "userid": user, "username": after } },
+    });
+    driver
+        .pipe_with_headers(
+            USER_EVENTS,
+            Some(user.as_bytes()),
+            Some(event.to_string().as_bytes()),
+            &[("content-type", b"application/cloudevents+json")],
+        )
+        .expect("no fatal error");
+}
+
+#[test]
+fn a_changed_username_reaches_the_users_records_except_a_clinicians_address_taken_in_its_clinic() {
+    let mut driver = driver();
+    let (a, b) = (ObjectId::new(), ObjectId::new());
+    let (p1, c1, c2, c3) = (
+        ObjectId::new(),
+        ObjectId::new(),
+        ObjectId::new(),
+        ObjectId::new(),
+    );
+    insert(
+        &mut driver,
+        PATIENTS,
+        &patient(p1, a, "u1", doc! { "view": {} }),
+    );
+    insert(
+        &mut driver,
+        CLINICIANS,
+        &clinician(c1, a, Some("u1"), &["CLINIC_MEMBER"]),
+    );
+    insert(
+        &mut driver,
+        CLINICIANS,
+        &clinician(c2, b, Some("u1"), &["CLINIC_MEMBER"]),
+    );
+    // In clinic b, a pending invite already has the new address.
+    let mut invite = clinician(c3, b, None, &["CLINIC_MEMBER"]);
+    invite.insert("email", "new@example.org");
+    insert(&mut driver, CLINICIANS, &invite);
+
+    // The same username (another field changed): nothing.
+    update_username(&mut driver, "u1", "c@example.org", "C@Example.org");
+    assert!(driver.read_output(SINK_PATIENTS).is_empty());
+    update_username(&mut driver, "u1", "c@example.org", " New@Example.org ");
+    let at = DateTime::from_millis(DELETED_MS);
+    assert_eq!(
+        archives(&driver.read_output(SINK_PATIENTS)),
+        vec![doc! { "_id": p1, "email": "new@example.org", "updatedTime": at }]
+    );
+    assert_eq!(
+        archives(&driver.read_output(SINK_CLINICIANS)),
+        vec![doc! { "_id": c1, "email": "new@example.org", "updatedTime": at }],
+        "c2 keeps its address: the invite in its clinic has the new one"
+    );
+    // The table took the address: a later deletion archives the record as it is now.
+    delete_binary(&mut driver, "u1");
+    let archived = archives(&driver.read_output(PATIENT_DELETIONS));
+    assert_eq!(
+        archived[0]
+            .get_document("patient")
+            .expect("patient")
+            .get_str("email"),
+        Ok("new@example.org")
+    );
+    assert!(driver.dead_letters().is_empty());
+}

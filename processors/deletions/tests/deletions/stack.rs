@@ -1,9 +1,10 @@
 //! On the local stack: clinic documents in FerretDB, their change events in the source
-//! connector's Avro form, and a binary-mode CloudEvent deleting a user flow through the processor
-//! (the real runner, one task over partitions of different counts) and the repository's five
-//! clinic sink connectors; the patients, clinicians, clinics' `admins` and both archive
-//! collections end up exactly as expected (the deletion handled after a restart: stores restored, indexes rebuilt), and again
-//! after the state is reset and the inputs replayed by a fresh application id.
+//! connector's Avro form, and binary-mode CloudEvents deleting a user and changing another's
+//! address flow through the processor (the real runner, one task over partitions of different
+//! counts) and the repository's five clinic sink connectors; the patients, clinicians (one with
+//! its new address), clinics' `admins` and both archive collections end up exactly as expected
+//! (handled after a restart: stores restored, indexes rebuilt), and again after the state is
+//! reset and the inputs replayed by a fresh application id.
 
 use clinic::streams::Processor as _;
 use std::collections::BTreeMap;
@@ -210,31 +211,45 @@ async fn a_user_deletion_reaches_the_clinic_collections_also_after_a_replay() {
         .set("bootstrap.servers", &endpoints.kafka_brokers)
         .create()
         .expect("producer");
-    let headers = clinic::events::binary_headers(
-        clinic::events::USERS_DELETE,
-        "delete-u1",
-        "shoreline",
-        DELETED_AT,
-    );
-    producer
-        .send(
-            FutureRecord::to(&format!("{prefix}user.events"))
-                .key("u1")
-                .payload(r#"{"userid":"u1","username":"u1@example.org","fullName":"U One"}"#)
-                .headers(headers),
-            Duration::from_secs(30),
-        )
-        .await
-        .map_err(|(e, _)| e)
-        .expect("produce the CloudEvent");
+    // u1's account is deleted; u5 changes their address.
+    for (kind, id, user, data) in [
+        (
+            clinic::events::USERS_DELETE,
+            "delete-u1",
+            "u1",
+            r#"{"userid":"u1","username":"u1@example.org","fullName":"U One"}"#,
+        ),
+        (
+            clinic::events::USERS_UPDATE,
+            "update-u5",
+            "u5",
+            r#"{"original":{"userid":"u5","username":"u5@example.org"},"updated":{"userid":"u5","username":"u5.new@example.org"}}"#,
+        ),
+    ] {
+        let headers = clinic::events::binary_headers(kind, id, "shoreline", DELETED_AT);
+        producer
+            .send(
+                FutureRecord::to(&format!("{prefix}user.events"))
+                    .key(user)
+                    .payload(data)
+                    .headers(headers),
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .expect("produce the CloudEvent");
+    }
 
     let deleted = DateTime::from_millis(DELETED_MS);
+    let mut u5_renamed = u5_of_a.clone();
+    u5_renamed.insert("email", "u5.new@example.org");
+    u5_renamed.insert("updatedTime", deleted);
     let archive = |field: &str, document: &Document| {
         doc! { "_id": document.get_object_id("_id").expect("oid"), "deletedTime": deleted, field: document.clone() }
     };
     let expected = BTreeMap::from([
         ("patients", vec![u2_in_a.clone(), u4_in_b.clone()]),
-        ("clinicians", vec![u5_of_a.clone()]),
+        ("clinicians", vec![u5_renamed]),
         // u1 leaves both clinics' `admins`; the rest of each clinic stays as it was.
         ("clinics", vec![clinic_doc(a, &["u5"]), clinic_doc(b, &[])]),
         (
