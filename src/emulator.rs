@@ -20,7 +20,8 @@
 //!
 //! Start: as the connector's `startup.mode` says; `latest` (the repository's) takes the documents
 //! there at the first start as the starting point and publishes only later changes,
-//! `copy_existing` publishes them as inserts first.
+//! `copy_existing` publishes them first as the connector copies them (inserts marked by
+//! `_id.copyingData`, which the decoder reads as snapshot reads: tables take them, no email).
 //!
 //! Position: what it saw is kept in a compacted topic (`<prefix>cdc-emulator.state`, one record
 //! per document), written in the same Kafka transaction as the events of each poll, and read
@@ -311,6 +312,7 @@ impl Emulator {
                 };
                 for (key, document) in &current {
                     let operation = match before.get(key) {
+                        None if first => Some(Change::Copy),
                         None => Some(Change::Insert),
                         Some(old) if old == document => None,
                         Some(old) => Some(change_of(old, document)),
@@ -362,11 +364,17 @@ impl Emulator {
     ) -> ChangeEvent {
         self.sequence += 1;
         let now = DateTime::now();
+        let copy = matches!(change, Change::Copy);
         let (operation, full, updated, removed) = match change {
-            Change::Insert => {
+            Change::Insert | Change::Copy => {
                 published.inserts += 1;
+                let operation = if copy {
+                    Operation::Snapshot
+                } else {
+                    Operation::Insert
+                };
                 (
-                    Operation::Insert,
+                    operation,
                     Some(document.clone()),
                     Document::new(),
                     Vec::new(),
@@ -391,6 +399,25 @@ impl Emulator {
             }
         };
         let seconds = u32::try_from(now.timestamp_millis() / 1000).unwrap_or(u32::MAX);
+        let id = document.get("_id").cloned().unwrap_or(Bson::Null);
+        // The connector's copy carries its mark as the token, and no oplog or wall time.
+        let source = if copy {
+            SourcePosition {
+                resume_token: Some(doc! { "_id": id, "copyingData": true }),
+                cluster_time: None,
+                wall_time: None,
+            }
+        } else {
+            SourcePosition {
+                resume_token: Some(doc! { "_data": format!("emulator-{:016x}", self.sequence) }),
+                cluster_time: Some(Timestamp {
+                    time: seconds,
+                    #[allow(clippy::cast_possible_truncation, reason = "an increment wraps")]
+                    increment: self.sequence as u32,
+                }),
+                wall_time: Some(now),
+            }
+        };
         ChangeEvent {
             operation,
             namespace: Some(ns.clone()),
@@ -399,15 +426,7 @@ impl Emulator {
             updated_fields: updated,
             removed_fields: removed,
             truncated_arrays: Vec::new(),
-            source: SourcePosition {
-                resume_token: Some(doc! { "_data": format!("emulator-{:016x}", self.sequence) }),
-                cluster_time: Some(Timestamp {
-                    time: seconds,
-                    #[allow(clippy::cast_possible_truncation, reason = "an increment wraps")]
-                    increment: self.sequence as u32,
-                }),
-                wall_time: Some(now),
-            },
+            source,
         }
     }
 
@@ -520,6 +539,8 @@ async fn create_state_topic(client: &ClientConfig, topic: &str) -> anyhow::Resul
 #[derive(Debug, Clone, PartialEq)]
 enum Change {
     Insert,
+    /// A document there when `copy_existing` started: the connector's copy of it.
+    Copy,
     Update {
         updated: Document,
         removed: Vec<String>,

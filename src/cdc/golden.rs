@@ -425,3 +425,43 @@ fn truncated_arrays_decode_from_both_envelopes() {
         "updateDescription": {"truncatedArrays": [{"field": "x", "newSize": -1}]}}"#;
     assert!(decode_json(Envelope::MongoChangeStream, None, Some(negative)).is_err());
 }
+
+#[test]
+fn the_connectors_copy_of_an_existing_document_is_a_snapshot_read_both_ways() {
+    // `MongoCopyDataManager`'s pipeline: an insert whose `_id` marks the copy, with no
+    // clusterTime or wallTime (startup.mode=copy_existing, or copy.existing on a re-created
+    // connector), as DefaultJson text double-encoded by JsonConverter.
+    let event_text = format!(
+        r#"{{"_id": {{"_id": {{"$oid": "{PATIENT_ID}"}}, "copyingData": true}}, "operationType": "insert",
+            "documentKey": {{"_id": {{"$oid": "{PATIENT_ID}"}}}}, "ns": {{"db": "clinic", "coll": "patients"}},
+            "fullDocument": {{"_id": {{"$oid": "{PATIENT_ID}"}}, "clinicId": {{"$oid": "{CLINIC_ID}"}},
+                "userId": "1a2b3c4d5e", "permissions": {{"custodian": {{}}}}}}}}"#
+    );
+    let kafka_bytes = serde_json::to_vec(&event_text).expect("a JSON string literal");
+    let event = change(
+        decode_json(Envelope::MongoChangeStream, None, Some(&kafka_bytes)).expect("decodes"),
+    );
+    assert_eq!(event.operation, Operation::Snapshot);
+    assert_eq!(
+        event.source.resume_token,
+        Some(doc! { "_id": oid(PATIENT_ID), "copyingData": true })
+    );
+    assert_eq!(
+        (event.source.cluster_time, event.source.wall_time),
+        (None, None)
+    );
+    // An ordinary insert stays one.
+    let insert = event_text.replace(r#", "copyingData": true"#, "");
+    let bytes = serde_json::to_vec(&insert).expect("a JSON string literal");
+    let plain =
+        change(decode_json(Envelope::MongoChangeStream, None, Some(&bytes)).expect("decodes"));
+    assert_eq!(plain.operation, Operation::Insert);
+    // Written back as the connector writes its copies, in both its outputs.
+    let json = mongo::to_json(&event, extjson::Dialect::Canonical);
+    assert_eq!(json["operationType"], "insert");
+    assert_eq!(json["_id"]["copyingData"], true);
+    let avro = mongo::to_avro(&event, extjson::Dialect::Canonical);
+    let back =
+        change(decode_avro(Envelope::MongoChangeStream, None, Some(&avro)).expect("decodes"));
+    assert_eq!(back.operation, Operation::Snapshot);
+}

@@ -87,6 +87,13 @@ pub fn decode_fields(value: Value, fields: Option<&[&str]>) -> Result<ChangeEven
         cluster_time: fields::take_timestamp(&mut event, "clusterTime")?,
         wall_time: fields::take_datetime(&mut event, "wallTime")?,
     };
+    // The connector's copy of existing documents (`startup.mode=copy_existing`, or a connector
+    // re-created with `copy.existing`) mimics inserts, marked by `_id.copyingData`: a snapshot
+    // read, as Debezium's `op = r`. Tables take it as an insert; nothing treats it as new.
+    let operation = match operation {
+        Operation::Insert if is_copy(source.resume_token.as_ref()) => Operation::Snapshot,
+        other => other,
+    };
     Ok(ChangeEvent {
         operation,
         namespace,
@@ -99,14 +106,37 @@ pub fn decode_fields(value: Value, fields: Option<&[&str]>) -> Result<ChangeEven
     })
 }
 
-/// The event as the connector's `json` output writes it (sub-documents as objects), in `dialect`.
+/// Whether a resume token is the copy-existing mark the connector puts in its `_id`
+/// (`{_id: <document id>, copyingData: true}`; `MongoCopyDataManager`).
+fn is_copy(token: Option<&Document>) -> bool {
+    token.is_some_and(|t| t.get_bool("copyingData") == Ok(true))
+}
+
+/// The resume token and operation type the connector writes for `event`: a snapshot read is
+/// its copy of an existing document, an insert whose `_id` is `{_id: <document id>,
+/// copyingData: true}`.
+fn as_written(event: &ChangeEvent) -> (Option<Document>, &str) {
+    let token = event.source.resume_token.clone();
+    if event.operation != Operation::Snapshot {
+        return (token, event.operation.as_str());
+    }
+    let copy = token.filter(|t| is_copy(Some(t))).unwrap_or_else(|| {
+        let id = event.document_key.get("_id").cloned().unwrap_or(Bson::Null);
+        bson::doc! { "_id": id, "copyingData": true }
+    });
+    (Some(copy), "insert")
+}
+
+/// The event as the connector's `json` output writes it (sub-documents as objects), in `dialect`
+/// (a snapshot read as its copy of an existing document, [`as_written`]).
 pub fn to_json(event: &ChangeEvent, dialect: Dialect) -> Value {
     let doc = |d: &Document| extjson::to_value(d, dialect);
     let mut out = Map::new();
-    if let Some(token) = &event.source.resume_token {
+    let (token, operation) = as_written(event);
+    if let Some(token) = &token {
         out.insert("_id".into(), doc(token));
     }
-    out.insert("operationType".into(), json!(event.operation.as_str()));
+    out.insert("operationType".into(), json!(operation));
     if let Some(ts) = event.source.cluster_time {
         out.insert(
             "clusterTime".into(),
@@ -147,11 +177,8 @@ pub fn to_json(event: &ChangeEvent, dialect: Dialect) -> Value {
 /// in `dialect` (the connector's `output.json.formatter`).
 pub fn to_avro(event: &ChangeEvent, dialect: Dialect) -> Avro {
     let text = |d: &Document| string(extjson::to_string(d, dialect));
-    let token = event
-        .source
-        .resume_token
-        .as_ref()
-        .map_or_else(|| string("{}"), text);
+    let (token, operation) = as_written(event);
+    let token = token.as_ref().map_or_else(|| string("{}"), text);
     let update = (event.operation == Operation::Update).then(|| {
         record(vec![
             ("updatedFields", nullable(Some(text(&event.updated_fields)))),
@@ -195,10 +222,7 @@ pub fn to_avro(event: &ChangeEvent, dialect: Dialect) -> Avro {
         .map(|ts| string(extjson::bson_to_value(Bson::Timestamp(ts), dialect).to_string()));
     record(vec![
         ("_id", token),
-        (
-            "operationType",
-            nullable(Some(string(event.operation.as_str()))),
-        ),
+        ("operationType", nullable(Some(string(operation)))),
         ("fullDocumentBeforeChange", nullable(None)),
         (
             "fullDocument",

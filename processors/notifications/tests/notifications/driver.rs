@@ -425,6 +425,47 @@ fn a_clinician_invite_mails_the_invitee_once_and_its_acceptance_does_not() {
 }
 
 #[test]
+fn a_re_snapshot_by_copy_existing_fills_the_tables_and_mails_nobody() {
+    let mut h = Harness::new();
+    let clinic = oid(1);
+    let patient = custodial_patient(clinic);
+    let invite = doc! {
+        "_id": oid(30), "clinicId": clinic, "inviteId": "k1", "email": "new.doc@example.org",
+        "roles": ["CLINIC_MEMBER"],
+    };
+    // A source connector re-created with `copy.existing`: every document again as its copy (an
+    // insert marked `_id.copyingData`, no wallTime, a record time of now).
+    for (topic, coll, document) in [
+        (CLINICS, "clinics", clinic_doc(clinic, &["admin1"])),
+        (
+            CLINICIANS,
+            "clinicians",
+            clinician_doc(oid(10), clinic, "admin1", "Dr. A"),
+        ),
+        (CLINICIANS, "clinicians", invite),
+        (PATIENTS, "patients", patient.clone()),
+    ] {
+        let id = document.get("_id").cloned().expect("_id");
+        let copy = change(Operation::Snapshot, coll, id, Some(document));
+        h.driver
+            .pipe_tidepool_json(topic, &copy)
+            .expect("no fatal error");
+    }
+    assert!(h.sent().is_empty());
+    // The tables took the copies: a reminder afterwards reaches the patient.
+    h.update(
+        PATIENTS,
+        patient,
+        doc! { "lastUploadReminderTime": DateTime::from_millis(NOW_MS - 2_000) },
+        NOW_MS - 1_000,
+    );
+    let sent = h.sent();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].template, "patient_upload_reminder");
+    assert_eq!(sent[0].to, "sam@example.org");
+}
+
+#[test]
 fn old_changes_update_the_tables_but_send_nothing() {
     let mut h = Harness::new();
     let clinic = oid(1);
