@@ -256,11 +256,7 @@ async fn a_restart_neither_replays_nor_skips_and_the_legacy_dialect_decodes_too(
         .filter_map(|e| e.source.cluster_time.map(|t| t.increment))
         .collect();
     // The copy carries no clusterTime (as the connector's); the sequence goes on after it.
-    assert_eq!(
-        sequences,
-        [2, 3],
-        "the sequence goes on after the restart"
-    );
+    assert_eq!(sequences, [2, 3], "the sequence goes on after the restart");
 }
 
 #[tokio::test]

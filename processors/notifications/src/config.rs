@@ -1,5 +1,6 @@
 //! Settings of `clinic-notifications` (defaults < `CLINIC_SETTINGS` TOML file < `CLINIC__…` env).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use clinic::cdc::{Encoding, Envelope, Format};
@@ -35,8 +36,8 @@ impl clinic::streams::app::Settings for Settings {
     fn validate(&self) -> Result<(), InvalidSetting> {
         self.streams.validate()?;
         self.notifications.validate()?;
-        if self.sender.kind == SenderKind::Mailer && self.mailer.topic.trim().is_empty() {
-            return Err(InvalidSetting::new("mailer.topic", "is empty"));
+        if self.sender.kind == SenderKind::Mailer {
+            self.mailer.validate()?;
         }
         Ok(())
     }
@@ -147,7 +148,7 @@ pub enum SenderKind {
     Mailer,
 }
 
-/// Tidepool's mailer: the topic it consumes.
+/// Tidepool's mailer: the topic it consumes, and the names it knows our templates by.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Mailer {
@@ -155,6 +156,13 @@ pub struct Mailer {
     pub topic: String,
     /// The CloudEvents `source` attribute (Tidepool's worker puts its consumer group there).
     pub source: String,
+    /// Template → the mailer's name for it, for templates the mailer keeps under another name
+    /// (`[mailer.templates] custodial_account_created = "…"`); others go by their own name.
+    /// Tidepool's mailer has the worker's five; `custodial_account_created`,
+    /// `clinician_invitation` and `patient_clinic_invitation` are hydrophone's emails there, so
+    /// an operator adds them to the mailer (`docs/processors.md`) and names them here if the
+    /// names differ.
+    pub templates: BTreeMap<String, String>,
 }
 
 impl Default for Mailer {
@@ -162,6 +170,32 @@ impl Default for Mailer {
         Self {
             topic: "emails".into(),
             source: "clinic-notifications".into(),
+            templates: BTreeMap::new(),
         }
+    }
+}
+
+impl Mailer {
+    /// The mailer's name for `template`.
+    pub fn template_name<'a>(&'a self, template: &'a str) -> &'a str {
+        self.templates
+            .get(template)
+            .map_or(template, String::as_str)
+    }
+
+    fn validate(&self) -> Result<(), InvalidSetting> {
+        if self.topic.trim().is_empty() {
+            return Err(InvalidSetting::new("mailer.topic", "is empty"));
+        }
+        for (ours, theirs) in &self.templates {
+            let key = format!("mailer.templates.{ours}");
+            if crate::templates::variables_of(ours).is_none() {
+                return Err(InvalidSetting::new(key, "is no template of this processor"));
+            }
+            if theirs.trim().is_empty() {
+                return Err(InvalidSetting::new(key, "is empty"));
+            }
+        }
+        Ok(())
     }
 }

@@ -653,7 +653,8 @@ impl Notifications {
     }
 
     /// Keeps the patient; `custodial_account_created` on the insert of a custodial patient with
-    /// an address, `patient_upload_reminder` when an update sets `lastUploadReminderTime` (as
+    /// an address and when a custodial patient's address is added or changed later (to the new
+    /// one), `patient_upload_reminder` when an update sets `lastUploadReminderTime` (as
     /// Tidepool's worker) or a replace changes it to a time after the epoch (Tidepool's reads
     /// the update's fields, which a replace does not carry, so it never mails on one).
     fn patient(
@@ -668,6 +669,7 @@ impl Notifications {
         });
         let inserted = change_of(&record, Operation::Insert).is_some();
         let replaced = change_of(&record, Operation::Replace).is_some();
+        let updated_email = updated(&record).is_some_and(|fields| fields.contains_key("email"));
         let context = origin(&record, source, timestamp_ms);
         let (_, before, after) = follow::<Patient>(ctx, PATIENT_STORE, record)?;
         let (Some(patient), Some((identity, at))) = (after, context) else {
@@ -676,8 +678,15 @@ impl Notifications {
         let reminded = updated_reminder
             || (replaced
                 && patient.reminded_at_ms.is_some()
-                && patient.reminded_at_ms != before.and_then(|b| b.reminded_at_ms));
-        let template = if inserted && patient.custodial {
+                && patient.reminded_at_ms != before.as_ref().and_then(|b| b.reminded_at_ms));
+        // An address added or changed later gets the account email too (Tidepool's worker
+        // re-sends the signup invite when a custodial patient's email changes, BACK-3829).
+        let readdressed = !inserted
+            && match &before {
+                Some(before) => before.email != patient.email,
+                None => updated_email,
+            };
+        let template = if patient.custodial && (inserted || readdressed) {
             CUSTODIAL_ACCOUNT_CREATED
         } else if reminded {
             PATIENT_UPLOAD_REMINDER

@@ -71,7 +71,7 @@ impl Effect for Sender {
 pub struct Mailer {
     producer: FutureProducer,
     topic: String,
-    source: String,
+    settings: crate::config::Mailer,
 }
 
 /// The data of a mailer event: `{recipient, template, variables}`.
@@ -103,14 +103,14 @@ impl Mailer {
         Ok(Self {
             producer,
             topic: format!("{}{}", settings.streams.topic_prefix, settings.mailer.topic),
-            source: settings.mailer.source.clone(),
+            settings: settings.mailer.clone(),
         })
     }
 
     async fn perform(&self, request: &Outgoing) -> Result<(), EffectError> {
         let data = serde_json::to_vec(&MailerData {
             recipient: request.to.clone(),
-            template: request.template.clone(),
+            template: self.settings.template_name(&request.template).to_owned(),
             variables: request.variables.clone(),
         })
         .map_err(|e| EffectError::Permanent(format!("mailer data: {e}")))?;
@@ -118,8 +118,12 @@ impl Mailer {
             .try_to_rfc3339_string()
             .unwrap_or_default();
         // The request's id is the event's: the same email published twice has one id.
-        let headers =
-            clinic::events::binary_headers(MAILER_EVENT_TYPE, &request.id, &self.source, &time);
+        let headers = clinic::events::binary_headers(
+            MAILER_EVENT_TYPE,
+            &request.id,
+            &self.settings.source,
+            &time,
+        );
         let record = FutureRecord::to(&self.topic)
             .key(request.to.as_bytes())
             .payload(&data)

@@ -466,6 +466,48 @@ fn a_re_snapshot_by_copy_existing_fills_the_tables_and_mails_nobody() {
 }
 
 #[test]
+fn a_custodial_patients_address_added_or_changed_later_gets_the_account_email_there() {
+    let mut h = Harness::new();
+    let clinic = oid(1);
+    h.insert(CLINICS, clinic_doc(clinic, &["admin1"]));
+    let mut patient = custodial_patient(clinic);
+    patient.remove("email");
+    h.insert(PATIENTS, patient.clone());
+    assert!(h.sent().is_empty(), "no address yet");
+    let recipients = |h: &mut Harness| -> Vec<(String, String)> {
+        h.sent().into_iter().map(|s| (s.template, s.to)).collect()
+    };
+    for (n, address) in ["first@example.org", "second@example.org"]
+        .into_iter()
+        .enumerate()
+    {
+        patient.insert("email", address);
+        h.update(
+            PATIENTS,
+            patient.clone(),
+            doc! { "email": address },
+            NOW_MS - 900 + i64::try_from(n).expect("small"),
+        );
+        assert_eq!(
+            recipients(&mut h),
+            [("custodial_account_created".to_owned(), address.to_owned())]
+        );
+    }
+    // Another field: nothing; a claimed (no longer custodial) patient's new address: nothing.
+    patient.insert("fullName", "Sam L.");
+    h.update(
+        PATIENTS,
+        patient.clone(),
+        doc! { "fullName": "Sam L." },
+        NOW_MS - 800,
+    );
+    patient.insert("permissions", doc! { "view": {} });
+    patient.insert("email", "third@example.org");
+    h.replace(PATIENTS, patient, NOW_MS - 700);
+    assert!(h.sent().is_empty());
+}
+
+#[test]
 fn old_changes_update_the_tables_but_send_nothing() {
     let mut h = Harness::new();
     let clinic = oid(1);

@@ -467,7 +467,19 @@ async fn the_mailer_sender_publishes_tidepool_mailer_cloud_events() {
         &to,
         &[("ClinicName", "Riverside")],
     );
-    publish_requests(&endpoints, &prefix, std::slice::from_ref(&asked)).await;
+    // One the mailer keeps under another name (hydrophone's, in Tidepool).
+    let account = request(
+        &format!("a:{token}"),
+        "custodial_account_created",
+        &to,
+        &[
+            ("ClinicName", "Riverside"),
+            ("PatientName", "Kim Park"),
+            ("ClinicId", "65a1b2c3d4e5f60718293a4b"),
+            ("UserId", "a1b2c3d4e5"),
+        ],
+    );
+    publish_requests(&endpoints, &prefix, &[asked.clone(), account]).await;
     let log = std::env::temp_dir().join(format!("{token}-notifications.log"));
     let processor = start(
         &endpoints,
@@ -477,13 +489,17 @@ async fn the_mailer_sender_publishes_tidepool_mailer_cloud_events() {
         &[
             ("CLINIC__SENDER__KIND", "mailer"),
             ("CLINIC__MAILER__SOURCE", "clinic-notifications-test"),
+            (
+                "CLINIC__MAILER__TEMPLATES__CUSTODIAL_ACCOUNT_CREATED",
+                "signup_custodial_new_clinic_experience_confirmation",
+            ),
         ],
     );
     let topic = format!("{prefix}emails");
     let deadline = Instant::now() + Duration::from_secs(120);
     let events = loop {
         let events = testkit::read_topic(&endpoints.kafka_brokers, &topic);
-        if !events.is_empty() {
+        if events.len() >= 2 {
             break events;
         }
         assert!(Instant::now() < deadline, "no mailer event");
@@ -491,8 +507,23 @@ async fn the_mailer_sender_publishes_tidepool_mailer_cloud_events() {
     };
     let (status, log_text) = processor.stop();
     assert!(status.success(), "exit {status}: {log_text}");
-    assert_eq!(events.len(), 1);
-    let event = &events[0];
+    assert_eq!(events.len(), 2);
+    let data_of = |event: &rdkafka::message::OwnedMessage| -> MailerData {
+        serde_json::from_slice(event.payload().expect("data")).expect("mailer data")
+    };
+    let renamed = events
+        .iter()
+        .map(data_of)
+        .find(|d| d.variables.contains_key("UserId"))
+        .expect("the account email");
+    assert_eq!(
+        renamed.template,
+        "signup_custodial_new_clinic_experience_confirmation"
+    );
+    let event = events
+        .iter()
+        .find(|e| data_of(e).template == "clinic_migration_complete")
+        .expect("the migration email");
     assert_eq!(
         event.key(),
         Some(to.as_bytes()),
@@ -520,8 +551,7 @@ async fn the_mailer_sender_publishes_tidepool_mailer_cloud_events() {
         bson::DateTime::parse_rfc3339_str(&headers["ce_time"]).is_ok(),
         "{headers:?}"
     );
-    let data: MailerData =
-        serde_json::from_slice(event.payload().expect("data")).expect("mailer data");
+    let data = data_of(event);
     assert_eq!(
         data,
         MailerData {
