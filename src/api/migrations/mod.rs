@@ -17,7 +17,7 @@ use super::validate::{bad, one_of};
 use super::{AppState, clinics};
 
 mod model;
-pub use model::{Migration, NewMigration, STATUSES, StatusUpdate, Trigger};
+pub use model::{FAILED, Migration, NewMigration, STATUSES, StatusUpdate, Trigger};
 
 const TAKEN: &str = "this user has a migration already";
 
@@ -202,7 +202,8 @@ pub async fn get(
 }
 
 /// `PATCH /v1/clinics/{clinicId}/migrations/{userId}`: services move the status forward only
-/// (the same status again changes nothing; backwards is 409). Without a body (the contract's
+/// (the same status again changes nothing; backwards is 409, and so is any change of a FAILED
+/// one). Without a body (the contract's
 /// bodies are optional) nothing changes; a body must name the status.
 #[utoipa::path(
     patch,
@@ -232,6 +233,11 @@ pub async fn update(
     let to = STATUSES.iter().position(|s| *s == status).unwrap_or(0);
     let current = find(&state, clinic_id, &user).await?;
     let from_status = current.get_str("status").unwrap_or("PENDING").to_owned();
+    if from_status == FAILED {
+        return Err(ApiError::Conflict(
+            "the migration FAILED, which is final".into(),
+        ));
+    }
     let from = STATUSES.iter().position(|s| *s == from_status).unwrap_or(0);
     if to < from {
         return Err(ApiError::Conflict(format!(

@@ -34,16 +34,39 @@ pub struct StatusUpdate {
     pub status: String,
 }
 
+/// The status the migrations processor gives a migration it cannot run (its clinic does not
+/// exist, or its user has another one running). clinic.v1's `migrationStatus.v1` has no such
+/// value: an extension the served document states, with [`Migration`]'s `failureReason`.
+pub const FAILED: &str = "FAILED";
+
 /// A migration as `migration.v1` answers it.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Migration {
     user_id: String,
+    #[schema(schema_with = status_schema)]
     status: String,
     created_time: String,
     updated_time: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     attestation_time: Option<String>,
+    /// Extension (not in clinic.v1): why a `FAILED` migration failed; only on those.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failure_reason: Option<String>,
+}
+
+/// The served schema of a migration's `status`: clinic.v1's `migrationStatus.v1` and `FAILED`.
+fn status_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(STATUSES.into_iter().chain([FAILED])))
+        .description(Some(
+            "clinic.v1's migrationStatus.v1, extended with FAILED: final, set by the migrations \
+             processor when it cannot run the migration (failureReason says why); nothing was \
+             moved",
+        ))
+        .build()
 }
 
 impl From<&Document> for Migration {
@@ -57,6 +80,11 @@ impl From<&Document> for Migration {
                 .get_datetime("attestationTime")
                 .ok()
                 .map(|at| time::text(Some(at))),
+            failure_reason: migration
+                .get_str("failureReason")
+                .ok()
+                .filter(|_| migration.get_str("status") == Ok(FAILED))
+                .map(str::to_owned),
         }
     }
 }

@@ -581,3 +581,60 @@ async fn a_changed_email_reaches_every_record_of_the_user() {
         "email",
     );
 }
+
+#[tokio::test]
+async fn a_failed_migration_is_answered_with_its_reason_as_the_served_document_states_and_is_final()
+{
+    let api = TestApi::spawn().await;
+    let admin = user();
+    let created = clinic(&api, &admin).await;
+    let id = created["id"].as_str().expect("id").to_owned();
+    let legacy = user();
+    api.add_migration(&id, &legacy).await;
+    // As the migrations processor's sink writes it when it cannot run the migration.
+    api.db
+        .collection::<bson::Document>("migrations")
+        .update_one(
+            doc! { "clinicId": ObjectId::parse_str(&id).expect("oid"), "userId": &legacy },
+            doc! { "$set": { "status": "FAILED", "failureReason": "the user has another migration running" } },
+        )
+        .await
+        .expect("failed");
+    let path = format!("/v1/clinics/{id}/migrations/{legacy}");
+    // The one answer outside clinic.v1 (its status enum has no FAILED), so read without the
+    // contract check: the served document states the extension instead (below).
+    let answer: Value = api
+        .request(Method::GET, &path)
+        .bearer_auth(service())
+        .send()
+        .await
+        .expect("answer")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(answer["status"], "FAILED");
+    assert_eq!(
+        answer["failureReason"],
+        "the user has another migration running"
+    );
+    let refused = api
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&service()),
+            Some(json!({ "status": "RUNNING" })),
+        )
+        .await;
+    assert_error(&refused, StatusCode::CONFLICT, "final");
+    let (_, served) = api.send(api.request(Method::GET, "/v1/openapi.json")).await;
+    let migration = &served["components"]["schemas"]["Migration"]["properties"];
+    assert_eq!(
+        migration["status"]["enum"],
+        json!(["PENDING", "RUNNING", "COMPLETED", "FAILED"])
+    );
+    assert!(
+        migration["failureReason"]["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("Extension"))
+    );
+}
