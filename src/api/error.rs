@@ -60,6 +60,9 @@ pub enum ApiError {
         /// The most bytes of names and values.
         bytes: usize,
     },
+    /// 402: the clinic reached its patient limit (`patientCountSettings.hardLimit`).
+    #[error("{0}")]
+    PaymentRequired(String),
     /// 422: the change would break an invariant (the last admin).
     #[error("{0}")]
     Unprocessable(String),
@@ -84,6 +87,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::PaymentRequired(_) => StatusCode::PAYMENT_REQUIRED,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

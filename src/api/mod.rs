@@ -14,6 +14,7 @@ pub mod clinics;
 pub mod error;
 pub mod extract;
 pub mod invites;
+pub mod limits;
 pub mod metrics;
 pub mod migrations;
 pub mod openapi;
@@ -180,6 +181,12 @@ pub fn operations() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(migrations::list, migrations::add))
         .routes(routes!(migrations::get, migrations::update))
         .routes(routes!(users::delete, users::update))
+        .routes(routes!(limits::get_mrn, limits::update_mrn))
+        .routes(routes!(
+            limits::get_count_settings,
+            limits::update_count_settings
+        ))
+        .routes(routes!(limits::count))
         .routes(routes!(invites::send))
         .routes(routes!(invites::list))
         .routes(routes!(invites::accept, invites::decline))

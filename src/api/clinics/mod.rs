@@ -97,6 +97,10 @@ pub async fn create(
     clinic.insert("admins", vec![caller.user_id.clone()]);
     clinic.insert("isMigrated", false);
     clinic.insert("tier", "tier0100");
+    clinic.insert(
+        "patientCountSettings",
+        super::limits::PatientCountSettings::new_clinic(),
+    );
     if !clinic.contains_key("PreferredBgUnits") {
         clinic.insert("PreferredBgUnits", "mg/dL");
     }

@@ -14,7 +14,7 @@ use super::auth::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody, taken};
 use super::extract::{JsonBody, Path, object_id, user_id};
 use super::patients::{self, AcceptedInvitation, Patient};
-use super::{AppState, clinics, share_code};
+use super::{AppState, clinics, limits, share_code};
 
 mod model;
 pub use model::{Confirmation, Invitation};
@@ -172,8 +172,9 @@ pub async fn accept(
     let clinic_id = object_id("clinicId", &clinic_id)?;
     require(&state.store, &caller, clinic_id, Need::Read).await?;
     let invite = pending(&state, clinic_id, &key).await?;
+    let clinic = clinics::find(&state, clinic_id).await?;
     let corrections = match body {
-        Some(JsonBody(accepted)) => accepted.to_set(&clinics::find(&state, clinic_id).await?)?,
+        Some(JsonBody(accepted)) => accepted.to_set(&clinic)?,
         None => Document::new(),
     };
     let user = invite
@@ -187,8 +188,12 @@ pub async fn accept(
     let now = DateTime::now();
     let mut patient = invite.get_document("profile").cloned().unwrap_or_default();
     patient.extend(corrections);
+    let id = bson::Bson::ObjectId(bson::oid::ObjectId::new());
+    // The clinic's MRN rules, as for any patient it adds (a required MRN the invite lacks is
+    // given in the acceptance's body).
+    limits::check_mrn(&state, &clinic, &id, patient.get_str("mrn").ok()).await?;
     patient.extend(doc! {
-        "_id": bson::oid::ObjectId::new(), "clinicId": clinic_id, "userId": &user,
+        "_id": id, "clinicId": clinic_id, "userId": &user,
         "permissions": grants, "invitedBy": &caller.user_id, "createdTime": now, "updatedTime": now,
     });
     // The patient first: if that fails (already a patient, or the clinic is being deleted),

@@ -18,7 +18,7 @@ use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{JsonBody, Params, Path, object_id, user_id};
 use super::store::{Archived, regex_escape};
 use super::validate::{bad, one_of};
-use super::{AppState, clinics};
+use super::{AppState, clinics, limits};
 
 mod model;
 mod store;
@@ -124,8 +124,11 @@ pub async fn create_custodial(
     let found = clinics::find(&state, clinic_id).await?;
     require(&state.store, &caller, clinic_id, Need::Read).await?;
     let mut patient = input.new_profile(&found)?;
+    let id = Bson::ObjectId(ObjectId::new());
+    limits::check_mrn(&state, &found, &id, patient.get_str("mrn").ok()).await?;
+    limits::check_limit(&state, &found).await?;
     let now = DateTime::now();
-    patient.insert("_id", ObjectId::new());
+    patient.insert("_id", id);
     patient.insert("clinicId", clinic_id);
     patient.insert("userId", uuid::Uuid::new_v4().to_string());
     patient.insert("permissions", grants_document(&PERMISSIONS));
@@ -173,8 +176,10 @@ pub async fn create_from_user(
     }
     // patient.v1 requires both; with no profile service here, the caller supplies them.
     let mut patient = input.new_profile(&found)?;
+    let id = Bson::ObjectId(ObjectId::new());
+    limits::check_mrn(&state, &found, &id, patient.get_str("mrn").ok()).await?;
     let now = DateTime::now();
-    patient.insert("_id", ObjectId::new());
+    patient.insert("_id", id);
     patient.insert("clinicId", clinic_id);
     patient.insert("userId", &user);
     patient.insert("permissions", grants_document(&grants));
@@ -239,10 +244,10 @@ pub async fn update(
     let found = clinics::find(&state, clinic_id).await?;
     let before = find(&state, clinic_id, &user).await?;
     let mut set = input.to_set(&found)?;
+    let mrn = set.get_str("mrn").or_else(|_| before.get_str("mrn")).ok();
+    let id = before.get("_id").cloned().unwrap_or(Bson::Null);
+    limits::check_mrn(&state, &found, &id, mrn).await?;
     set.insert("updatedTime", DateTime::now());
-    let id = before
-        .get_object_id("_id")
-        .map_err(|e| ApiError::Internal(e.into()))?;
     state
         .store
         .patients

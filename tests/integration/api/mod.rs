@@ -7,6 +7,7 @@ mod clinics;
 mod contract;
 mod hardening;
 mod lifecycle;
+mod limits;
 mod openapi;
 mod patients;
 mod validation;

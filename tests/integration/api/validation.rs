@@ -445,6 +445,24 @@ async fn world(api: &TestApi) -> World {
             ),
         ),
         (
+            "UpdateMRNSettings",
+            call(
+                Method::PUT,
+                format!("{clinics}/settings/mrn"),
+                &service(),
+                json!({ "required": false, "unique": false }),
+            ),
+        ),
+        (
+            "UpdatePatientCountSettings",
+            call(
+                Method::PUT,
+                format!("{clinics}/settings/patient_count"),
+                &service(),
+                json!({ "hardLimit": { "plan": 250 } }),
+            ),
+        ),
+        (
             "UpdateClinicUserDetails",
             call(
                 Method::POST,
