@@ -1,6 +1,6 @@
 //! Tables a processor keeps itself from stream inputs: a projection of each document (the fields
-//! it reads, with their BSON types) under `d/<document key>`, and at most one secondary index
-//! entry per document under `i/<index key>` → document key. Unlike a declared table input
+//! it reads, with their BSON types) under `d/<document key>`, and its secondary index entries
+//! under `i/<index key>` → document key. Unlike a declared table input
 //! ([`super::Topology::table`]), the processor sees every change, so it can act on one (a
 //! trigger) and keep the table in the same step. Also the address book users' CloudEvents keep.
 
@@ -18,8 +18,7 @@ pub fn part(text: &str) -> String {
     format!("{}|", serde_json::Value::from(text))
 }
 
-/// A projection of a CDC table's documents that a processor keeps, with at most one index
-/// entry per document.
+/// A projection of a CDC table's documents that a processor keeps, with its index entries.
 pub trait Kept: Serialize + DeserializeOwned + PartialEq + Clone {
     /// The projection of a document; `None` when the table does not keep it.
     ///
@@ -30,9 +29,10 @@ pub trait Kept: Serialize + DeserializeOwned + PartialEq + Clone {
     /// The fields [`Kept::of`] reads, for applying an update that carries no `fullDocument`.
     fn to_document(&self) -> Document;
 
-    /// Its index key, if the table is indexed and the document belongs in it.
-    fn index(&self, _document_key: &str) -> Option<String> {
-        None
+    /// Its index keys: one per index of the table the document belongs in (none for a table
+    /// without indexes). Index keys of different indexes must not be prefixes of each other's.
+    fn indexes(&self, _document_key: &str) -> Vec<String> {
+        Vec::new()
     }
 }
 
@@ -74,15 +74,13 @@ pub fn follow<K: Kept>(
         Next::Gone => None,
         Next::Becomes(document) => K::of(&document)?,
     };
-    let old = before.as_ref().and_then(|k| k.index(&key));
-    let new = after.as_ref().and_then(|k| k.index(&key));
-    if old != new {
-        if let Some(old) = &old {
-            ctx.delete(store, &format!("i/{old}"))?;
-        }
-        if let Some(new) = &new {
-            ctx.write_raw(store, &format!("i/{new}"), key.clone().into_bytes())?;
-        }
+    let old = before.as_ref().map(|k| k.indexes(&key)).unwrap_or_default();
+    let new = after.as_ref().map(|k| k.indexes(&key)).unwrap_or_default();
+    for gone in old.iter().filter(|o| !new.contains(o)) {
+        ctx.delete(store, &format!("i/{gone}"))?;
+    }
+    for added in new.iter().filter(|n| !old.contains(n)) {
+        ctx.write_raw(store, &format!("i/{added}"), key.clone().into_bytes())?;
     }
     match &after {
         Some(next) if Some(next) != before.as_ref() => ctx.put_json(store, &document_key, next)?,

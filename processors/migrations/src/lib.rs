@@ -16,7 +16,8 @@
 //!   clinician (never the clinician's own row): a patient document in the clinic as the API
 //!   writes patients (`isMigrated`, `legacyClinicianIds`, permissions kept to view / upload /
 //!   note / custodian, profile fields or empty strings) to `sink.clinic.patients` under a
-//!   deterministic `_id`, unless the user is a patient of the clinic already (left as it is);
+//!   deterministic `_id`, unless the user is a patient of the clinic already (left as it is;
+//!   with the clinic's `mrnSettings.unique`, an MRN another patient has is left out);
 //!   the share's tombstone to `sink.gatekeeper.perms`; a `migrate_patient` request on
 //!   `notifications.requests` when the patient has an address. At the end status COMPLETED and
 //!   a `clinic_migration_complete` request for the legacy clinician. Request ids are the

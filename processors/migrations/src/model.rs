@@ -37,6 +37,13 @@ pub struct Share {
 }
 
 impl Share {
+    /// Its index key among the shares a migration would move, by grantee: never a user's own
+    /// row, never one with no permission to carry over.
+    pub fn by_grantee(&self, document_key: &str) -> Option<String> {
+        (self.sharer != self.grantee && !self.migrated().is_empty())
+            .then(|| format!("{}{document_key}", part(&self.grantee)))
+    }
+
     /// The permissions a migration carries over.
     pub fn migrated(&self) -> BTreeSet<&str> {
         MIGRATED_PERMISSIONS
@@ -80,26 +87,32 @@ impl Kept for Share {
         doc! { "_id": self.id.clone(), "sharerId": &self.sharer, "userId": &self.grantee, "permissions": permissions }
     }
 
-    /// Shares a migration would move, by grantee: never a user's own row, never one with no
-    /// permission to carry over.
-    fn index(&self, document_key: &str) -> Option<String> {
-        (self.sharer != self.grantee && !self.migrated().is_empty())
-            .then(|| format!("{}{document_key}", part(&self.grantee)))
+    fn indexes(&self, document_key: &str) -> Vec<String> {
+        self.by_grantee(document_key).into_iter().collect()
     }
 }
 
-/// A patient of a clinic, indexed by clinic and user.
+/// A patient of a clinic, indexed by clinic and user, and by clinic and MRN.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PatientRef {
     /// The clinic's id, typed as in the document.
     pub clinic_id: Bson,
     /// The patient's user.
     pub user_id: String,
+    /// `mrn`. (Kept since the MRN rules; a patient kept before has none until its next change.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mrn: Option<String>,
 }
 
 /// The index key of a clinic's patient.
 pub fn patient_index(clinic_id: &Bson, user: &str) -> String {
     format!("{}|{}", table_key(clinic_id), part(user))
+}
+
+/// The index key of a clinic's patient with an MRN: `mrn|…`, which no clinic's table key (JSON
+/// text) starts, so it never runs into [`patient_index`]'s keys.
+pub fn mrn_index(clinic_id: &Bson, mrn: &str) -> String {
+    format!("mrn|{}|{}", table_key(clinic_id), part(mrn))
 }
 
 impl Kept for PatientRef {
@@ -110,34 +123,54 @@ impl Kept for PatientRef {
         Ok(Some(Self {
             clinic_id: clinic_id.clone(),
             user_id,
+            mrn: text(document, "mrn")?,
         }))
     }
 
     fn to_document(&self) -> Document {
-        doc! { "clinicId": self.clinic_id.clone(), "userId": &self.user_id }
+        let mut document = doc! { "clinicId": self.clinic_id.clone(), "userId": &self.user_id };
+        if let Some(mrn) = &self.mrn {
+            document.insert("mrn", mrn);
+        }
+        document
     }
 
-    fn index(&self, _document_key: &str) -> Option<String> {
-        Some(patient_index(&self.clinic_id, &self.user_id))
+    fn indexes(&self, _document_key: &str) -> Vec<String> {
+        let mut keys = vec![patient_index(&self.clinic_id, &self.user_id)];
+        keys.extend(self.mrn.as_deref().map(|m| mrn_index(&self.clinic_id, m)));
+        keys
     }
 }
 
-/// A clinic: that it exists, and its name.
+/// A clinic: that it exists, its name and its MRN rules.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Clinic {
     /// `name` ("" when it has none).
     pub name: String,
+    /// `mrnSettings.unique`: no two patients of the clinic share an MRN.
+    #[serde(default)]
+    pub mrn_unique: bool,
+    /// `mrnSettings.required`.
+    #[serde(default)]
+    pub mrn_required: bool,
 }
 
 impl Kept for Clinic {
     fn of(document: &Document) -> Result<Option<Self>, ProcessError> {
+        let settings = document.get_document("mrnSettings").ok();
+        let flag = |name: &str| settings.is_some_and(|s| s.get_bool(name) == Ok(true));
         Ok(Some(Self {
             name: text(document, "name")?.unwrap_or_default(),
+            mrn_unique: flag("unique"),
+            mrn_required: flag("required"),
         }))
     }
 
     fn to_document(&self) -> Document {
-        doc! { "name": &self.name }
+        doc! {
+            "name": &self.name,
+            "mrnSettings": { "unique": self.mrn_unique, "required": self.mrn_required },
+        }
     }
 }
 
@@ -213,8 +246,8 @@ impl Kept for Profile {
         doc! { "userId": &self.user_id, "value": value.to_string() }
     }
 
-    fn index(&self, _document_key: &str) -> Option<String> {
-        Some(part(&self.user_id))
+    fn indexes(&self, _document_key: &str) -> Vec<String> {
+        vec![part(&self.user_id)]
     }
 }
 
@@ -430,10 +463,14 @@ mod tests {
                 .expect("reads")
                 .expect("kept")
         };
-        assert!(share("legacy", doc! { "root": {} }).index("k").is_none());
-        assert!(share("p1", doc! { "root": {} }).index("k").is_none());
+        assert!(
+            share("legacy", doc! { "root": {} })
+                .by_grantee("k")
+                .is_none()
+        );
+        assert!(share("p1", doc! { "root": {} }).by_grantee("k").is_none());
         let kept = share("p1", doc! { "view": {}, "root": {}, "upload": {} });
-        assert_eq!(kept.index("k").as_deref(), Some("\"legacy\"|k"));
+        assert_eq!(kept.by_grantee("k").as_deref(), Some("\"legacy\"|k"));
         assert_eq!(kept.migrated(), BTreeSet::from(["upload", "view"]));
     }
 

@@ -5,7 +5,7 @@
 use bson::{Bson, Document};
 use clinic::cdc::{self, CdcRecord, Next, Operation};
 use clinic::email;
-use clinic::streams::projection::{Address, Kept as _, follow, follow_user_event, part};
+use clinic::streams::projection::{Address, follow, follow_user_event, part};
 use clinic::streams::store::table_key;
 use clinic::streams::{
     Context, Input, InputFormat, OutValue, OutputRecord, Payload, ProcessError, Processor, Topology,
@@ -28,6 +28,10 @@ pub mod metrics {
     /// Migration changes that trigger nothing (not an insert, not PENDING, repeated), and user
     /// events of other types.
     pub const IGNORED: &str = "clinic_migrations_ignored_total";
+    /// Migrated patients written without their profile's MRN because another patient of the
+    /// clinic has it and the clinic's MRNs are unique (`reason="taken"`), and ones written
+    /// without an MRN the clinic requires (`reason="missing"`).
+    pub const MRN: &str = "clinic_migrations_mrn_total";
 }
 
 /// A step record's value.
@@ -272,10 +276,10 @@ impl Migrations {
         before: Option<&Share>,
         after: Option<&Share>,
     ) -> Result<(), ProcessError> {
-        let Some((share, index)) = after.and_then(|s| Some((s, s.index(row_key)?))) else {
+        let Some((share, index)) = after.and_then(|s| Some((s, s.by_grantee(row_key)?))) else {
             return Ok(());
         };
-        if before.and_then(|s| s.index(row_key)).as_ref() == Some(&index) {
+        if before.and_then(|s| s.by_grantee(row_key)).as_ref() == Some(&index) {
             return Ok(());
         }
         let Some(running) = ctx.get(MIGRATION_STORE, &running_key(&share.grantee))? else {
@@ -323,12 +327,18 @@ fn move_share(
     let address = address_of(ctx, &share.sharer, profile.as_ref())?;
     let index = format!("i/{}", patient_index(&migration.clinic_id, &share.sharer));
     if ctx.get(PATIENT_STORE, &index)?.is_none() {
+        let profile = mrn_ruled(ctx, migration, profile)?;
         let patient =
             model::patient_document(migration, share, profile.as_ref(), address.as_deref());
         let id = patient.get("_id").cloned().unwrap_or(Bson::Null);
-        emit_document(ctx, SINK_PATIENTS, &id, patient)?;
-        // A patient of the clinic from now on, before its change event comes back.
+        // A patient of the clinic from now on, before its change event comes back, with its
+        // MRN taken.
         ctx.write_raw(PATIENT_STORE, &index, Vec::new())?;
+        if let Some(mrn) = profile.as_ref().and_then(|p| p.mrn.as_deref()) {
+            let taken = format!("i/{}", model::mrn_index(&migration.clinic_id, mrn));
+            ctx.write_raw(PATIENT_STORE, &taken, Vec::new())?;
+        }
+        emit_document(ctx, SINK_PATIENTS, &id, patient)?;
         migration.created += 1;
     }
     ctx.emit(OutputRecord {
@@ -342,6 +352,42 @@ fn move_share(
     migration.moved += 1;
     ::metrics::counter!(metrics::MOVED).increment(1);
     Ok(())
+}
+
+/// The profile a migrated patient is written from, under the clinic's MRN rules as the API
+/// keeps them: with unique MRNs, an MRN another patient of the clinic has is left out (the
+/// share still moves: a migration cannot choose between two patients' MRNs); a required MRN
+/// the profile lacks cannot be made up, so the patient is written without one. Both counted.
+fn mrn_ruled(
+    ctx: &Context<'_>,
+    migration: &Migration,
+    profile: Option<Profile>,
+) -> Result<Option<Profile>, ProcessError> {
+    let clinic: Option<Clinic> = ctx.get_json(
+        CLINIC_STORE,
+        &format!("d/{}", table_key(&migration.clinic_id)),
+    )?;
+    let Some(clinic) = clinic else {
+        return Ok(profile);
+    };
+    let Some(mut profile) = profile else {
+        if clinic.mrn_required {
+            ::metrics::counter!(metrics::MRN, "reason" => "missing").increment(1);
+        }
+        return Ok(None);
+    };
+    if let Some(mrn) = profile.mrn.as_deref() {
+        let taken = format!("i/{}", model::mrn_index(&migration.clinic_id, mrn));
+        if clinic.mrn_unique && ctx.get(PATIENT_STORE, &taken)?.is_some() {
+            ::metrics::counter!(metrics::MRN, "reason" => "taken").increment(1);
+            tracing::warn!(migration = %table_key(&migration.id), "A migrated patient's MRN is another patient's in the clinic, whose MRNs are unique: written without it.");
+            profile.mrn = None;
+        }
+    }
+    if clinic.mrn_required && profile.mrn.is_none() {
+        ::metrics::counter!(metrics::MRN, "reason" => "missing").increment(1);
+    }
+    Ok(Some(profile))
 }
 
 /// A migration that cannot run: FAILED with the reason, nothing else written.

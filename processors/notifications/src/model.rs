@@ -121,6 +121,16 @@ pub struct Member {
     pub email: Option<String>,
 }
 
+impl Member {
+    /// Its index key by clinic and user, for a member (an invite has no user).
+    pub fn index(&self) -> Option<String> {
+        Some(member_index(
+            self.clinic_id.as_ref()?,
+            self.user_id.as_deref()?,
+        ))
+    }
+}
+
 impl Kept for Member {
     fn of(document: &Document) -> Result<Option<Self>, ProcessError> {
         Ok(Some(Self {
@@ -142,11 +152,8 @@ impl Kept for Member {
         )
     }
 
-    fn index(&self, _document_key: &str) -> Option<String> {
-        Some(member_index(
-            self.clinic_id.as_ref()?,
-            self.user_id.as_deref()?,
-        ))
+    fn indexes(&self, _document_key: &str) -> Vec<String> {
+        self.index().into_iter().collect()
     }
 }
 

@@ -218,10 +218,7 @@ impl Processor for Notifications {
             }
             CLINICIAN_STORE => {
                 let member: Option<Member> = ctx.get_json(CLINICIAN_STORE, key)?;
-                match member
-                    .filter(|m| m.email.is_some())
-                    .and_then(|m| m.index(document_key))
-                {
+                match member.filter(|m| m.email.is_some()).and_then(|m| m.index()) {
                     Some(index) => self.release(ctx, &format!("a/{index}")),
                     None => Ok(()),
                 }

@@ -529,3 +529,47 @@ fn malformed_records_are_dead_lettered_and_the_rest_goes_on() {
     assert_eq!(harness.statuses(), ["RUNNING", "COMPLETED"]);
     assert_eq!(users(&harness.patients), ["p0"]);
 }
+
+#[test]
+fn with_unique_mrns_a_migrated_patient_whose_mrn_is_taken_is_written_without_it() {
+    let mut harness = Harness::new(500);
+    world(&mut harness, 3);
+    // The clinic keeps MRNs unique; one of its patients already has p0's MRN, and p2's
+    // profile carries p1's.
+    let mut clinic = clinic_doc(oid(CLINIC));
+    clinic.insert("mrnSettings", doc! { "required": true, "unique": true });
+    harness.insert(CLINICS, clinic);
+    harness.insert(
+        PATIENTS,
+        doc! { "_id": oid(300), "clinicId": oid(CLINIC), "userId": "other", "fullName": "Known",
+        "mrn": "MRN-p0", "permissions": { "view": {} } },
+    );
+    let mut p2 = profile(oid(202), "p2", "Patient 2", None);
+    p2.insert(
+        "value",
+        json!({ "fullName": "Patient 2", "patient": { "birthday": "2010-05-06", "mrn": "MRN-p1" } })
+            .to_string(),
+    );
+    harness.insert(PROFILES, p2);
+    trigger(&mut harness);
+    harness.drain();
+    let mrns: std::collections::BTreeMap<String, String> = harness
+        .patients
+        .iter()
+        .map(|p| {
+            (
+                p.get_str("userId").expect("userId").to_owned(),
+                p.get_str("mrn").expect("mrn").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        mrns,
+        [("p0", ""), ("p1", "MRN-p1"), ("p2", "")]
+            .map(|(u, m)| (u.to_owned(), m.to_owned()))
+            .into()
+    );
+    // Every share still moved.
+    assert_eq!(harness.removed_shares.len(), 3);
+    assert_eq!(harness.statuses().last(), Some(&"COMPLETED"));
+}
