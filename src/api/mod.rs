@@ -23,6 +23,7 @@ pub mod serve;
 pub mod settings;
 pub mod share_code;
 pub mod store;
+pub mod tags;
 pub mod time;
 pub mod users;
 pub mod validate;
@@ -181,6 +182,12 @@ pub fn operations() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(migrations::list, migrations::add))
         .routes(routes!(migrations::get, migrations::update))
         .routes(routes!(users::delete, users::update))
+        .routes(routes!(tags::create_tag))
+        .routes(routes!(tags::update_tag, tags::delete_tag))
+        .routes(routes!(tags::assign_tag))
+        .routes(routes!(tags::unassign_tag))
+        .routes(routes!(tags::create_site))
+        .routes(routes!(tags::update_site, tags::delete_site))
         .routes(routes!(limits::get_mrn, limits::update_mrn))
         .routes(routes!(
             limits::get_count_settings,

@@ -18,7 +18,7 @@ use super::{AppState, share_code, time};
 mod model;
 mod store;
 pub use model::{Clinic, ClinicInput, TIMEZONES};
-pub use store::{find, insert_member, with_clinics};
+pub use store::{edit_list, find, insert_member, with_clinics};
 
 /// `GET /v1/clinics` (backend services): `limit`, `offset`, `shareCode`, `createdTimeStart`
 /// (inclusive), `createdTimeEnd` (exclusive).

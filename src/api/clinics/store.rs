@@ -3,7 +3,7 @@
 //! clinic (it exists, it takes new members, the clinics of a user's records).
 
 use bson::oid::ObjectId;
-use bson::{DateTime, Document, doc};
+use bson::{Bson, DateTime, Document, doc};
 use futures::TryStreamExt as _;
 use mongodb::options::FindOptions;
 
@@ -103,6 +103,57 @@ pub async fn find(state: &AppState, id: ObjectId) -> ApiResult<Document> {
         .find_one(doc! { "_id": id })
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("clinic {} not found", id.to_hex())))
+}
+
+/// Changes the clinic's list `field` (its patient tags, its sites) with `edit`, which sees the
+/// list as stored and answers what the caller gets. FerretDB has no positional updates or
+/// transactions: the new list is written only if the stored one is still the one `edit` saw,
+/// and `edit` runs again on the newer one otherwise, so two concurrent edits both land.
+///
+/// # Errors
+/// 404 without the clinic; `edit`'s; 409 after repeated interference; database failures.
+pub async fn edit_list<T>(
+    state: &AppState,
+    id: ObjectId,
+    field: &str,
+    mut edit: impl FnMut(&mut Vec<Document>) -> ApiResult<T>,
+) -> ApiResult<T> {
+    for _ in 0..10 {
+        let clinic = find(state, id).await?;
+        let before: Vec<Document> = clinic
+            .get_array(field)
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(Bson::as_document)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut after = before.clone();
+        let answer = edit(&mut after)?;
+        if after == before {
+            return Ok(answer);
+        }
+        let unchanged = match clinic.get(field) {
+            Some(stored) => doc! { "_id": id, field: stored.clone() },
+            None => doc! { "_id": id, field: { "$exists": false } },
+        };
+        let written = state
+            .store
+            .clinics
+            .update_one(
+                unchanged,
+                doc! { "$set": { field: after, "updatedTime": DateTime::now() } },
+            )
+            .await?;
+        if written.matched_count == 1 {
+            return Ok(answer);
+        }
+    }
+    Err(ApiError::Conflict(format!(
+        "the clinic's {field} kept changing meanwhile; try again"
+    )))
 }
 
 /// The clinics matching `filter`, oldest first.

@@ -21,6 +21,8 @@ struct Fixture {
     stranger: String,
     invite: String,
     clinician_invite: String,
+    tag: String,
+    site: String,
     legacy: String,
 }
 
@@ -60,6 +62,8 @@ async fn fixture(api: &TestApi) -> Fixture {
         .expect("invite");
     let clinician_invite = uuid::Uuid::new_v4().simple().to_string();
     api.invite_clinician(&id, &clinician_invite).await;
+    let tag = api.add_tag(&id, "Matrix").await;
+    let site = api.add_site(&id, "Matrix Site").await;
     Fixture {
         clinic: id,
         share_code: clinic["shareCode"].as_str().expect("code").to_owned(),
@@ -69,6 +73,8 @@ async fn fixture(api: &TestApi) -> Fixture {
         stranger,
         invite,
         clinician_invite,
+        tag,
+        site,
         legacy,
     }
 }
@@ -365,6 +371,62 @@ fn operations() -> Vec<Operation> {
             path: |f| format!("/v1/clinics/{}/invites/patients/{}", f.clinic, f.invite),
             body: none,
             allowed: "FAAFA",
+        },
+        Operation {
+            name: "CreatePatientTag",
+            method: Method::POST,
+            path: |f| format!("/v1/clinics/{}/patient_tags", f.clinic),
+            body: |_| Some(json!({ "name": "New" })),
+            allowed: "FAAFA",
+        },
+        Operation {
+            name: "UpdatePatientTag",
+            method: Method::PUT,
+            path: |f| format!("/v1/clinics/{}/patient_tags/{}", f.clinic, f.tag),
+            body: |_| Some(json!({ "name": "Renamed" })),
+            allowed: "FAAFA",
+        },
+        Operation {
+            name: "DeletePatientTag",
+            method: Method::DELETE,
+            path: |f| format!("/v1/clinics/{}/patient_tags/{}", f.clinic, f.tag),
+            body: none,
+            allowed: "FFAFA",
+        },
+        Operation {
+            name: "AssignPatientTagToClinicPatients",
+            method: Method::POST,
+            path: |f| format!("/v1/clinics/{}/patients/assign_tag/{}", f.clinic, f.tag),
+            body: |f| Some(json!([f.patient])),
+            allowed: "FFAFA",
+        },
+        Operation {
+            name: "DeletePatientTagFromClinicPatients",
+            method: Method::POST,
+            path: |f| format!("/v1/clinics/{}/patients/delete_tag/{}", f.clinic, f.tag),
+            body: none,
+            allowed: "FFAFA",
+        },
+        Operation {
+            name: "CreateSite",
+            method: Method::POST,
+            path: |f| format!("/v1/clinics/{}/sites", f.clinic),
+            body: |_| Some(json!({ "name": "Elsewhere" })),
+            allowed: "FFAFA",
+        },
+        Operation {
+            name: "UpdateSite",
+            method: Method::PUT,
+            path: |f| format!("/v1/clinics/{}/sites/{}", f.clinic, f.site),
+            body: |_| Some(json!({ "name": "Renamed Site" })),
+            allowed: "FFAFA",
+        },
+        Operation {
+            name: "DeleteSite",
+            method: Method::DELETE,
+            path: |f| format!("/v1/clinics/{}/sites/{}", f.clinic, f.site),
+            body: none,
+            allowed: "FFAFA",
         },
         Operation {
             name: "GetMRNSettings",

@@ -10,6 +10,7 @@ mod lifecycle;
 mod limits;
 mod openapi;
 mod patients;
+mod tags;
 mod validation;
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -193,6 +194,31 @@ impl TestApi {
             )
             .await;
         assert_eq!(status, StatusCode::OK, "{answer}");
+    }
+
+    /// A new patient tag of `clinic` named `name` (by a service); its id.
+    pub async fn add_tag(&self, clinic: &str, name: &str) -> String {
+        self.add_named(&format!("/v1/clinics/{clinic}/patient_tags"), name)
+            .await
+    }
+
+    /// A new site of `clinic` named `name` (by a service); its id.
+    pub async fn add_site(&self, clinic: &str, name: &str) -> String {
+        self.add_named(&format!("/v1/clinics/{clinic}/sites"), name)
+            .await
+    }
+
+    async fn add_named(&self, path: &str, name: &str) -> String {
+        let (status, answer) = self
+            .call(
+                Method::POST,
+                path,
+                Some(&service()),
+                Some(json!({ "name": name })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        answer["id"].as_str().expect("id").to_owned()
     }
 
     /// `user` made a patient of `clinic` sharing view and upload (by a service).

@@ -304,6 +304,8 @@ async fn world(api: &TestApi) -> World {
     let invite = api.send_invite(&clinic, &user()).await;
     // A clinician invite under the same id: the `inviteId` parameter serves both kinds.
     api.invite_clinician(&clinic, &invite).await;
+    let tag = api.add_tag(&clinic, "Valid").await;
+    let site = api.add_site(&clinic, "Main Street").await;
     // The initial migration needs a clinic not migrated yet.
     let unmigrated = api.create_clinic(&admin).await;
     let clinics = format!("/v1/clinics/{clinic}");
@@ -314,6 +316,8 @@ async fn world(api: &TestApi) -> World {
         ("userId", legacy.clone()),
         ("inviteId", invite.clone()),
         ("permission", "view".to_owned()),
+        ("patientTagId", tag.clone()),
+        ("siteId", site.clone()),
         ("shareCode", "ABCD-EFGH-JKLM".to_owned()),
     ]);
     let call = |method: Method, path: String, token: &str, base: Value| Call {
@@ -442,6 +446,60 @@ async fn world(api: &TestApi) -> World {
                 format!("{clinics}/migrations/{legacy}"),
                 &service(),
                 json!({ "status": "RUNNING" }),
+            ),
+        ),
+        (
+            "CreatePatientTag",
+            call(
+                Method::POST,
+                format!("{clinics}/patient_tags"),
+                &admin_token,
+                json!({ "name": "Another" }),
+            ),
+        ),
+        (
+            "UpdatePatientTag",
+            call(
+                Method::PUT,
+                format!("{clinics}/patient_tags/{tag}"),
+                &admin_token,
+                json!({ "name": "Renamed" }),
+            ),
+        ),
+        (
+            "AssignPatientTagToClinicPatients",
+            call(
+                Method::POST,
+                format!("{clinics}/patients/assign_tag/{tag}"),
+                &admin_token,
+                json!([patient]),
+            ),
+        ),
+        (
+            "DeletePatientTagFromClinicPatients",
+            call(
+                Method::POST,
+                format!("{clinics}/patients/delete_tag/{tag}"),
+                &admin_token,
+                json!([patient]),
+            ),
+        ),
+        (
+            "CreateSite",
+            call(
+                Method::POST,
+                format!("{clinics}/sites"),
+                &admin_token,
+                json!({ "name": "Second Site" }),
+            ),
+        ),
+        (
+            "UpdateSite",
+            call(
+                Method::PUT,
+                format!("{clinics}/sites/{site}"),
+                &admin_token,
+                json!({ "name": "Main St." }),
             ),
         ),
         (
