@@ -177,6 +177,10 @@ pub fn operations() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(patients::update_permissions))
         .routes(routes!(patients::delete_permission))
         .routes(routes!(patients::upload_reminder))
+        .routes(routes!(
+            patients::reviews::review,
+            patients::reviews::revert
+        ))
         .routes(routes!(patients::clinics_of))
         .routes(routes!(migrations::trigger))
         .routes(routes!(migrations::list, migrations::add))

@@ -21,11 +21,12 @@ use super::validate::{bad, one_of};
 use super::{AppState, clinics, limits};
 
 mod model;
+pub mod reviews;
 mod store;
 pub use model::{
     AcceptedInvitation, ConnectionRequest, ConnectionRequests, Grant, NewPatient, PERMISSIONS,
-    PageMeta, Patient, PatientClinic, PatientInput, PatientPage, Permissions, grants_document,
-    invited_profile,
+    PageMeta, Patient, PatientClinic, PatientInput, PatientPage, Permissions, Review,
+    grants_document, invited_profile,
 };
 pub(crate) use store::insert;
 use store::{find, gone};

@@ -114,9 +114,38 @@ pub struct Patient {
     diagnosis_type: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     last_upload_reminder_time: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reviews: Option<Vec<Review>>,
     connection_requests: ConnectionRequests,
     created_time: String,
     updated_time: String,
+}
+
+/// `patientReview.v1`: who reviewed the patient's data, and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Review {
+    clinician_id: String,
+    time: String,
+}
+
+impl Review {
+    /// The stored `reviews` of a patient, newest first.
+    pub fn all_of(patient: &Document) -> Vec<Self> {
+        patient
+            .get_array("reviews")
+            .map(|reviews| {
+                reviews
+                    .iter()
+                    .filter_map(Bson::as_document)
+                    .map(|r| Self {
+                        clinician_id: r.get_str("clinicianId").unwrap_or_default().to_owned(),
+                        time: time::text(r.get_datetime("time").ok()),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
 }
 
 /// The data-provider connections requested of the patient, per provider.
@@ -407,6 +436,10 @@ impl From<&Document> for Patient {
                 .get_datetime("lastUploadReminderTime")
                 .ok()
                 .map(|at| time::text(Some(at))),
+            reviews: patient
+                .get_array("reviews")
+                .is_ok()
+                .then(|| Review::all_of(patient)),
             connection_requests: ConnectionRequests {
                 twiist: requested(twiist),
                 dexcom: requested(dexcom),

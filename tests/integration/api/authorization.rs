@@ -373,6 +373,20 @@ fn operations() -> Vec<Operation> {
             allowed: "FAAFA",
         },
         Operation {
+            name: "UpdatePatientReviews",
+            method: Method::PUT,
+            path: |f| format!("/v1/clinics/{}/patients/{}/reviews", f.clinic, f.patient),
+            body: none,
+            allowed: "FAAFA",
+        },
+        Operation {
+            name: "DeletePatientReviews (none to delete)",
+            method: Method::DELETE,
+            path: |f| format!("/v1/clinics/{}/patients/{}/reviews", f.clinic, f.patient),
+            body: none,
+            allowed: "FAAFA",
+        },
+        Operation {
             name: "CreatePatientTag",
             method: Method::POST,
             path: |f| format!("/v1/clinics/{}/patient_tags", f.clinic),

@@ -629,3 +629,54 @@ async fn racing_deletes_of_a_patient_remove_and_archive_it_once_and_the_rest_ans
         assert_eq!(stored(&api, &clinic.id, &patient).await, None);
     }
 }
+
+#[tokio::test]
+async fn members_review_a_patient_the_last_two_reviews_stay_and_only_the_author_takes_one_back() {
+    let api = TestApi::spawn().await;
+    let (admin, member, patient) = (user(), user(), user());
+    let clinic = api.create_clinic(&admin).await;
+    api.add_clinician(&clinic, &member, "CLINIC_MEMBER").await;
+    api.add_patient(&clinic, &patient).await;
+    let reviews = format!("/v1/clinics/{clinic}/patients/{patient}/reviews");
+    let (admin_token, member_token) = (
+        TestApi::token(&admin, false),
+        TestApi::token(&member, false),
+    );
+    let none = api
+        .call(Method::DELETE, &reviews, Some(&member_token), None)
+        .await;
+    assert_error(&none, StatusCode::NOT_FOUND, "no review");
+    for token in [&admin_token, &member_token, &admin_token] {
+        let (status, answer) = api.call(Method::PUT, &reviews, Some(token), None).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+    }
+    let (_, read) = api
+        .call(
+            Method::GET,
+            &format!("/v1/clinics/{clinic}/patients/{patient}"),
+            Some(&member_token),
+            None,
+        )
+        .await;
+    let authors: Vec<&str> = read["reviews"]
+        .as_array()
+        .expect("reviews")
+        .iter()
+        .map(|r| r["clinicianId"].as_str().expect("clinicianId"))
+        .collect();
+    assert_eq!(
+        authors,
+        [admin.as_str(), member.as_str()],
+        "newest first, two kept"
+    );
+    let not_theirs = api
+        .call(Method::DELETE, &reviews, Some(&member_token), None)
+        .await;
+    assert_error(&not_theirs, StatusCode::CONFLICT, "another clinician");
+    let (status, left) = api
+        .call(Method::DELETE, &reviews, Some(&admin_token), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(left.as_array().map(Vec::len), Some(1));
+    assert_eq!(left[0]["clinicianId"], json!(member));
+}
