@@ -71,36 +71,29 @@ pub fn cloud_event(
 }
 
 /// A `users:update` (`{original, updated}`): an address change when `updated.username` is an
-/// address other than `original.username`.
+/// address other than `original.username`; anything else about the user is ignored.
 fn email_change(event: &events::CloudEvent, at_ms: i64) -> Result<UserEvent, ProcessError> {
-    let username = |side: &str| {
-        event
-            .data
-            .as_ref()
-            .and_then(|d| d.get(side))
+    let side = |name: &str| event.data.as_ref().and_then(|d| d.get(name));
+    let username = |name: &str| {
+        side(name)
             .and_then(|u| u.get("username"))
             .and_then(Value::as_str)
             .map(|u| u.trim().to_lowercase())
     };
-    let updated = event
-        .data
-        .as_ref()
-        .and_then(|d| d.get("updated"))
-        .ok_or_else(|| poison("users:update event without its updated user"))?;
-    let user_id = events::user_id(updated)
-        .ok_or_else(|| poison("users:update event whose updated user carries no userid"))?;
-    match (username("original"), username("updated")) {
-        (before, Some(after)) if after.contains('@') && before.as_ref() != Some(&after) => {
-            Ok(UserEvent::EmailChanged {
-                user_id: user_id.to_owned(),
-                email: after,
-                at_ms,
-            })
-        }
-        _ => Ok(UserEvent::Ignored {
+    let (before, after) = (username("original"), username("updated"));
+    let Some(email) = after.filter(|a| a.contains('@') && before.as_ref() != Some(a)) else {
+        return Ok(UserEvent::Ignored {
             kind: format!("{} keeping its address", event.kind),
-        }),
-    }
+        });
+    };
+    let user_id = side("updated")
+        .and_then(events::user_id)
+        .ok_or_else(|| poison("users:update event whose updated user carries no userid"))?;
+    Ok(UserEvent::EmailChanged {
+        user_id: user_id.to_owned(),
+        email,
+        at_ms,
+    })
 }
 
 /// Reads a Debezium row change of a user table (relational envelope: `op`, `before`, `after`,
@@ -225,13 +218,35 @@ mod tests {
 
     #[test]
     fn structured_mode_other_type_is_ignored_and_garbage_is_poison() {
-        let update = json!({"specversion": "1.0", "type": "users:update", "id": "1", "source": "s", "data": {}});
+        let create = json!({"specversion": "1.0", "type": "users:create", "id": "1", "source": "s", "data": {}});
         assert_eq!(
-            cloud_event(&[], Some(&update), None).expect("decodes"),
+            cloud_event(&[], Some(&create), None).expect("decodes"),
             UserEvent::Ignored {
-                kind: "users:update".into()
+                kind: "users:create".into()
             }
         );
+        // An update that keeps the address is ignored; one that changes it is an address
+        // change, which must name its user.
+        let update = |updated: serde_json::Value| {
+            json!({"specversion": "1.0", "type": "users:update", "id": "1", "source": "s",
+                   "data": {"original": {"userid": "u1", "username": "a@b.c"}, "updated": updated}})
+        };
+        let kept = update(json!({"userid": "u1", "username": "A@B.c", "emailVerified": true}));
+        assert!(matches!(
+            cloud_event(&[], Some(&kept), Some(7)).expect("decodes"),
+            UserEvent::Ignored { .. }
+        ));
+        let changed = update(json!({"userid": "u1", "username": "New@B.c"}));
+        assert_eq!(
+            cloud_event(&[], Some(&changed), Some(7)).expect("decodes"),
+            UserEvent::EmailChanged {
+                user_id: "u1".into(),
+                email: "new@b.c".into(),
+                at_ms: 7
+            }
+        );
+        let nobody = update(json!({"username": "new@b.c"}));
+        assert!(cloud_event(&[], Some(&nobody), None).is_err());
         let err = cloud_event(&[], Some(&json!({"hello": 1})), None).expect_err("poison");
         assert!(matches!(err, ProcessError::Poison(m) if m.contains("not a CloudEvent")));
         let no_user =
