@@ -21,6 +21,8 @@
 //! 7. the inviting patient deletes their account (`users:delete` → archived, removed, the grant
 //!    gone).
 //!
+//! The story calls the API through the typed client (`clinic-client`, generated from the
+//! contract), except hydrophone's patient-invite route, which the contract does not have.
 //! Then a summary of what the story left (`summary`). The API is the one at `CLINIC_API_URL`
 //! (signing tokens with `CLINIC_API_SECRET`) when set, as `scripts/demo` runs it; otherwise one
 //! started in-process.
@@ -39,6 +41,7 @@ use serde_json::json;
 use crate::api::{ApiSettings, Application};
 use crate::endpoints::Endpoints;
 use client::{Api, address, all, await_mail, delete_user, user_id, wait_for};
+use clinic_client::types;
 
 /// Patients of the legacy clinician in step 6.
 const LEGACY_PATIENTS: usize = 50;
@@ -111,6 +114,26 @@ pub async fn run(endpoints: &Endpoints) -> anyhow::Result<()> {
     summary::print(&story).await
 }
 
+/// `user` creates a provider practice named `name` in `city` (the typed client's CreateClinic).
+async fn create_clinic(
+    api: &Api,
+    user: &str,
+    name: &str,
+    city: &str,
+) -> anyhow::Result<types::ClinicV1> {
+    Ok(api
+        .typed(user, false)?
+        .create_clinic(&types::ClinicV1Request {
+            name: Some(name.parse()?),
+            city: Some(city.parse()?),
+            clinic_type: Some(types::ClinicV1RequestClinicType::ProviderPractice),
+            ..Default::default()
+        })
+        .await
+        .context("CreateClinic")?
+        .into_inner())
+}
+
 /// A one-hour token for `user`, signed with `CLINIC_API_SECRET`, as the story's own tokens are.
 ///
 /// # Errors
@@ -161,27 +184,11 @@ async fn step(
 }
 
 impl Story {
-    fn path(&self, rest: &str) -> String {
-        format!("/v1/clinics/{}{rest}", self.clinic_id)
-    }
-
     async fn clinic_created(&mut self) -> anyhow::Result<String> {
-        let clinic = self
-            .api
-            .call(
-                reqwest::Method::POST,
-                "/v1/clinics",
-                &self.admin,
-                false,
-                Some(json!({ "name": self.name, "city": "Palo Alto", "clinicType": "provider_practice" })),
-            )
-            .await?;
-        self.clinic_id = clinic["id"].as_str().context("clinic id")?.to_owned();
+        let clinic = create_clinic(&self.api, &self.admin, &self.name, "Palo Alto").await?;
+        self.clinic_id = clinic.id.to_string();
         self.clinic = ObjectId::parse_str(&self.clinic_id).context("clinic id")?;
-        self.share_code = clinic["shareCode"]
-            .as_str()
-            .context("share code")?
-            .to_owned();
+        self.share_code = clinic.share_code.to_string();
         let subject = format!("Your clinic {} is ready on Tidepool", self.name);
         let mail = await_mail(&self.endpoints, &subject, 1).await?;
         anyhow::ensure!(mail[0].to[0].address == address(&self.admin));
@@ -203,22 +210,26 @@ impl Story {
     /// service that confirms invites associates her account, as hydrophone does) and is
     /// promoted (→ `clinician_permissions_updated`); the other invite stays pending.
     async fn clinicians(&mut self) -> anyhow::Result<String> {
+        let as_admin = self.api.typed(&self.admin, false)?;
         let mut invites = Vec::new();
         for to in [
             address(&self.member),
             format!("invited-{}@example.org", self.suffix),
         ] {
-            let invited = self
-                .api
-                .call(
-                    reqwest::Method::POST,
-                    &self.path("/invites/clinicians"),
-                    &self.admin,
-                    false,
-                    Some(json!({ "email": to, "roles": ["CLINIC_MEMBER"] })),
+            let invited = as_admin
+                .invite_clinician(
+                    &self.clinic_id.parse()?,
+                    &types::InviteClinicianV1Request {
+                        email: Some(to.parse()?),
+                        roles: Some(types::ClinicianRolesV1(vec![
+                            types::ClinicianRolesV1Item::ClinicMember,
+                        ])),
+                    },
                 )
-                .await?;
-            let invite = invited["inviteId"].as_str().context("inviteId")?.to_owned();
+                .await
+                .context("InviteClinician")?
+                .into_inner();
+            let invite = invited.invite_id.context("inviteId")?;
             invites.push((to, invite));
         }
         // The invitations arrive before anyone accepts: an acceptance between two of the
@@ -237,14 +248,16 @@ impl Story {
             );
         }
         self.api
-            .call(
-                reqwest::Method::PATCH,
-                &self.path(&format!("/invites/clinicians/{}/clinician", invites[0].1)),
-                "demo-service",
-                true,
-                Some(json!({ "userId": self.member })),
+            .typed("demo-service", true)?
+            .associate_clinician_to_user(
+                &self.clinic_id.parse()?,
+                &invites[0].1.parse()?,
+                &types::AssociateClinicianToUserV1Request {
+                    user_id: Some(self.member.clone()),
+                },
             )
-            .await?;
+            .await
+            .context("AssociateClinicianToUser")?;
         // The member's record is in gatekeeper before the promotion, for the same reason.
         wait_for(
             &self.gatekeeper,
@@ -254,15 +267,20 @@ impl Story {
         )
         .await
         .context("the new member in gatekeeper")?;
-        self.api
-            .call(
-                reqwest::Method::PUT,
-                &self.path(&format!("/clinicians/{}", self.member)),
-                &self.admin,
-                false,
-                Some(json!({ "name": "Dr. Ana Ortiz", "roles": ["CLINIC_ADMIN"] })),
+        as_admin
+            .update_clinician(
+                &self.clinic_id.parse()?,
+                &self.member.parse()?,
+                &types::ClinicianV1Request {
+                    name: Some("Dr. Ana Ortiz".parse()?),
+                    roles: Some(types::ClinicianRolesV1(vec![
+                        types::ClinicianRolesV1Item::ClinicAdmin,
+                    ])),
+                    ..Default::default()
+                },
             )
-            .await?;
+            .await
+            .context("UpdateClinician")?;
         let subject = format!("Your permissions at {} have changed", self.name);
         let mail = await_mail(&self.endpoints, &subject, 1).await?;
         anyhow::ensure!(mail[0].to[0].address == address(&self.member));
@@ -291,15 +309,20 @@ impl Story {
         let casey = format!("casey-{}@example.org", self.suffix);
         let patient = self
             .api
-            .call(
-                reqwest::Method::POST,
-                &self.path("/patients"),
-                &self.member,
-                false,
-                Some(json!({ "fullName": "Casey Kid", "birthDate": "2015-06-07", "email": casey })),
+            .typed(&self.member, false)?
+            .create_patient_account(
+                &self.clinic_id.parse()?,
+                &types::PatientV1Request {
+                    full_name: Some("Casey Kid".parse()?),
+                    birth_date: Some("2015-06-07".parse()?),
+                    email: Some(casey.parse()?),
+                    ..Default::default()
+                },
             )
-            .await?;
-        self.custodial = patient["id"].as_str().context("custodial id")?.to_owned();
+            .await
+            .context("CreatePatientAccount")?
+            .into_inner();
+        self.custodial = patient.id.to_string();
         let subject = format!("{} created a Tidepool account for you", self.name);
         let mail = await_mail(&self.endpoints, &subject, 1).await?;
         anyhow::ensure!(mail[0].to[0].address == casey);
@@ -337,14 +360,10 @@ impl Story {
         admins.sort();
         anyhow::ensure!(to == admins, "invitations to {to:?}, expected {admins:?}");
         self.api
-            .call(
-                reqwest::Method::PUT,
-                &self.path(&format!("/invites/patients/{key}")),
-                &self.admin,
-                false,
-                None,
-            )
-            .await?;
+            .typed(&self.admin, false)?
+            .accept_patient_invitation(&self.clinic_id.parse()?, &key.parse()?, &Default::default())
+            .await
+            .context("AcceptPatientInvitation")?;
         wait_for(
             &self.gatekeeper,
             "patient_permissions",
@@ -358,14 +377,10 @@ impl Story {
 
     async fn upload_reminder(&mut self) -> anyhow::Result<String> {
         self.api
-            .call(
-                reqwest::Method::POST,
-                &self.path(&format!("/patients/{}/upload_reminder", self.custodial)),
-                &self.admin,
-                false,
-                None,
-            )
-            .await?;
+            .typed(&self.admin, false)?
+            .send_upload_reminder(&self.clinic_id.parse()?, &self.custodial.parse()?)
+            .await
+            .context("SendUploadReminder")?;
         let subject = format!("{} asks you to upload your data", self.name);
         await_mail(&self.endpoints, &subject, 1).await?;
         Ok("patient_upload_reminder to Casey".into())
@@ -404,31 +419,18 @@ impl Story {
             .await
             .context("seeding seagull.seagull")?;
         let name = format!("Legacy Practice {}", self.suffix);
-        let clinic = self
-            .api
-            .call(
-                reqwest::Method::POST,
-                "/v1/clinics",
-                &legacy,
-                false,
-                Some(json!({ "name": name, "city": "Boston", "clinicType": "provider_practice" })),
-            )
-            .await?;
-        let clinic_id = clinic["id"].as_str().context("clinic id")?.to_owned();
+        let clinic = create_clinic(&self.api, &legacy, &name, "Boston").await?;
+        let clinic_id = clinic.id.to_string();
         let clinic_oid = ObjectId::parse_str(&clinic_id).context("clinic id")?;
         self.legacy_clinic = Some(clinic_oid);
         // The emulator must have published the shares and profiles before the trigger, as the
         // connector would have long before: the migration acts on what its tables hold.
         tokio::time::sleep(Duration::from_secs(1)).await;
         self.api
-            .call(
-                reqwest::Method::POST,
-                &format!("/v1/clinics/{clinic_id}/migrate"),
-                &legacy,
-                false,
-                Some(json!({})),
-            )
-            .await?;
+            .typed(&legacy, false)?
+            .trigger_initial_migration(&clinic_id, &Default::default())
+            .await
+            .context("TriggerInitialMigration")?;
         wait_for(
             &self.clinic_db,
             "migrations",

@@ -2,6 +2,7 @@
 //! fresh database per test, real HTTP through reqwest, tokens signed like the identity service's.
 
 mod authorization;
+mod client;
 mod clinicians;
 mod clinics;
 mod contract;
@@ -56,6 +57,11 @@ impl TestApi {
     /// Starts the API on port 0 over `database` (which may hold data and indexes already).
     pub async fn spawn_on(database: &str) -> Self {
         Self::start(database, |_| {}).await
+    }
+
+    /// The base URL of the API.
+    pub fn base_url(&self) -> &str {
+        &self.base
     }
 
     /// The base URL of its operational endpoints (`/healthz`, `/readyz`, `/metrics`).
