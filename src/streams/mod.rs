@@ -36,6 +36,7 @@ pub mod task;
 pub mod topology;
 
 pub use processor::{
-    Context, Input, OutValue, OutputRecord, Payload, ProcessError, Processor, sink_key,
+    Context, Input, OutValue, OutputRecord, Payload, ProcessError, Processor, sink_document,
+    sink_key,
 };
 pub use topology::{IndexKeys, InputFormat, InputKind, StoreIndex, StoreKind, Topology};

@@ -479,6 +479,18 @@ pub fn sink_key(id: &bson::Bson) -> String {
     serde_json::json!({ "_id": id.clone().into_canonical_extjson() }).to_string()
 }
 
+/// A record for a MongoDB sink connector: `document` (canonical Extended JSON, so ObjectIds and
+/// dates keep their types) on `topic`, keyed by `id` ([`sink_key`]).
+pub fn sink_document(topic: &str, id: &bson::Bson, document: bson::Document) -> OutputRecord {
+    OutputRecord {
+        topic: topic.to_owned(),
+        key: sink_key(id),
+        value: Some(OutValue::Json(
+            bson::Bson::Document(document).into_canonical_extjson(),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

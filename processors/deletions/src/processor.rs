@@ -9,7 +9,8 @@ use clinic::streams::projection::part;
 use clinic::streams::store::table_key;
 use clinic::streams::stored::{StoredError, compact_key, document_fields, expand_key};
 use clinic::streams::{
-    Context, Input, InputFormat, OutValue, OutputRecord, Payload, ProcessError, Processor, Topology,
+    Context, Input, InputFormat, OutputRecord, Payload, ProcessError, Processor, Topology,
+    sink_document,
 };
 use serde::{Deserialize, Serialize};
 
@@ -228,13 +229,7 @@ fn remove(
 ) -> Result<(), ProcessError> {
     let id = document.get("_id").cloned().unwrap_or(Bson::Null);
     let archive = model::archive(kind, document, at_ms);
-    ctx.emit(OutputRecord {
-        topic: kind.archive_topic().to_owned(),
-        key: sink_key(&id),
-        value: Some(OutValue::Json(
-            Bson::Document(archive).into_canonical_extjson(),
-        )),
-    })?;
+    ctx.emit(sink_document(kind.archive_topic(), &id, archive))?;
     ctx.emit(OutputRecord {
         topic: kind.sink().to_owned(),
         key: sink_key(&id),
@@ -330,13 +325,7 @@ fn admins_follow(
     admins.sort();
     let admins: Vec<String> = admins.into_iter().map(|(_, _, user)| user).collect();
     let update = bson::doc! { "_id": clinic_id.clone(), "admins": admins };
-    ctx.emit(OutputRecord {
-        topic: SINK_CLINICS.to_owned(),
-        key: sink_key(clinic_id),
-        value: Some(OutValue::Json(
-            Bson::Document(update).into_canonical_extjson(),
-        )),
-    })
+    ctx.emit(sink_document(SINK_CLINICS, clinic_id, update))
 }
 
 /// Gives every patient and clinician record of `user` the address `email` (`{_id, email,
@@ -366,13 +355,7 @@ fn change_email(
             }
             let id = document.get("_id").cloned().unwrap_or(Bson::Null);
             let update = bson::doc! { "_id": id.clone(), "email": email, "updatedTime": at };
-            ctx.emit(OutputRecord {
-                topic: kind.sink().to_owned(),
-                key: sink_key(&id),
-                value: Some(OutValue::Json(
-                    Bson::Document(update).into_canonical_extjson(),
-                )),
-            })?;
+            ctx.emit(sink_document(kind.sink(), &id, update))?;
             document.insert("email", email);
             document.insert("updatedTime", at);
             ctx.put_document(kind.store(), &key, &document)?;

@@ -2,13 +2,14 @@
 //! addresses as tables; on a PENDING migration move every share of the legacy clinician into
 //! the clinic, a chunk per step. No I/O.
 
-use bson::{Bson, Document};
+use bson::Bson;
 use clinic::cdc::{self, CdcRecord, Next, Operation};
 use clinic::email;
 use clinic::streams::projection::{Address, follow, follow_user_event, part};
 use clinic::streams::store::table_key;
 use clinic::streams::{
-    Context, Input, InputFormat, OutValue, OutputRecord, Payload, ProcessError, Processor, Topology,
+    Context, Input, InputFormat, OutValue, OutputRecord, Payload, ProcessError, Processor,
+    Topology, sink_document,
 };
 use serde::{Deserialize, Serialize};
 
@@ -338,7 +339,7 @@ fn move_share(
             let taken = format!("i/{}", model::mrn_index(&migration.clinic_id, mrn));
             ctx.write_raw(PATIENT_STORE, &taken, Vec::new())?;
         }
-        emit_document(ctx, SINK_PATIENTS, &id, patient)?;
+        ctx.emit(sink_document(SINK_PATIENTS, &id, patient))?;
         migration.created += 1;
     }
     ctx.emit(OutputRecord {
@@ -413,23 +414,7 @@ fn emit_status(
     reason: Option<&str>,
 ) -> Result<(), ProcessError> {
     let row = model::status_row(status, at_ms, reason);
-    emit_document(ctx, SINK_MIGRATIONS, &migration.id, row)
-}
-
-/// A sink row in canonical Extended JSON, so ObjectIds and dates keep their types.
-fn emit_document(
-    ctx: &mut Context<'_>,
-    topic: &str,
-    id: &Bson,
-    document: Document,
-) -> Result<(), ProcessError> {
-    ctx.emit(OutputRecord {
-        topic: topic.to_owned(),
-        key: clinic::streams::sink_key(id),
-        value: Some(OutValue::Json(
-            Bson::Document(document).into_canonical_extjson(),
-        )),
-    })
+    ctx.emit(sink_document(SINK_MIGRATIONS, &migration.id, row))
 }
 
 fn profile_of(ctx: &Context<'_>, user: &str) -> Result<Option<Profile>, ProcessError> {
