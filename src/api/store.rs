@@ -261,6 +261,51 @@ async fn one_by_one<const N: usize>(
     Ok(())
 }
 
+/// One conditional rewrite of the list `field` of `document`, as just read from `collection`:
+/// `edit` changes the list, which is written (with `updatedTime` when `touch`) only if the
+/// stored one is still the one read; FerretDB has neither transactions nor positional updates.
+/// `Some` (what `edit` answered, and the list as it now stands) when written or left unchanged;
+/// `None` when the list changed meanwhile: read the document again and retry.
+///
+/// # Errors
+/// `edit`'s; database failures.
+pub async fn rewrite_list<T>(
+    collection: &Collection<Document>,
+    document: &Document,
+    field: &str,
+    touch: bool,
+    edit: impl FnOnce(&mut Vec<Document>) -> crate::api::error::ApiResult<T>,
+) -> crate::api::error::ApiResult<Option<(T, Vec<Document>)>> {
+    let before: Vec<Document> = document
+        .get_array(field)
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(Bson::as_document)
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut after = before.clone();
+    let answer = edit(&mut after)?;
+    if after == before {
+        return Ok(Some((answer, after)));
+    }
+    let id = document.get("_id").cloned().unwrap_or(Bson::Null);
+    let unchanged = match document.get(field) {
+        Some(stored) => doc! { "_id": id, field: stored.clone() },
+        None => doc! { "_id": id, field: { "$exists": false } },
+    };
+    let mut set = doc! { field: &after };
+    if touch {
+        set.insert("updatedTime", bson::DateTime::now());
+    }
+    let written = collection
+        .update_one(unchanged, doc! { "$set": set })
+        .await?;
+    Ok((written.matched_count == 1).then_some((answer, after)))
+}
+
 /// Quotes regular-expression metacharacters, so a search is a literal substring.
 pub fn regex_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len() * 2);

@@ -3,13 +3,14 @@
 //! clinic (it exists, it takes new members, the clinics of a user's records).
 
 use bson::oid::ObjectId;
-use bson::{Bson, DateTime, Document, doc};
+use bson::{DateTime, Document, doc};
 use futures::TryStreamExt as _;
 use mongodb::options::FindOptions;
 
 use crate::api::AppState;
 use crate::api::error::{ApiError, ApiResult, is_duplicate_key, taken};
 use crate::api::share_code;
+use crate::api::store::rewrite_list;
 
 /// Set on a clinic while it is being deleted (the time it began); never shown.
 const DELETING: &str = "deletingSince";
@@ -106,9 +107,8 @@ pub async fn find(state: &AppState, id: ObjectId) -> ApiResult<Document> {
 }
 
 /// Changes the clinic's list `field` (its patient tags, its sites) with `edit`, which sees the
-/// list as stored and answers what the caller gets. FerretDB has no positional updates or
-/// transactions: the new list is written only if the stored one is still the one `edit` saw,
-/// and `edit` runs again on the newer one otherwise, so two concurrent edits both land.
+/// list as stored and answers what the caller gets ([`rewrite_list`]); `edit` runs again on a
+/// newer list when another change came first, so two concurrent edits both land.
 ///
 /// # Errors
 /// 404 without the clinic; `edit`'s; 409 after repeated interference; database failures.
@@ -120,34 +120,8 @@ pub async fn edit_list<T>(
 ) -> ApiResult<T> {
     for _ in 0..10 {
         let clinic = find(state, id).await?;
-        let before: Vec<Document> = clinic
-            .get_array(field)
-            .map(|items| {
-                items
-                    .iter()
-                    .filter_map(Bson::as_document)
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default();
-        let mut after = before.clone();
-        let answer = edit(&mut after)?;
-        if after == before {
-            return Ok(answer);
-        }
-        let unchanged = match clinic.get(field) {
-            Some(stored) => doc! { "_id": id, field: stored.clone() },
-            None => doc! { "_id": id, field: { "$exists": false } },
-        };
-        let written = state
-            .store
-            .clinics
-            .update_one(
-                unchanged,
-                doc! { "$set": { field: after, "updatedTime": DateTime::now() } },
-            )
-            .await?;
-        if written.matched_count == 1 {
+        let clinics = &state.store.clinics;
+        if let Some((answer, _)) = rewrite_list(clinics, &clinic, field, true, &mut edit).await? {
             return Ok(answer);
         }
     }

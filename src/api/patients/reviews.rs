@@ -5,7 +5,7 @@
 
 use axum::Json;
 use axum::extract::State;
-use bson::{Bson, DateTime, Document, doc};
+use bson::{DateTime, Document, doc};
 
 use super::model::Review;
 use super::store::find;
@@ -14,6 +14,7 @@ use crate::api::access::{Need, require};
 use crate::api::auth::Caller;
 use crate::api::error::{ApiError, ApiResult, ErrorBody};
 use crate::api::extract::{Path, object_id, user_id};
+use crate::api::store::rewrite_list;
 
 /// The most reviews a patient keeps.
 const KEPT: usize = 2;
@@ -85,8 +86,8 @@ pub async fn revert(
     .await
 }
 
-/// Changes the patient's reviews with `change`, on condition they did not change meanwhile
-/// (read again and retried otherwise); the reviews as written.
+/// Changes the patient's reviews with `change` ([`rewrite_list`], read again and retried when
+/// they changed meanwhile); the reviews as written.
 async fn edit(
     state: &AppState,
     clinic: bson::oid::ObjectId,
@@ -94,30 +95,13 @@ async fn edit(
     mut change: impl FnMut(&mut Vec<Document>) -> ApiResult<()>,
 ) -> ApiResult<Json<Vec<Review>>> {
     for _ in 0..10 {
-        let patient = find(state, clinic, user).await?;
-        let stored = patient.get("reviews").cloned();
-        let mut reviews: Vec<Document> = patient
-            .get_array("reviews")
-            .map(|r| r.iter().filter_map(Bson::as_document).cloned().collect())
-            .unwrap_or_default();
-        change(&mut reviews)?;
-        let id = patient.get("_id").cloned().unwrap_or(Bson::Null);
-        let unchanged = match stored {
-            Some(stored) => doc! { "_id": &id, "reviews": stored },
-            None => doc! { "_id": &id, "reviews": { "$exists": false } },
-        };
-        let written = state
-            .store
-            .patients
-            .update_one(
-                unchanged,
-                doc! { "$set": { "reviews": &reviews, "updatedTime": DateTime::now() } },
-            )
-            .await?;
-        if written.matched_count == 1 {
-            let mut answered = patient;
-            answered.insert("reviews", reviews);
-            return Ok(Json(Review::all_of(&answered)));
+        let mut patient = find(state, clinic, user).await?;
+        let patients = &state.store.patients;
+        if let Some(((), reviews)) =
+            rewrite_list(patients, &patient, "reviews", true, &mut change).await?
+        {
+            patient.insert("reviews", reviews);
+            return Ok(Json(Review::all_of(&patient)));
         }
     }
     Err(ApiError::Conflict(

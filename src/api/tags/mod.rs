@@ -23,6 +23,7 @@ use super::access::{Need, require};
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{JsonBody, Path, object_id, user_id};
+use super::store::rewrite_list;
 use super::validate::{bad, unique};
 use super::{AppState, clinics};
 
@@ -445,9 +446,8 @@ pub async fn update_site(
 }
 
 /// Rewrites the copy of `site` in each patient of the clinic that carries it: `change` answers
-/// the copy's replacement (`None`: removed). FerretDB has no positional update, so each
-/// patient's list is rewritten on condition it did not change meanwhile, and read again if it
-/// did.
+/// the copy's replacement (`None`: removed). Each patient's list is rewritten on condition it
+/// did not change meanwhile ([`rewrite_list`]), and read again if it did.
 async fn patient_sites(
     state: &AppState,
     clinic: ObjectId,
@@ -461,30 +461,26 @@ async fn patient_sites(
         .await?
         .try_collect()
         .await?;
+    let replace = |sites: &mut Vec<Document>| {
+        *sites = std::mem::take(sites)
+            .into_iter()
+            .filter_map(|s| match s.get_object_id("id") {
+                Ok(id) if id == site => change(),
+                _ => Some(s),
+            })
+            .collect();
+        Ok(())
+    };
     for mut patient in carrying {
-        let id = patient.get("_id").cloned().unwrap_or(Bson::Null);
         for _ in 0..10 {
-            let before = patient.get_array("sites").cloned().unwrap_or_default();
-            let after: Vec<Bson> = before
-                .iter()
-                .filter_map(|entry| match entry.as_document() {
-                    Some(d) if d.get_object_id("id") == Ok(site) => change().map(Bson::Document),
-                    _ => Some(entry.clone()),
-                })
-                .collect();
-            if after == before {
+            if rewrite_list(patients, &patient, "sites", false, replace)
+                .await?
+                .is_some()
+            {
                 break;
             }
-            let written = patients
-                .update_one(
-                    doc! { "_id": &id, "sites": before },
-                    doc! { "$set": { "sites": after } },
-                )
-                .await?;
-            if written.matched_count == 1 {
-                break;
-            }
-            match patients.find_one(doc! { "_id": &id }).await? {
+            let id = patient.get("_id").cloned().unwrap_or(Bson::Null);
+            match patients.find_one(doc! { "_id": id }).await? {
                 Some(now) => patient = now,
                 None => break,
             }
