@@ -173,72 +173,49 @@ impl TestApi {
         clinic["id"].as_str().expect("id").to_owned()
     }
 
+    /// `body` posted to `path` by a service, answered 200; the answer.
+    async fn created(&self, path: &str, body: Value) -> Value {
+        let (status, answer) = self
+            .call(Method::POST, path, Some(&service()), Some(body))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        answer
+    }
+
     /// `user` made a clinician of `clinic` with `role` (by a service, as the invite flow does).
     pub async fn add_clinician(&self, clinic: &str, user: &str, role: &str) {
         let body = json!({ "id": user, "email": format!("{user}@example.org"), "roles": [role] });
-        let (status, answer) = self
-            .call(
-                Method::POST,
-                &format!("/v1/clinics/{clinic}/clinicians"),
-                Some(&service()),
-                Some(body),
-            )
+        self.created(&format!("/v1/clinics/{clinic}/clinicians"), body)
             .await;
-        assert_eq!(status, StatusCode::OK, "{answer}");
     }
 
     /// A pending clinician invite of `clinic` under `invite` (by a service, as hydrophone
     /// stores one), for `<invite>@example.org` as a member.
     pub async fn invite_clinician(&self, clinic: &str, invite: &str) {
         let body = json!({ "inviteId": invite, "email": format!("{invite}@example.org"), "roles": ["CLINIC_MEMBER"] });
-        let (status, answer) = self
-            .call(
-                Method::POST,
-                &format!("/v1/clinics/{clinic}/clinicians"),
-                Some(&service()),
-                Some(body),
-            )
+        self.created(&format!("/v1/clinics/{clinic}/clinicians"), body)
             .await;
-        assert_eq!(status, StatusCode::OK, "{answer}");
     }
 
     /// A new patient tag of `clinic` named `name` (by a service); its id.
     pub async fn add_tag(&self, clinic: &str, name: &str) -> String {
-        self.add_named(&format!("/v1/clinics/{clinic}/patient_tags"), name)
-            .await
+        let path = format!("/v1/clinics/{clinic}/patient_tags");
+        let tag = self.created(&path, json!({ "name": name })).await;
+        tag["id"].as_str().expect("id").to_owned()
     }
 
     /// A new site of `clinic` named `name` (by a service); its id.
     pub async fn add_site(&self, clinic: &str, name: &str) -> String {
-        self.add_named(&format!("/v1/clinics/{clinic}/sites"), name)
-            .await
-    }
-
-    async fn add_named(&self, path: &str, name: &str) -> String {
-        let (status, answer) = self
-            .call(
-                Method::POST,
-                path,
-                Some(&service()),
-                Some(json!({ "name": name })),
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{answer}");
-        answer["id"].as_str().expect("id").to_owned()
+        let path = format!("/v1/clinics/{clinic}/sites");
+        let site = self.created(&path, json!({ "name": name })).await;
+        site["id"].as_str().expect("id").to_owned()
     }
 
     /// `user` made a patient of `clinic` sharing view and upload (by a service).
     pub async fn add_patient(&self, clinic: &str, user: &str) {
         let body = json!({ "permissions": { "view": {}, "upload": {} }, "fullName": format!("Patient {user}"), "birthDate": "2000-01-01" });
-        let (status, answer) = self
-            .call(
-                Method::POST,
-                &format!("/v1/clinics/{clinic}/patients/{user}"),
-                Some(&service()),
-                Some(body),
-            )
+        self.created(&format!("/v1/clinics/{clinic}/patients/{user}"), body)
             .await;
-        assert_eq!(status, StatusCode::OK, "{answer}");
     }
 
     /// `clinic` marked migrated, with a pending migration of the legacy clinician `user`.
