@@ -182,6 +182,7 @@ pub fn operations() -> (Router<AppState>, utoipa::openapi::OpenApi) {
             patients::reviews::revert
         ))
         .routes(routes!(patients::clinics_of))
+        .routes(routes!(migrations::enable))
         .routes(routes!(migrations::trigger))
         .routes(routes!(migrations::list, migrations::add))
         .routes(routes!(migrations::get, migrations::update))

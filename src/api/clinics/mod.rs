@@ -5,7 +5,6 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use bson::oid::ObjectId;
 use bson::{DateTime, Document, doc};
 
 use super::access::{Need, require, require_clinic, require_service};
@@ -18,7 +17,7 @@ use super::{AppState, share_code, time};
 mod model;
 mod store;
 pub use model::{Clinic, ClinicInput, TIMEZONES};
-pub use store::{edit_list, find, insert_member, with_clinics};
+pub use store::{create as create_with_admin, edit_list, find, insert_member, with_clinics};
 
 /// `GET /v1/clinics` (backend services): `limit`, `offset`, `shareCode`, `createdTimeStart`
 /// (inclusive), `createdTimeEnd` (exclusive).
@@ -81,7 +80,7 @@ pub async fn create(
             "a clinic is created by the user who will administer it, not by a service".into(),
         ));
     }
-    let mut clinic = input.to_set()?;
+    let clinic = input.to_set()?;
     if !clinic.contains_key("name") {
         return Err(bad("name", "is required"));
     }
@@ -91,29 +90,14 @@ pub async fn create(
             "the token carries no email claim; the clinic's admin needs an address".into(),
         )
     })?;
-    let now = DateTime::now();
-    let id = ObjectId::new();
-    clinic.insert("_id", id);
-    clinic.insert("admins", vec![caller.user_id.clone()]);
-    clinic.insert("isMigrated", false);
-    clinic.insert("tier", "tier0100");
-    clinic.insert(
-        "patientCountSettings",
-        super::limits::PatientCountSettings::new_clinic(),
-    );
-    if !clinic.contains_key("PreferredBgUnits") {
-        clinic.insert("PreferredBgUnits", "mg/dL");
-    }
-    clinic.insert("createdTime", now);
-    clinic.insert("updatedTime", now);
-    let mut admin = doc! {
-        "clinicId": id, "userId": &caller.user_id, "email": email.to_lowercase(),
-        "roles": ["CLINIC_ADMIN"], "createdTime": now, "updatedTime": now,
-    };
-    if let Some(name) = &caller.name {
-        admin.insert("name", name);
-    }
-    store::insert(&state, &mut clinic, admin).await?;
+    let clinic = store::create(
+        &state,
+        clinic,
+        &caller.user_id,
+        &email,
+        caller.name.as_deref(),
+    )
+    .await?;
     Ok(Json(Clinic::from(&clinic)))
 }
 

@@ -54,8 +54,9 @@ pub struct SuppressedNotifications {
 #[serde(rename_all = "camelCase")]
 pub struct Clinic {
     id: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    name: Option<String>,
+    /// Empty for a clinic made for a legacy clinician (EnableNewClinicExperience) until its
+    /// admin names it, as Tidepool answers it.
+    name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     address: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -232,7 +233,7 @@ impl From<&Document> for Clinic {
                 .get_object_id("_id")
                 .map(|o| o.to_hex())
                 .unwrap_or_default(),
-            name: text(clinic, "name"),
+            name: text(clinic, "name").unwrap_or_default(),
             address: text(clinic, "address"),
             city: text(clinic, "city"),
             state: text(clinic, "state"),

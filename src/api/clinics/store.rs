@@ -154,12 +154,49 @@ pub async fn page(
     Ok(found.try_collect().await?)
 }
 
-/// Inserts the new `clinic` with a fresh share code, then its `admin` clinician; the clinic is
-/// removed again if the admin cannot be written (no transactions on FerretDB).
+/// Creates a clinic from `fields` (what its creator sent) with `admin` (user id, address, name)
+/// as its CLINIC_ADMIN, and answers the stored document: defaults for a new clinic (not migrated,
+/// `tier0100`, the new clinic's patient limit, mg/dL), a fresh share code, the admin's clinician
+/// record.
 ///
 /// # Errors
 /// Database failures.
-pub async fn insert(state: &AppState, clinic: &mut Document, admin: Document) -> ApiResult<()> {
+pub async fn create(
+    state: &AppState,
+    mut clinic: Document,
+    admin: &str,
+    email: &str,
+    name: Option<&str>,
+) -> ApiResult<Document> {
+    let now = DateTime::now();
+    let id = ObjectId::new();
+    clinic.insert("_id", id);
+    clinic.insert("admins", vec![admin]);
+    clinic.insert("isMigrated", false);
+    clinic.insert("tier", "tier0100");
+    clinic.insert(
+        "patientCountSettings",
+        crate::api::limits::PatientCountSettings::new_clinic(),
+    );
+    if !clinic.contains_key("PreferredBgUnits") {
+        clinic.insert("PreferredBgUnits", "mg/dL");
+    }
+    clinic.insert("createdTime", now);
+    clinic.insert("updatedTime", now);
+    let mut clinician = doc! {
+        "clinicId": id, "userId": admin, "email": email.to_lowercase(),
+        "roles": ["CLINIC_ADMIN"], "createdTime": now, "updatedTime": now,
+    };
+    if let Some(name) = name {
+        clinician.insert("name", name);
+    }
+    insert(state, &mut clinic, clinician).await?;
+    Ok(clinic)
+}
+
+/// Inserts the new `clinic` with a fresh share code, then its `admin` clinician; the clinic is
+/// removed again if the admin cannot be written (no transactions on FerretDB).
+async fn insert(state: &AppState, clinic: &mut Document, admin: Document) -> ApiResult<()> {
     // A collision with an existing code is astronomically rare but possible: draw again.
     let mut attempts = 0;
     loop {

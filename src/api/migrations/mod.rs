@@ -21,8 +21,71 @@ pub use model::{FAILED, Migration, NewMigration, STATUSES, StatusUpdate, Trigger
 
 const TAKEN: &str = "this user has a migration already";
 
+/// `POST /v1/clinicians/{userId}/migrate`: a legacy clinician account gets an empty clinic
+/// (no name, not migrated) with the user as its only admin; its patients move once the admin
+/// has named the clinic and triggers the initial migration. The user themselves or a service.
+///
+/// There is no identity service here to read the admin's address from: the user's own token
+/// carries it (`email` claim); for a service caller it is taken from the user's clinician or
+/// patient records, and the call is refused (400) when there is none. A repeat answers the
+/// empty clinic the first call made instead of making another.
+#[utoipa::path(
+    post,
+    path = "/v1/clinicians/{userId}/migrate",
+    operation_id = "EnableNewClinicExperience",
+    tag = "Clinics",
+    params(("userId" = String, Path)),
+    responses((status = 200, description = "clinic.v1", body = clinics::Clinic), (status = 400, response = ErrorBody), (status = 401, response = ErrorBody), (status = 403, response = ErrorBody)),
+    security(("sessionToken" = []))
+)]
+pub async fn enable(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(user): Path<String>,
+) -> ApiResult<Json<clinics::Clinic>> {
+    let user = user_id("userId", &user)?;
+    if !caller.service && caller.user_id != user {
+        return Err(ApiError::Forbidden);
+    }
+    let empty = doc! { "admins": &user, "isMigrated": false, "name": { "$exists": false } };
+    if let Some(found) = state.store.clinics.find_one(empty).await? {
+        return Ok(Json(clinics::Clinic::from(&found)));
+    }
+    let (email, name) = if caller.service {
+        (address_of(&state, &user).await?, None)
+    } else {
+        let email = caller.email.clone().ok_or_else(|| {
+            ApiError::BadRequest(
+                "the token carries no email claim; the clinic's admin needs an address".into(),
+            )
+        })?;
+        (email, caller.name.clone())
+    };
+    let clinic =
+        clinics::create_with_admin(&state, Document::new(), &user, &email, name.as_deref()).await?;
+    Ok(Json(clinics::Clinic::from(&clinic)))
+}
+
+/// The address a user's clinician or patient records hold, for a service enabling the user's
+/// clinic.
+async fn address_of(state: &AppState, user: &str) -> ApiResult<String> {
+    for collection in [&state.store.clinicians, &state.store.patients] {
+        let filter = doc! { "userId": user, "email": { "$type": "string", "$ne": "" } };
+        if let Some(record) = collection.find_one(filter).await? {
+            if let Ok(email) = record.get_str("email") {
+                return Ok(email.to_owned());
+            }
+        }
+    }
+    Err(ApiError::BadRequest(format!(
+        "no address is known for user {user}: with no identity service here, the user enables \
+         their clinic themselves (a token with an email claim)"
+    )))
+}
+
 /// `POST /v1/clinics/{clinicId}/migrate`: the clinic's only admin migrates their legacy
-/// account: the clinic becomes migrated and a PENDING migration of the admin is inserted.
+/// account: the clinic becomes migrated and a PENDING migration of the admin is inserted. A
+/// clinic without a name (one EnableNewClinicExperience made) is refused until it has one.
 #[utoipa::path(
     post,
     path = "/v1/clinics/{clinicId}/migrate",
@@ -47,6 +110,12 @@ pub async fn trigger(
     require(&state.store, &caller, clinic_id, Need::Write).await?;
     if found.get_bool("isMigrated").unwrap_or(false) {
         return Err(ApiError::Conflict("the clinic is migrated already".into()));
+    }
+    if found.get_str("name").is_err() {
+        return Err(ApiError::Conflict(
+            "the clinic has no name yet: its admin completes its details first (UpdateClinic)"
+                .into(),
+        ));
     }
     let admins = found.get_array("admins").map(Vec::len).unwrap_or(0);
     if admins != 1 {

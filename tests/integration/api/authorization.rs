@@ -292,6 +292,13 @@ fn operations() -> Vec<Operation> {
             allowed: "FAAFA",
         },
         Operation {
+            name: "EnableNewClinicExperience",
+            method: Method::POST,
+            path: |f| format!("/v1/clinicians/{}/migrate", f.admin),
+            body: none,
+            allowed: "FFAFA",
+        },
+        Operation {
             name: "TriggerInitialMigration",
             method: Method::POST,
             path: |f| format!("/v1/clinics/{}/migrate", f.clinic),

@@ -168,3 +168,50 @@ async fn the_client_has_exactly_the_operations_the_api_serves_from_the_contract(
         "src/client/operations.txt names what the API serves"
     );
 }
+
+#[tokio::test]
+async fn a_legacy_clinician_enables_an_empty_clinic_names_it_and_starts_its_migration() {
+    let api = TestApi::spawn().await;
+    let legacy = user();
+    let as_legacy = client(&api, &TestApi::token(&legacy, false));
+
+    let empty = as_legacy
+        .enable_new_clinic_experience(&legacy)
+        .await
+        .expect("enabled")
+        .into_inner();
+    assert_eq!(empty.name.as_str(), "", "no name until the admin gives one");
+    assert!(!empty.can_migrate);
+    let again = as_legacy
+        .enable_new_clinic_experience(&legacy)
+        .await
+        .expect("enabled again")
+        .into_inner();
+    assert_eq!(again.id, empty.id, "a repeat answers the same clinic");
+
+    let unnamed = as_legacy
+        .trigger_initial_migration(&empty.id, &types::TriggerMigrationV1Request::default())
+        .await
+        .expect_err("refused without a name");
+    assert_eq!(unnamed.status(), Some(reqwest::StatusCode::CONFLICT));
+
+    let named = as_legacy
+        .update_clinic(
+            &empty.id.parse().expect("a clinic id"),
+            &types::ClinicV1Request {
+                name: Some("Legacy Practice".parse().expect("a name")),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("named")
+        .into_inner();
+    assert!(named.can_migrate);
+    let migration = as_legacy
+        .trigger_initial_migration(&empty.id, &types::TriggerMigrationV1Request::default())
+        .await
+        .expect("triggered")
+        .into_inner();
+    assert_eq!(migration.user_id.as_str(), legacy);
+    assert_eq!(migration.status, Some(types::MigrationStatusV1::Pending));
+}

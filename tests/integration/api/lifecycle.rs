@@ -638,3 +638,58 @@ async fn a_failed_migration_is_answered_with_its_reason_as_the_served_document_s
             .is_some_and(|d| d.contains("Extension"))
     );
 }
+
+#[tokio::test]
+async fn enabling_a_legacy_clinic_needs_the_user_or_a_service_that_knows_their_address() {
+    let api = TestApi::spawn().await;
+    let (legacy, known) = (user(), user());
+    let by_another = api
+        .call(
+            Method::POST,
+            &format!("/v1/clinicians/{legacy}/migrate"),
+            Some(&TestApi::token(&user(), false)),
+            None,
+        )
+        .await;
+    assert_error(&by_another, StatusCode::FORBIDDEN, "forbidden");
+    let unknown = api
+        .call(
+            Method::POST,
+            &format!("/v1/clinicians/{legacy}/migrate"),
+            Some(&service()),
+            None,
+        )
+        .await;
+    assert_error(&unknown, StatusCode::BAD_REQUEST, "no address is known");
+
+    // A user with a clinician record elsewhere: the service's call takes the address from it.
+    let elsewhere = clinic(&api, &user()).await;
+    api.add_clinician(
+        elsewhere["id"].as_str().expect("id"),
+        &known,
+        "CLINIC_MEMBER",
+    )
+    .await;
+    let (status, enabled) = api
+        .call(
+            Method::POST,
+            &format!("/v1/clinicians/{known}/migrate"),
+            Some(&service()),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{enabled}");
+    assert_eq!(enabled["name"], "");
+    let id = enabled["id"].as_str().expect("id");
+    let (status, admin) = api
+        .call(
+            Method::GET,
+            &format!("/v1/clinics/{id}/clinicians/{known}"),
+            Some(&service()),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{admin}");
+    assert_eq!(admin["email"], json!(format!("{known}@example.org")));
+    assert_eq!(admin["roles"], json!(["CLINIC_ADMIN"]));
+}
