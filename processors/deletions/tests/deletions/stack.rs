@@ -3,6 +3,7 @@
 //! address flow through the processor (the real runner, one task over partitions of different
 //! counts) and the repository's five clinic sink connectors; the patients, clinicians (one with
 //! its new address), clinics' `admins` and both archive collections end up exactly as expected
+//! (a clinic left with a pending invite only keeps its patients)
 //! (handled after a restart: stores restored, indexes rebuilt), and again after the state is
 //! reset and the inputs replayed by a fresh application id.
 
@@ -107,8 +108,9 @@ async fn a_user_deletion_reaches_the_clinic_collections_also_after_a_replay() {
     .expect("connectors");
     assert_eq!(deployed.len(), 5);
 
-    // Clinic A keeps a member after u1 goes; clinic B loses its only member, u1.
-    let (a, b) = (ObjectId::new(), ObjectId::new());
+    // Clinic A keeps a member after u1 goes; clinic B loses its only member, u1; clinic C too,
+    // but has a pending clinician invite, which counts as a member (as Tidepool counts).
+    let (a, b, c) = (ObjectId::new(), ObjectId::new(), ObjectId::new());
     let created = DateTime::from_millis(1_700_000_000_000);
     let patient = |clinic: ObjectId, user: &str, permissions: Document| {
         doc! { "_id": ObjectId::new(), "clinicId": clinic, "userId": user, "fullName": format!("Patient {user}"),
@@ -122,20 +124,35 @@ async fn a_user_deletion_reaches_the_clinic_collections_also_after_a_replay() {
     let u2_in_a = patient(a, "u2", doc! { "view": {} });
     let u3_in_b = patient(b, "u3", doc! { "view": {} });
     let u4_in_b = patient(b, "u4", doc! { "custodian": {} });
+    let u6_in_c = patient(c, "u6", doc! { "view": {} });
     let u1_of_a = clinician(a, "u1");
     let u5_of_a = clinician(a, "u5");
     let u1_of_b = clinician(b, "u1");
+    let u1_of_c = clinician(c, "u1");
+    let invite_of_c = doc! { "_id": ObjectId::new(), "clinicId": c, "inviteId": "invite-c", "email": "invitee@example.org",
+    "roles": ["CLINIC_MEMBER"], "createdTime": created };
     let patients = vec![
         u1_in_a.clone(),
         u2_in_a.clone(),
         u3_in_b.clone(),
         u4_in_b.clone(),
+        u6_in_c.clone(),
     ];
-    let clinicians = vec![u1_of_a.clone(), u5_of_a.clone(), u1_of_b.clone()];
+    let clinicians = vec![
+        u1_of_a.clone(),
+        u5_of_a.clone(),
+        u1_of_b.clone(),
+        u1_of_c.clone(),
+        invite_of_c.clone(),
+    ];
     let clinic_doc = |id: ObjectId, admins: &[&str]| {
         doc! { "_id": id, "name": format!("Clinic {id}"), "admins": admins, "createdTime": created }
     };
-    let clinics = vec![clinic_doc(a, &["u1", "u5"]), clinic_doc(b, &["u1"])];
+    let clinics = vec![
+        clinic_doc(a, &["u1", "u5"]),
+        clinic_doc(b, &["u1"]),
+        clinic_doc(c, &["u1"]),
+    ];
 
     let db = mongodb::Client::with_uri_str(&endpoints.mongo_uri)
         .await
@@ -248,10 +265,20 @@ async fn a_user_deletion_reaches_the_clinic_collections_also_after_a_replay() {
         doc! { "_id": document.get_object_id("_id").expect("oid"), "deletedTime": deleted, field: document.clone() }
     };
     let expected = BTreeMap::from([
-        ("patients", vec![u2_in_a.clone(), u4_in_b.clone()]),
-        ("clinicians", vec![u5_renamed]),
-        // u1 leaves both clinics' `admins`; the rest of each clinic stays as it was.
-        ("clinics", vec![clinic_doc(a, &["u5"]), clinic_doc(b, &[])]),
+        (
+            "patients",
+            vec![u2_in_a.clone(), u4_in_b.clone(), u6_in_c.clone()],
+        ),
+        ("clinicians", vec![u5_renamed, invite_of_c.clone()]),
+        // u1 leaves every clinic's `admins`; the rest of each clinic stays as it was.
+        (
+            "clinics",
+            vec![
+                clinic_doc(a, &["u5"]),
+                clinic_doc(b, &[]),
+                clinic_doc(c, &[]),
+            ],
+        ),
         (
             "patient_deletions",
             vec![archive("patient", &u1_in_a), archive("patient", &u3_in_b)],
@@ -261,6 +288,7 @@ async fn a_user_deletion_reaches_the_clinic_collections_also_after_a_replay() {
             vec![
                 archive("clinician", &u1_of_a),
                 archive("clinician", &u1_of_b),
+                archive("clinician", &u1_of_c),
             ],
         ),
     ]);

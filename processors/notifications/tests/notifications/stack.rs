@@ -2,7 +2,8 @@
 //! Kafka, the registry and a Mailpit of its own (the stack's binary on free ports, so chaos,
 //! rejected recipients and an outage touch no other test):
 //! - the eight emails arrive once each from two replicas, with recipient, subject, both parts
-//!   and variables, while Mailpit answers 30 % of `RCPT TO` with a 451; a repeated request is sent once; an
+//!   and variables (the account email also to an address added later, a reminder also from a
+//!   replace, nothing for a `copy.existing` re-snapshot), while Mailpit answers 30 % of `RCPT TO` with a 451; a repeated request is sent once; an
 //!   unknown template and a recipient Mailpit refuses (550) are dead-lettered;
 //! - a burst of 500 requests with the processor SIGKILLed twice and Mailpit away for 30 s:
 //!   every email arrives, and no more are repeated than kills (the one in flight each time);
@@ -206,9 +207,39 @@ async fn the_eight_emails_arrive_once_each_through_smtp_chaos() {
         "_id": ObjectId::new(), "clinicId": clinic, "userId": "patient1", "fullName": "Kim Park",
         "email": at("patient"), "permissions": { "custodian": {}, "view": {} },
     };
+    // Custodial patients: one created without an address that gets one later (the account
+    // email goes there, and a reminder by a whole-document replace), one whose insert is a
+    // source connector's `copy.existing` re-snapshot (mailed nothing).
+    let mut added = doc! {
+        "_id": ObjectId::new(), "clinicId": clinic, "userId": "patient3", "fullName": "Ray Added",
+        "permissions": { "custodian": {}, "view": {} },
+    };
+    let copied = doc! {
+        "_id": ObjectId::new(), "clinicId": clinic, "userId": "patient4", "fullName": "Cy Copied",
+        "email": at("copied"), "permissions": { "custodian": {}, "view": {} },
+    };
+    let snapshot = testkit::change(
+        Operation::Snapshot,
+        "patients",
+        copied.get("_id").cloned().expect("_id"),
+        Some(copied.clone()),
+    );
+    let inserted = insert("patients", &added);
+    added.insert("email", at("added"));
+    let addressed = update("patients", &added, doc! { "email": at("added") }, "a1");
+    added.insert("lastUploadReminderTime", DateTime::now());
+    let mut replaced = testkit::change(
+        Operation::Replace,
+        "patients",
+        added.get("_id").cloned().expect("_id"),
+        Some(added.clone()),
+    );
+    replaced.source.resume_token = Some(doc! { "_data": "a2" });
+    replaced.source.wall_time = Some(DateTime::now());
     let invite = doc! { "_id": format!("invite{token}"), "clinicId": clinic, "creatorId": "patient2", "profile": { "fullName": "Lee Chan" } };
     let clinician_invite = doc! { "_id": ObjectId::new(), "clinicId": clinic, "inviteId": format!("ci{token}"), "email": at("invitee"), "roles": ["CLINIC_MEMBER"] };
     let events = vec![
+        ("clinic.patients", snapshot),
         ("clinic.clinics", insert("clinics", &clinic_doc)),
         ("clinic.clinicians", insert("clinicians", &admin)),
         ("clinic.clinicians", insert("clinicians", &member)),
@@ -224,6 +255,9 @@ async fn the_eight_emails_arrive_once_each_through_smtp_chaos() {
             ),
         ),
         ("clinic.patient_invites", insert("patient_invites", &invite)),
+        ("clinic.patients", inserted),
+        ("clinic.patients", addressed),
+        ("clinic.patients", replaced),
     ];
     testkit::publish_changes(&endpoints, &prefix, &events)
         .await
@@ -295,7 +329,22 @@ async fn the_eight_emails_arrive_once_each_through_smtp_chaos() {
     testkit::publish_changes(&endpoints, &prefix, &[("clinic.clinicians", promotion)])
         .await
         .expect("published");
-    let received = await_received(&endpoints, &prefix, &mailpit, &token, 8).await;
+    await_received(&endpoints, &prefix, &mailpit, &token, 10).await;
+    // Every change read, and every email it asked for sent: the re-snapshot's would be here.
+    let group = Notifications::new(Default::default(), Duration::from_secs(86_400))
+        .topology()
+        .group_id();
+    let (brokers, group, patients) = (
+        endpoints.kafka_brokers.clone(),
+        format!("{prefix}{group}"),
+        format!("{prefix}clinic.patients"),
+    );
+    tokio::task::spawn_blocking(move || {
+        testkit::await_consumed(&brokers, &group, &patients, Duration::from_secs(60));
+    })
+    .await
+    .expect("the patients read");
+    let received = await_received(&endpoints, &prefix, &mailpit, &token, 10).await;
     for processor in processors {
         let (status, log_text) = processor.stop();
         assert!(status.success(), "exit {status}: {log_text}");
@@ -316,6 +365,13 @@ async fn the_eight_emails_arrive_once_each_through_smtp_chaos() {
         })
         .collect();
     let expected: BTreeMap<&str, Vec<&str>> = BTreeMap::from([
+        (
+            "added",
+            vec![
+                "Riverside Diabetes Clinic asks you to upload your data",
+                "Riverside Diabetes Clinic created a Tidepool account for you",
+            ],
+        ),
         (
             "admin",
             vec![
