@@ -4,7 +4,9 @@
 //! stores. Prints figures; asserts nothing. Needs the local stack.
 //!
 //! Run on one core: `taskset -c 1 cargo bench --bench processors [-- <records>]` (default
-//! 100000). This process produces `<records>` patient inserts (the source connector's Avro change
+//! 100000). `BENCH_INSTANCES=1,2,3` then also runs deletions as that many instances (processes)
+//! sharing the partitions, each count on fresh topics: its clock ends once the routed changes
+//! are consumed too; CPU per event is the instances' sum, the peak the largest. This process produces `<records>` patient inserts (the source connector's Avro change
 //! events, ~300 B) to a 3-partition `clinic.patients`, then runs each processor in a child
 //! process of its own, which holds nothing but the runner. The clock runs from the child's start
 //! until its group's committed offsets reach the end of the input (deletions emits nothing for
@@ -86,11 +88,17 @@ fn patients(records: usize) -> Vec<(&'static str, ChangeEvent)> {
 async fn prepare(endpoints: &Endpoints, topology: &Topology, prefix: &str, records: usize) {
     let changelog_partitions = if topology.single_task { 1 } else { PARTITIONS };
     let mut topics: Vec<(String, i32)> = topology
-        .inputs
-        .iter()
-        .map(|i| (i.topic.clone(), PARTITIONS))
+        .input_topics()
+        .into_iter()
+        .map(|t| (t, PARTITIONS))
         .collect();
-    topics.extend(topology.outputs.iter().map(|t| (t.clone(), PARTITIONS)));
+    topics.extend(
+        topology
+            .outputs
+            .iter()
+            .filter(|t| !topology.is_repartition(t))
+            .map(|t| (t.clone(), PARTITIONS)),
+    );
     topics.push((topology.dlq_topic(), 1));
     topics.extend(
         topology
@@ -124,6 +132,9 @@ where
         stopper.store(true, Ordering::SeqCst);
     });
     let mut config = testkit::runner_config(endpoints, &prefix);
+    if let Ok(instance) = std::env::var(INSTANCE) {
+        config.instance_id = instance;
+    }
     for (key, value) in std::env::var("BENCH_LIBRDKAFKA")
         .unwrap_or_default()
         .split(',')
@@ -239,6 +250,7 @@ fn cpu_seconds() -> f64 {
 
 const WHICH: &str = "BENCH_PROCESSOR";
 const PREFIX: &str = "BENCH_PREFIX";
+const INSTANCE: &str = "BENCH_INSTANCE";
 
 #[tokio::main]
 async fn main() {
@@ -279,7 +291,7 @@ async fn parent(records: usize) {
         if only.as_ref().is_some_and(|only| !only.contains(&which)) {
             continue;
         }
-        let figures = run_one(&endpoints, which, records).await;
+        let figures = run_one(&endpoints, which, records, 1).await;
         let base = *baseline.get_or_insert(figures);
         let state = if which == "pass-through" {
             "(no state)".to_owned()
@@ -305,21 +317,38 @@ async fn parent(records: usize) {
     println!(
         "  state per entry: the processor's peak RSS less pass-through's, over the {records} stored patients"
     );
+    let counts = std::env::var("BENCH_INSTANCES").unwrap_or_default();
+    for instances in counts.split(',').filter_map(|n| n.parse::<usize>().ok()) {
+        let figures = run_one(&endpoints, "deletions", records, instances).await;
+        println!(
+            "  deletions ×{instances}  {:>7.0} events/s, {:>7.0} after the first output   first output {:>4.2} s   {:>5.1} µs CPU/event (all instances)   peak RSS {:>6.1} MiB (the largest)",
+            figures.rate,
+            figures.rate_after_first,
+            figures.first_output_s,
+            figures.cpu_us,
+            figures.peak,
+        );
+    }
 }
 
-async fn run_one(endpoints: &Endpoints, which: &str, records: usize) -> Figures {
+async fn run_one(endpoints: &Endpoints, which: &str, records: usize, instances: usize) -> Figures {
     let topology = topology(which);
     let prefix = format!("{}.", testkit::unique("bench"));
     prepare(endpoints, &topology, &prefix, records).await;
     let written: Vec<String> = topology
         .outputs
         .iter()
-        .cloned()
+        .map(|t| topology.kafka_topic(t))
         .chain(topology.stores.iter().map(|s| topology.changelog_topic(s)))
         .map(|t| format!("{prefix}{t}"))
         .collect();
     let group = format!("{prefix}{}", topology.group_id());
     let input = format!("{prefix}clinic.patients");
+    let routed: Vec<String> = topology
+        .repartitions
+        .iter()
+        .map(|r| format!("{prefix}{}", topology.repartition_topic(r)))
+        .collect();
     let watcher = {
         let (brokers, group, input) = (
             endpoints.kafka_brokers.clone(),
@@ -329,37 +358,54 @@ async fn run_one(endpoints: &Endpoints, which: &str, records: usize) -> Figures 
         std::thread::spawn(move || first_output(&brokers, &written, &group, &input))
     };
     let exe = std::env::current_exe().expect("own path");
-    let mut child = std::process::Command::new(&exe)
-        .env(WHICH, which)
-        .env(PREFIX, &prefix)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit())
-        .spawn()
-        .expect("run a measurement");
+    let mut children: Vec<std::process::Child> = (0..instances)
+        .map(|instance| {
+            std::process::Command::new(&exe)
+                .env(WHICH, which)
+                .env(PREFIX, &prefix)
+                .env(INSTANCE, format!("bench-{instance}"))
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::inherit())
+                .spawn()
+                .expect("run a measurement")
+        })
+        .collect();
     let brokers = endpoints.kafka_brokers.clone();
     let waiter = std::thread::spawn(move || {
         testkit::await_committed(&brokers, &group, &[input], Duration::from_secs(900));
+        // Then what the input was routed through (nothing more comes once it is read).
+        await_routed(&brokers, &group, &routed);
     });
     while !waiter.is_finished() {
-        if let Some(status) = child.try_wait().expect("the measurement's status") {
-            panic!("{which} exited before processing its input: {status}");
+        for child in &mut children {
+            if let Some(status) = child.try_wait().expect("the measurement's status") {
+                panic!("{which} exited before processing its input: {status}");
+            }
         }
         std::thread::sleep(Duration::from_millis(5));
     }
     let ended = epoch_ms();
     waiter.join().expect("waiter");
-    drop(child.stdin.take());
-    let output = child.wait_with_output().expect("measurement");
-    assert!(output.status.success(), "{which} failed");
-    let line = String::from_utf8_lossy(&output.stdout);
-    let figures: Vec<f64> = line
-        .split_whitespace()
-        .filter_map(|f| f.parse().ok())
-        .collect();
-    let [started, before, peak, cpu] = figures[..] else {
-        panic!("{which} printed {line:?}");
-    };
+    let mut reports = Vec::new();
+    for mut child in children {
+        drop(child.stdin.take());
+        let output = child.wait_with_output().expect("measurement");
+        assert!(output.status.success(), "{which} failed");
+        let line = String::from_utf8_lossy(&output.stdout).into_owned();
+        let figures: Vec<f64> = line
+            .split_whitespace()
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        let [started, before, peak, cpu] = figures[..] else {
+            panic!("{which} printed {line:?}");
+        };
+        reports.push((started, before, peak, cpu));
+    }
+    let started = reports.iter().map(|r| r.0).fold(f64::MAX, f64::min);
+    let before = reports.iter().map(|r| r.1).fold(0.0, f64::max);
+    let peak = reports.iter().map(|r| r.2).fold(0.0, f64::max);
+    let cpu: f64 = reports.iter().map(|r| r.3).sum();
     let (first, carried) = watcher.join().expect("first-output watcher");
     let elapsed = (ended - started) / 1e3;
     let after_first = (ended - first) / 1e3;
@@ -370,6 +416,49 @@ async fn run_one(endpoints: &Endpoints, which: &str, records: usize) -> Figures 
         cpu_us: cpu * 1e6 / records as f64,
         before,
         peak,
+    }
+}
+
+/// Waits until `group` has committed every record of the repartition topics `topics` as they
+/// stand: each partition's end is a transaction's commit marker, which no consumer commits past,
+/// so its last record is the offset before.
+fn await_routed(brokers: &str, group: &str, topics: &[String]) {
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .create()
+        .expect("consumer");
+    let timeout = Duration::from_secs(10);
+    let mut ends = rdkafka::TopicPartitionList::new();
+    for topic in topics {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), timeout)
+            .expect("metadata");
+        for partition in metadata.topics()[0].partitions() {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, partition.id(), timeout)
+                .expect("watermarks");
+            if high > low {
+                ends.add_partition_offset(topic, partition.id(), rdkafka::Offset::Offset(high - 1))
+                    .expect("a partition");
+            }
+        }
+    }
+    loop {
+        let committed = consumer
+            .committed_offsets(ends.clone(), timeout)
+            .expect("committed offsets");
+        let done = ends.elements().iter().all(|end| {
+            matches!(
+                (committed.find_partition(end.topic(), end.partition()).map(|c| c.offset()), end.offset()),
+                (Some(rdkafka::Offset::Offset(at)), rdkafka::Offset::Offset(last)) if at >= last
+            )
+        });
+        if done {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 

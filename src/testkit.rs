@@ -203,7 +203,14 @@ pub fn bench_patient(n: usize, clinic: bson::oid::ObjectId) -> Document {
 /// Every topic a processor's topology reads or writes: inputs, outputs, changelogs, DLQ.
 pub fn topics_of(topology: &crate::streams::Topology) -> Vec<String> {
     let mut topics = topology.input_topics();
-    topics.extend(topology.outputs.iter().cloned());
+    topics.extend(
+        topology
+            .outputs
+            .iter()
+            .map(|t| topology.kafka_topic(t))
+            .filter(|t| !topics.contains(t))
+            .collect::<Vec<_>>(),
+    );
     topics.extend(topology.stores.iter().map(|s| topology.changelog_topic(s)));
     topics.push(topology.dlq_topic());
     topics

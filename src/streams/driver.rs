@@ -3,14 +3,16 @@
 //! stores. Synchronous and deterministic: offsets count from 0 per topic, one partition. A
 //! record of a topic that is a global input is folded into the global tables first and the
 //! change announced to the task, then handled as a stream record if the topic is one too (the
-//! order the runner's global thread, usually ahead of the group, gives most often).
+//! order the runner's global thread, usually ahead of the group, gives most often). Records for
+//! a repartition topic (emitted or broadcast) are handled as its input right after the record
+//! that made them, before the next one is piped in: one of the orders the runner may give them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use apache_avro::types::Value as Avro;
 
 use super::global::GlobalTables;
-use super::processor::{OutputRecord, Processor};
+use super::processor::{OutValue, OutputRecord, Processor};
 use super::record::{ProducedRecord, RawRecord};
 use super::store::KeyValueStore;
 use super::task::{AvroResolved, FatalError, Outcome, Task, read};
@@ -178,8 +180,8 @@ impl<P: Processor> TestDriver<P> {
     /// When the processor fails fatally.
     pub fn resume(&mut self) -> Result<(), FatalError> {
         let outcome = self.task.resumed()?;
-        self.collect(outcome);
-        Ok(())
+        let internal = self.collect(outcome);
+        self.handle_internal(internal.into())
     }
 
     /// Stops the task, as a crash of its instance would: until [`TestDriver::restart_task`],
@@ -230,7 +232,34 @@ impl<P: Processor> TestDriver<P> {
         record
     }
 
+    /// Handles a piped record, then what it sent through repartition topics, in order.
     fn handle(&mut self, record: &RawRecord, avro: Option<AvroResolved>) -> Result<(), FatalError> {
+        let internal = self.handle_one(record, avro)?;
+        self.handle_internal(internal.into())
+    }
+
+    /// Handles records for repartition topics, and those they make, in order.
+    fn handle_internal(&mut self, mut internal: VecDeque<OutputRecord>) -> Result<(), FatalError> {
+        while let Some(output) = internal.pop_front() {
+            let value = output.value.map(|value| match value {
+                OutValue::Json(json) => serde_json::to_vec(&json).expect("BUG: JSON serializes"),
+                OutValue::Avro { .. } => {
+                    panic!("repartition topics carry JSON ({} had Avro)", output.topic)
+                }
+            });
+            let record = self.raw(&output.topic, Some(output.key.into_bytes()), value);
+            internal.extend(self.handle_one(&record, None)?);
+        }
+        Ok(())
+    }
+
+    /// Handles one record; answers what it emitted to repartition topics.
+    fn handle_one(
+        &mut self,
+        record: &RawRecord,
+        avro: Option<AvroResolved>,
+    ) -> Result<Vec<OutputRecord>, FatalError> {
+        let mut internal = Vec::new();
         let topology = self.task.topology();
         let (global, stream) = (
             topology.global_input(&record.topic).is_some(),
@@ -242,23 +271,31 @@ impl<P: Processor> TestDriver<P> {
                 .apply(self.task.processor(), record, avro.clone())?;
             if !self.stopped {
                 let outcome = self.task.global_changed(&changed)?;
-                self.collect(outcome);
+                internal.extend(self.collect(outcome));
             }
         }
         if self.stopped {
             assert!(global, "the task is stopped: {} waits for it", record.topic);
-            return Ok(());
+            return Ok(internal);
         }
         if stream || !global {
             let outcome = self.task.handle(record, avro)?;
-            self.collect(outcome);
+            internal.extend(self.collect(outcome));
         }
-        Ok(())
+        Ok(internal)
     }
 
-    fn collect(&mut self, outcome: Outcome) {
-        self.outputs.extend(outcome.outputs);
+    /// Keeps an outcome's records; answers those for repartition topics, to be handled next.
+    fn collect(&mut self, outcome: Outcome) -> Vec<OutputRecord> {
+        let topology = self.task.topology();
+        let (internal, outputs): (Vec<_>, Vec<_>) = outcome
+            .outputs
+            .into_iter()
+            .chain(outcome.broadcasts)
+            .partition(|r| topology.is_repartition(&r.topic));
+        self.outputs.extend(outputs);
         self.changelog.extend(outcome.changelog);
         self.dead_letters.extend(outcome.dead_letter);
+        internal
     }
 }

@@ -180,6 +180,7 @@ pub struct Context<'a> {
     keeping_global: bool,
     pub(crate) writes: Vec<StoreWrite>,
     pub(crate) outputs: Vec<OutputRecord>,
+    pub(crate) broadcasts: Vec<OutputRecord>,
 }
 
 impl<'a> Context<'a> {
@@ -191,6 +192,7 @@ impl<'a> Context<'a> {
             keeping_global: false,
             writes: Vec::new(),
             outputs: Vec::new(),
+            broadcasts: Vec::new(),
         }
     }
 
@@ -462,6 +464,20 @@ impl<'a> Context<'a> {
             return Err(undeclared("output topic", &record.topic));
         }
         self.outputs.push(record);
+        Ok(())
+    }
+
+    /// Emits a record to every partition of one of the topology's repartition topics
+    /// ([`Topology::repartition`]): every task reads it. For rare records that concern whatever
+    /// each task holds (a user's deletion, when the tasks hold clinics).
+    ///
+    /// # Errors
+    /// Fatal when the topic is not a declared repartition topic.
+    pub fn broadcast(&mut self, record: OutputRecord) -> Result<(), ProcessError> {
+        if self.keeping_global || !self.topology.is_repartition(&record.topic) {
+            return Err(undeclared("repartition topic", &record.topic));
+        }
+        self.broadcasts.push(record);
         Ok(())
     }
 }

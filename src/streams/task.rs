@@ -20,6 +20,8 @@ use crate::cdc::{self, CdcRecord, Encoding, Operation};
 pub struct Outcome {
     /// Records for the output topics (serialized by the runner).
     pub outputs: Vec<OutputRecord>,
+    /// Records for every partition of a repartition topic ([`Context::broadcast`]).
+    pub broadcasts: Vec<OutputRecord>,
     /// Changelog records of the store writes.
     pub changelog: Vec<ProducedRecord>,
     /// The dead-letter record, when the input was poison (then there is nothing else).
@@ -259,6 +261,7 @@ impl<P: Processor> Task<P> {
                 processor.global_changed(store, key, ctx)
             })?;
             outcome.outputs.extend(part.outputs);
+            outcome.broadcasts.extend(part.broadcasts);
             outcome.changelog.extend(part.changelog);
         }
         Ok(outcome)
@@ -296,10 +299,15 @@ impl<P: Processor> Task<P> {
         let mut ctx = Context::new(&self.topology, &self.stores).with_globals(globals.as_deref());
         run(&mut self.processor, &mut ctx)?;
         let Context {
-            writes, outputs, ..
+            writes,
+            outputs,
+            broadcasts,
+            ..
         } = ctx;
         drop(globals);
-        Ok(self.commit(writes, outputs))
+        let mut outcome = self.commit(writes, outputs);
+        outcome.broadcasts = broadcasts;
+        Ok(outcome)
     }
 
     /// The outcome for a record the runner could not even hand over (undecodable Avro: bad magic
@@ -337,7 +345,7 @@ impl<P: Processor> Task<P> {
         Outcome {
             outputs,
             changelog,
-            dead_letter: None,
+            ..Outcome::default()
         }
     }
 }

@@ -175,6 +175,8 @@ pub struct Topology {
     pub persistent: Vec<String>,
     /// Whether one task handles every partition of every input (see [`Topology::single_task`]).
     pub single_task: bool,
+    /// Repartition topics, by the name the processor uses (see [`Topology::repartition`]).
+    pub repartitions: Vec<String>,
     /// Kafka Streams' `application.id`: scopes the consumer group, the transactional ids and the
     /// changelog topics. `None`: `clinic-<name>` and `<name>.<store>.changelog`.
     pub application_id: Option<String>,
@@ -192,6 +194,7 @@ impl Topology {
             indexes: Vec::new(),
             persistent: Vec::new(),
             single_task: false,
+            repartitions: Vec::new(),
             application_id: None,
         }
     }
@@ -315,6 +318,57 @@ impl Topology {
         self
     }
 
+    /// Declares a repartition topic, as Kafka Streams' `repartition()`: an internal topic the
+    /// processor writes under the name `name` (an output) and reads back (declare the input with
+    /// [`Topology::stream`] or [`Topology::stream_after_others`] under the same name), so records
+    /// re-keyed by what a lookup needs reach the task that holds it. Its partition follows the
+    /// key (librdkafka's default partitioner: CRC32 of the key), or every partition for
+    /// [`super::Context::broadcast`]. In Kafka it is [`Topology::repartition_topic`], scoped
+    /// like the changelogs, with as many partitions as the inputs; its records are written and
+    /// read in the tasks' transactions, so exactly-once holds across it.
+    #[must_use]
+    pub fn repartition(mut self, name: impl Into<String>) -> Self {
+        let name = name.into();
+        self.outputs.push(name.clone());
+        self.repartitions.push(name);
+        self
+    }
+
+    /// The Kafka topic of the repartition topic `name`: `<name of the processor>.<name>.repartition`
+    /// (`<application id>.…` when one is set).
+    pub fn repartition_topic(&self, name: &str) -> String {
+        let scope = self.application_id.as_deref().unwrap_or(&self.name);
+        format!("{scope}.{name}.repartition")
+    }
+
+    /// Whether `topic` (as the processor names it) is a repartition topic.
+    pub fn is_repartition(&self, topic: &str) -> bool {
+        self.repartitions.iter().any(|r| r == topic)
+    }
+
+    /// The Kafka topic (without the deployment's prefix) of a topic as the processor names it:
+    /// itself, or a repartition topic's scoped name.
+    pub fn kafka_topic(&self, topic: &str) -> String {
+        if self.is_repartition(topic) {
+            self.repartition_topic(topic)
+        } else {
+            topic.to_owned()
+        }
+    }
+
+    /// The topic as the processor names it, of a Kafka topic (without the deployment's prefix):
+    /// the inverse of [`Topology::kafka_topic`].
+    pub fn processor_topic<'t>(&self, kafka_topic: &'t str) -> std::borrow::Cow<'t, str> {
+        match self
+            .repartitions
+            .iter()
+            .find(|r| self.repartition_topic(r) == kafka_topic)
+        {
+            Some(name) => std::borrow::Cow::Owned(name.clone()),
+            None => std::borrow::Cow::Borrowed(kafka_topic),
+        }
+    }
+
     /// Declares an output topic.
     #[must_use]
     pub fn output(mut self, topic: impl Into<String>) -> Self {
@@ -432,27 +486,29 @@ impl Topology {
         }
     }
 
-    /// Every topic it reads: inputs and its changelogs (restored from).
+    /// Every topic it reads: inputs and its changelogs (restored from), as Kafka names them.
     pub fn reads(&self) -> Vec<String> {
         let mut topics = self.input_topics();
         topics.extend(self.stores.iter().map(|s| self.changelog_topic(s)));
         topics
     }
 
-    /// Every topic it writes: outputs, its DLQ and its changelogs.
+    /// Every topic it writes: outputs, its DLQ and its changelogs (Kafka names).
     pub fn writes(&self) -> Vec<String> {
-        let mut topics = self.outputs.clone();
+        let mut topics: Vec<String> = self.outputs.iter().map(|t| self.kafka_topic(t)).collect();
         topics.push(self.dlq_topic());
         topics.extend(self.stores.iter().map(|s| self.changelog_topic(s)));
         topics
     }
 
-    /// The input topics, each once (a topic can be a global and a stream input).
+    /// The input topics, each once (a topic can be a global and a stream input), as Kafka names
+    /// them.
     pub fn input_topics(&self) -> Vec<String> {
         let mut topics: Vec<String> = Vec::new();
         for input in &self.inputs {
-            if !topics.contains(&input.topic) {
-                topics.push(input.topic.clone());
+            let topic = self.kafka_topic(&input.topic);
+            if !topics.contains(&topic) {
+                topics.push(topic);
             }
         }
         topics
@@ -487,5 +543,60 @@ impl Topology {
             }
         }
         topics
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn routed() -> Topology {
+        Topology::new("router")
+            .stream("clinic.patients", InputFormat::Json)
+            .repartition("by-clinic")
+            .stream("by-clinic", InputFormat::Json)
+    }
+
+    #[test]
+    fn a_repartition_topic_is_scoped_like_the_changelogs_and_mapped_both_ways() {
+        let topology = routed();
+        assert_eq!(
+            topology.kafka_topic("by-clinic"),
+            "router.by-clinic.repartition"
+        );
+        assert_eq!(topology.kafka_topic("clinic.patients"), "clinic.patients");
+        assert_eq!(
+            topology.processor_topic("router.by-clinic.repartition"),
+            "by-clinic"
+        );
+        assert_eq!(
+            topology.processor_topic("clinic.patients"),
+            "clinic.patients"
+        );
+        assert!(
+            topology
+                .writes()
+                .contains(&"router.by-clinic.repartition".to_owned())
+        );
+        assert_eq!(
+            topology.input_topics(),
+            ["clinic.patients", "router.by-clinic.repartition"]
+        );
+
+        // A fresh application id gets fresh repartition topics, as it gets fresh changelogs.
+        let replay = routed().with_application_id(Some("replay-1".into()));
+        assert_eq!(
+            replay.kafka_topic("by-clinic"),
+            "replay-1.by-clinic.repartition"
+        );
+        assert_eq!(
+            replay.processor_topic("replay-1.by-clinic.repartition"),
+            "by-clinic"
+        );
+        assert_eq!(
+            replay.processor_topic("router.by-clinic.repartition"),
+            "router.by-clinic.repartition",
+            "another scope's topic is not this one's"
+        );
     }
 }

@@ -13,9 +13,10 @@
 //!   transaction. A clinic left without a clinician (a member, or a pending invite: Tidepool's
 //!   rule counts both) then loses its non-custodial patients the same way, and a clinic the
 //!   user administered gets its `admins` without them (`sink.clinic.clinics`, `{_id, admins}`).
-//!   A deletion is handled only once the clinic tables have been read to where they ended when
-//!   it arrived ([`clinic::streams::Topology::stream_after_others`]), so the members rule never
-//!   sees a lagging clinician list; a document of a deleted user that arrives later still is
+//!   A deletion is routed on only once every partition of the clinic tables, whichever replica
+//!   reads it, has been read and committed to where it ended when the deletion arrived
+//!   ([`clinic::streams::Topology::stream_after_others`]), so the members rule never sees a
+//!   lagging clinician list; a document of a deleted user that arrives later still is
 //!   removed on arrival.
 //! - A `users:update` whose `username` changed to another address gives it to every patient and
 //!   clinician record of the user (`{_id, email, updatedTime}` to `sink.clinic.patients` /
@@ -24,10 +25,11 @@
 //!   (`clinic_deletions_email_conflicts_total`, a WARN).
 //! - Other event types are ignored and counted (`clinic_deletions_events_ignored_total`);
 //!   malformed events go to the DLQ.
-//! - Runs as **one task over every partition** ([`clinic::streams::Topology::single_task`]): the
-//!   lookups are by user and by clinic, the CDC topics are partitioned by document id, and user
-//!   deletions are rare. Run one replica; a second instance in the group makes both stop with an
-//!   error rather than each see half the tables.
+//! - **Routed by clinic** through repartition topics ([`clinic::streams::Topology::repartition`]):
+//!   each task sends a patient's or clinician's change on to the task of its clinic, and a user
+//!   event to every task; each task keeps the documents of its clinics and acts on a user's
+//!   records there. So it runs as several replicas sharing the partitions (the inputs,
+//!   repartition topics and changelogs need the same partition count).
 //! - State: the patient and clinician documents (and their indexes) live on disk when
 //!   `streams.state_dir` is set (the chart gives the pod a volume): memory stays bounded
 //!   whatever their number, and a restart replays only the changelogs' tails

@@ -6,8 +6,14 @@ use clinic::events;
 use clinic::streams::ProcessError;
 use serde_json::Value;
 
-/// What one record of a user-event input means.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What one record of a user-event input means (as JSON: how it reaches every task, through
+/// [`crate::names::USER_CHANGES`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(
+    tag = "event",
+    rename_all = "snake_case",
+    rename_all_fields = "camelCase"
+)]
 pub enum UserEvent {
     /// The user is gone: remove every clinic record of theirs.
     Deleted {

@@ -17,6 +17,18 @@ pub const PATIENT_DELETIONS: &str = "sink.clinic.patient_deletions";
 /// Output: clinician archive records.
 pub const CLINICIAN_DELETIONS: &str = "sink.clinic.clinician_deletions";
 
+/// Repartition topic: the patients' changes, re-keyed by their clinic (the CDC topics are keyed
+/// by document), so one task holds a clinic's patients and clinicians together.
+pub const PATIENT_CHANGES: &str = "patients-by-clinic";
+/// Repartition topic: the clinicians' changes, re-keyed by their clinic.
+pub const CLINICIAN_CHANGES: &str = "clinicians-by-clinic";
+/// Repartition topic: user deletions and address changes ([`crate::model::UserEvent`]), to every
+/// partition: each task acts on the user's records in the clinics it holds.
+pub const USER_CHANGES: &str = "user-events";
+
+/// Store: where each document's changes go (`p/<table key>`, `c/<table key>` → the repartition
+/// key: its clinic's table key, or its own for a document without a clinic).
+pub const ROUTES: &str = "routes";
 /// Store: patient documents by `_id` (BSON, `Context::put_document`).
 pub const PATIENT_STORE: &str = "patients";
 /// Store: clinician documents by `_id`.

@@ -1,16 +1,20 @@
-//! The pure logic: keep the clinic's patient and clinician documents indexed by user and by
-//! clinic; on a user's deletion archive and tombstone every document of theirs, then the
-//! non-custodial patients of any clinic left without a member. No I/O.
+//! The pure logic, in two steps joined by repartition topics. Each task first routes what its
+//! input partitions bring: a patient's or clinician's change goes on, re-keyed by the document's
+//! clinic, to the task that holds that clinic; a user's deletion or address change goes to every
+//! task. Each task then keeps the documents of its clinics indexed by user and by clinic; on a
+//! user's deletion it archives and tombstones every document of theirs it holds, then the
+//! non-custodial patients of any of its clinics left without a member. No I/O.
 
 use bson::{Bson, Document};
-use clinic::cdc::{self, CdcRecord, Encoding, Next};
+use clinic::cdc::extjson::Dialect;
+use clinic::cdc::{self, CdcRecord, ChangeEvent, Encoding, Envelope, Format, Next, Operation};
 use clinic::documents;
 use clinic::streams::projection::part;
 use clinic::streams::store::table_key;
 use clinic::streams::stored::{StoredError, compact_key, document_fields, expand_key};
 use clinic::streams::{
-    Context, Input, InputFormat, OutputRecord, Payload, ProcessError, Processor, Topology,
-    sink_document,
+    Context, Input, InputFormat, OutValue, OutputRecord, Payload, ProcessError, Processor,
+    Topology, sink_document,
 };
 use serde::{Deserialize, Serialize};
 
@@ -37,6 +41,13 @@ impl Deletions {
     }
 }
 
+/// How the repartition topics carry changes: the MongoDB connector's JSON envelope, its documents
+/// in canonical Extended JSON (types kept).
+const CHANGES: Format = Format {
+    envelope: Envelope::MongoChangeStream,
+    encoding: Encoding::Json,
+};
+
 /// What `deleted_users` holds per user.
 #[derive(Debug, Serialize, Deserialize)]
 struct Deleted {
@@ -46,7 +57,6 @@ struct Deleted {
 impl Processor for Deletions {
     fn topology(&self) -> Topology {
         let mut topology = Topology::new(crate::NAME)
-            .single_task()
             .stream(PATIENTS, InputFormat::Cdc(self.inputs.patients))
             .stream(CLINICIANS, InputFormat::Cdc(self.inputs.clinicians));
         if self.inputs.user_events {
@@ -60,6 +70,16 @@ impl Processor for Deletions {
             topology = topology.stream_after_others(table.topic.clone(), format);
         }
         topology
+            .repartition(PATIENT_CHANGES)
+            .repartition(CLINICIAN_CHANGES)
+            .repartition(USER_CHANGES)
+            .stream(PATIENT_CHANGES, InputFormat::Cdc(CHANGES))
+            .stream(CLINICIAN_CHANGES, InputFormat::Cdc(CHANGES))
+            // A user's records are acted on once the clinic's documents routed before have been
+            // read (and the CDC topics up to where they ended when the user event arrived).
+            .stream_after_others(USER_CHANGES, InputFormat::Json)
+            .store(ROUTES)
+            .persistent(ROUTES)
             .store(PATIENT_STORE)
             .store(CLINICIAN_STORE)
             .store(DELETED_USERS)
@@ -80,8 +100,22 @@ impl Processor for Deletions {
 
     fn process(&mut self, input: Input<'_>, ctx: &mut Context<'_>) -> Result<(), ProcessError> {
         let event = match (input.topic, input.payload) {
-            (PATIENTS, Payload::Cdc(record)) => return follow(ctx, Kind::Patient, record),
-            (CLINICIANS, Payload::Cdc(record)) => return follow(ctx, Kind::Clinician, record),
+            (PATIENTS, Payload::Cdc(record)) => return route(ctx, Kind::Patient, record),
+            (CLINICIANS, Payload::Cdc(record)) => return route(ctx, Kind::Clinician, record),
+            (PATIENT_CHANGES, Payload::Cdc(record)) => return follow(ctx, Kind::Patient, record),
+            (CLINICIAN_CHANGES, Payload::Cdc(record)) => {
+                return follow(ctx, Kind::Clinician, record);
+            }
+            (USER_CHANGES, Payload::Json(value)) => {
+                let event = value
+                    .map(serde_json::from_value::<UserEvent>)
+                    .transpose()
+                    .map_err(|e| ProcessError::Fatal(format!("BUG: a routed user event: {e}")))?
+                    .ok_or_else(|| {
+                        ProcessError::Fatal("BUG: a routed user event without value".into())
+                    })?;
+                return act(ctx, event);
+            }
             (USER_EVENTS, Payload::Json(value)) => {
                 model::cloud_event(input.headers, value.as_ref(), input.timestamp_ms)?
             }
@@ -113,23 +147,128 @@ impl Processor for Deletions {
                 )?
             }
         };
-        match event {
-            UserEvent::Deleted { user_id, at_ms } => delete_user(ctx, &user_id, at_ms),
-            UserEvent::EmailChanged {
-                user_id,
-                email,
-                at_ms,
-            } => change_email(ctx, &user_id, &email, at_ms),
-            UserEvent::Ignored { kind } => {
-                ::metrics::counter!(crate::metrics::IGNORED).increment(1);
-                tracing::debug!(kind = %kind, topic = input.topic, "Ignored a user event.");
-                Ok(())
-            }
+        if let UserEvent::Ignored { kind } = &event {
+            ::metrics::counter!(crate::metrics::IGNORED).increment(1);
+            tracing::debug!(kind = %kind, topic = input.topic, "Ignored a user event.");
+            return Ok(());
         }
+        // To every task: each holds the user's records in its own clinics.
+        let value = serde_json::to_value(&event)
+            .map_err(|e| ProcessError::Fatal(format!("BUG: a user event as JSON: {e}")))?;
+        ctx.broadcast(OutputRecord {
+            topic: USER_CHANGES.to_owned(),
+            key: String::new(),
+            value: Some(OutValue::Json(value)),
+        })
     }
 }
 
+/// What a user event routed to this task does to the records it holds.
+fn act(ctx: &mut Context<'_>, event: UserEvent) -> Result<(), ProcessError> {
+    match event {
+        UserEvent::Deleted { user_id, at_ms } => delete_user(ctx, &user_id, at_ms),
+        UserEvent::EmailChanged {
+            user_id,
+            email,
+            at_ms,
+        } => change_email(ctx, &user_id, &email, at_ms),
+        UserEvent::Ignored { .. } => Ok(()),
+    }
+}
+
+/// Sends a document's change on to the task of its clinic (the repartition key: the clinic's
+/// table key, or the document's own for a document without a clinic). Where it went last is
+/// kept: a delete, or an update without its document, carries no clinic. A document that moves
+/// to another clinic leaves the first as a delete.
+fn route(ctx: &mut Context<'_>, kind: Kind, record: CdcRecord) -> Result<(), ProcessError> {
+    let key = table_key(record.document_id()?);
+    let route_key = format!("{}/{key}", kind.letter());
+    let known = ctx.get_json::<String>(ROUTES, &route_key)?;
+    let event = match record {
+        CdcRecord::Change(event) if matches!(event.operation, Operation::Other(_)) => {
+            return Ok(());
+        }
+        CdcRecord::Change(event) if event.operation != Operation::Delete => event,
+        // Gone: a delete, or a Debezium tombstone.
+        gone => {
+            if let Some(to) = known {
+                let id = gone.document_id()?.clone();
+                forward(ctx, kind, &to, &deleted(id))?;
+                ctx.delete(ROUTES, &route_key)?;
+            }
+            return Ok(());
+        }
+    };
+    let to = match &event.full_document {
+        Some(document) => model::clinic_key(document).unwrap_or_else(|| key.clone()),
+        // An update without its document: where the document is, if it is anywhere.
+        None => match &known {
+            Some(to) => to.clone(),
+            None => return Ok(()),
+        },
+    };
+    if let Some(from) = known.as_ref().filter(|from| **from != to) {
+        let id = record_id(&event)?;
+        forward(ctx, kind, from, &deleted(id))?;
+    }
+    if known.as_ref() != Some(&to) {
+        ctx.put_json(ROUTES, &route_key, &to)?;
+    }
+    forward(ctx, kind, &to, &event)
+}
+
+/// The `_id` of the changed document.
+fn record_id(event: &ChangeEvent) -> Result<Bson, ProcessError> {
+    event
+        .id()
+        .cloned()
+        .ok_or_else(|| ProcessError::Poison("a change without documentKey._id".into()))
+}
+
+/// A delete of the document `id`.
+fn deleted(id: Bson) -> ChangeEvent {
+    ChangeEvent {
+        operation: Operation::Delete,
+        namespace: None,
+        document_key: bson::doc! { "_id": id },
+        full_document: None,
+        updated_fields: Document::new(),
+        removed_fields: Vec::new(),
+        truncated_arrays: Vec::new(),
+        source: cdc::SourcePosition::default(),
+    }
+}
+
+/// Writes `event` to the repartition topic of `kind`, keyed by `to`.
+fn forward(
+    ctx: &mut Context<'_>,
+    kind: Kind,
+    to: &str,
+    event: &ChangeEvent,
+) -> Result<(), ProcessError> {
+    ctx.emit(OutputRecord {
+        topic: kind.changes().to_owned(),
+        key: to.to_owned(),
+        value: Some(OutValue::Json(cdc::mongo::to_json(
+            event,
+            Dialect::Canonical,
+        ))),
+    })
+}
+
 impl Kind {
+    fn letter(self) -> char {
+        match self {
+            Kind::Patient => 'p',
+            Kind::Clinician => 'c',
+        }
+    }
+    fn changes(self) -> &'static str {
+        match self {
+            Kind::Patient => PATIENT_CHANGES,
+            Kind::Clinician => CLINICIAN_CHANGES,
+        }
+    }
     fn store(self) -> &'static str {
         match self {
             Kind::Patient => PATIENT_STORE,

@@ -71,10 +71,10 @@ pub async fn enable(
 async fn address_of(state: &AppState, user: &str) -> ApiResult<String> {
     for collection in [&state.store.clinicians, &state.store.patients] {
         let filter = doc! { "userId": user, "email": { "$type": "string", "$ne": "" } };
-        if let Some(record) = collection.find_one(filter).await? {
-            if let Ok(email) = record.get_str("email") {
-                return Ok(email.to_owned());
-            }
+        if let Some(record) = collection.find_one(filter).await?
+            && let Ok(email) = record.get_str("email")
+        {
+            return Ok(email.to_owned());
         }
     }
     Err(ApiError::BadRequest(format!(

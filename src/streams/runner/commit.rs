@@ -71,11 +71,12 @@ pub(super) fn commit<C: ConsumerContext>(
         }
         Guarantee::AtLeastOnce => commit_delivered(&producer, consumer, &offsets, outages),
     };
-    shared.pending.clear();
+    let handled = std::mem::take(&mut shared.pending);
     if let Err(error) = result {
         shared.doom(Cause::Commit);
         return Err(error);
     }
+    shared.committed_offsets.extend(handled);
     if shared.flush_after_commit {
         shared.committed_to(Arc::new(producer.context().take_changelog_offsets()));
     }

@@ -1,13 +1,18 @@
-//! Holding back records of `after_others` inputs (`Topology::stream_after_others`) until every
-//! other assigned input partition has been read to the end it had when the record arrived.
+//! Holding back records of `after_others` inputs (`Topology::stream_after_others`) until the
+//! other inputs have been read to the end they had when the record arrived: every partition of
+//! the inputs from outside the processor, whichever instance of the group reads it, and the
+//! assigned partitions of its repartition topics.
 //!
-//! When the first such record arrives, the gate notes each other partition's end offset (high
+//! When the first such record arrives, the gate notes each of those partitions' end offset (high
 //! watermark) and pauses the record's partition; records of it already fetched queue behind it.
-//! Once every noted partition's position (or the group's committed offset, for a partition with
-//! nothing new) reaches its end, the held records are released in order, after the workers have
-//! finished everything handed to them, and the partitions resume. A rebalance or rewind clears
-//! the gate: the held records were never handed out, so they are read again from the committed
-//! offsets.
+//! An assigned partition has caught up when this consumer's position (or the group's committed
+//! offset, for a partition with nothing new) reaches its end; another instance's when the group's
+//! committed offset does: what that instance made of those records is then committed too (under
+//! exactly-once the offsets commit in the transaction of the records they made), so a repartition
+//! topic holds it ahead of anything the held record makes. Then the held records are released
+//! in order, after the workers have finished everything handed to them, and the partitions
+//! resume. A rebalance or rewind clears the gate: the held records were never handed out, so
+//! they are read again from the committed offsets.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -19,6 +24,9 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::worker::Job;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the group's committed offsets are read while another instance's partition is
+/// awaited.
+const RECHECK: Duration = Duration::from_millis(200);
 /// How often a long wait is logged.
 const NAG: Duration = Duration::from_secs(30);
 
@@ -26,20 +34,37 @@ const NAG: Duration = Duration::from_secs(30);
 pub(super) struct Gate {
     /// Prefixed topics whose records wait for the others.
     gated: BTreeSet<String>,
+    /// Prefixed inputs from outside the processor: awaited in every partition.
+    sources: BTreeSet<String>,
     held: VecDeque<Job>,
-    /// (topic, partition, end offset) still to reach.
-    targets: Vec<(String, i32, i64)>,
+    /// Partitions still to reach their ends.
+    targets: Vec<Target>,
+    /// When the group's committed offsets were last read for other instances' partitions.
+    checked: Instant,
     paused: BTreeSet<(String, i32)>,
     since: Instant,
     nagged: Instant,
 }
 
+/// A partition a held record waits for.
+#[derive(Debug)]
+struct Target {
+    topic: String,
+    partition: i32,
+    /// Its end offset when the record arrived.
+    end: i64,
+    /// Assigned to this consumer (else: another instance's, followed by the group's commits).
+    local: bool,
+}
+
 impl Gate {
-    pub(super) fn new(gated: BTreeSet<String>) -> Self {
+    pub(super) fn new(gated: BTreeSet<String>, sources: BTreeSet<String>) -> Self {
         Self {
             gated,
+            sources,
             held: VecDeque::new(),
             targets: Vec::new(),
+            checked: Instant::now(),
             paused: BTreeSet::new(),
             since: Instant::now(),
             nagged: Instant::now(),
@@ -81,12 +106,27 @@ impl Gate {
             return Ok(Vec::new());
         }
         let position = consumer.position().context("reading positions")?;
-        self.targets.retain(|(topic, partition, end)| {
-            !matches!(
-                position.find_partition(topic, *partition).map(|e| e.offset()),
-                Some(Offset::Offset(at)) if at >= *end
-            )
-        });
+        let at = |list: &TopicPartitionList, target: &Target| match list
+            .find_partition(&target.topic, target.partition)
+            .map(|e| e.offset())
+        {
+            Some(Offset::Offset(at)) => Some(at),
+            _ => None,
+        };
+        self.targets
+            .retain(|t| !(t.local && at(&position, t).is_some_and(|at| at >= t.end)));
+        if self.targets.iter().any(|t| !t.local) && self.checked.elapsed() >= RECHECK {
+            self.checked = Instant::now();
+            let mut remote = TopicPartitionList::new();
+            for target in self.targets.iter().filter(|t| !t.local) {
+                remote.add_partition(&target.topic, target.partition);
+            }
+            let committed = consumer
+                .committed_offsets(remote, TIMEOUT)
+                .context("reading committed offsets")?;
+            self.targets
+                .retain(|t| t.local || at(&committed, t).is_none_or(|at| at < t.end));
+        }
         if !self.targets.is_empty() {
             if self.nagged.elapsed() >= NAG {
                 self.nagged = Instant::now();
@@ -122,17 +162,30 @@ impl Gate {
         }
     }
 
-    /// Every other assigned partition with records not yet read by this group: its end offset.
+    /// The partitions to wait for, with records not yet read by this group: every partition of
+    /// the sources, and the other assigned ones (repartition topics); each with its end offset.
     fn ends_of_others<C: ConsumerContext, Q: ConsumerContext>(
         &self,
         consumer: &BaseConsumer<C>,
         probe: &BaseConsumer<Q>,
-    ) -> anyhow::Result<Vec<(String, i32, i64)>> {
+    ) -> anyhow::Result<Vec<Target>> {
         let assignment = consumer.assignment().context("reading the assignment")?;
         let mut others = TopicPartitionList::new();
         for element in assignment.elements() {
             if !self.gated.contains(element.topic()) {
                 others.add_partition(element.topic(), element.partition());
+            }
+        }
+        for topic in &self.sources {
+            let metadata = probe
+                .fetch_metadata(Some(topic), TIMEOUT)
+                .with_context(|| format!("reading the partitions of {topic}"))?;
+            for found in metadata.topics().iter().filter(|t| t.name() == topic) {
+                for partition in found.partitions() {
+                    if others.find_partition(topic, partition.id()).is_none() {
+                        others.add_partition(topic, partition.id());
+                    }
+                }
             }
         }
         let committed = consumer
@@ -145,6 +198,7 @@ impl Gate {
             let (low, high) = probe
                 .fetch_watermarks(topic, partition, TIMEOUT)
                 .with_context(|| format!("reading the end of {topic}[{partition}]"))?;
+            let local = assignment.find_partition(topic, partition).is_some();
             let offset_of = |list: &TopicPartitionList| match list
                 .find_partition(topic, partition)
                 .map(|e| e.offset())
@@ -152,9 +206,14 @@ impl Gate {
                 Some(Offset::Offset(at)) => at,
                 _ => low,
             };
-            let reached = offset_of(&committed).max(offset_of(&position));
-            if reached < high {
-                targets.push((topic.to_owned(), partition, high));
+            let read = if local { offset_of(&position) } else { low };
+            if offset_of(&committed).max(read) < high {
+                targets.push(Target {
+                    topic: topic.to_owned(),
+                    partition,
+                    end: high,
+                    local,
+                });
             }
         }
         Ok(targets)

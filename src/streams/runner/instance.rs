@@ -48,6 +48,8 @@ pub(super) struct Runner<P, F> {
     pub(super) transaction_started: Instant,
     /// Holds records of `after_others` inputs until the other inputs caught up.
     pub(super) gate: Gate,
+    /// Deletes what the group has committed past from the repartition topics.
+    pub(super) purge: Option<super::purge::Purge>,
     /// The instance's database of persistent stores (`streams.state_dir`), when the topology
     /// keeps a store on disk.
     pub(super) state: Option<crate::streams::disk::StateDb>,

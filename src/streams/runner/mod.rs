@@ -44,6 +44,7 @@ mod gate;
 mod global;
 mod instance;
 mod poll;
+mod purge;
 mod rebalance;
 mod restore;
 mod shared;

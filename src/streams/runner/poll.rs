@@ -115,10 +115,17 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
                 batch.clear();
             }
             match polled {
-                Some(Ok(message)) => batch.push(Job {
-                    record: self.kafka.record(&message),
-                    prefixed_topic: message.topic().to_owned(),
-                }),
+                Some(Ok(message)) => {
+                    let mut record = self.kafka.record(&message);
+                    let topology = &self.shop.topology;
+                    if !topology.repartitions.is_empty() {
+                        record.topic = topology.processor_topic(&record.topic).into_owned();
+                    }
+                    batch.push(Job {
+                        record,
+                        prefixed_topic: message.topic().to_owned(),
+                    });
+                }
                 Some(Err(error)) => {
                     // No `outages.up` for records: librdkafka hands out records fetched before
                     // an outage while the broker is gone. Commits and the lag probe say it is

@@ -54,6 +54,8 @@ pub(super) struct Shared {
     pub(super) events: Receiver<Event>,
     /// Next offset to commit per input partition, for the records handled since the last commit.
     pub(super) pending: BTreeMap<(String, i32), i64>,
+    /// The offsets committed last per input partition (what repartition topics are purged to).
+    pub(super) committed_offsets: BTreeMap<(String, i32), i64>,
     /// The producer of the open transaction (replaced when it cannot abort one).
     pub(super) producer: Arc<Producer>,
     /// Where the interval's transaction stands.

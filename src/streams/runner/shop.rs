@@ -27,6 +27,8 @@ pub(super) struct Shop {
     transaction_budget: Option<Duration>,
     /// When the open transaction must be given up rather than waited in any longer.
     give_up_at: Mutex<Option<Instant>>,
+    /// The partition count of the inputs (and so of the repartition topics), once checked.
+    pub(super) partitions: Arc<std::sync::OnceLock<i32>>,
 }
 
 impl Shop {
@@ -45,6 +47,7 @@ impl Shop {
             topology,
             transaction_budget,
             give_up_at: Mutex::default(),
+            partitions: Arc::default(),
         }
     }
 
@@ -58,6 +61,7 @@ impl Shop {
             topology: self.topology.clone(),
             transaction_budget: self.transaction_budget,
             give_up_at: Mutex::default(),
+            partitions: Arc::clone(&self.partitions),
         }
     }
 

@@ -71,6 +71,7 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
             in_flight: 0,
             events: reports,
             pending: BTreeMap::new(),
+            committed_offsets: BTreeMap::new(),
             producer: Arc::clone(&producer),
             transaction: Transaction::Idle,
             to_restore: BTreeSet::new(),
@@ -82,7 +83,7 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
         let callbacks = Callbacks {
             inputs: topology
                 .partitioned_inputs()
-                .map(|i| kafka.topic(&i.topic))
+                .map(|i| kafka.topic(&topology.kafka_topic(&i.topic)))
                 .collect(),
             topology: topology.clone(),
             shared: Arc::clone(&shared),
@@ -100,8 +101,21 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
         let gated = topology
             .partitioned_inputs()
             .filter(|i| i.after_others)
+            .map(|i| kafka.topic(&topology.kafka_topic(&i.topic)))
+            .collect();
+        // Inputs from outside the processor: a held record waits for every partition of these,
+        // whoever in the group reads it (repartition topics are fed from them).
+        let sources = topology
+            .partitioned_inputs()
+            .filter(|i| !i.after_others && !topology.is_repartition(&i.topic))
             .map(|i| kafka.topic(&i.topic))
             .collect();
+        let repartitions = topology
+            .repartitions
+            .iter()
+            .map(|r| kafka.topic(&topology.repartition_topic(r)))
+            .collect();
+        let purge = super::purge::Purge::new(&kafka, repartitions, runtime.clone())?;
         let shop = Arc::new(Shop::new(
             kafka.clone(),
             producer,
@@ -119,7 +133,8 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
             shop,
             producer_config,
             transaction_started: Instant::now(),
-            gate: Gate::new(gated),
+            gate: Gate::new(gated, sources),
+            purge,
             state,
             global: None,
             processor: std::marker::PhantomData,
@@ -138,7 +153,11 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
             .shop
             .topology
             .partitioned_inputs()
-            .map(|i| runner.kafka.topic(&i.topic))
+            .map(|i| {
+                runner
+                    .kafka
+                    .topic(&runner.shop.topology.kafka_topic(&i.topic))
+            })
             .collect();
         let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
         runner.consumer.subscribe(&topics).context("subscribing")?;
@@ -153,7 +172,7 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
         let kafka = &self.kafka;
         let aligned: Vec<String> = topology
             .partitioned_inputs()
-            .map(|i| kafka.topic(&i.topic))
+            .map(|i| kafka.topic(&topology.kafka_topic(&i.topic)))
             .chain(
                 topology
                     .stores
@@ -164,7 +183,7 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
         let others = topology
             .outputs
             .iter()
-            .cloned()
+            .map(|t| topology.kafka_topic(t))
             .chain([topology.dlq_topic()])
             // Read whole by every instance: any partition count.
             .chain(topology.global_topics())
@@ -178,6 +197,9 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
             topology.single_task || distinct.len() <= 1,
             "input and changelog topics must have the same partition count, found {counts:?}"
         );
+        if let Some(count) = distinct.first() {
+            let _ = self.shop.partitions.set(i32::try_from(*count)?);
+        }
         Ok(())
     }
 }

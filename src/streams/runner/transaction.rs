@@ -56,6 +56,9 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
                 if reached_broker {
                     self.kafka.outages().up(Dependency::Broker);
                 }
+                if let Some(purge) = &mut self.purge {
+                    purge.after_commit(&lock(&self.shared).committed_offsets);
+                }
                 Ok(())
             }
             Err(error) => {

@@ -299,9 +299,16 @@ fn handled<P: Processor>(
 
 /// Sends an outcome's records; `Some` when they could not all be sent.
 fn produce(shop: &Shop, outcome: Outcome, partition: i32) -> anyhow::Result<Option<Handled>> {
-    let mut records: Vec<ProducedRecord> = Vec::with_capacity(outcome.outputs.len() + 1);
-    for output in outcome.outputs {
-        let topic = shop.kafka.topic(&output.topic);
+    let mut records: Vec<(ProducedRecord, Option<i32>)> =
+        Vec::with_capacity(outcome.outputs.len() + 1);
+    let partitions = shop.partitions.get().copied().unwrap_or(1);
+    let broadcasts = outcome
+        .broadcasts
+        .into_iter()
+        .flat_map(|output| (0..partitions).map(move |p| (output.clone(), Some(p))));
+    let outputs = outcome.outputs.into_iter().map(|output| (output, None));
+    for (output, to) in outputs.chain(broadcasts) {
+        let topic = shop.kafka.topic(&shop.topology.kafka_topic(&output.topic));
         let value = match &output.value {
             None => None,
             Some(value) => match shop.registry(true, || {
@@ -314,12 +321,15 @@ fn produce(shop: &Shop, outcome: Outcome, partition: i32) -> anyhow::Result<Opti
             },
         };
         shop.count(names::RECORDS_OUT, &output.topic);
-        records.push(ProducedRecord {
-            topic,
-            key: Some(output.key.into_bytes()),
-            value,
-            headers: Vec::new(),
-        });
+        records.push((
+            ProducedRecord {
+                topic,
+                key: Some(output.key.into_bytes()),
+                value,
+                headers: Vec::new(),
+            },
+            to,
+        ));
     }
     let changelog = outcome.changelog.into_iter().map(|mut record| {
         record.topic = shop.kafka.topic(&record.topic);
@@ -331,7 +341,7 @@ fn produce(shop: &Shop, outcome: Outcome, partition: i32) -> anyhow::Result<Opti
         dead.topic = shop.kafka.topic(&dead.topic);
         (dead, None)
     });
-    let all = changelog.chain(records.into_iter().map(|r| (r, None)).chain(dead));
+    let all = changelog.chain(records).chain(dead);
     for (record, partition) in all {
         if let Err(error) = send(&shop.producer, &record, partition) {
             // The producer is in a state no record can be added in (the broker went away

@@ -2,6 +2,7 @@
 //! clinic-without-members rule, updates without `fullDocument`, late documents, replays,
 //! malformed input; all clinic events in the double-encoded JSON form Tidepool's connectors write.
 
+mod scale;
 mod stack;
 
 use bson::oid::ObjectId;
@@ -330,6 +331,49 @@ fn a_document_moved_to_another_user_is_reindexed() {
     assert!(driver.read_output(PATIENT_DELETIONS).is_empty());
     delete_binary(&mut driver, "u2");
     assert_eq!(archives(&driver.read_output(PATIENT_DELETIONS)).len(), 1);
+}
+
+#[test]
+fn a_document_moved_to_another_clinic_follows_its_rules_there_and_leaves_the_first() {
+    let mut driver = driver();
+    let (first, second, id) = (ObjectId::new(), ObjectId::new(), ObjectId::new());
+    for (clinic, user) in [(first, "c1"), (second, "c2")] {
+        insert(
+            &mut driver,
+            CLINICIANS,
+            &clinician(ObjectId::new(), clinic, Some(user), &["CLINIC_ADMIN"]),
+        );
+    }
+    insert(
+        &mut driver,
+        PATIENTS,
+        &patient(id, first, "u1", doc! { "view": {} }),
+    );
+    // Routed by clinic: the move reaches the first clinic's task as a delete, the second's as
+    // the document.
+    pipe(
+        &mut driver,
+        PATIENTS,
+        &change(
+            Operation::Replace,
+            "patients",
+            id,
+            Some(patient(id, second, "u1", doc! { "view": {} })),
+        ),
+    );
+    // The first clinic loses its last member: the patient is no longer there.
+    delete_binary(&mut driver, "c1");
+    assert!(driver.read_output(PATIENT_DELETIONS).is_empty());
+    // The second one does: its non-custodial patient goes, once.
+    delete_binary(&mut driver, "c2");
+    let archived = archives(&driver.read_output(PATIENT_DELETIONS));
+    assert_eq!(archived.len(), 1);
+    assert_eq!(
+        archived[0].get_document("patient").expect("archived")["clinicId"],
+        Bson::ObjectId(second)
+    );
+    delete_binary(&mut driver, "u1");
+    assert!(driver.read_output(PATIENT_DELETIONS).is_empty());
 }
 
 #[test]

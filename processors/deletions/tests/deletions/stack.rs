@@ -23,8 +23,8 @@ use clinic::streams::runner;
 use clinic::testkit;
 use clinic_deletions::config::Inputs;
 use clinic_deletions::processor::{
-    CLINICIANS_BY_CLINIC, CLINICIANS_BY_USER, Deletions, PATIENT_STORE, PATIENTS_BY_CLINIC,
-    PATIENTS_BY_USER,
+    CLINICIAN_CHANGES, CLINICIANS_BY_CLINIC, CLINICIANS_BY_USER, Deletions, PATIENT_CHANGES,
+    PATIENT_STORE, PATIENTS_BY_CLINIC, PATIENTS_BY_USER,
 };
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -60,14 +60,13 @@ async fn seed(
     }
 }
 
-/// Partitions per topic: more for the user events than for the clinic tables (deletions is a
-/// single task and reads them all), one for changelogs (the single task writes partition 0)
-/// and the DLQ.
-fn partitions(topic: &str) -> i32 {
-    match topic {
-        "user.events" => 3,
-        t if t.ends_with(".changelog") || t.ends_with(".dlq") => 1,
-        _ => 2,
+/// Partitions per topic: `count` for the inputs, repartition topics and changelogs (tasks are
+/// per partition across them), one for the outputs and the DLQ.
+fn partitions(topic: &str, count: i32) -> i32 {
+    if topic.starts_with("sink.") || topic.ends_with(".dlq") {
+        1
+    } else {
+        count
     }
 }
 
@@ -77,14 +76,24 @@ async fn a_user_deletion_reaches_the_clinic_collections_also_after_a_replay() {
     let prefix = format!("{}.", testkit::unique("del"));
     let database = testkit::unique("clinic");
     let replay_id = testkit::unique("replay");
-    // The topology's topics, and the changelogs of the replay under its application id.
+    // The topology's topics, and the changelogs and repartition topics of the replay under its
+    // application id.
     let topology = Deletions::new(Inputs::default()).topology();
     let replayed = topology
         .clone()
         .with_application_id(Some(replay_id.clone()));
     let mut names = testkit::topics_of(&topology);
     names.extend(replayed.stores.iter().map(|s| replayed.changelog_topic(s)));
-    let topics: Vec<(&str, i32)> = names.iter().map(|t| (t.as_str(), partitions(t))).collect();
+    names.extend(
+        replayed
+            .repartitions
+            .iter()
+            .map(|r| replayed.repartition_topic(r)),
+    );
+    let topics: Vec<(&str, i32)> = names
+        .iter()
+        .map(|t| (t.as_str(), partitions(t, 2)))
+        .collect();
     testkit::create_topics(&endpoints, &prefix, &topics)
         .await
         .expect("topics");
@@ -194,8 +203,16 @@ async fn a_user_deletion_reaches_the_clinic_collections_also_after_a_replay() {
         format!("{prefix}clinic.patients"),
         format!("{prefix}clinic.clinicians"),
     ];
+    // Then what they were routed through, once it is all there.
+    let routed = vec![
+        format!("{prefix}{}", topology.repartition_topic(PATIENT_CHANGES)),
+        format!("{prefix}{}", topology.repartition_topic(CLINICIAN_CHANGES)),
+    ];
     tokio::task::spawn_blocking(move || {
         testkit::await_committed(&brokers, &group, &tables, Duration::from_secs(60));
+        for topic in &routed {
+            testkit::await_consumed(&brokers, &group, topic, Duration::from_secs(60));
+        }
     })
     .await
     .expect("the tables read");
@@ -210,18 +227,22 @@ async fn a_user_deletion_reaches_the_clinic_collections_also_after_a_replay() {
     {
         let group = format!("{prefix}{}", topology.group_id());
         let state_db = StateDb::open(&state.path().join(group)).expect("the state");
-        assert!(state_db.checkpoint(0, PATIENT_STORE).expect("read") > 0);
-        state_db
-            .wipe(
-                0,
-                &[
-                    PATIENTS_BY_USER,
-                    PATIENTS_BY_CLINIC,
-                    CLINICIANS_BY_USER,
-                    CLINICIANS_BY_CLINIC,
-                ],
-            )
-            .expect("indexes removed");
+        let mut flushed = 0;
+        for task in 0..2 {
+            flushed += state_db.checkpoint(task, PATIENT_STORE).expect("read");
+            state_db
+                .wipe(
+                    task,
+                    &[
+                        PATIENTS_BY_USER,
+                        PATIENTS_BY_CLINIC,
+                        CLINICIANS_BY_USER,
+                        CLINICIANS_BY_CLINIC,
+                    ],
+                )
+                .expect("indexes removed");
+        }
+        assert!(flushed > 0, "the patients were flushed to disk");
     }
 
     let producer: FutureProducer = ClientConfig::new()
@@ -322,42 +343,4 @@ async fn a_user_deletion_reaches_the_clinic_collections_also_after_a_replay() {
         .await
         .expect("remove connectors");
     assert_eq!(second, sorted);
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_second_instance_in_the_group_stops_both_rather_than_split_the_tables() {
-    let endpoints = Endpoints::from_env().expect("endpoints");
-    let prefix = format!("{}.", testkit::unique("del2"));
-    let names = testkit::topics_of(&Deletions::new(Inputs::default()).topology());
-    let topics: Vec<(&str, i32)> = names.iter().map(|t| (t.as_str(), partitions(t))).collect();
-    testkit::create_topics(&endpoints, &prefix, &topics)
-        .await
-        .expect("topics");
-    let start = |instance: &str| {
-        let config = StreamsSettings {
-            instance_id: instance.to_owned(),
-            ..testkit::runner_config(&endpoints, &prefix)
-        };
-        tokio::spawn(runner::run_until(
-            config,
-            || Deletions::new(Inputs::default()),
-            Arc::new(AtomicBool::new(false)),
-            Arc::new(Health::default()),
-        ))
-    };
-    let first = start("one");
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let second = start("two");
-
-    for (name, running) in [("one", first), ("two", second)] {
-        let outcome = tokio::time::timeout(Duration::from_secs(90), running)
-            .await
-            .unwrap_or_else(|_| panic!("instance {name} kept running beside another"))
-            .expect("joined");
-        let error = outcome.expect_err("a split assignment must stop the runner");
-        assert!(
-            format!("{error:#}").contains("runs as a single task"),
-            "instance {name}: {error:#}"
-        );
-    }
 }
