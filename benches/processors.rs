@@ -419,43 +419,61 @@ async fn run_one(endpoints: &Endpoints, which: &str, records: usize, instances: 
     }
 }
 
-/// Waits until `group` has committed every record of the repartition topics `topics` as they
-/// stand: each partition's end is a transaction's commit marker, which no consumer commits past,
-/// so its last record is the offset before.
+/// Waits until `group` has committed every record of the repartition topics `topics`: a
+/// `read_committed` reader placed at each partition's committed offset finds nothing more. (The
+/// end offset cannot tell: several instances write each partition, and their transactions'
+/// commit markers follow the last record.)
 fn await_routed(brokers: &str, group: &str, topics: &[String]) {
     use rdkafka::consumer::{BaseConsumer, Consumer as _};
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+    use rdkafka::error::KafkaError;
+    let timeout = Duration::from_secs(10);
+    let member: BaseConsumer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", group)
         .create()
         .expect("consumer");
-    let timeout = Duration::from_secs(10);
-    let mut ends = rdkafka::TopicPartitionList::new();
+    let reader: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", testkit::unique("routed"))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed")
+        .set("fetch.wait.max.ms", "10")
+        .create()
+        .expect("reader");
+    let mut partitions = rdkafka::TopicPartitionList::new();
     for topic in topics {
-        let metadata = consumer
+        let metadata = member
             .fetch_metadata(Some(topic), timeout)
             .expect("metadata");
         for partition in metadata.topics()[0].partitions() {
-            let (low, high) = consumer
-                .fetch_watermarks(topic, partition.id(), timeout)
-                .expect("watermarks");
-            if high > low {
-                ends.add_partition_offset(topic, partition.id(), rdkafka::Offset::Offset(high - 1))
-                    .expect("a partition");
-            }
+            partitions.add_partition(topic, partition.id());
         }
     }
     loop {
-        let committed = consumer
-            .committed_offsets(ends.clone(), timeout)
+        let committed = member
+            .committed_offsets(partitions.clone(), timeout)
             .expect("committed offsets");
-        let done = ends.elements().iter().all(|end| {
-            matches!(
-                (committed.find_partition(end.topic(), end.partition()).map(|c| c.offset()), end.offset()),
-                (Some(rdkafka::Offset::Offset(at)), rdkafka::Offset::Offset(last)) if at >= last
-            )
-        });
-        if done {
+        let mut from = rdkafka::TopicPartitionList::new();
+        for element in committed.elements() {
+            let at = match element.offset() {
+                rdkafka::Offset::Offset(at) => rdkafka::Offset::Offset(at),
+                _ => rdkafka::Offset::Beginning,
+            };
+            from.add_partition_offset(element.topic(), element.partition(), at)
+                .expect("a partition");
+        }
+        reader.assign(&from).expect("assign");
+        let (mut ended, mut more) = (0, false);
+        while ended < from.count() && !more {
+            match reader.poll(timeout) {
+                Some(Ok(_)) => more = true,
+                Some(Err(KafkaError::PartitionEOF(_))) => ended += 1,
+                Some(Err(error)) => panic!("reading the repartition topics: {error}"),
+                None => more = true,
+            }
+        }
+        if !more {
             return;
         }
         std::thread::sleep(Duration::from_millis(5));

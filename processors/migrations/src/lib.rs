@@ -30,8 +30,10 @@
 //!   after the migration completed stays. A repeated PENDING insert does nothing. A migration
 //!   whose clinic does not exist, or whose user has another one running, ends FAILED with a
 //!   `failureReason`, and nothing else is written. Malformed records go to the DLQ.
-//! - Runs as **one task over every partition**, like deletions: the lookups are by grantee, by
-//!   clinic and by user, while the CDC topics are keyed by document id. Run one replica.
+//! - Runs as **one task over every partition**: the lookups are by grantee, by clinic and by
+//!   user, while the CDC topics are keyed by document id. Run one replica. (Deletions routes its
+//!   inputs by clinic through repartition topics instead; a share here needs three keys in turn,
+//!   its grantee, its sharer's profile and the clinic's patients, so three routed stages.)
 //! - Guarantees: those of the streams runner (exactly-once by default).
 //! - Settings: [`config::Settings`].
 
