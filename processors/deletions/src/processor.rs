@@ -181,7 +181,8 @@ fn act(ctx: &mut Context<'_>, event: UserEvent) -> Result<(), ProcessError> {
 /// kept: a delete, or an update without its document, carries no clinic. A document that moves
 /// to another clinic leaves the first as a delete.
 fn route(ctx: &mut Context<'_>, kind: Kind, record: CdcRecord) -> Result<(), ProcessError> {
-    let key = table_key(record.document_id()?);
+    let id = record.document_id()?.clone();
+    let key = table_key(&id);
     let route_key = format!("{}/{key}", kind.letter());
     let known = ctx.get_json::<String>(ROUTES, &route_key)?;
     let event = match record {
@@ -190,9 +191,8 @@ fn route(ctx: &mut Context<'_>, kind: Kind, record: CdcRecord) -> Result<(), Pro
         }
         CdcRecord::Change(event) if event.operation != Operation::Delete => event,
         // Gone: a delete, or a Debezium tombstone.
-        gone => {
+        _ => {
             if let Some(to) = known {
-                let id = gone.document_id()?.clone();
                 forward(ctx, kind, &to, &deleted(id))?;
                 ctx.delete(ROUTES, &route_key)?;
             }
@@ -208,21 +208,12 @@ fn route(ctx: &mut Context<'_>, kind: Kind, record: CdcRecord) -> Result<(), Pro
         },
     };
     if let Some(from) = known.as_ref().filter(|from| **from != to) {
-        let id = record_id(&event)?;
         forward(ctx, kind, from, &deleted(id))?;
     }
     if known.as_ref() != Some(&to) {
         ctx.put_json(ROUTES, &route_key, &to)?;
     }
     forward(ctx, kind, &to, &event)
-}
-
-/// The `_id` of the changed document.
-fn record_id(event: &ChangeEvent) -> Result<Bson, ProcessError> {
-    event
-        .id()
-        .cloned()
-        .ok_or_else(|| ProcessError::Poison("a change without documentKey._id".into()))
 }
 
 /// A delete of the document `id`.
