@@ -86,7 +86,7 @@ fn patients(records: usize) -> Vec<(&'static str, ChangeEvent)> {
 
 /// The topics one measurement needs, created under `prefix`, and its input published there.
 async fn prepare(endpoints: &Endpoints, topology: &Topology, prefix: &str, records: usize) {
-    let changelog_partitions = if topology.single_task { 1 } else { PARTITIONS };
+    let changelog_partitions = PARTITIONS;
     let mut topics: Vec<(String, i32)> = topology
         .input_topics()
         .into_iter()
@@ -150,7 +150,7 @@ where
     println!(
         "{started} {before} {} {}",
         testkit::peak_rss_mib(),
-        cpu_seconds()
+        testkit::cpu_seconds_of("self")
     );
 }
 
@@ -227,25 +227,6 @@ fn first_output(brokers: &str, topics: &[String], group: &str, input: &str) -> (
         })
         .sum();
     (at, carried)
-}
-
-/// This process's CPU time so far (user and system), seconds, from `/proc/self/stat` (0 where
-/// it is not there).
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (which is in parentheses and may hold spaces): utime and
-    // stime are the 12th and 13th, in clock ticks (100 per second on Linux).
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 const WHICH: &str = "BENCH_PROCESSOR";

@@ -539,6 +539,56 @@ impl Drop for Spawned {
     }
 }
 
+/// Waits (up to 90 s) until each of `instances` holds exactly one partition of `topic` in its
+/// `/status` (every member has joined and the group settled).
+///
+/// # Panics
+/// When they do not within the time.
+pub async fn await_spread<'a>(
+    instances: impl IntoIterator<Item = &'a Spawned> + Clone,
+    topic: &str,
+) {
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let mut held = Vec::new();
+        for instance in instances.clone() {
+            let status: Option<serde_json::Value> = match http
+                .get(format!("http://{}/status", instance.admin))
+                .send()
+                .await
+            {
+                Ok(answer) => answer.json().await.ok(),
+                Err(_) => None,
+            };
+            let partitions = status
+                .as_ref()
+                .and_then(|s| s["work"]["assigned"][topic].as_object())
+                .map_or(0, serde_json::Map::len);
+            held.push(partitions);
+        }
+        if held.iter().all(|p| *p == 1) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "partitions held: {held:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// How often each key appears in the committed records of `topic`: among its tombstones, or
+/// among its values.
+pub fn key_counts(brokers: &str, topic: &str, tombstones: bool) -> BTreeMap<String, usize> {
+    use rdkafka::message::Message as _;
+    let mut counts = BTreeMap::new();
+    for record in read_topic(brokers, topic) {
+        if record.payload().is_none() == tombstones {
+            let key = String::from_utf8_lossy(record.key().unwrap_or_default()).into_owned();
+            *counts.entry(key).or_default() += 1;
+        }
+    }
+    counts
+}
+
 /// Every committed record of `topic` (all partitions, `read_committed`), read from the beginning
 /// to the end each partition had when the read began.
 ///
@@ -614,9 +664,38 @@ pub fn peak_rss_mib() -> f64 {
     status_mib("VmHWM:")
 }
 
+/// The peak resident set size so far of the process `pid` (`"self"` for this one), MiB.
+pub fn peak_rss_mib_of(pid: &str) -> f64 {
+    status_mib_of(pid, "VmHWM:")
+}
+
+/// The CPU time (user and system) the process `pid` (`"self"` for this one) used so far,
+/// seconds, from `/proc/<pid>/stat` (0 where it is not there).
+pub fn cpu_seconds_of(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may hold spaces): utime and
+    // stime are the 12th and 13th, in clock ticks (100 per second on Linux).
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 /// A size field of `/proc/self/status`, MiB.
 fn status_mib(field: &str) -> f64 {
-    std::fs::read_to_string("/proc/self/status")
+    status_mib_of("self", field)
+}
+
+/// A size field of `/proc/<pid>/status`, MiB.
+fn status_mib_of(pid: &str, field: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()

@@ -6,6 +6,8 @@
 //! order the runner's global thread, usually ahead of the group, gives most often). Records for
 //! a repartition topic (emitted or broadcast) are handled as its input right after the record
 //! that made them, before the next one is piped in: one of the orders the runner may give them.
+//! A test that wants another order holds a repartition topic ([`TestDriver::hold`]), reads its
+//! records as outputs and pipes them back when it chooses.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -27,6 +29,8 @@ pub struct TestDriver<P> {
     outputs: Vec<OutputRecord>,
     changelog: Vec<ProducedRecord>,
     dead_letters: Vec<ProducedRecord>,
+    /// Repartition topics whose records are kept as outputs instead of handled.
+    held: Vec<String>,
 }
 
 impl<P: Processor> TestDriver<P> {
@@ -42,7 +46,17 @@ impl<P: Processor> TestDriver<P> {
             outputs: Vec::new(),
             changelog: Vec::new(),
             dead_letters: Vec::new(),
+            held: Vec::new(),
         }
+    }
+
+    /// Keeps the records the processor writes to the repartition topic `name` as outputs
+    /// ([`TestDriver::read_output`]) instead of handling them: the test pipes them back (or
+    /// not: a crash) when it chooses.
+    #[must_use]
+    pub fn hold(mut self, name: &str) -> Self {
+        self.held.push(name.to_owned());
+        self
     }
 
     /// Pipes a record of a JSON topic (CDC JSON forms, or plain JSON): raw key and value bytes as
@@ -292,7 +306,7 @@ impl<P: Processor> TestDriver<P> {
             .outputs
             .into_iter()
             .chain(outcome.broadcasts)
-            .partition(|r| topology.is_repartition(&r.topic));
+            .partition(|r| topology.is_repartition(&r.topic) && !self.held.contains(&r.topic));
         self.outputs.extend(outputs);
         self.changelog.extend(outcome.changelog);
         self.dead_letters.extend(outcome.dead_letter);

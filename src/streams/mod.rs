@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod processor;
 pub mod projection;
 pub mod record;
+pub mod reroute;
 pub mod runner;
 pub mod store;
 pub mod stored;

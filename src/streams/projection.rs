@@ -110,6 +110,32 @@ pub fn follow_user_event(
     headers: &[(String, Vec<u8>)],
     value: Option<&serde_json::Value>,
 ) -> Result<bool, ProcessError> {
+    let Some(change) = address_change(headers, value)? else {
+        return Ok(false);
+    };
+    keep_address(ctx, store, &change)?;
+    Ok(true)
+}
+
+/// What a user event says of a user's address: the user and their address (none when the user
+/// was deleted, or has none).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AddressChange {
+    /// The user's id.
+    pub user: String,
+    /// Their address from now on.
+    pub email: Option<String>,
+}
+
+/// The address change a `users:create` / `users:update` / `users:delete` CloudEvent makes;
+/// `None` for an event of another type.
+///
+/// # Errors
+/// Poison for an event that is not a CloudEvent or names no user.
+pub fn address_change(
+    headers: &[(String, Vec<u8>)],
+    value: Option<&serde_json::Value>,
+) -> Result<Option<AddressChange>, ProcessError> {
     let event = events::cloud_event(headers, value)?;
     if ![
         events::USERS_CREATE,
@@ -118,22 +144,39 @@ pub fn follow_user_event(
     ]
     .contains(&event.kind.as_str())
     {
-        return Ok(false);
+        return Ok(None);
     }
     let user = events::subject(&event)
         .ok_or_else(|| ProcessError::Poison(format!("{} event without its user", event.kind)))?;
     let id = events::user_id(user)
         .ok_or_else(|| ProcessError::Poison(format!("{} event without a userid", event.kind)))?;
-    let key = part(id);
-    match events::address(user) {
-        Some(address) if event.kind != events::USERS_DELETE => ctx.put_json(
+    let email = events::address(user)
+        .filter(|_| event.kind != events::USERS_DELETE)
+        .map(str::to_owned);
+    Ok(Some(AddressChange {
+        user: id.to_owned(),
+        email,
+    }))
+}
+
+/// Applies an address change to `store` (see [`follow_user_event`]).
+///
+/// # Errors
+/// The store's.
+pub fn keep_address(
+    ctx: &mut Context<'_>,
+    store: &str,
+    change: &AddressChange,
+) -> Result<(), ProcessError> {
+    let key = part(&change.user);
+    match &change.email {
+        Some(email) => ctx.put_json(
             store,
             &key,
             &Address {
-                email: address.to_owned(),
+                email: email.clone(),
             },
-        )?,
-        _ => ctx.delete(store, &key)?,
+        ),
+        None => ctx.delete(store, &key),
     }
-    Ok(true)
 }

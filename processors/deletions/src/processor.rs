@@ -6,10 +6,10 @@
 //! non-custodial patients of any of its clinics left without a member. No I/O.
 
 use bson::{Bson, Document};
-use clinic::cdc::extjson::Dialect;
-use clinic::cdc::{self, CdcRecord, ChangeEvent, Encoding, Envelope, Format, Next, Operation};
+use clinic::cdc::{self, CdcRecord, Encoding, Next};
 use clinic::documents;
 use clinic::streams::projection::part;
+use clinic::streams::reroute::{REPARTITIONED, Route};
 use clinic::streams::store::table_key;
 use clinic::streams::stored::{StoredError, compact_key, document_fields, expand_key};
 use clinic::streams::{
@@ -41,13 +41,6 @@ impl Deletions {
     }
 }
 
-/// How the repartition topics carry changes: the MongoDB connector's JSON envelope, its documents
-/// in canonical Extended JSON (types kept).
-const CHANGES: Format = Format {
-    envelope: Envelope::MongoChangeStream,
-    encoding: Encoding::Json,
-};
-
 /// What `deleted_users` holds per user.
 #[derive(Debug, Serialize, Deserialize)]
 struct Deleted {
@@ -73,8 +66,8 @@ impl Processor for Deletions {
             .repartition(PATIENT_CHANGES)
             .repartition(CLINICIAN_CHANGES)
             .repartition(USER_CHANGES)
-            .stream(PATIENT_CHANGES, InputFormat::Cdc(CHANGES))
-            .stream(CLINICIAN_CHANGES, InputFormat::Cdc(CHANGES))
+            .stream(PATIENT_CHANGES, InputFormat::Cdc(REPARTITIONED))
+            .stream(CLINICIAN_CHANGES, InputFormat::Cdc(REPARTITIONED))
             // A user's records are acted on once the clinic's documents routed before have been
             // read (and the CDC topics up to where they ended when the user event arrived).
             .stream_after_others(USER_CHANGES, InputFormat::Json)
@@ -177,89 +170,23 @@ fn act(ctx: &mut Context<'_>, event: UserEvent) -> Result<(), ProcessError> {
 }
 
 /// Sends a document's change on to the task of its clinic (the repartition key: the clinic's
-/// table key, or the document's own for a document without a clinic). Where it went last is
-/// kept: a delete, or an update without its document, carries no clinic. A document that moves
-/// to another clinic leaves the first as a delete.
+/// table key, or the document's own for a document without a clinic).
 fn route(ctx: &mut Context<'_>, kind: Kind, record: CdcRecord) -> Result<(), ProcessError> {
-    let id = record.document_id()?.clone();
-    let key = table_key(&id);
-    let route_key = format!("{}/{key}", kind.letter());
-    let known = ctx.get_json::<String>(ROUTES, &route_key)?;
-    let event = match record {
-        CdcRecord::Change(event) if matches!(event.operation, Operation::Other(_)) => {
-            return Ok(());
-        }
-        CdcRecord::Change(event) if event.operation != Operation::Delete => event,
-        // Gone: a delete, or a Debezium tombstone.
-        _ => {
-            if let Some(to) = known {
-                forward(ctx, kind, &to, &deleted(id))?;
-                ctx.delete(ROUTES, &route_key)?;
-            }
-            return Ok(());
-        }
+    let (prefix, topic) = match kind {
+        Kind::Patient => ("p/", PATIENT_CHANGES),
+        Kind::Clinician => ("c/", CLINICIAN_CHANGES),
     };
-    let to = match &event.full_document {
-        Some(document) => model::clinic_key(document).unwrap_or_else(|| key.clone()),
-        // An update without its document: where the document is, if it is anywhere.
-        None => match &known {
-            Some(to) => to.clone(),
-            None => return Ok(()),
-        },
+    let route = Route {
+        routes: ROUTES,
+        prefix,
+        topic,
     };
-    if let Some(from) = known.as_ref().filter(|from| **from != to) {
-        forward(ctx, kind, from, &deleted(id))?;
-    }
-    if known.as_ref() != Some(&to) {
-        ctx.put_json(ROUTES, &route_key, &to)?;
-    }
-    forward(ctx, kind, &to, &event)
-}
-
-/// A delete of the document `id`.
-fn deleted(id: Bson) -> ChangeEvent {
-    ChangeEvent {
-        operation: Operation::Delete,
-        namespace: None,
-        document_key: bson::doc! { "_id": id },
-        full_document: None,
-        updated_fields: Document::new(),
-        removed_fields: Vec::new(),
-        truncated_arrays: Vec::new(),
-        source: cdc::SourcePosition::default(),
-    }
-}
-
-/// Writes `event` to the repartition topic of `kind`, keyed by `to`.
-fn forward(
-    ctx: &mut Context<'_>,
-    kind: Kind,
-    to: &str,
-    event: &ChangeEvent,
-) -> Result<(), ProcessError> {
-    ctx.emit(OutputRecord {
-        topic: kind.changes().to_owned(),
-        key: to.to_owned(),
-        value: Some(OutValue::Json(cdc::mongo::to_json(
-            event,
-            Dialect::Canonical,
-        ))),
+    route.forward(ctx, record, |id, document| {
+        Ok(model::clinic_key(document).unwrap_or_else(|| table_key(id)))
     })
 }
 
 impl Kind {
-    fn letter(self) -> char {
-        match self {
-            Kind::Patient => 'p',
-            Kind::Clinician => 'c',
-        }
-    }
-    fn changes(self) -> &'static str {
-        match self {
-            Kind::Patient => PATIENT_CHANGES,
-            Kind::Clinician => CLINICIAN_CHANGES,
-        }
-    }
     fn store(self) -> &'static str {
         match self {
             Kind::Patient => PATIENT_STORE,

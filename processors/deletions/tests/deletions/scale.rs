@@ -19,7 +19,6 @@ use clinic_deletions::processor::{
     CLINICIAN_DELETIONS, Deletions, PATIENT_DELETIONS, SINK_PATIENTS, sink_key,
 };
 use rdkafka::ClientConfig;
-use rdkafka::message::Message as _;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_clinic-deletions");
@@ -147,36 +146,6 @@ fn start(endpoints: &Endpoints, prefix: &str, settings: &Path, log: PathBuf, id:
     )
 }
 
-/// Waits until each instance holds one partition of the patients' topic (every member has joined
-/// and the group settled).
-async fn await_shared(instances: &BTreeMap<&str, Spawned>, topic: &str) {
-    let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let mut held = Vec::new();
-        for instance in instances.values() {
-            let status: Option<serde_json::Value> = match http
-                .get(format!("http://{}/status", instance.admin))
-                .send()
-                .await
-            {
-                Ok(answer) => answer.json().await.ok(),
-                Err(_) => None,
-            };
-            let partitions = status
-                .as_ref()
-                .and_then(|s| s["work"]["assigned"][topic].as_object())
-                .map_or(0, serde_json::Map::len);
-            held.push(partitions);
-        }
-        if held.iter().all(|p| *p == 1) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "partitions held: {held:?}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
 /// Publishes a deletion of each of `users` (binary-mode CloudEvents), `pause` apart.
 async fn delete_users(endpoints: &Endpoints, prefix: &str, users: &[String], pause: Duration) {
     let producer: FutureProducer = ClientConfig::new()
@@ -205,18 +174,6 @@ async fn delete_users(endpoints: &Endpoints, prefix: &str, users: &[String], pau
             .expect("produce the CloudEvent");
         tokio::time::sleep(pause).await;
     }
-}
-
-/// How often each key appears in the committed records of `topic`, tombstones or values.
-fn counts(brokers: &str, topic: &str, tombstones: bool) -> BTreeMap<String, usize> {
-    let mut counts = BTreeMap::new();
-    for record in testkit::read_topic(brokers, topic) {
-        if record.payload().is_none() == tombstones {
-            let key = String::from_utf8_lossy(record.key().unwrap_or_default()).into_owned();
-            *counts.entry(key).or_default() += 1;
-        }
-    }
-    counts
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -260,12 +217,12 @@ async fn three_instances_share_the_clinics_and_one_killed_and_one_added_repeat_n
         .into_iter()
         .map(|id| (id, start(&endpoints, &prefix, &settings, log(id), id)))
         .collect();
-    await_shared(&instances, &format!("{prefix}clinic.patients")).await;
+    testkit::await_spread(instances.values(), &format!("{prefix}clinic.patients")).await;
     delete_users(&endpoints, &prefix, &world.first, Duration::ZERO).await;
     let brokers = endpoints.kafka_brokers.clone();
     let archives = format!("{prefix}{PATIENT_DELETIONS}");
     let deadline = Instant::now() + Duration::from_secs(120);
-    while counts(&brokers, &archives, false).is_empty() {
+    while testkit::key_counts(&brokers, &archives, false).is_empty() {
         assert!(Instant::now() < deadline, "no archive within two minutes");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -288,7 +245,9 @@ async fn three_instances_share_the_clinics_and_one_killed_and_one_added_repeat_n
     let (patients, clinicians) = world.expected();
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
-        let archived: BTreeSet<String> = counts(&brokers, &archives, false).into_keys().collect();
+        let archived: BTreeSet<String> = testkit::key_counts(&brokers, &archives, false)
+            .into_keys()
+            .collect();
         if archived.is_superset(&patients) {
             break;
         }
@@ -338,13 +297,16 @@ async fn three_instances_share_the_clinics_and_one_killed_and_one_added_repeat_n
     let once = |set: &BTreeSet<String>| -> BTreeMap<String, usize> {
         set.iter().map(|k| (k.clone(), 1)).collect()
     };
-    assert_eq!(counts(&brokers, &archives, false), once(&patients));
     assert_eq!(
-        counts(&brokers, &format!("{prefix}{CLINICIAN_DELETIONS}"), false),
+        testkit::key_counts(&brokers, &archives, false),
+        once(&patients)
+    );
+    assert_eq!(
+        testkit::key_counts(&brokers, &format!("{prefix}{CLINICIAN_DELETIONS}"), false),
         once(&clinicians)
     );
     assert_eq!(
-        counts(&brokers, &format!("{prefix}{SINK_PATIENTS}"), true),
+        testkit::key_counts(&brokers, &format!("{prefix}{SINK_PATIENTS}"), true),
         once(&patients)
     );
 }
