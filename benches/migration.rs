@@ -11,6 +11,13 @@
 //! and no legacy share left (or `BENCH_DATABASE_WAIT_S`, default 600, has passed: then how many
 //! patients the database holds by then). RSS is the process's (the bench is the processor) once the tables
 //! are loaded and once the migration is done.
+//!
+//! `BENCH_INSTANCES=1,2,3` then also runs six migrations at once (six legacy clinicians, each
+//! with a sixth of `<patients>`, into six clinics) on processors run as that many processes
+//! sharing three partitions, each count on fresh topics without sinks: the clock runs from
+//! publishing the six PENDING migrations, the tables loaded, until six COMPLETED records are
+//! committed; CPU is the instances' CPU time in that span (read from `/proc/<pid>/stat`), the
+//! peak RSS the largest instance's.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,8 +43,8 @@ fn insert(coll: &str, document: &Document) -> ChangeEvent {
     testkit::change(Operation::Insert, coll, id, Some(document.clone()))
 }
 
-/// Reads `topic` (read_committed) until a value contains `needle`.
-fn await_value(brokers: &str, topic: &str, needle: &str) {
+/// Reads `topic` (read_committed) until `count` values contain `needle`.
+fn await_values(brokers: &str, topic: &str, needle: &str, count: usize) {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", testkit::unique("bench-reader"))
@@ -47,42 +54,85 @@ fn await_value(brokers: &str, topic: &str, needle: &str) {
         .expect("consumer");
     consumer.subscribe(&[topic]).expect("subscribe");
     let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
+    let mut seen = 0;
+    while seen < count {
         if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100))
             && message
                 .payload()
                 .is_some_and(|v| String::from_utf8_lossy(v).contains(needle))
         {
-            return;
+            seen += 1;
         }
-        assert!(Instant::now() < deadline, "no {needle} on {topic}");
+        assert!(Instant::now() < deadline, "{seen} {needle} on {topic}");
     }
 }
 
+/// Set in an instance's environment: the topics' prefix.
+const CHILD: &str = "BENCH_MIGRATIONS_PREFIX";
+/// Set in an instance's environment: its instance id.
+const INSTANCE: &str = "BENCH_INSTANCE";
+/// Migrations run at once with several instances.
+const CLINICS: usize = 6;
+
 #[tokio::main]
 async fn main() {
+    if let Ok(prefix) = std::env::var(CHILD) {
+        return instance(prefix).await;
+    }
     let patients: usize = std::env::args()
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(10_000);
     clinic::telemetry::init();
     let endpoints = Endpoints::from_env().expect("endpoints");
-    let topology = Migrations::new(Default::default(), Default::default()).topology();
-    let names = testkit::topics_of(&topology);
-    let topics: Vec<(&str, i32)> = names
-        .iter()
+    one_migration(&endpoints, patients).await;
+    let counts = std::env::var("BENCH_INSTANCES").unwrap_or_default();
+    for instances in counts.split(',').filter_map(|n| n.parse::<usize>().ok()) {
+        spread(&endpoints, patients, instances).await;
+    }
+}
+
+/// The topics of the processor under `prefix`: three partitions each, the DLQ one.
+fn topic_partitions(topology: &clinic::streams::Topology) -> Vec<(String, i32)> {
+    testkit::topics_of(topology)
+        .into_iter()
         .map(|t| {
-            let one = t.ends_with(".changelog") || t.ends_with(".dlq") || t.ends_with(".steps");
-            (t.as_str(), if one { 1 } else { 3 })
+            let partitions = if t.ends_with(".dlq") { 1 } else { 3 };
+            (t, partitions)
         })
-        .collect();
+        .collect()
+}
+
+/// One legacy clinician's `patients` shares with their profiles.
+fn shared_with(legacy: &str, patients: usize) -> (Vec<Document>, Vec<Document>) {
+    let (mut perms, mut profiles) = (Vec::with_capacity(patients), Vec::with_capacity(patients));
+    for i in 0..patients {
+        let user = format!("{legacy}-patient-{i:06}");
+        perms.push(doc! {
+            "_id": ObjectId::new(), "sharerId": &user, "userId": legacy,
+            "permissions": { "view": {}, "upload": {}, "note": {} },
+        });
+        let value = serde_json::json!({
+            "fullName": format!("Patient {i}"), "email": format!("{user}@example.org"),
+            "patient": { "birthday": "2001-02-03", "mrn": format!("MRN{i}") },
+        });
+        profiles.push(doc! { "_id": ObjectId::new(), "userId": &user, "value": value.to_string() });
+    }
+    (perms, profiles)
+}
+
+/// The single migration, through the sinks into the database.
+async fn one_migration(endpoints: &Endpoints, patients: usize) {
+    let topology = Migrations::new(Default::default(), Default::default()).topology();
+    let names = topic_partitions(&topology);
+    let topics: Vec<(&str, i32)> = names.iter().map(|(t, p)| (t.as_str(), *p)).collect();
     let sinks = [
         "sink.clinic.patients",
         "sink.clinic.migrations",
         "sink.gatekeeper.perms",
     ];
     let chain = SinkChain::new(
-        &endpoints,
+        endpoints,
         "bench-migr",
         &testkit::repo_root(0),
         &topics,
@@ -98,23 +148,18 @@ async fn main() {
         "_id": ObjectId::new(), "clinicId": clinic, "userId": LEGACY, "status": "PENDING",
         "createdTime": created, "updatedTime": created,
     };
-    let mut perms = Vec::with_capacity(patients);
+    let (perms, profiles) = shared_with(LEGACY, patients);
     let mut events = vec![("clinic.clinics", insert("clinics", &clinic_doc))];
-    for i in 0..patients {
-        let user = format!("bench-patient-{i:06}");
-        let share = doc! {
-            "_id": ObjectId::new(), "sharerId": &user, "userId": LEGACY,
-            "permissions": { "view": {}, "upload": {}, "note": {} },
-        };
-        let value = serde_json::json!({
-            "fullName": format!("Patient {i}"), "email": format!("{user}@example.org"),
-            "patient": { "birthday": "2001-02-03", "mrn": format!("MRN{i}") },
-        });
-        let profile = doc! { "_id": ObjectId::new(), "userId": &user, "value": value.to_string() };
-        events.push(("gatekeeper.perms", insert("perms", &share)));
-        events.push(("seagull.seagull", insert("seagull", &profile)));
-        perms.push(share);
-    }
+    events.extend(
+        perms
+            .iter()
+            .map(|p| ("gatekeeper.perms", insert("perms", p))),
+    );
+    events.extend(
+        profiles
+            .iter()
+            .map(|p| ("seagull.seagull", insert("seagull", p))),
+    );
     chain
         .db
         .collection::<Document>("perms")
@@ -127,7 +172,7 @@ async fn main() {
         .insert_one(&migration)
         .await
         .expect("seed the migration");
-    testkit::publish_changes(&endpoints, &chain.prefix, &events)
+    testkit::publish_changes(endpoints, &chain.prefix, &events)
         .await
         .expect("publish");
 
@@ -137,30 +182,18 @@ async fn main() {
     );
     let stop = Arc::new(AtomicBool::new(false));
     let running = tokio::spawn(runner::run_until(
-        testkit::runner_config(&endpoints, &chain.prefix),
+        testkit::runner_config(endpoints, &chain.prefix),
         || Migrations::new(Default::default(), Default::default()),
         Arc::clone(&stop),
         Arc::new(Health::default()),
     ));
-    let inputs: Vec<String> = ["clinic.clinics", "gatekeeper.perms", "seagull.seagull"]
-        .iter()
-        .map(|t| format!("{}{t}", chain.prefix))
-        .collect();
-    let (brokers, group) = (
-        endpoints.kafka_brokers.clone(),
-        format!("{}{}", chain.prefix, topology.group_id()),
-    );
-    tokio::task::spawn_blocking(move || {
-        testkit::await_committed(&brokers, &group, &inputs, Duration::from_secs(600));
-    })
-    .await
-    .expect("waiter");
+    await_loaded(endpoints, &topology, &chain.prefix).await;
     let loaded = testkit::rss_mib();
     eprintln!("tables loaded; migrating");
 
     let started = Instant::now();
     testkit::publish_changes(
-        &endpoints,
+        endpoints,
         &chain.prefix,
         &[("clinic.migrations", insert("migrations", &migration))],
     )
@@ -170,7 +203,7 @@ async fn main() {
         endpoints.kafka_brokers.clone(),
         format!("{}sink.clinic.migrations", chain.prefix),
     );
-    tokio::task::spawn_blocking(move || await_value(&brokers, &status_topic, "COMPLETED"))
+    tokio::task::spawn_blocking(move || await_values(&brokers, &status_topic, "COMPLETED", 1))
         .await
         .expect("waiter");
     let committed = started.elapsed();
@@ -216,7 +249,7 @@ async fn main() {
         .await
         .expect("joined")
         .expect("runner stopped cleanly");
-    testkit::remove_sinks(&endpoints, &chain.sinks)
+    testkit::remove_sinks(endpoints, &chain.sinks)
         .await
         .expect("remove connectors");
 
@@ -243,4 +276,153 @@ async fn main() {
     println!(
         "  processor RSS: {loaded:.1} MiB with the tables loaded, {done:.1} MiB after the migration"
     );
+}
+
+/// Waits until the processor's group has read the tables' topics and what it routed from them.
+async fn await_loaded(endpoints: &Endpoints, topology: &clinic::streams::Topology, prefix: &str) {
+    let inputs: Vec<String> = ["clinic.clinics", "gatekeeper.perms", "seagull.seagull"]
+        .iter()
+        .map(|t| format!("{prefix}{t}"))
+        .collect();
+    let routed: Vec<String> = topology
+        .repartitions
+        .iter()
+        .map(|r| format!("{prefix}{}", topology.repartition_topic(r)))
+        .collect();
+    let (brokers, group) = (
+        endpoints.kafka_brokers.clone(),
+        format!("{prefix}{}", topology.group_id()),
+    );
+    tokio::task::spawn_blocking(move || {
+        testkit::await_committed(&brokers, &group, &inputs, Duration::from_secs(600));
+        for topic in &routed {
+            testkit::await_consumed(&brokers, &group, topic, Duration::from_secs(600));
+        }
+    })
+    .await
+    .expect("waiter");
+}
+
+/// Six migrations at once on `instances` processes.
+async fn spread(endpoints: &Endpoints, patients: usize, instances: usize) {
+    let topology = Migrations::new(Default::default(), Default::default()).topology();
+    let prefix = format!("{}.", testkit::unique("bench-migr-spread"));
+    let names = topic_partitions(&topology);
+    let topics: Vec<(&str, i32)> = names.iter().map(|(t, p)| (t.as_str(), *p)).collect();
+    testkit::create_topics(endpoints, &prefix, &topics)
+        .await
+        .expect("topics");
+    let each = patients / CLINICS;
+    let created = DateTime::now();
+    let (mut tables, mut migrations) = (Vec::new(), Vec::new());
+    for i in 0..CLINICS {
+        let (clinic, legacy) = (ObjectId::new(), format!("bench-legacy-{i}"));
+        let (perms, profiles) = shared_with(&legacy, each);
+        tables.push((
+            "clinic.clinics",
+            insert(
+                "clinics",
+                &doc! { "_id": clinic, "name": format!("Clinic {i}") },
+            ),
+        ));
+        tables.extend(
+            perms
+                .iter()
+                .map(|p| ("gatekeeper.perms", insert("perms", p))),
+        );
+        tables.extend(
+            profiles
+                .iter()
+                .map(|p| ("seagull.seagull", insert("seagull", p))),
+        );
+        let migration = doc! {
+            "_id": ObjectId::new(), "clinicId": clinic, "userId": &legacy, "status": "PENDING",
+            "createdTime": created,
+        };
+        migrations.push(("clinic.migrations", insert("migrations", &migration)));
+    }
+    testkit::publish_changes(endpoints, &prefix, &tables)
+        .await
+        .expect("publish");
+    let exe = std::env::current_exe().expect("own path");
+    let mut children: Vec<std::process::Child> = (0..instances)
+        .map(|instance| {
+            std::process::Command::new(&exe)
+                .env(CHILD, &prefix)
+                .env(INSTANCE, format!("bench-{instance}"))
+                .stdin(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::inherit())
+                .spawn()
+                .expect("run an instance")
+        })
+        .collect();
+    await_loaded(endpoints, &topology, &prefix).await;
+    let pids: Vec<String> = children.iter().map(|c| c.id().to_string()).collect();
+    let cpu = || -> Vec<f64> { pids.iter().map(|p| testkit::cpu_seconds_of(p)).collect() };
+    let cpu_before = cpu();
+    let started = Instant::now();
+    testkit::publish_changes(endpoints, &prefix, &migrations)
+        .await
+        .expect("publish the migrations");
+    let (brokers, status_topic) = (
+        endpoints.kafka_brokers.clone(),
+        format!("{prefix}sink.clinic.migrations"),
+    );
+    tokio::task::spawn_blocking(move || {
+        await_values(&brokers, &status_topic, "COMPLETED", CLINICS);
+    })
+    .await
+    .expect("waiter");
+    let elapsed = started.elapsed().as_secs_f64();
+    let used: Vec<f64> = cpu()
+        .iter()
+        .zip(&cpu_before)
+        .map(|(after, before)| after - before)
+        .collect();
+    let peak = pids
+        .iter()
+        .map(|p| testkit::peak_rss_mib_of(p))
+        .fold(0.0, f64::max);
+    for child in &mut children {
+        drop(child.stdin.take());
+    }
+    for child in children {
+        let output = child.wait_with_output().expect("an instance");
+        assert!(output.status.success(), "an instance failed");
+    }
+    let shares = (each * CLINICS) as f64;
+    let total: f64 = used.iter().sum();
+    let busiest = used.iter().copied().fold(0.0, f64::max);
+    println!(
+        "  ×{instances}: {CLINICS} migrations of {each} shares at once: {elapsed:>6.2} s ({:>6.0} shares/s)   {:>5.1} µs CPU/share (all instances), busiest instance {busiest:.2} s CPU ({:>6.0} shares/s with a core each)   peak RSS {peak:>6.1} MiB (the largest)",
+        shares / elapsed,
+        total * 1e6 / shares,
+        shares / busiest,
+    );
+}
+
+/// One instance: the processor's runner until the parent closes standard input.
+async fn instance(prefix: String) {
+    if std::env::var_os("RUST_LOG").is_some() {
+        clinic::telemetry::init();
+    }
+    let endpoints = Endpoints::from_env().expect("endpoints");
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopper = Arc::clone(&stop);
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+        stopper.store(true, Ordering::SeqCst);
+    });
+    let mut config = testkit::runner_config(&endpoints, &prefix);
+    if let Ok(instance) = std::env::var(INSTANCE) {
+        config.instance_id = instance;
+    }
+    runner::run_until(
+        config,
+        || Migrations::new(Default::default(), Default::default()),
+        stop,
+        Arc::new(Health::default()),
+    )
+    .await
+    .expect("runner stopped cleanly");
 }

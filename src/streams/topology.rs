@@ -173,8 +173,6 @@ pub struct Topology {
     /// Stores that may outgrow memory: kept on disk when the instance has a state directory
     /// (see [`Topology::persistent`]).
     pub persistent: Vec<String>,
-    /// Whether one task handles every partition of every input (see [`Topology::single_task`]).
-    pub single_task: bool,
     /// Repartition topics, by the name the processor uses (see [`Topology::repartition`]).
     pub repartitions: Vec<String>,
     /// Kafka Streams' `application.id`: scopes the consumer group, the transactional ids and the
@@ -193,26 +191,9 @@ impl Topology {
             global_stores: Vec::new(),
             indexes: Vec::new(),
             persistent: Vec::new(),
-            single_task: false,
             repartitions: Vec::new(),
             application_id: None,
         }
-    }
-
-    /// One task handles every partition of every input, with one set of stores (changelog
-    /// partition 0). For processors whose lookups cannot be co-partitioned with their streams
-    /// (deletions looks patients up by user and by clinic, while the CDC topics are partitioned
-    /// by document id). Such a processor runs as one instance: the runner refuses an assignment
-    /// that lacks any input partition.
-    #[must_use]
-    pub fn single_task(mut self) -> Self {
-        self.single_task = true;
-        self
-    }
-
-    /// The task a partition's records go to.
-    pub fn task_of(&self, partition: i32) -> i32 {
-        if self.single_task { 0 } else { partition }
     }
 
     /// Scopes group, transactional ids and changelogs to `id` (a fresh id means fresh state and a

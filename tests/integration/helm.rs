@@ -191,7 +191,7 @@ fn every_pod_is_restricted_probed_and_outlives_its_drain_deadline() {
 }
 
 #[test]
-fn single_task_processors_run_one_replica_whatever_the_values_say() {
+fn processors_run_the_replicas_the_values_ask_for() {
     let documents = render(&["-f", "helm/clinic/ci/ci-values.yaml"]);
     let replicas = |who: &str| {
         documents
@@ -201,12 +201,9 @@ fn single_task_processors_run_one_replica_whatever_the_values_say() {
             .expect("a StatefulSet")
     };
     assert_eq!(replicas("demo-clinic-permissions"), 3);
-    assert_eq!(
-        replicas("demo-clinic-migrations"),
-        1,
-        "migrations asked for 3"
-    );
-    // Not single-task: routed by clinic through repartition topics.
+    // Routed by user and clinic through repartition topics.
+    assert_eq!(replicas("demo-clinic-migrations"), 3);
+    // Routed by clinic.
     assert_eq!(replicas("demo-clinic-deletions"), 3);
     // Not single-task: its lookup tables are global tables, read whole by every replica.
     assert_eq!(replicas("demo-clinic-notifications"), 3);

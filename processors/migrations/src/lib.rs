@@ -3,12 +3,12 @@
 //! shared their data with directly, through gatekeeper's `perms`) becomes a clinic.
 //!
 //! - Trigger: the insert of a PENDING document into `clinic.migrations` (`{_id, clinicId,
-//!   userId: <legacy clinician>, status}`, as the API's migration endpoints write it), handled
-//!   only once every table below has been read to where it stood when the insert arrived
-//!   ([`clinic::streams::Topology::stream_after_others`]).
-//! - Tables (projections, each restored from its changelog): legacy shares from
-//!   `gatekeeper.perms` by grantee; the clinics' patients by clinic and user from
-//!   `clinic.patients`; clinic names from `clinic.clinics`; profiles (name, birth date, MRN,
+//!   userId: <legacy clinician>, status}`, as the API's migration endpoints write it), routed to
+//!   the legacy clinician's task and handled there only once every table below has been read to
+//!   where it stood when the insert arrived ([`clinic::streams::Topology::stream_after_others`]).
+//! - Tables (projections, each restored from its changelog, each routed through a repartition
+//!   topic to the task that looks it up): legacy shares from `gatekeeper.perms` by grantee; the clinics' patients by clinic and user from
+//!   `clinic.patients`; clinic names from `clinic.clinics` (in every task); profiles (name, birth date, MRN,
 //!   address) from the profile store's CDC topic (`[inputs.profiles]`, Tidepool's
 //!   `seagull.seagull`); usernames (addresses) from `users:create` / `users:update` on
 //!   `user.events`.
@@ -20,20 +20,20 @@
 //!   with the clinic's `mrnSettings.unique`, an MRN another patient has is left out);
 //!   the share's tombstone to `sink.gatekeeper.perms`; a `migrate_patient` request on
 //!   `notifications.requests` when the patient has an address. At the end status COMPLETED and
-//!   a `clinic_migration_complete` request for the legacy clinician. Request ids are the
-//!   migration, the template and the recipient.
+//!   a `clinic_migration_complete` request for the legacy clinician once every share is moved.
+//!   Request ids are the migration, the template and the recipient.
+//! - Three keys: the legacy clinician's task sends each share on to its patient's task (which
+//!   adds their profile and address), that one to the clinic's task (which writes the patient,
+//!   the tombstone and the email), which tells the migration (see [`names`]). So the processor
+//!   runs as several replicas sharing the partitions.
 //! - Chunks: `[migration] chunk_size` shares per step. Each step is one record (the trigger, then
-//!   the processor's own records on `migrations.steps`) whose outputs, store writes and progress
-//!   commit together, so a crash or a rebalance resumes after the last committed step and
+//!   the processor's own records on its `steps` repartition topic) whose outputs, store writes
+//!   and progress commit together, so a crash or a rebalance resumes after the last committed step and
 //!   nothing is written twice or skipped.
 //! - A share that appears while its grantee's migration runs is moved too; one that appears
 //!   after the migration completed stays. A repeated PENDING insert does nothing. A migration
 //!   whose clinic does not exist, or whose user has another one running, ends FAILED with a
 //!   `failureReason`, and nothing else is written. Malformed records go to the DLQ.
-//! - Runs as **one task over every partition**: the lookups are by grantee, by clinic and by
-//!   user, while the CDC topics are keyed by document id. Run one replica. (Deletions routes its
-//!   inputs by clinic through repartition topics instead; a share here needs three keys in turn,
-//!   its grantee, its sharer's profile and the clinic's patients, so three routed stages.)
 //! - Guarantees: those of the streams runner (exactly-once by default).
 //! - Settings: [`config::Settings`].
 

@@ -287,7 +287,13 @@ pub struct Migration {
     pub status: Status,
     /// The last share index key moved; the next step starts after it.
     pub cursor: Option<String>,
-    /// Shares moved so far.
+    /// Shares sent on to be moved so far.
+    #[serde(default)]
+    pub sent: u64,
+    /// Every share has been sent (the cursor reached the end): complete when all are moved.
+    #[serde(default)]
+    pub listed: bool,
+    /// Shares moved so far (the clinic's task said so).
     pub moved: u64,
     /// Patient documents written (moved shares whose user was not a patient of the clinic yet).
     pub created: u64,
@@ -298,6 +304,34 @@ pub struct Migration {
     pub clinic_name: String,
     /// The legacy clinician's name when it started (`LegacyClinicianName`).
     pub legacy_name: String,
+}
+
+/// A share on its way into the clinic, as the migration's stages hand it on: from the legacy
+/// clinician's task to the patient's (which adds their profile and address), then to the
+/// clinic's (which writes the patient).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Move {
+    /// The migration's store key.
+    pub key: String,
+    /// The migration as it stood when the share was sent (its cursor left out).
+    pub migration: Migration,
+    /// The share.
+    pub share: Share,
+    /// The patient's profile (added by their task).
+    #[serde(default)]
+    pub profile: Option<Profile>,
+    /// The patient's address (added by their task).
+    #[serde(default)]
+    pub address: Option<String>,
+}
+
+/// A share moved, told back to its migration (in the legacy clinician's task).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Moved {
+    /// The migration's store key.
+    pub key: String,
+    /// A patient document was written (the user was not a patient of the clinic yet).
+    pub created: bool,
 }
 
 /// A migration document's fields the trigger needs: `{_id, clinicId, userId, status}`.

@@ -151,7 +151,7 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
     fn dispatch(&mut self, jobs: Vec<Job>) -> anyhow::Result<()> {
         let mut by_task: Vec<(i32, Vec<Job>)> = Vec::new();
         for job in jobs {
-            let task = self.shop.topology.task_of(job.record.partition);
+            let task = job.record.partition;
             match by_task.iter_mut().find(|(t, _)| *t == task) {
                 Some((_, jobs)) => jobs.push(job),
                 None => by_task.push((task, vec![job])),

@@ -81,11 +81,6 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
             flush_after_commit: state.is_some(),
         }));
         let callbacks = Callbacks {
-            inputs: topology
-                .partitioned_inputs()
-                .map(|i| kafka.topic(&topology.kafka_topic(&i.topic)))
-                .collect(),
-            topology: topology.clone(),
             shared: Arc::clone(&shared),
             guarantee: settings.guarantee,
             health: Arc::clone(kafka.health()),
@@ -192,9 +187,8 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
             kafka.partition_counts(&self.consumer, aligned.iter().cloned().chain(others))?;
         counts.retain(|topic, _| aligned.contains(topic));
         let distinct: BTreeSet<usize> = counts.values().copied().collect();
-        // A single task reads every partition and writes changelog partition 0: nothing to align.
         anyhow::ensure!(
-            topology.single_task || distinct.len() <= 1,
+            distinct.len() <= 1,
             "input and changelog topics must have the same partition count, found {counts:?}"
         );
         if let Some(count) = distinct.first() {

@@ -275,7 +275,7 @@ fn handle<P: Processor>(task: &mut Task<P>, shop: &Shop, job: Job) -> anyhow::Re
         );
     }
     // Changelog records go to the task's partition (0 for a single-task processor).
-    if let Some(unhandled) = produce(shop, outcome, shop.topology.task_of(record.partition))? {
+    if let Some(unhandled) = produce(shop, outcome, record.partition)? {
         return Ok(unhandled);
     }
     ::metrics::histogram!(names::PROCESS_LATENCY).record(started.elapsed().as_secs_f64());

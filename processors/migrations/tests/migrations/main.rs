@@ -3,6 +3,7 @@
 //! and after it completed, missing profiles, a missing clinic, a repeated trigger, malformed
 //! input. Clinic events in the double-encoded JSON form Tidepool's connectors write.
 
+mod scale;
 mod stack;
 
 use std::collections::BTreeMap;
@@ -17,8 +18,8 @@ use clinic::testkit::change;
 use clinic_migrations::config::{Inputs, Migration as Settings, Profiles};
 use clinic_migrations::model::patient_id;
 use clinic_migrations::processor::{
-    CLINICS, MIGRATIONS, Migrations, PATIENTS, PERMS, SINK_MIGRATIONS, SINK_PATIENTS, SINK_PERMS,
-    STEPS, USER_EVENTS,
+    CLINICS, MIGRATIONS, Migrations, PATIENTS, PERMS, PLACEMENTS, SINK_MIGRATIONS, SINK_PATIENTS,
+    SINK_PERMS, STEPS, USER_EVENTS,
 };
 use serde_json::json;
 
@@ -63,7 +64,7 @@ fn document_of(record: &OutputRecord) -> Document {
 impl Harness {
     fn new(chunk_size: usize) -> Self {
         Self {
-            driver: TestDriver::new(Migrations::new(inputs(), Settings { chunk_size })),
+            driver: TestDriver::new(Migrations::new(inputs(), Settings { chunk_size })).hold(STEPS),
             patients: Vec::new(),
             statuses: Vec::new(),
             removed_shares: Vec::new(),
@@ -112,14 +113,15 @@ impl Harness {
         self.driver.read_output(STEPS)
     }
 
-    fn pipe_step(&mut self, step: &OutputRecord) {
-        let Some(OutValue::Json(value)) = &step.value else {
-            panic!("a JSON step")
+    /// Pipes a held record of a repartition topic (a step, a placement) back in.
+    fn pipe_back(&mut self, record: &OutputRecord) {
+        let Some(OutValue::Json(value)) = &record.value else {
+            panic!("a JSON record")
         };
         self.driver
             .pipe(
-                STEPS,
-                Some(step.key.as_bytes()),
+                &record.topic,
+                Some(record.key.as_bytes()),
                 Some(value.to_string().as_bytes()),
             )
             .expect("no fatal error");
@@ -134,7 +136,7 @@ impl Harness {
                 return steps;
             }
             for step in &pending {
-                self.pipe_step(step);
+                self.pipe_back(step);
                 steps += 1;
             }
         }
@@ -334,6 +336,36 @@ fn a_migration_moves_each_share_into_the_clinic_and_completes() {
 }
 
 #[test]
+fn a_migration_completes_only_once_the_clinic_has_taken_every_share() {
+    let mut harness = Harness::new(500);
+    harness.driver = TestDriver::new(Migrations::new(inputs(), Settings { chunk_size: 500 }))
+        .hold(STEPS)
+        .hold(PLACEMENTS);
+    world(&mut harness, 3);
+    trigger(&mut harness);
+    harness.collect();
+    // Every share sent on with its patient's profile, none placed in the clinic yet.
+    let placements = harness.driver.read_output(PLACEMENTS);
+    assert_eq!(placements.len(), 3);
+    assert_eq!(harness.statuses(), ["RUNNING"]);
+    assert!(harness.patients.is_empty() && harness.requests.is_empty());
+    for placement in &placements[..2] {
+        harness.pipe_back(placement);
+    }
+    harness.collect();
+    assert_eq!(
+        harness.statuses(),
+        ["RUNNING"],
+        "one share is still on its way"
+    );
+    assert_eq!(users(&harness.patients), ["p0", "p1"]);
+    harness.pipe_back(&placements[2]);
+    harness.collect();
+    assert_eq!(harness.statuses(), ["RUNNING", "COMPLETED"]);
+    assert_eq!(harness.requests.len(), 4);
+}
+
+#[test]
 fn a_large_migration_runs_in_chunks_each_share_once() {
     let mut harness = Harness::new(3);
     world(&mut harness, 10);
@@ -353,13 +385,13 @@ fn a_crash_between_steps_resumes_from_the_stores_without_repeats_or_gaps() {
     trigger(&mut first);
     let steps = first.collect();
     assert_eq!(steps.len(), 1);
-    first.pipe_step(&steps[0]);
+    first.pipe_back(&steps[0]);
     let steps = first.collect();
     assert_eq!(steps.len(), 1);
     // The crash: this step's transaction never commits. Its outputs and changelog records are
     // lost; what committed before is what a restarted instance restores.
     let committed = first.driver.changelog().len();
-    first.pipe_step(&steps[0]);
+    first.pipe_back(&steps[0]);
     let mut second = Harness::new(3);
     for record in &first.driver.changelog()[..committed] {
         let store = record
@@ -373,7 +405,7 @@ fn a_crash_between_steps_resumes_from_the_stores_without_repeats_or_gaps() {
             None => panic!("no deletes expected before the end"),
         }
     }
-    second.pipe_step(&steps[0]);
+    second.pipe_back(&steps[0]);
     second.drain();
 
     let patients: Vec<Document> = first
@@ -450,7 +482,7 @@ fn shares_arriving_while_it_runs_move_and_after_it_completed_stay() {
         share(oid(140), "late-ahead", LEGACY, doc! { "view": {} }),
     );
     for step in &steps {
-        harness.pipe_step(step);
+        harness.pipe_back(step);
     }
     harness.drain();
     assert_eq!(

@@ -122,17 +122,14 @@ fn world() -> World {
     }
 }
 
-/// Topics (one partition for changelogs, the DLQ and the steps; two for the CDC topics and the
-/// requests), the three sinks, and the databases as they stood before the migration.
+/// Topics (one partition for the DLQ; two for the rest: the CDC, repartition and changelog topics
+/// and the requests), the three sinks, and the databases as they stood before the migration.
 async fn chain(endpoints: &Endpoints, world: &World) -> SinkChain {
     let names =
         testkit::topics_of(&Migrations::new(Default::default(), Default::default()).topology());
     let topics: Vec<(&str, i32)> = names
         .iter()
-        .map(|t| {
-            let one = t.ends_with(".changelog") || t.ends_with(".dlq") || t.ends_with(".steps");
-            (t.as_str(), if one { 1 } else { 2 })
-        })
+        .map(|t| (t.as_str(), if t.ends_with(".dlq") { 1 } else { 2 }))
         .collect();
     let chain = SinkChain::new(endpoints, "migr", &testkit::repo_root(2), &topics, |t| {
         SINKS.contains(&t)
