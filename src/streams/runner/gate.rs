@@ -7,9 +7,11 @@
 //! watermark) and pauses the record's partition; records of it already fetched queue behind it.
 //! An assigned partition has caught up when this consumer's position (or the group's committed
 //! offset, for a partition with nothing new) reaches its end; another instance's when the group's
-//! committed offset does: what that instance made of those records is then committed too (under
-//! exactly-once the offsets commit in the transaction of the records they made), so a repartition
-//! topic holds it ahead of anything the held record makes. Then the held records are released
+//! committed offset does, or when nothing committed lies between that offset and the end (a
+//! partition written in transactions ends in commit markers no consumer commits past: a reader
+//! of the gate's own looks): what that instance made of those records is then committed too
+//! (under exactly-once the offsets commit in the transaction of the records they made), so a
+//! repartition topic holds it ahead of anything the held record makes. Then the held records are released
 //! in order, after the workers have finished everything handed to them, and the partitions
 //! resume. A rebalance or rewind clears the gate: the held records were never handed out, so
 //! they are read again from the committed offsets.
@@ -19,6 +21,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message as _;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::worker::Job;
@@ -41,6 +45,9 @@ pub(super) struct Gate {
     targets: Vec<Target>,
     /// When the group's committed offsets were last read for other instances' partitions.
     checked: Instant,
+    /// Reads another instance's partition from the group's committed offset, to tell whether
+    /// anything but commit markers (or aborted records) lies before its end.
+    reader: BaseConsumer,
     paused: BTreeSet<(String, i32)>,
     since: Instant,
     nagged: Instant,
@@ -58,10 +65,15 @@ struct Target {
 }
 
 impl Gate {
-    pub(super) fn new(gated: BTreeSet<String>, sources: BTreeSet<String>) -> Self {
+    pub(super) fn new(
+        gated: BTreeSet<String>,
+        sources: BTreeSet<String>,
+        reader: BaseConsumer,
+    ) -> Self {
         Self {
             gated,
             sources,
+            reader,
             held: VecDeque::new(),
             targets: Vec::new(),
             checked: Instant::now(),
@@ -124,8 +136,19 @@ impl Gate {
             let committed = consumer
                 .committed_offsets(remote, TIMEOUT)
                 .context("reading committed offsets")?;
-            self.targets
-                .retain(|t| t.local || at(&committed, t).is_none_or(|at| at < t.end));
+            let mut left = Vec::new();
+            for target in std::mem::take(&mut self.targets) {
+                let reached = !target.local
+                    && match at(&committed, &target) {
+                        Some(at) if at >= target.end => true,
+                        Some(at) => self.nothing_before_end(&target, Offset::Offset(at))?,
+                        None => self.nothing_before_end(&target, Offset::Beginning)?,
+                    };
+                if !reached {
+                    left.push(target);
+                }
+            }
+            self.targets = left;
         }
         if !self.targets.is_empty() {
             if self.nagged.elapsed() >= NAG {
@@ -140,6 +163,33 @@ impl Gate {
         }
         self.resume(consumer);
         Ok(self.held.drain(..).collect())
+    }
+
+    /// Whether a `read_committed` read of `target`'s partition from `from` finds no record before
+    /// its end: what lies between is commit markers or aborted records.
+    fn nothing_before_end(&self, target: &Target, from: Offset) -> anyhow::Result<bool> {
+        let mut list = TopicPartitionList::new();
+        list.add_partition_offset(&target.topic, target.partition, from)?;
+        self.reader
+            .assign(&list)
+            .context("assigning the gate's reader")?;
+        let deadline = Instant::now() + Duration::from_millis(500);
+        let empty = loop {
+            match self.reader.poll(Duration::from_millis(50)) {
+                Some(Ok(message)) => break message.offset() >= target.end,
+                Some(Err(KafkaError::PartitionEOF(_))) => break true,
+                Some(Err(error)) => {
+                    tracing::debug!(error = %error, "The gate's reader failed; asking again later.");
+                    break false;
+                }
+                None if Instant::now() >= deadline => break false,
+                None => {}
+            }
+        };
+        self.reader
+            .unassign()
+            .context("unassigning the gate's reader")?;
+        Ok(empty)
     }
 
     /// Forgets the held records (they are read again from the committed offsets).

@@ -93,6 +93,16 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
                 .set("group.instance.id", &member);
         })?;
         let probe = kafka.consumer(&format!("{group}-probe"), (), |_| {})?;
+        let reader = kafka
+            .settings()
+            .consumer_config()
+            .set("group.id", format!("{group}-gate"))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .set("isolation.level", "read_committed")
+            .set("fetch.wait.max.ms", "10")
+            .create()
+            .context("creating the gate's reader")?;
         let gated = topology
             .partitioned_inputs()
             .filter(|i| i.after_others)
@@ -128,7 +138,7 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
             shop,
             producer_config,
             transaction_started: Instant::now(),
-            gate: Gate::new(gated, sources),
+            gate: Gate::new(gated, sources, reader),
             purge,
             state,
             global: None,
