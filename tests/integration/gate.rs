@@ -111,28 +111,9 @@ async fn a_trigger_waits_until_the_transactional_backlog_of_the_other_input_is_p
     ));
     let seen = format!("{prefix}seen");
     let brokers = endpoints.kafka_brokers.clone();
-    let count = tokio::task::spawn_blocking(move || {
-        let reader: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
-            .set("group.id", testkit::unique("gate-reader"))
-            .set("auto.offset.reset", "earliest")
-            .set("isolation.level", "read_committed")
-            .create()
-            .expect("reader");
-        reader.subscribe(&[&seen]).expect("subscribe");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if let Some(message) = reader.poll(Duration::from_millis(200)) {
-                let message = message.expect("read");
-                return message
-                    .payload()
-                    .and_then(|p| serde_json::from_slice::<u64>(p).ok());
-            }
-        }
-        None
-    })
-    .await
-    .expect("reader");
+    let count = tokio::task::spawn_blocking(move || first_count(&brokers, &seen))
+        .await
+        .expect("reader");
     shutdown.store(true, Ordering::SeqCst);
     running
         .await
