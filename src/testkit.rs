@@ -43,6 +43,25 @@ pub fn repo_root(depth: usize) -> PathBuf {
     root
 }
 
+/// `scripts/stack <action> <component> [flag]` of the repository `depth` levels above the crate
+/// (fault tests take a component of the shared stack away and bring it back).
+///
+/// # Panics
+/// When the script fails.
+pub fn stack(depth: usize, action: &str, component: &str, flag: Option<&str>) {
+    let script = repo_root(depth).join("scripts/stack");
+    let status = std::process::Command::new("bash")
+        .arg(script)
+        .args([action, component])
+        .args(flag)
+        .status()
+        .expect("running scripts/stack");
+    assert!(
+        status.success(),
+        "scripts/stack {action} {component} failed"
+    );
+}
+
 /// Creates `<prefix><name>` for each `(name, partitions)` (replication 1), plus the shared
 /// `connect.sink.dlq` the sink connectors need, where missing.
 ///

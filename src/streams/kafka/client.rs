@@ -64,6 +64,24 @@ impl<R: Rebalancing> ConsumerContext for Client<R> {
     }
 }
 
+/// The context of a side client whose failures the runner's own clients report already (the
+/// admin client that purges repartition topics, the gate's reader): librdkafka's log lines as
+/// [`client_log`] has them, its error events at DEBUG, no outage of its own (an idle side client
+/// reports nothing that would end one).
+pub struct Quiet;
+
+impl rdkafka::ClientContext for Quiet {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        client_log(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::debug!(error = %error, reason, "A side client's error.");
+    }
+}
+
+impl ConsumerContext for Quiet {}
+
 /// What every Kafka client of the runtime does with librdkafka's error events: reaching the end of
 /// a partition is expected (restore reads to it); anything else means the cluster cannot be
 /// reached as configured (down, unresolvable, refusing our credentials) and is an outage, logged

@@ -17,7 +17,7 @@ pub mod read;
 mod retry;
 pub mod settings;
 
-pub use client::{Client, Rebalancing};
+pub use client::{Client, Quiet, Rebalancing};
 pub use handle::Kafka;
 pub use health::{Dependency, Health, Outages};
 pub use produce::{DeliveryCounter, Producer, flush, send};

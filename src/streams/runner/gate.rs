@@ -3,18 +3,20 @@
 //! the inputs from outside the processor, whichever instance of the group reads it, and the
 //! assigned partitions of its repartition topics.
 //!
-//! When the first such record arrives, the gate notes each of those partitions' end offset (high
-//! watermark) and pauses the record's partition; records of it already fetched queue behind it.
-//! An assigned partition has caught up when this consumer's position (or the group's committed
-//! offset, for a partition with nothing new) reaches its end; another instance's when the group's
-//! committed offset does, or when nothing committed lies between that offset and the end (a
-//! partition written in transactions ends in commit markers no consumer commits past: a reader
-//! of the gate's own looks): what that instance made of those records is then committed too
-//! (under exactly-once the offsets commit in the transaction of the records they made), so a
-//! repartition topic holds it ahead of anything the held record makes. Then the held records are released
-//! in order, after the workers have finished everything handed to them, and the partitions
-//! resume. A rebalance or rewind clears the gate: the held records were never handed out, so
-//! they are read again from the committed offsets.
+//! When the first such record arrives, the gate pauses its partition (records of it already
+//! fetched queue behind it) and, in the same turn of the loop, notes each of those partitions'
+//! end offset (high watermark). An assigned partition has caught up when this consumer's
+//! position (or the group's committed offset, for a partition with nothing new) reaches its end;
+//! another instance's when the group's committed offset does, or when nothing committed lies
+//! between that offset and the end (a partition written in transactions ends in commit markers
+//! no consumer commits past: a reader of the gate's own looks): what that instance made of those
+//! records is then committed too (under exactly-once the offsets commit in the transaction of
+//! the records they made), so a repartition topic holds it ahead of anything the held record
+//! makes. Then the held records are released in order, after the workers have finished
+//! everything handed to them, and the partitions resume. While the broker cannot be asked (an
+//! outage, which the runner's own clients report), the records stay held and the gate asks again
+//! every 200 ms. A rebalance or rewind clears the gate: the held records were never handed out,
+//! so they are read again from the committed offsets.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -26,6 +28,7 @@ use rdkafka::message::Message as _;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::worker::Job;
+use crate::streams::kafka::Quiet;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the group's committed offsets are read while another instance's partition is
@@ -41,13 +44,15 @@ pub(super) struct Gate {
     /// Prefixed inputs from outside the processor: awaited in every partition.
     sources: BTreeSet<String>,
     held: VecDeque<Job>,
-    /// Partitions still to reach their ends.
-    targets: Vec<Target>,
+    /// Partitions still to reach their ends (`None`: their ends are still to be read).
+    targets: Option<Vec<Target>>,
+    /// After the broker could not be asked: when to ask again.
+    retry_at: Instant,
     /// When the group's committed offsets were last read for other instances' partitions.
     checked: Instant,
     /// Reads another instance's partition from the group's committed offset, to tell whether
     /// anything but commit markers (or aborted records) lies before its end.
-    reader: BaseConsumer,
+    reader: Option<BaseConsumer<Quiet>>,
     paused: BTreeSet<(String, i32)>,
     since: Instant,
     nagged: Instant,
@@ -68,14 +73,15 @@ impl Gate {
     pub(super) fn new(
         gated: BTreeSet<String>,
         sources: BTreeSet<String>,
-        reader: BaseConsumer,
+        reader: Option<BaseConsumer<Quiet>>,
     ) -> Self {
         Self {
             gated,
             sources,
             reader,
             held: VecDeque::new(),
-            targets: Vec::new(),
+            targets: None,
+            retry_at: Instant::now(),
             checked: Instant::now(),
             paused: BTreeSet::new(),
             since: Instant::now(),
@@ -84,18 +90,18 @@ impl Gate {
     }
 
     /// Whether `job` must wait (it is then held); `false` hands it back untouched.
-    /// `probe` answers the end offsets (see `Runner::probe`).
-    pub(super) fn hold<C: ConsumerContext, Q: ConsumerContext>(
+    pub(super) fn hold<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
-        probe: &BaseConsumer<Q>,
         job: Job,
     ) -> anyhow::Result<Option<Job>> {
         if !self.gated.contains(&job.prefixed_topic) {
             return Ok(Some(job));
         }
         if self.held.is_empty() {
-            self.targets = self.ends_of_others(consumer, probe)?;
+            // The ends are read by the next release (so a broker that cannot be asked holds the
+            // record instead of failing the runner).
+            self.targets = None;
             self.since = Instant::now();
             self.nagged = self.since;
         }
@@ -109,14 +115,69 @@ impl Gate {
         Ok(None)
     }
 
-    /// The held records, once the other partitions have caught up (empty otherwise).
-    pub(super) fn release<C: ConsumerContext>(
+    /// The held records, once the other partitions have caught up (empty otherwise). `probe`
+    /// answers the end offsets (see `Runner::probe`).
+    pub(super) fn release<C: ConsumerContext, Q: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
+        probe: &BaseConsumer<Q>,
     ) -> anyhow::Result<Vec<Job>> {
         if self.held.is_empty() {
             return Ok(Vec::new());
         }
+        match self.caught_up(consumer, probe) {
+            Ok(true) => {}
+            Ok(false) => {
+                if self.nagged.elapsed() >= NAG {
+                    self.nagged = Instant::now();
+                    tracing::warn!(
+                        waiting = ?self.since.elapsed(),
+                        behind = ?self.targets,
+                        "Records wait for the other inputs to catch up."
+                    );
+                }
+                return Ok(Vec::new());
+            }
+            Err(error) => {
+                // The broker cannot be asked (an outage, which the runner's own clients report):
+                // the records stay held, and the gate asks again.
+                self.retry_at = Instant::now() + RECHECK;
+                tracing::debug!(error = %format!("{error:#}"), "The gate could not tell whether the other inputs caught up; asking again.");
+                return Ok(Vec::new());
+            }
+        }
+        self.targets = None;
+        self.resume(consumer);
+        Ok(self.held.drain(..).collect())
+    }
+
+    /// Whether every partition the held records wait for has reached its end.
+    fn caught_up<C: ConsumerContext, Q: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        probe: &BaseConsumer<Q>,
+    ) -> anyhow::Result<bool> {
+        if Instant::now() < self.retry_at {
+            return Ok(false);
+        }
+        let mut targets = match self.targets.take() {
+            Some(targets) => targets,
+            None => self.ends_of_others(consumer, probe)?,
+        };
+        // Kept whatever happens: a failure asks again for what is left.
+        let narrowed = self.narrow(consumer, &mut targets);
+        let done = targets.is_empty();
+        self.targets = Some(targets);
+        narrowed.map(|()| done)
+    }
+
+    /// Drops the partitions that have reached their ends from `targets` (each only once it is
+    /// known to have).
+    fn narrow<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        targets: &mut Vec<Target>,
+    ) -> anyhow::Result<()> {
         let position = consumer.position().context("reading positions")?;
         let at = |list: &TopicPartitionList, target: &Target| match list
             .find_partition(&target.topic, target.partition)
@@ -125,57 +186,54 @@ impl Gate {
             Some(Offset::Offset(at)) => Some(at),
             _ => None,
         };
-        self.targets
-            .retain(|t| !(t.local && at(&position, t).is_some_and(|at| at >= t.end)));
-        if self.targets.iter().any(|t| !t.local) && self.checked.elapsed() >= RECHECK {
-            self.checked = Instant::now();
-            let mut remote = TopicPartitionList::new();
-            for target in self.targets.iter().filter(|t| !t.local) {
-                remote.add_partition(&target.topic, target.partition);
-            }
-            let committed = consumer
-                .committed_offsets(remote, TIMEOUT)
-                .context("reading committed offsets")?;
-            let mut left = Vec::new();
-            for target in std::mem::take(&mut self.targets) {
-                let reached = !target.local
-                    && match at(&committed, &target) {
-                        Some(at) if at >= target.end => true,
-                        Some(at) => self.nothing_before_end(&target, Offset::Offset(at))?,
-                        None => self.nothing_before_end(&target, Offset::Beginning)?,
-                    };
-                if !reached {
-                    left.push(target);
-                }
-            }
-            self.targets = left;
+        targets.retain(|t| !(t.local && at(&position, t).is_some_and(|at| at >= t.end)));
+        if !targets.iter().any(|t| !t.local) || self.checked.elapsed() < RECHECK {
+            return Ok(());
         }
-        if !self.targets.is_empty() {
-            if self.nagged.elapsed() >= NAG {
-                self.nagged = Instant::now();
-                tracing::warn!(
-                    waiting = ?self.since.elapsed(),
-                    behind = ?self.targets,
-                    "Records wait for the other inputs to catch up."
-                );
-            }
-            return Ok(Vec::new());
+        self.checked = Instant::now();
+        let mut remote = TopicPartitionList::new();
+        for target in targets.iter().filter(|t| !t.local) {
+            remote.add_partition(&target.topic, target.partition);
         }
-        self.resume(consumer);
-        Ok(self.held.drain(..).collect())
+        let committed = consumer
+            .committed_offsets(remote, TIMEOUT)
+            .context("reading committed offsets")?;
+        let mut reached = Vec::new();
+        for (i, target) in targets.iter().enumerate().filter(|(_, t)| !t.local) {
+            let done = match at(&committed, target) {
+                Some(at) if at >= target.end => true,
+                Some(at) => self.nothing_before_end(target, Offset::Offset(at))?,
+                None => self.nothing_before_end(target, Offset::Beginning)?,
+            };
+            if done {
+                reached.push(i);
+            }
+        }
+        let mut i = 0;
+        targets.retain(|_| {
+            let keep = !reached.contains(&i);
+            i += 1;
+            keep
+        });
+        Ok(())
     }
 
     /// Whether a `read_committed` read of `target`'s partition from `from` finds no record before
     /// its end: what lies between is commit markers or aborted records.
     fn nothing_before_end(&self, target: &Target, from: Offset) -> anyhow::Result<bool> {
+        let Some(reader) = &self.reader else {
+            return Err(anyhow::anyhow!(
+                "BUG: a record held by a gate without a reader"
+            ));
+        };
         let mut list = TopicPartitionList::new();
         list.add_partition_offset(&target.topic, target.partition, from)?;
-        self.reader
+        reader
             .assign(&list)
             .context("assigning the gate's reader")?;
         let deadline = Instant::now() + Duration::from_millis(500);
         let empty = loop {
-            match self.reader.poll(Duration::from_millis(50)) {
+            match reader.poll(Duration::from_millis(50)) {
                 Some(Ok(message)) => break message.offset() >= target.end,
                 Some(Err(KafkaError::PartitionEOF(_))) => break true,
                 Some(Err(error)) => {
@@ -186,16 +244,14 @@ impl Gate {
                 None => {}
             }
         };
-        self.reader
-            .unassign()
-            .context("unassigning the gate's reader")?;
+        reader.unassign().context("unassigning the gate's reader")?;
         Ok(empty)
     }
 
     /// Forgets the held records (they are read again from the committed offsets).
     pub(super) fn clear<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
         self.held.clear();
-        self.targets.clear();
+        self.targets = None;
         self.resume(consumer);
     }
 

@@ -47,12 +47,12 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
             self.global_news()?;
             let mut ready = Vec::with_capacity(batch.len());
             for job in batch.drain(..) {
-                if let Some(job) = self.gate.hold(&self.consumer, &self.probe, job)? {
+                if let Some(job) = self.gate.hold(&self.consumer, job)? {
                     ready.push(job);
                 }
             }
             self.dispatch(ready)?;
-            let released = self.gate.release(&self.consumer)?;
+            let released = self.gate.release(&self.consumer, &self.probe)?;
             if !released.is_empty() {
                 // Whatever the other inputs' workers still have in hand goes first.
                 lock(&self.shared).drain();

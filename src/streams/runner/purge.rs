@@ -9,17 +9,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use rdkafka::admin::{AdminClient, AdminOptions};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::streams::kafka::Kafka;
+use crate::streams::kafka::{Kafka, Quiet};
 
 /// How often a runner purges (Kafka Streams' default).
 const INTERVAL: Duration = Duration::from_secs(30);
 
 /// The purging of one runner's repartition topics.
 pub(super) struct Purge {
-    admin: AdminClient<DefaultClientContext>,
+    admin: AdminClient<Quiet>,
     /// The repartition topics, prefixed.
     topics: BTreeSet<String>,
     runtime: tokio::runtime::Handle,
@@ -39,7 +38,8 @@ impl Purge {
         let admin = kafka
             .settings()
             .client_config()
-            .create()
+            // Its connection failures during a broker outage are the runner's to report.
+            .create_with_context(Quiet)
             .context("creating the admin client that purges repartition topics")?;
         Ok(Some(Self {
             admin,

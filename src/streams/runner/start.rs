@@ -16,7 +16,7 @@ use super::rebalance::Callbacks;
 use super::shared::{Shared, Transaction};
 use super::shop::Shop;
 use crate::streams::global::GlobalTables;
-use crate::streams::kafka::{Guarantee, Kafka};
+use crate::streams::kafka::{Guarantee, Kafka, Quiet};
 use crate::streams::processor::Processor;
 
 impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
@@ -93,21 +93,28 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
                 .set("group.instance.id", &member);
         })?;
         let probe = kafka.consumer(&format!("{group}-probe"), (), |_| {})?;
-        let reader = kafka
-            .settings()
-            .consumer_config()
-            .set("group.id", format!("{group}-gate"))
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "true")
-            .set("isolation.level", "read_committed")
-            .set("fetch.wait.max.ms", "10")
-            .create()
-            .context("creating the gate's reader")?;
-        let gated = topology
+        let gated: BTreeSet<String> = topology
             .partitioned_inputs()
             .filter(|i| i.after_others)
             .map(|i| kafka.topic(&topology.kafka_topic(&i.topic)))
             .collect();
+        // Only a gate has a reader; its connection failures during an outage are the runner's
+        // clients' to report (a quiet context: no outage nothing would end).
+        let reader = if gated.is_empty() {
+            None
+        } else {
+            let reader = kafka
+                .settings()
+                .consumer_config()
+                .set("group.id", format!("{group}-gate"))
+                .set("enable.auto.commit", "false")
+                .set("enable.partition.eof", "true")
+                .set("isolation.level", "read_committed")
+                .set("fetch.wait.max.ms", "10")
+                .create_with_context(Quiet)
+                .context("creating the gate's reader")?;
+            Some(reader)
+        };
         // Inputs from outside the processor: a held record waits for every partition of these,
         // whoever in the group reads it (repartition topics are fed from them).
         let sources = topology
@@ -170,8 +177,8 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
     }
 
     /// Every input and changelog topic must exist with the same partition count (tasks are
-    /// per partition number across all of them; a single-task processor is exempt); outputs,
-    /// the DLQ and the global inputs must exist.
+    /// per partition number across all of them); outputs, the DLQ and the global inputs must
+    /// exist.
     fn check_topics(&self) -> anyhow::Result<()> {
         let topology = &self.shop.topology;
         let kafka = &self.kafka;

@@ -3,6 +3,8 @@
 //! and after it completed, missing profiles, a missing clinic, a repeated trigger, malformed
 //! input. Clinic events in the double-encoded JSON form Tidepool's connectors write.
 
+#[path = "../chain/mod.rs"]
+mod chain;
 mod scale;
 mod stack;
 

@@ -18,7 +18,8 @@ use clinic::streams::{Processor as _, sink_key};
 use clinic::testkit::{self, Spawned};
 use clinic_migrations::model::patient_id;
 use clinic_migrations::processor::{Migrations, SINK_MIGRATIONS, SINK_PATIENTS, SINK_PERMS};
-use rdkafka::message::Message as _;
+
+use crate::chain::statuses;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_clinic-migrations");
 const CLINICS: usize = 6;
@@ -153,19 +154,6 @@ fn start(endpoints: &Endpoints, prefix: &str, settings: &Path, log: PathBuf, id:
             ("CLINIC__STREAMS__INSTANCE_ID", id),
         ],
     )
-}
-
-/// The committed statuses of each migration, in order.
-fn statuses(brokers: &str, topic: &str) -> BTreeMap<String, Vec<String>> {
-    let mut statuses: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for record in testkit::read_topic(brokers, topic) {
-        let key = String::from_utf8_lossy(record.key().unwrap_or_default()).into_owned();
-        let value: serde_json::Value =
-            serde_json::from_slice(record.payload().expect("a status row")).expect("JSON");
-        let status = value["status"].as_str().expect("status").to_owned();
-        statuses.entry(key).or_default().push(status);
-    }
-    statuses
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -10,7 +10,6 @@
 //! filter for a closer look (e.g. `info,clinic=debug`), printed with `--nocapture`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bson::oid::ObjectId;
@@ -37,17 +36,7 @@ const SINKS: [&str; 2] = [
 
 /// `scripts/stack <action> <component> [flag]`, from the repository.
 fn stack(action: &str, component: &str, flag: Option<&str>) {
-    let script = testkit::repo_root(2).join("scripts/stack");
-    let status = Command::new("bash")
-        .arg(script)
-        .args([action, component])
-        .args(flag)
-        .status()
-        .expect("running scripts/stack");
-    assert!(
-        status.success(),
-        "scripts/stack {action} {component} failed"
-    );
+    testkit::stack(2, action, component, flag);
 }
 
 /// The change events of a workload, in three batches (inserts and a first change; a second
