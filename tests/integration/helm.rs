@@ -1,7 +1,7 @@
 //! The Helm chart (`helm/clinic`), through Helm itself (`scripts/helm`, built from its Go module):
 //! `helm lint --strict` with the default and the CI values, and what `helm template` renders:
 //! restricted pods with probes on the admin port and a grace period longer than the drain
-//! deadline, single-task processors at one replica whatever the values say, secrets only by
+//! deadline, each processor at the replicas the values ask for, secrets only by
 //! reference, a settings change that rolls the pods, and settings files the binaries accept
 //! (each one parsed by the binary's own settings type).
 
@@ -205,7 +205,7 @@ fn processors_run_the_replicas_the_values_ask_for() {
     assert_eq!(replicas("demo-clinic-migrations"), 3);
     // Routed by clinic.
     assert_eq!(replicas("demo-clinic-deletions"), 3);
-    // Not single-task: its lookup tables are global tables, read whole by every replica.
+    // Its lookup tables are global tables, read whole by every replica.
     assert_eq!(replicas("demo-clinic-notifications"), 3);
     let disabled = render(&["--set", "processors.migrations.enabled=false"]);
     assert!(!disabled.iter().any(|d| name(d) == "demo-clinic-migrations"));

@@ -274,7 +274,7 @@ fn handle<P: Processor>(task: &mut Task<P>, shop: &Shop, job: Job) -> anyhow::Re
             "Why it was dead-lettered."
         );
     }
-    // Changelog records go to the task's partition (0 for a single-task processor).
+    // Changelog records go to the task's partition.
     if let Some(unhandled) = produce(shop, outcome, record.partition)? {
         return Ok(unhandled);
     }
