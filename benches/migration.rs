@@ -280,24 +280,13 @@ async fn one_migration(endpoints: &Endpoints, patients: usize) {
 
 /// Waits until the processor's group has read the tables' topics and what it routed from them.
 async fn await_loaded(endpoints: &Endpoints, topology: &clinic::streams::Topology, prefix: &str) {
-    let inputs: Vec<String> = ["clinic.clinics", "gatekeeper.perms", "seagull.seagull"]
-        .iter()
-        .map(|t| format!("{prefix}{t}"))
-        .collect();
-    let routed: Vec<String> = topology
-        .repartitions
-        .iter()
-        .map(|r| format!("{prefix}{}", topology.repartition_topic(r)))
-        .collect();
-    let (brokers, group) = (
+    let (brokers, prefix, topology) = (
         endpoints.kafka_brokers.clone(),
-        format!("{prefix}{}", topology.group_id()),
+        prefix.to_owned(),
+        topology.clone(),
     );
     tokio::task::spawn_blocking(move || {
-        testkit::await_committed(&brokers, &group, &inputs, Duration::from_secs(600));
-        for topic in &routed {
-            testkit::await_consumed(&brokers, &group, topic, Duration::from_secs(600));
-        }
+        testkit::await_processed(&brokers, &prefix, &topology, Duration::from_secs(600));
     })
     .await
     .expect("waiter");

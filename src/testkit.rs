@@ -753,6 +753,50 @@ pub fn await_committed(brokers: &str, group: &str, topics: &[String], timeout: D
     await_offsets(&consumer, &ends, timeout);
 }
 
+/// Waits until the group of `topology` (under `prefix`) has read everything that stands now on
+/// its inputs from outside the processor, then what it routed from them through its
+/// repartition topics: the processor has acted on all of it, and a repeat would be committed.
+///
+/// # Panics
+/// As [`await_committed`].
+pub fn await_processed(
+    brokers: &str,
+    prefix: &str,
+    topology: &crate::streams::Topology,
+    timeout: Duration,
+) {
+    let group = format!("{prefix}{}", topology.group_id());
+    let sources: Vec<String> = topology
+        .partitioned_inputs()
+        .filter(|i| !topology.is_repartition(&i.topic))
+        .map(|i| format!("{prefix}{}", i.topic))
+        .collect();
+    await_committed(brokers, &group, &sources, timeout);
+    for routed in &topology.repartitions {
+        let topic = format!("{prefix}{}", topology.repartition_topic(routed));
+        await_consumed(brokers, &group, &topic, timeout);
+    }
+}
+
+/// Stops each of `instances` (by name) cleanly, asserting it exits with success, and prints the
+/// lines of its log that tell what it held and what went wrong (assignments, WARN, ERROR).
+///
+/// # Panics
+/// When an instance does not exit with success.
+pub fn stop_all<'a>(instances: impl IntoIterator<Item = (&'a str, Spawned)>) {
+    for (id, instance) in instances {
+        let (status, text) = instance.stop();
+        assert!(status.success(), "instance {id}: exit {status}: {text}");
+        eprintln!(
+            "=== {id}\n{}",
+            text.lines()
+                .filter(|l| l.contains("assigned") || l.contains("WARN") || l.contains("ERROR"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+}
+
 /// Waits until consumer group `group` has committed past the last committed record (as it
 /// stands now) of every partition of `topic`: for a topic written in transactions, whose end
 /// is a commit marker no consumer commits past.

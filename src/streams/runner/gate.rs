@@ -198,23 +198,18 @@ impl Gate {
         let committed = consumer
             .committed_offsets(remote, TIMEOUT)
             .context("reading committed offsets")?;
-        let mut reached = Vec::new();
-        for (i, target) in targets.iter().enumerate().filter(|(_, t)| !t.local) {
-            let done = match at(&committed, target) {
-                Some(at) if at >= target.end => true,
-                Some(at) => self.nothing_before_end(target, Offset::Offset(at))?,
-                None => self.nothing_before_end(target, Offset::Beginning)?,
-            };
-            if done {
-                reached.push(i);
-            }
-        }
-        let mut i = 0;
-        targets.retain(|_| {
-            let keep = !reached.contains(&i);
-            i += 1;
-            keep
-        });
+        // Every answer first, then the drop: a failure on the way leaves `targets` whole.
+        let reached = targets
+            .iter()
+            .map(|target| match at(&committed, target) {
+                _ if target.local => Ok(false),
+                Some(at) if at >= target.end => Ok(true),
+                Some(at) => self.nothing_before_end(target, Offset::Offset(at)),
+                None => self.nothing_before_end(target, Offset::Beginning),
+            })
+            .collect::<anyhow::Result<Vec<bool>>>()?;
+        let mut reached = reached.into_iter();
+        targets.retain(|_| !reached.next().unwrap_or(false));
         Ok(())
     }
 

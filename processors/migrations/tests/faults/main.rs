@@ -95,16 +95,9 @@ async fn a_broker_killed_midway_and_restarted_leaves_the_migration_exact() {
     );
     // Everything read (a repeat would be committed by now), then a clean stop.
     let topology = Migrations::new(Default::default(), Default::default()).topology();
-    let group = format!("{}{}", chain.prefix, topology.group_id());
-    let inputs: Vec<String> = topology
-        .input_topics()
-        .into_iter()
-        .filter(|t| !t.ends_with(".repartition"))
-        .map(|t| format!("{}{t}", chain.prefix))
-        .collect();
-    let waited = brokers.clone();
+    let (waited, scope) = (brokers.clone(), chain.prefix.clone());
     tokio::task::spawn_blocking(move || {
-        testkit::await_committed(&waited, &group, &inputs, Duration::from_secs(120));
+        testkit::await_processed(&waited, &scope, &topology, Duration::from_secs(120));
     })
     .await
     .expect("the inputs read");

@@ -245,38 +245,13 @@ async fn three_instances_share_the_migrations_and_one_killed_and_one_added_repea
     }
     // Everything read and acted on (a repeat would be committed by now), then the instances
     // stop cleanly.
-    let group = format!("{prefix}{}", topology.group_id());
-    let inputs: Vec<String> = topology
-        .input_topics()
-        .into_iter()
-        .filter(|t| !t.ends_with(".repartition"))
-        .map(|t| format!("{prefix}{t}"))
-        .collect();
-    let routed: Vec<String> = topology
-        .repartitions
-        .iter()
-        .map(|r| format!("{prefix}{}", topology.repartition_topic(r)))
-        .collect();
-    let waited = brokers.clone();
+    let (waited, scope) = (brokers.clone(), prefix.clone());
     tokio::task::spawn_blocking(move || {
-        testkit::await_committed(&waited, &group, &inputs, Duration::from_secs(120));
-        for topic in &routed {
-            testkit::await_consumed(&waited, &group, topic, Duration::from_secs(120));
-        }
+        testkit::await_processed(&waited, &scope, &topology, Duration::from_secs(120));
     })
     .await
     .expect("the inputs read");
-    for (id, instance) in instances {
-        let (status, text) = instance.stop();
-        assert!(status.success(), "instance {id}: exit {status}: {text}");
-        eprintln!(
-            "=== {id}\n{}",
-            text.lines()
-                .filter(|l| l.contains("assigned") || l.contains("WARN") || l.contains("ERROR"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
-    }
+    testkit::stop_all(instances);
 
     let once = |set: &BTreeSet<String>| -> BTreeMap<String, usize> {
         set.iter().map(|k| (k.clone(), 1)).collect()
