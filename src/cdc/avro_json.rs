@@ -6,11 +6,12 @@ use serde_json::{Map, Value};
 
 /// An Avro value as JSON: records and maps become objects, unions their branch, enums their
 /// symbol, numbers numbers. Bytes become an array of numbers (no CDC envelope field is bytes).
-pub fn to_json(value: &Avro) -> Value {
+/// Takes the value: its strings move into the JSON rather than being copied.
+pub fn into_json(value: Avro) -> Value {
     match value {
         Avro::Null => Value::Null,
-        Avro::Boolean(b) => Value::Bool(*b),
-        Avro::Int(i) | Avro::Date(i) | Avro::TimeMillis(i) => Value::from(*i),
+        Avro::Boolean(b) => Value::Bool(b),
+        Avro::Int(i) | Avro::Date(i) | Avro::TimeMillis(i) => Value::from(i),
         Avro::Long(l)
         | Avro::TimeMicros(l)
         | Avro::TimestampMillis(l)
@@ -18,26 +19,26 @@ pub fn to_json(value: &Avro) -> Value {
         | Avro::TimestampNanos(l)
         | Avro::LocalTimestampMillis(l)
         | Avro::LocalTimestampMicros(l)
-        | Avro::LocalTimestampNanos(l) => Value::from(*l),
-        Avro::Float(f) => Value::from(f64::from(*f)),
-        Avro::Double(d) => Value::from(*d),
-        Avro::String(s) | Avro::Enum(_, s) => Value::String(s.clone()),
+        | Avro::LocalTimestampNanos(l) => Value::from(l),
+        Avro::Float(f) => Value::from(f64::from(f)),
+        Avro::Double(d) => Value::from(d),
+        Avro::String(s) | Avro::Enum(_, s) => Value::String(s),
         Avro::Uuid(u) => Value::String(u.to_string()),
         Avro::Bytes(b) | Avro::Fixed(_, b) => {
-            Value::Array(b.iter().map(|x| Value::from(*x)).collect())
+            Value::Array(b.into_iter().map(Value::from).collect())
         }
-        Avro::Union(_, inner) => to_json(inner),
-        Avro::Array(items) => Value::Array(items.iter().map(to_json).collect()),
+        Avro::Union(_, inner) => into_json(*inner),
+        Avro::Array(items) => Value::Array(items.into_iter().map(into_json).collect()),
         Avro::Map(entries) => Value::Object(
             entries
-                .iter()
-                .map(|(k, v)| (k.clone(), to_json(v)))
+                .into_iter()
+                .map(|(k, v)| (k, into_json(v)))
                 .collect(),
         ),
         Avro::Record(fields) => Value::Object(
             fields
-                .iter()
-                .map(|(k, v)| (k.clone(), to_json(v)))
+                .into_iter()
+                .map(|(k, v)| (k, into_json(v)))
                 .collect::<Map<_, _>>(),
         ),
         other => Value::String(format!("{other:?}")),

@@ -66,6 +66,15 @@ fn to_bson(value: Value) -> Result<Bson, bson::extjson::de::Error> {
             .map(to_bson)
             .collect::<Result<_, _>>()
             .map(Bson::Array),
+        // The commonest typed value (ids, references): one key, read here; the reader would
+        // look up each of its keys first. A malformed one still goes to the reader, for its error.
+        Value::Object(map)
+            if map.len() == 1
+                && let Some(Value::String(hex)) = map.get("$oid")
+                && let Ok(oid) = bson::oid::ObjectId::parse_str(hex) =>
+        {
+            Ok(Bson::ObjectId(oid))
+        }
         other => Bson::try_from(other),
     }
 }

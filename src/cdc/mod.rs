@@ -4,7 +4,7 @@
 //!
 //! | form | producer | decode with |
 //! |---|---|---|
-//! | Avro, default change-stream schema (sub-documents as JSON strings) | MongoDB source connector, `output.format.value=schema` | registry → [`avro_json::to_json`] → [`mongo::decode`] |
+//! | Avro, default change-stream schema (sub-documents as JSON strings) | MongoDB source connector, `output.format.value=schema` | registry → [`avro_json::into_json`] → [`mongo::decode`] |
 //! | JSON text | MongoDB source connector, `json` + StringConverter | [`parse_json_text`] → [`mongo::decode`] |
 //! | JSON string literal holding the JSON text | `json` + JsonConverter (existing Tidepool deployments) | same: [`parse_json_text`] unwraps it |
 //! | Debezium envelope, Avro or JSON, tombstones | Debezium MongoDB connector | [`debezium::decode`] |
@@ -104,31 +104,33 @@ pub fn decode_avro(
     key: Option<&apache_avro::types::Value>,
     value: Option<&apache_avro::types::Value>,
 ) -> Result<CdcRecord, DecodeError> {
-    decode_avro_fields(envelope, key, value, None)
+    decode_avro_fields(envelope, key.cloned(), value.cloned(), None)
 }
 
-/// As [`decode_avro`], keeping only the top-level `fields` of the MongoDB envelope's
-/// `fullDocument` (all when `None`; Debezium's documents are kept whole).
+/// As [`decode_avro`], taking the values (their strings move into the event rather than being
+/// copied) and keeping only the top-level `fields` of the MongoDB envelope's `fullDocument`
+/// (all when `None`; Debezium's documents are kept whole).
 ///
 /// # Errors
 /// As [`decode_avro`].
 pub fn decode_avro_fields(
     envelope: Envelope,
-    key: Option<&apache_avro::types::Value>,
-    value: Option<&apache_avro::types::Value>,
+    key: Option<apache_avro::types::Value>,
+    value: Option<apache_avro::types::Value>,
     fields: Option<&[&str]>,
 ) -> Result<CdcRecord, DecodeError> {
     match envelope {
         Envelope::MongoChangeStream => {
             let value = value.ok_or(DecodeError::Missing("value"))?;
             Ok(CdcRecord::Change(mongo::decode_fields(
-                avro_json::to_json(value),
+                avro_json::into_json(value),
                 fields,
             )?))
         }
-        Envelope::Debezium => {
-            debezium::decode(key.map(avro_json::to_json), value.map(avro_json::to_json))
-        }
+        Envelope::Debezium => debezium::decode(
+            key.map(avro_json::into_json),
+            value.map(avro_json::into_json),
+        ),
     }
 }
 

@@ -492,6 +492,10 @@ fn undeclared(what: &str, name: &str) -> ProcessError {
 /// JSON>}`, which its ProvidedInKeyStrategy reads, so a tombstone can delete
 /// (`connectors/README.md`).
 pub fn sink_key(id: &bson::Bson) -> String {
+    if let bson::Bson::ObjectId(oid) = id {
+        // The usual id, written directly: the same text as below, without building JSON.
+        return format!(r#"{{"_id":{{"$oid":"{oid}"}}}}"#);
+    }
     serde_json::json!({ "_id": id.clone().into_canonical_extjson() }).to_string()
 }
 
@@ -510,6 +514,16 @@ pub fn sink_document(topic: &str, id: &bson::Bson, document: bson::Document) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_object_id_sink_key_is_its_canonical_extended_json() {
+        let id = bson::Bson::ObjectId(bson::oid::ObjectId::new());
+
+        assert_eq!(
+            sink_key(&id),
+            serde_json::json!({ "_id": id.clone().into_canonical_extjson() }).to_string()
+        );
+    }
 
     #[test]
     fn a_chunked_scan_merges_this_records_writes_and_resumes_after_its_cursor() {

@@ -462,12 +462,26 @@ pub struct StoreWrite {
 /// The store key of a document id: its canonical Extended JSON text, so ids of different BSON
 /// types never collide (`"5"` and `5` differ).
 pub fn table_key(id: &Bson) -> String {
+    if let Bson::ObjectId(oid) = id {
+        // The usual id, written directly: the same text as below, without building JSON.
+        return format!(r#"{{"$oid":"{oid}"}}"#);
+    }
     id.clone().into_canonical_extjson().to_string()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_object_id_table_key_is_its_canonical_extended_json() {
+        let id = bson::Bson::ObjectId(bson::oid::ObjectId::new());
+
+        assert_eq!(
+            table_key(&id),
+            id.clone().into_canonical_extjson().to_string()
+        );
+    }
 
     fn scan(store: &Store, prefix: &str, after: Option<&str>) -> Vec<(String, Vec<u8>)> {
         store

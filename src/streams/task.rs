@@ -392,12 +392,7 @@ fn decode_payload(
             Encoding::Json => cdc::decode_json_fields(cdc_format.envelope, key, value, fields),
             Encoding::Avro => {
                 let resolved = avro.unwrap_or_default();
-                cdc::decode_avro_fields(
-                    cdc_format.envelope,
-                    resolved.key.as_ref(),
-                    resolved.value.as_ref(),
-                    fields,
-                )
+                cdc::decode_avro_fields(cdc_format.envelope, resolved.key, resolved.value, fields)
             }
         }
         .map(Payload::Cdc),

@@ -83,6 +83,32 @@ async fn bytes_that_do_not_match_their_schema_are_poison() {
 }
 
 #[tokio::test]
+async fn a_schema_seen_before_decodes_without_the_registry_and_checks_the_same() {
+    let endpoints = helpers::stack(&["registry"]).await;
+    let codec = AvroCodec::new(&endpoints.schema_registry_url());
+    let bytes = codec
+        .encode(&unique("codec"), &record("p4"))
+        .await
+        .expect("encodes");
+    let mut truncated = bytes.clone();
+    truncated.truncate(6);
+
+    let unknown_yet = codec.decode_known(Some(&bytes));
+    let first = codec.decode(Some(&bytes)).await;
+    let known = codec.decode_known(Some(&bytes));
+    let known_truncated = codec.decode_known(Some(&truncated));
+
+    assert!(unknown_yet.is_none(), "{unknown_yet:?}");
+    assert!(matches!(first, Ok(Some(_))), "{first:?}");
+    assert_eq!(known, Some(first), "the same value without the registry");
+    assert!(
+        matches!(known_truncated, Some(Err(CodecError::Poison(_)))),
+        "{known_truncated:?}"
+    );
+    assert_eq!(codec.decode_known(None), Some(Ok(None)));
+}
+
+#[tokio::test]
 async fn an_unreachable_registry_is_transient() {
     // Port 9 (discard) on loopback: nothing listens there.
     let codec = AvroCodec::new("http://127.0.0.1:9/apis/ccompat/v7");

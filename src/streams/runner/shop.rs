@@ -115,7 +115,10 @@ impl Shop {
         }
         let decode = |bytes: Option<&[u8]>| {
             self.registry(within_transaction, || {
-                self.runtime.block_on(self.codec.decode(bytes))
+                // A schema seen before needs no registry, nor the async runtime.
+                self.codec
+                    .decode_known(bytes)
+                    .unwrap_or_else(|| self.runtime.block_on(self.codec.decode(bytes)))
             })
         };
         let key = if format.avro_keys() {
