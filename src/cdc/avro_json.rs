@@ -6,7 +6,9 @@ use serde_json::{Map, Value};
 
 /// An Avro value as JSON: records and maps become objects, unions their branch, enums their
 /// symbol, numbers numbers. Bytes become an array of numbers (no CDC envelope field is bytes).
-/// Takes the value: its strings move into the JSON rather than being copied.
+/// Takes the value: its strings move into the JSON rather than being copied. A record's null
+/// fields are left out (most of a change event's are): the envelope readers take a null field
+/// as an absent one (`fields::take`).
 pub fn into_json(value: Avro) -> Value {
     match value {
         Avro::Null => Value::Null,
@@ -38,10 +40,19 @@ pub fn into_json(value: Avro) -> Value {
         Avro::Record(fields) => Value::Object(
             fields
                 .into_iter()
+                .filter(|(_, v)| !is_null(v))
                 .map(|(k, v)| (k, into_json(v)))
                 .collect::<Map<_, _>>(),
         ),
         other => Value::String(format!("{other:?}")),
+    }
+}
+
+fn is_null(value: &Avro) -> bool {
+    match value {
+        Avro::Null => true,
+        Avro::Union(_, inner) => is_null(inner),
+        _ => false,
     }
 }
 

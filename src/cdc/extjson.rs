@@ -38,6 +38,16 @@ pub enum ExtJsonError {
     NotADocument(&'static str),
 }
 
+/// Appends an ObjectId's canonical Extended JSON, `{"$oid":"<24 hex digits>"}`, as
+/// `into_canonical_extjson` would render it, without building JSON (keys are made per record).
+pub fn push_object_id(out: &mut String, oid: &bson::oid::ObjectId) {
+    let mut hex = [0u8; 24];
+    hex::encode_to_slice(oid.bytes(), &mut hex).expect("BUG: 12 bytes are 24 hex digits");
+    out.push_str(r#"{"$oid":""#);
+    out.push_str(std::str::from_utf8(&hex).expect("BUG: hex digits are ASCII"));
+    out.push_str(r#""}"#);
+}
+
 /// Parses an Extended JSON text that must hold a document.
 pub fn parse_document(text: &str) -> Result<Document, ExtJsonError> {
     document_from_value(serde_json::from_str(text)?)

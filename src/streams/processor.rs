@@ -493,8 +493,12 @@ fn undeclared(what: &str, name: &str) -> ProcessError {
 /// (`connectors/README.md`).
 pub fn sink_key(id: &bson::Bson) -> String {
     if let bson::Bson::ObjectId(oid) = id {
-        // The usual id, written directly: the same text as below, without building JSON.
-        return format!(r#"{{"_id":{{"$oid":"{oid}"}}}}"#);
+        // The usual id, written directly: the same text as below.
+        let mut key = String::with_capacity(42);
+        key.push_str(r#"{"_id":"#);
+        crate::cdc::extjson::push_object_id(&mut key, oid);
+        key.push('}');
+        return key;
     }
     serde_json::json!({ "_id": id.clone().into_canonical_extjson() }).to_string()
 }
