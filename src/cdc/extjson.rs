@@ -50,7 +50,7 @@ pub fn push_object_id(out: &mut String, oid: &bson::oid::ObjectId) {
 
 /// Parses an Extended JSON text that must hold a document.
 pub fn parse_document(text: &str) -> Result<Document, ExtJsonError> {
-    document_from_value(serde_json::from_str(text)?)
+    parse_document_fields(text, None)
 }
 
 /// Converts already-parsed JSON that must be an object into a typed document.
@@ -102,7 +102,8 @@ fn to_document(map: Map<String, Value>) -> Result<Document, bson::extjson::de::E
 /// Parses an Extended JSON text that must hold a document, keeping only the top-level `fields`
 /// (all of them when `None`). The other fields are skipped by the JSON reader without being
 /// built: a processor that reads three fields of a document pays for three values, not for the
-/// whole document (a bson `Document` is an index map whose every key is hashed).
+/// whole document (a bson `Document` is an index map whose every key is hashed). Each kept
+/// field is read by [`field_value`]: plain JSON straight into BSON.
 ///
 /// # Errors
 /// The text is not a JSON object, or a kept field is not valid Extended JSON. A skipped field
@@ -111,13 +112,23 @@ pub fn parse_document_fields(
     text: &str,
     fields: Option<&[&str]>,
 ) -> Result<Document, ExtJsonError> {
-    let Some(fields) = fields else {
-        return parse_document(text);
-    };
     let mut reader = serde_json::Deserializer::from_str(text);
-    let kept = serde::de::DeserializeSeed::deserialize(Only(fields), &mut reader)?;
-    reader.end()?;
-    document_from_value(Value::Object(kept))
+    let kept = serde::de::DeserializeSeed::deserialize(Only(fields), &mut reader)
+        .and_then(|kept| reader.end().map(|()| kept));
+    let kept = match kept {
+        // Not an object, or not JSON: the general way says which.
+        Err(_) => return document_from_value_fields(serde_json::from_str(text)?, fields),
+        // The whole object may be a legacy form to rewrite (`upgrade_legacy`): the general way.
+        Ok(kept) if kept.iter().any(|(key, _)| key.starts_with('$')) => {
+            return document_from_value_fields(serde_json::from_str(text)?, fields);
+        }
+        Ok(kept) => kept,
+    };
+    let mut document = Document::new();
+    for (key, raw) in kept {
+        document.insert(key.into_owned(), field_value(raw.get())?);
+    }
+    Ok(document)
 }
 
 /// As [`document_from_value`], keeping only the top-level `fields` (all when `None`).
@@ -134,16 +145,203 @@ pub fn document_from_value_fields(
     document_from_value(value)
 }
 
-/// A JSON object read keeping only some of its keys; the values of the others are skipped
-/// (`IgnoredAny`), never built.
-struct Only<'a>(&'a [&'a str]);
+/// One top-level field's value of a document, as [`document_from_value`] reads it. Every
+/// Extended JSON form has a `$` key, so a text without a `$` is plain JSON and is read straight
+/// into BSON ([`Plain`]), with no `serde_json::Value` between; the typed values documents hold
+/// most are read directly too ([`Typed`]); anything else with a `$` (also a string holding one)
+/// goes the general way.
+fn field_value(text: &str) -> Result<Bson, ExtJsonError> {
+    if !text.contains('$') {
+        return Ok(serde_json::from_str::<Plain>(text)?.0);
+    }
+    let mut reader = serde_json::Deserializer::from_str(text);
+    if let Ok(typed) = serde::Deserializer::deserialize_map(&mut reader, Typed)
+        && reader.end().is_ok()
+    {
+        return Ok(typed);
+    }
+    bson_from_value(serde_json::from_str(text)?)
+}
+
+/// An object of one key that the `bson` reader takes as `$oid`, `$numberLong`, `$numberInt` or
+/// `$date` (canonical `{"$numberLong": …}`, relaxed RFC 3339 text or legacy milliseconds), read
+/// as its models read them. Anything else, and anything they would refuse, is an error here:
+/// [`field_value`] then asks the reader itself, for its answer or its error.
+struct Typed;
+
+impl<'de> serde::de::Visitor<'de> for Typed {
+    type Value = Bson;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("a one-key typed value")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Bson, A::Error> {
+        use serde::de::Error as _;
+        let refused = |what: &dyn std::fmt::Display| A::Error::custom(what.to_string());
+        let Some(Key(key)) = map.next_key()? else {
+            return Err(refused(&"an empty object"));
+        };
+        let value = match key.as_ref() {
+            "$oid" => {
+                let Key(hex) = map.next_value()?;
+                Bson::ObjectId(
+                    bson::oid::ObjectId::parse_str(hex.as_ref()).map_err(|e| refused(&e))?,
+                )
+            }
+            "$numberLong" => {
+                let Key(digits) = map.next_value()?;
+                Bson::Int64(digits.parse().map_err(|e| refused(&e))?)
+            }
+            "$numberInt" => {
+                let Key(digits) = map.next_value()?;
+                Bson::Int32(digits.parse().map_err(|e| refused(&e))?)
+            }
+            "$date" => Bson::DateTime(map.next_value::<DateBody>()?.0),
+            _ => return Err(refused(&"not a typed value read here")),
+        };
+        if map.next_key::<serde::de::IgnoredAny>()?.is_some() {
+            return Err(refused(&"more than one key"));
+        }
+        Ok(value)
+    }
+}
+
+/// The value of `$date` in its three forms, as the `bson` reader's untagged model reads them.
+struct DateBody(bson::DateTime);
+
+impl<'de> serde::Deserialize<'de> for DateBody {
+    fn deserialize<D: serde::Deserializer<'de>>(reader: D) -> Result<Self, D::Error> {
+        reader.deserialize_any(DateBodyVisitor).map(DateBody)
+    }
+}
+
+struct DateBodyVisitor;
+
+impl<'de> serde::de::Visitor<'de> for DateBodyVisitor {
+    type Value = bson::DateTime;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("a date's milliseconds, {\"$numberLong\": …} or RFC 3339 text")
+    }
+
+    fn visit_i64<E>(self, millis: i64) -> Result<bson::DateTime, E> {
+        Ok(bson::DateTime::from_millis(millis))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, millis: u64) -> Result<bson::DateTime, E> {
+        i64::try_from(millis)
+            .map(bson::DateTime::from_millis)
+            .map_err(E::custom)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<bson::DateTime, E> {
+        bson::DateTime::parse_rfc3339_str(text).map_err(E::custom)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> Result<bson::DateTime, A::Error> {
+        use serde::de::Error as _;
+        let Some(Key(key)) = map.next_key()? else {
+            return Err(A::Error::custom("an empty object"));
+        };
+        if key != "$numberLong" {
+            return Err(A::Error::custom("not {\"$numberLong\": …}"));
+        }
+        let Key(digits) = map.next_value()?;
+        let millis: i64 = digits.parse().map_err(A::Error::custom)?;
+        if map.next_key::<serde::de::IgnoredAny>()?.is_some() {
+            return Err(A::Error::custom("more than one key"));
+        }
+        Ok(bson::DateTime::from_millis(millis))
+    }
+}
+
+/// JSON without Extended JSON forms, read into BSON as the `bson` crate's reader reads plain
+/// JSON: integers as Int32 when they fit, else Int64, else (beyond `i64`) Double; other numbers
+/// Double; objects as documents (a repeated key keeps its first place and its last value).
+struct Plain(Bson);
+
+impl<'de> serde::Deserialize<'de> for Plain {
+    fn deserialize<D: serde::Deserializer<'de>>(reader: D) -> Result<Self, D::Error> {
+        reader.deserialize_any(PlainVisitor).map(Plain)
+    }
+}
+
+struct PlainVisitor;
+
+impl<'de> serde::de::Visitor<'de> for PlainVisitor {
+    type Value = Bson;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, value: bool) -> Result<Bson, E> {
+        Ok(Bson::Boolean(value))
+    }
+
+    fn visit_i64<E>(self, value: i64) -> Result<Bson, E> {
+        Ok(i32::try_from(value).map_or(Bson::Int64(value), Bson::Int32))
+    }
+
+    fn visit_u64<E>(self, value: u64) -> Result<Bson, E> {
+        #[allow(clippy::cast_precision_loss)] // as serde_json's `Number::as_f64`
+        Ok(
+            i64::try_from(value).map_or(Bson::Double(value as f64), |v| {
+                i32::try_from(v).map_or(Bson::Int64(v), Bson::Int32)
+            }),
+        )
+    }
+
+    fn visit_f64<E>(self, value: f64) -> Result<Bson, E> {
+        Ok(Bson::Double(value))
+    }
+
+    fn visit_str<E>(self, value: &str) -> Result<Bson, E> {
+        Ok(Bson::String(value.to_owned()))
+    }
+
+    fn visit_string<E>(self, value: String) -> Result<Bson, E> {
+        Ok(Bson::String(value))
+    }
+
+    fn visit_unit<E>(self) -> Result<Bson, E> {
+        Ok(Bson::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut items: A) -> Result<Bson, A::Error> {
+        let mut array = Vec::with_capacity(items.size_hint().unwrap_or(0));
+        while let Some(Plain(item)) = items.next_element()? {
+            array.push(item);
+        }
+        Ok(Bson::Array(array))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut entries: A) -> Result<Bson, A::Error> {
+        let mut document = Document::new();
+        while let Some((key, Plain(value))) = entries.next_entry::<String, Plain>()? {
+            document.insert(key, value);
+        }
+        Ok(Bson::Document(document))
+    }
+}
+
+/// A JSON object's keys and the text of their values, keeping only some keys (all when `None`);
+/// the values of the others are skipped (`IgnoredAny`), never built.
+struct Only<'a>(Option<&'a [&'a str]>);
 
 /// An object key, borrowed from the text when it has no escapes.
 #[derive(serde::Deserialize)]
 struct Key<'a>(#[serde(borrow)] std::borrow::Cow<'a, str>);
 
+/// The kept keys with their values' text, in order.
+type KeptText<'de> = Vec<(std::borrow::Cow<'de, str>, &'de serde_json::value::RawValue)>;
+
 impl<'de> serde::de::DeserializeSeed<'de> for Only<'_> {
-    type Value = Map<String, Value>;
+    type Value = KeptText<'de>;
 
     fn deserialize<D: serde::Deserializer<'de>>(self, reader: D) -> Result<Self::Value, D::Error> {
         reader.deserialize_map(self)
@@ -151,7 +349,7 @@ impl<'de> serde::de::DeserializeSeed<'de> for Only<'_> {
 }
 
 impl<'de> serde::de::Visitor<'de> for Only<'_> {
-    type Value = Map<String, Value>;
+    type Value = KeptText<'de>;
 
     fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
         formatter.write_str("a JSON object (a document)")
@@ -161,10 +359,10 @@ impl<'de> serde::de::Visitor<'de> for Only<'_> {
         self,
         mut access: A,
     ) -> Result<Self::Value, A::Error> {
-        let mut kept = Map::new();
+        let mut kept = Vec::with_capacity(self.0.map_or(16, <[_]>::len));
         while let Some(Key(key)) = access.next_key()? {
-            if self.0.contains(&key.as_ref()) {
-                kept.insert(key.into_owned(), access.next_value()?);
+            if self.0.is_none_or(|fields| fields.contains(&key.as_ref())) {
+                kept.push((key, access.next_value()?));
             } else {
                 access.next_value::<serde::de::IgnoredAny>()?;
             }
@@ -313,6 +511,85 @@ mod tests {
             assert_eq!(ours, theirs, "{key}");
         }
         assert!(to_bson(value).is_err(), "the broken date");
+    }
+
+    #[test]
+    fn a_field_reads_as_the_general_way_reads_it() {
+        let texts = [
+            "5",
+            "-5",
+            "-0",
+            "0.0",
+            "1.5",
+            "2147483647",
+            "2147483648",
+            "-2147483649",
+            "9223372036854775807",
+            "18446744073709551615",
+            "1e400",
+            "null",
+            "true",
+            r#""a\u00e9\"b""#,
+            r#""costs $5""#,
+            r#"[1, [2, {}], {"a": null}]"#,
+            r#"{"a": 1, "a": 2, "b": {"c": []}}"#,
+            r#"{"$oid": "65f000000000000000000001"}"#,
+            r#"{ "$oid" : "65f000000000000000000001" }"#,
+            r#"{"$oid": "not hex"}"#,
+            r#"{"$oid": 5}"#,
+            r#"{"$numberLong": "9000000000"}"#,
+            r#"{"$numberLong": "+07"}"#,
+            r#"{"$numberLong": "9223372036854775808"}"#,
+            r#"{"$numberLong": 5}"#,
+            r#"{"$numberInt": "-7"}"#,
+            r#"{"$numberInt": "2147483648"}"#,
+            r#"{"$date": {"$numberLong": "1700000000123"}}"#,
+            r#"{"$date": {"$numberLong": "x"}}"#,
+            r#"{"$date": {"$numberLong": "1", "y": 2}}"#,
+            r#"{"$date": {}}"#,
+            r#"{"$date": 1700000000123}"#,
+            r#"{"$date": -5}"#,
+            r#"{"$date": 18446744073709551615}"#,
+            r#"{"$date": 1.5}"#,
+            r#"{"$date": "2024-01-02T03:04:05.678Z"}"#,
+            r#"{"$date": "2024-01-02T03:04:05+01:00"}"#,
+            r#"{"$date": "yesterday"}"#,
+            r#"{"$date": {"$numberLong": "1"}, "x": 1}"#,
+            r#"{}"#,
+            r#"{"$oid": "65f000000000000000000001", "x": 1}"#,
+            r#"{"$date": {"$numberLong": "9"}}"#,
+            r#"{"$binary": "AQI=", "$type": "00"}"#,
+            r#"{"n": {"$numberLong": "7"}, "m": 1}"#,
+            r#"{"$foo": 1}"#,
+        ];
+        for text in texts {
+            let ours = field_value(text).map_err(|e| e.to_string());
+            let general = serde_json::from_str(text)
+                .map_err(ExtJsonError::from)
+                .and_then(bson_from_value)
+                .map_err(|e| e.to_string());
+            assert_eq!(ours, general, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_whole_document_reads_as_the_general_way_reads_it() {
+        let mut texts: Vec<String> = [Dialect::Canonical, Dialect::Relaxed, Dialect::Legacy]
+            .into_iter()
+            .map(|dialect| to_string(&sample(), dialect))
+            .collect();
+        texts.push(r#"{"$binary": "AQI=", "$type": "00"}"#.into());
+        texts.push(r#"{"a": 1, "$b": 2}"#.into());
+        texts.push(r#"{"a": {"$date": "not a date"}, "b": 1}"#.into());
+        texts.push(r#"{"a": 1, "a": {"$oid": "65f000000000000000000001"}}"#.into());
+        for text in &texts {
+            let ours = parse_document(text).map_err(|e| e.to_string());
+            let general = serde_json::from_str(text)
+                .map_err(ExtJsonError::from)
+                .and_then(document_from_value)
+                .map_err(|e| e.to_string());
+            assert_eq!(ours, general, "{text}");
+        }
     }
 
     #[test]

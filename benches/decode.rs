@@ -1,0 +1,122 @@
+//! CPU per change event of what a partition worker does with a record, without Kafka: the Avro
+//! body read and validated against the writer schema, the change event decoded (the whole
+//! `fullDocument`, and only permissions' three fields), and the permissions task's whole
+//! handling of the resolved record (decode, projection, store and changelog, output). Each
+//! figure is the best of five passes over `<records>` patient inserts (default 20,000) with
+//! the `canonical` dialect the source connector's `ExtendedJson` formatter writes; one thread,
+//! no I/O, so runs compare to a few percent where the processors bench swings by ten.
+//!
+//! Run: `cargo bench --bench decode [-- <records>]`; `DECODE_ONLY=<words>` runs only the figures
+//! whose name holds them (to profile one).
+
+use std::time::Instant;
+
+use apache_avro::Schema;
+use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::types::Value as Avro;
+use apache_avro::writer::datum::GenericDatumWriter;
+use bson::oid::ObjectId;
+use clinic::cdc::extjson::Dialect;
+use clinic::cdc::{self, Envelope, Operation};
+use clinic::streams::driver::TestDriver;
+use clinic::testkit;
+
+fn main() {
+    let records: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(20_000);
+    let schema = Schema::parse_str(cdc::mongo::MONGO_CHANGE_STREAM_SCHEMA).expect("schema");
+    let clinics: Vec<ObjectId> = (0..40).map(|_| ObjectId::new()).collect();
+    let bodies: Vec<Vec<u8>> = (0..records)
+        .map(|n| {
+            let document = testkit::bench_patient(n, clinics[n % clinics.len()]);
+            let id = document.get_object_id("_id").expect("an ObjectId");
+            let event = testkit::change(Operation::Insert, "patients", id, Some(document));
+            GenericDatumWriter::builder(&schema)
+                .build()
+                .expect("writer")
+                .write_value_to_vec(cdc::mongo::to_avro(&event, Dialect::Canonical))
+                .expect("the event matches its schema")
+        })
+        .collect();
+    let reader = GenericDatumReader::builder(&schema)
+        .build()
+        .expect("reader");
+    let read = |body: &[u8]| -> Avro {
+        let value = reader.read_value(&mut &body[..]).expect("reads");
+        assert!(value.validate(&schema), "valid");
+        value
+    };
+    let values: Vec<Avro> = bodies.iter().map(|b| read(b)).collect();
+    let fields: &[&str] = &["userId", "clinicId", "permissions"];
+    println!("decode: {records} patient inserts (Avro change events, canonical Extended JSON)");
+    report("Avro body read and validated", records, || {
+        for body in &bodies {
+            std::hint::black_box(read(body));
+        }
+    });
+    report("change event, whole fullDocument", records, || {
+        for value in &values {
+            let event = cdc::decode_avro_fields(
+                Envelope::MongoChangeStream,
+                None,
+                Some(value.clone()),
+                None,
+            );
+            std::hint::black_box(event.expect("decodes"));
+        }
+    });
+    report("change event, permissions' three fields", records, || {
+        for value in &values {
+            let event = cdc::decode_avro_fields(
+                Envelope::MongoChangeStream,
+                None,
+                Some(value.clone()),
+                Some(fields),
+            );
+            std::hint::black_box(event.expect("decodes"));
+        }
+    });
+    report("cloning the Avro value (in the two above)", records, || {
+        for value in &values {
+            std::hint::black_box(value.clone());
+        }
+    });
+    report(
+        "permissions task, resolved record to outcome",
+        records,
+        || {
+            let mut driver = TestDriver::new(clinic_permissions::processor::Permissions::new(
+                clinic_permissions::config::Inputs::default(),
+            ));
+            for value in &values {
+                driver
+                    .pipe_avro("clinic.patients", None, Some(value.clone()))
+                    .expect("handled");
+            }
+            std::hint::black_box(
+                driver.read_output(clinic_permissions::processor::PATIENT_PERMISSIONS),
+            );
+        },
+    );
+}
+
+/// Runs `pass` five times and prints the best time per record.
+fn report(what: &str, records: usize, mut pass: impl FnMut()) {
+    if std::env::var("DECODE_ONLY").is_ok_and(|only| !what.contains(&only)) {
+        return;
+    }
+    let best = (0..5)
+        .map(|_| {
+            let started = Instant::now();
+            pass();
+            started.elapsed()
+        })
+        .min()
+        .expect("five passes");
+    println!(
+        "  {what:<48} {:>6.2} µs per event",
+        best.as_secs_f64() * 1e6 / records as f64
+    );
+}
