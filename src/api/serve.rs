@@ -118,9 +118,14 @@ mod tests {
     /// Shutdown stops accepting and lets the request in flight finish.
     #[tokio::test]
     async fn serving_stops_when_asked_and_finishes_the_request_in_flight() {
+        // The handler says when it has the request, so shutdown comes while it is in flight
+        // (a fixed sleep before the signal raced the connection on a busy machine).
+        let entered = std::sync::Arc::new(tokio::sync::Notify::new());
+        let handler_entered = std::sync::Arc::clone(&entered);
         let router = Router::new().route(
             "/slow",
-            get(|| async {
+            get(move || async move {
+                handler_entered.notify_one();
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 "done"
             }),
@@ -132,7 +137,7 @@ mod tests {
             let _ = stopped.await;
         }));
         let in_flight = tokio::spawn(reqwest::get(format!("http://{address}/slow")));
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        entered.notified().await;
 
         stop.send(()).expect("the server listens for the signal");
         let answer = in_flight.await.expect("joined").expect("answered");
