@@ -145,7 +145,8 @@ pub fn document_from_value_fields(
     document_from_value(value)
 }
 
-/// One top-level field's value of a document, as [`document_from_value`] reads it. Every
+/// An Extended JSON value's text (a document's field, or any value), as [`bson_from_value`]
+/// reads it once parsed. Every
 /// Extended JSON form has a `$` key, so a text without a `$` is plain JSON and is read straight
 /// into BSON ([`Plain`]), with no `serde_json::Value` between; the typed values documents hold
 /// most are read directly too ([`Typed`]); anything else with a `$` (also a string holding one)
@@ -163,8 +164,8 @@ fn field_value(text: &str) -> Result<Bson, ExtJsonError> {
     bson_from_value(serde_json::from_str(text)?)
 }
 
-/// An object of one key that the `bson` reader takes as `$oid`, `$numberLong`, `$numberInt` or
-/// `$date` (canonical `{"$numberLong": …}`, relaxed RFC 3339 text or legacy milliseconds), read
+/// An object of one key that the `bson` reader takes as `$oid`, `$numberLong`, `$numberInt`,
+/// `$timestamp` or `$date` (canonical `{"$numberLong": …}`, relaxed RFC 3339 text or legacy milliseconds), read
 /// as its models read them. Anything else, and anything they would refuse, is an error here:
 /// [`field_value`] then asks the reader itself, for its answer or its error.
 struct Typed;
@@ -198,6 +199,13 @@ impl<'de> serde::de::Visitor<'de> for Typed {
                 Bson::Int32(digits.parse().map_err(|e| refused(&e))?)
             }
             "$date" => Bson::DateTime(map.next_value::<DateBody>()?.0),
+            "$timestamp" => {
+                let TimestampBody { t, i } = map.next_value()?;
+                Bson::Timestamp(bson::Timestamp {
+                    time: t,
+                    increment: i,
+                })
+            }
             _ => return Err(refused(&"not a typed value read here")),
         };
         if map.next_key::<serde::de::IgnoredAny>()?.is_some() {
@@ -205,6 +213,14 @@ impl<'de> serde::de::Visitor<'de> for Typed {
         }
         Ok(value)
     }
+}
+
+/// The value of `$timestamp`, as the `bson` reader's model reads it.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TimestampBody {
+    t: u32,
+    i: u32,
 }
 
 /// The value of `$date` in its three forms, as the `bson` reader's untagged model reads them.
@@ -373,7 +389,7 @@ impl<'de> serde::de::Visitor<'de> for Only<'_> {
 
 /// Parses any Extended JSON value (document, array, scalar).
 pub fn parse_value(text: &str) -> Result<Bson, ExtJsonError> {
-    bson_from_value(serde_json::from_str::<Value>(text)?)
+    field_value(text)
 }
 
 /// Converts already-parsed JSON of any shape into a typed value.
@@ -555,6 +571,13 @@ mod tests {
             r#"{"$date": "2024-01-02T03:04:05+01:00"}"#,
             r#"{"$date": "yesterday"}"#,
             r#"{"$date": {"$numberLong": "1"}, "x": 1}"#,
+            r#"{"$timestamp": {"t": 1700000000, "i": 3}}"#,
+            r#"{"$timestamp": {"i": 3, "t": 1}}"#,
+            r#"{"$timestamp": {"t": -1, "i": 3}}"#,
+            r#"{"$timestamp": {"t": 4294967296, "i": 3}}"#,
+            r#"{"$timestamp": {"t": 1, "i": 3, "x": 0}}"#,
+            r#"{"$timestamp": {"t": 1}}"#,
+            r#"{"$timestamp": "1"}"#,
             r#"{}"#,
             r#"{"$oid": "65f000000000000000000001", "x": 1}"#,
             r#"{"$date": {"$numberLong": "9"}}"#,
