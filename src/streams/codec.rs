@@ -59,6 +59,9 @@ impl WriterSchema {
         let unresolved = |e: apache_avro::Error| {
             CodecError::Poison(format!("writer schema id {id} does not resolve: {e}"))
         };
+        // Checked before the schema is kept for good: one that does not resolve is not kept (its
+        // records are poison, each asking the registry client again).
+        ResolvedSchema::try_from(schema).map_err(unresolved)?;
         let schema: &'static Schema = Box::leak(Box::new(schema.clone()));
         let resolved = ResolvedSchema::try_from(schema).map_err(unresolved)?;
         let reader = GenericDatumReader::builder(schema)
@@ -129,8 +132,12 @@ impl AvroCodec {
             return Some(Ok(None));
         };
         let (id, body) = framed(bytes).ok()?;
-        let reader = crate::sync::read(&self.readers).get(&id).cloned()?;
-        Some(reader.read(body).map(Some))
+        Some(self.known(id)?.read(body).map(Some))
+    }
+
+    /// The reader of writer schema `id`, once a record of it went through the registry client.
+    fn known(&self, id: u32) -> Option<Arc<WriterSchema>> {
+        crate::sync::read(&self.readers).get(&id).cloned()
     }
 
     /// Decodes a Confluent-framed value; `None` (a tombstone) stays `None`.
@@ -142,7 +149,7 @@ impl AvroCodec {
         let Some(bytes) = bytes else { return Ok(None) };
         // Checked here so framing problems never reach the registry client's error cache.
         let (id, body) = framed(bytes)?;
-        if let Some(reader) = crate::sync::read(&self.readers).get(&id).cloned() {
+        if let Some(reader) = self.known(id) {
             return reader.read(body).map(Some);
         }
         match self.decoder.decode_with_schema(Some(bytes)).await {
