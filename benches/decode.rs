@@ -56,28 +56,22 @@ fn main() {
             std::hint::black_box(read(body));
         }
     });
-    report("change event, whole fullDocument", records, || {
-        for value in &values {
-            let event = cdc::decode_avro_fields(
-                Envelope::MongoChangeStream,
-                None,
-                Some(value.clone()),
-                None,
-            );
-            std::hint::black_box(event.expect("decodes"));
-        }
-    });
-    report("change event, permissions' three fields", records, || {
-        for value in &values {
-            let event = cdc::decode_avro_fields(
-                Envelope::MongoChangeStream,
-                None,
-                Some(value.clone()),
-                Some(fields),
-            );
-            std::hint::black_box(event.expect("decodes"));
-        }
-    });
+    for (what, kept) in [
+        ("change event, whole fullDocument", None),
+        ("change event, permissions' three fields", Some(fields)),
+    ] {
+        report(what, records, || {
+            for value in &values {
+                let event = cdc::decode_avro_fields(
+                    Envelope::MongoChangeStream,
+                    None,
+                    Some(value.clone()),
+                    kept,
+                );
+                std::hint::black_box(event.expect("decodes"));
+            }
+        });
+    }
     report("cloning the Avro value (in the two above)", records, || {
         for value in &values {
             std::hint::black_box(value.clone());

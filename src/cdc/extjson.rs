@@ -116,13 +116,10 @@ pub fn parse_document_fields(
     let kept = serde::de::DeserializeSeed::deserialize(Only(fields), &mut reader)
         .and_then(|kept| reader.end().map(|()| kept));
     let kept = match kept {
-        // Not an object, or not JSON: the general way says which.
-        Err(_) => return document_from_value_fields(serde_json::from_str(text)?, fields),
-        // The whole object may be a legacy form to rewrite (`upgrade_legacy`): the general way.
-        Ok(kept) if kept.iter().any(|(key, _)| key.starts_with('$')) => {
-            return document_from_value_fields(serde_json::from_str(text)?, fields);
-        }
-        Ok(kept) => kept,
+        Ok(kept) if !kept.iter().any(|(key, _)| key.starts_with('$')) => kept,
+        // Not JSON or not an object (the general way says which), or an object that may be a
+        // legacy form to rewrite (`upgrade_legacy`): the general way.
+        _ => return document_from_value_fields(serde_json::from_str(text)?, fields),
     };
     let mut document = Document::new();
     for (key, raw) in kept {

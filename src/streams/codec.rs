@@ -65,7 +65,7 @@ impl WriterSchema {
         let schema: &'static Schema = Box::leak(Box::new(schema.clone()));
         let resolved = ResolvedSchema::try_from(schema).map_err(unresolved)?;
         let reader = GenericDatumReader::builder(schema)
-            .resolved_writer_schemata(ResolvedSchema::try_from(schema).map_err(unresolved)?)
+            .resolved_writer_schemata(resolved.clone())
             .build()
             .map_err(unresolved)?;
         Ok(Self {
