@@ -94,27 +94,34 @@ pub async fn create_topics(
             configs: BTreeMap::new(),
         },
     );
-    let observed = kafka::observe(&endpoints.kafka_brokers)
-        .await
-        .with_context(|| {
-            format!(
-                "Kafka at {} is not reachable: start the local stack with `scripts/stack up`",
-                endpoints.kafka_brokers
-            )
-        })?;
     let desired = Desired {
         prefix: String::new(),
         topics: desired,
     };
-    let creates = TopicsPlan {
-        actions: plan(&desired, &observed, false)?
-            .actions
-            .into_iter()
-            .filter(|a| matches!(a, Action::Create(_)))
-            .collect(),
-    };
-    kafka::apply(&endpoints.kafka_brokers, &creates, |_| {}).await?;
-    Ok(())
+    // Tests running side by side create the shared `connect.sink.dlq` too: one that another
+    // created between this one's look and its create is planned again from a fresh look.
+    for attempt in 1.. {
+        let observed = kafka::observe(&endpoints.kafka_brokers)
+            .await
+            .with_context(|| {
+                format!(
+                    "Kafka at {} is not reachable: start the local stack with `scripts/stack up`",
+                    endpoints.kafka_brokers
+                )
+            })?;
+        let creates = TopicsPlan {
+            actions: plan(&desired, &observed, false)?
+                .actions
+                .into_iter()
+                .filter(|a| matches!(a, Action::Create(_)))
+                .collect(),
+        };
+        match kafka::apply(&endpoints.kafka_brokers, &creates, |_| {}).await {
+            Err(error) if attempt < 3 && error.to_string().contains("TopicAlreadyExists") => {}
+            done => return Ok(done?),
+        }
+    }
+    unreachable!("the loop returns by its third attempt")
 }
 
 /// Deploys, under unique names, the repository's connectors (from `dir`) whose topic `wanted`

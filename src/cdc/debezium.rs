@@ -48,8 +48,8 @@ pub const DEBEZIUM_ENVELOPE_SCHEMA: &str = r#"{
   ]
 }"#;
 
-/// Decodes a Debezium record from its key and value as JSON (Avro ones turned into JSON by
-/// [`super::avro_json::into_json`]); a missing value is a tombstone.
+/// Decodes a Debezium record from its key and value as JSON (Avro ones read as JSON by
+/// [`super::avro_json`]); a missing value is a tombstone.
 pub fn decode(key: Option<Value>, value: Option<Value>) -> Result<CdcRecord, DecodeError> {
     let key = key.map(decode_key).transpose()?;
     let Some(value) = value.filter(|v| !v.is_null()) else {

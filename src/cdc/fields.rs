@@ -1,5 +1,5 @@
 //! Reading the fields of a decoded envelope. Every input form is first turned into JSON (the Avro
-//! ones by [`super::avro_json::into_json`]), where a sub-document is either an object (the JSON
+//! ones by [`super::avro_json`]), where a sub-document is either an object (the JSON
 //! forms) or a string of Extended JSON (the Avro forms and Debezium's `after`): the helpers here
 //! accept both, so one decoder serves each envelope in all its encodings.
 

@@ -4,7 +4,7 @@
 //!
 //! | form | producer | decode with |
 //! |---|---|---|
-//! | Avro, default change-stream schema (sub-documents as JSON strings) | MongoDB source connector, `output.format.value=schema` | registry → [`avro_json::into_json`] → [`mongo::decode`] |
+//! | Avro, default change-stream schema (sub-documents as JSON strings) | MongoDB source connector, `output.format.value=schema` | registry → [`avro_json::read`] → [`mongo::decode`] |
 //! | JSON text | MongoDB source connector, `json` + StringConverter | [`parse_json_text`] → [`mongo::decode`] |
 //! | JSON string literal holding the JSON text | `json` + JsonConverter (existing Tidepool deployments) | same: [`parse_json_text`] unwraps it |
 //! | Debezium envelope, Avro or JSON, tombstones | Debezium MongoDB connector | [`debezium::decode`] |
@@ -83,19 +83,13 @@ pub fn decode_json_fields(
     value: Option<&[u8]>,
     fields: Option<&[&str]>,
 ) -> Result<CdcRecord, DecodeError> {
-    match envelope {
-        Envelope::MongoChangeStream => {
-            let value = value.ok_or(DecodeError::Missing("value"))?;
-            Ok(CdcRecord::Change(mongo::decode_fields(
-                parse_json_text(value)?,
-                fields,
-            )?))
-        }
-        Envelope::Debezium => debezium::decode(
-            key.map(parse_json_text).transpose()?,
-            value.map(parse_json_text).transpose()?,
-        ),
-    }
+    let key = match envelope {
+        // The MongoDB envelope's value carries `documentKey`: its key is not read.
+        Envelope::MongoChangeStream => None,
+        Envelope::Debezium => key.map(parse_json_text).transpose()?,
+    };
+    let value = value.map(parse_json_text).transpose()?;
+    decode_values_fields(envelope, key, value, fields)
 }
 
 /// Decodes a record whose key and value were Avro, already resolved through the registry.
@@ -104,33 +98,32 @@ pub fn decode_avro(
     key: Option<&apache_avro::types::Value>,
     value: Option<&apache_avro::types::Value>,
 ) -> Result<CdcRecord, DecodeError> {
-    decode_avro_fields(envelope, key.cloned(), value.cloned(), None)
+    decode_values_fields(
+        envelope,
+        key.cloned().map(avro_json::into_json),
+        value.cloned().map(avro_json::into_json),
+        None,
+    )
 }
 
-/// As [`decode_avro`], taking the values (their strings move into the event rather than being
-/// copied) and keeping only the top-level `fields` of the MongoDB envelope's `fullDocument`
+/// Decodes a record from its key and value as JSON (parsed JSON text, or Avro read as JSON by
+/// [`avro_json`]), keeping only the top-level `fields` of the MongoDB envelope's `fullDocument`
 /// (all when `None`; Debezium's documents are kept whole).
 ///
 /// # Errors
-/// As [`decode_avro`].
-pub fn decode_avro_fields(
+/// As [`decode_json`].
+pub fn decode_values_fields(
     envelope: Envelope,
-    key: Option<apache_avro::types::Value>,
-    value: Option<apache_avro::types::Value>,
+    key: Option<serde_json::Value>,
+    value: Option<serde_json::Value>,
     fields: Option<&[&str]>,
 ) -> Result<CdcRecord, DecodeError> {
     match envelope {
         Envelope::MongoChangeStream => {
             let value = value.ok_or(DecodeError::Missing("value"))?;
-            Ok(CdcRecord::Change(mongo::decode_fields(
-                avro_json::into_json(value),
-                fields,
-            )?))
+            Ok(CdcRecord::Change(mongo::decode_fields(value, fields)?))
         }
-        Envelope::Debezium => debezium::decode(
-            key.map(avro_json::into_json),
-            value.map(avro_json::into_json),
-        ),
+        Envelope::Debezium => debezium::decode(key, value),
     }
 }
 

@@ -50,8 +50,8 @@ pub const MONGO_CHANGE_STREAM_SCHEMA: &str = r#"{
   ]
 }"#;
 
-/// Decodes a change event from its JSON form (the `json` output, or the Avro record turned into
-/// JSON by [`super::avro_json::into_json`]).
+/// Decodes a change event from its JSON form (the `json` output, or the Avro record read as JSON
+/// by [`super::avro_json`]).
 pub fn decode(value: Value) -> Result<ChangeEvent, DecodeError> {
     decode_fields(value, None)
 }

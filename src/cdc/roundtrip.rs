@@ -198,6 +198,15 @@ fn check_mongo(event: &ChangeEvent, dialect: Dialect) -> Result<(), TestCaseErro
         &decode_avro(Envelope::MongoChangeStream, None, Some(&avro)).expect("avro"),
         &expected
     );
+    let read = avro_json::read_through_avro_binary(
+        mongo::MONGO_CHANGE_STREAM_SCHEMA,
+        mongo::to_avro(event, dialect),
+    );
+    prop_assert_eq!(
+        &decode_values_fields(Envelope::MongoChangeStream, None, Some(read), None)
+            .expect("avro read as JSON"),
+        &expected
+    );
     Ok(())
 }
 
@@ -214,11 +223,20 @@ fn check_debezium(record: &CdcRecord, dialect: Dialect) -> Result<(), TestCaseEr
     prop_assert_eq!(&decoded, record);
 
     let (key, value) = debezium::to_avro(record, dialect);
+    let read_key = avro_json::read_through_avro_binary(debezium::DEBEZIUM_KEY_SCHEMA, key.clone());
+    let read_value = value
+        .clone()
+        .map(|v| avro_json::read_through_avro_binary(debezium::DEBEZIUM_ENVELOPE_SCHEMA, v));
     let key = avro_json::through_avro_binary(debezium::DEBEZIUM_KEY_SCHEMA, key);
     let value =
         value.map(|v| avro_json::through_avro_binary(debezium::DEBEZIUM_ENVELOPE_SCHEMA, v));
     prop_assert_eq!(
         &decode_avro(Envelope::Debezium, Some(&key), value.as_ref()).expect("avro"),
+        record
+    );
+    prop_assert_eq!(
+        &decode_values_fields(Envelope::Debezium, Some(read_key), read_value, None)
+            .expect("avro read as JSON"),
         record
     );
     Ok(())

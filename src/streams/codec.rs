@@ -18,6 +18,7 @@ use schema_registry_converter::schema_registry_common::{
 };
 
 use super::processor::OutValue;
+use crate::cdc::avro_json;
 
 /// A codec failure, by what the runtime does about it.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -87,6 +88,12 @@ impl WriterSchema {
         self.validated(value)
     }
 
+    /// Reads a record's Avro body as JSON ([`avro_json::read`], straight from the bytes); a body
+    /// that reader refuses goes through the generic value, for its answer or its poison.
+    fn read_json(&self, body: &[u8]) -> Result<serde_json::Value, CodecError> {
+        avro_json::read(&self.reader, body).or_else(|_| self.read(body).map(avro_json::into_json))
+    }
+
     /// apache-avro 0.22's datum reader returns nulls instead of failing when the bytes end
     /// mid-record, so a truncated value would pass as a record of nulls: it is validated against
     /// the writer schema before it is trusted.
@@ -135,6 +142,19 @@ impl AvroCodec {
         Some(self.known(id)?.read(body).map(Some))
     }
 
+    /// As [`AvroCodec::decode_known`], the value as JSON ([`crate::cdc::avro_json`]): what a CDC
+    /// topic's envelope readers take.
+    pub fn decode_known_json(
+        &self,
+        bytes: Option<&[u8]>,
+    ) -> Option<Result<Option<serde_json::Value>, CodecError>> {
+        let Some(bytes) = bytes else {
+            return Some(Ok(None));
+        };
+        let (id, body) = framed(bytes).ok()?;
+        Some(self.known(id)?.read_json(body).map(Some))
+    }
+
     /// The reader of writer schema `id`, once a record of it went through the registry client.
     fn known(&self, id: u32) -> Option<Arc<WriterSchema>> {
         crate::sync::read(&self.readers).get(&id).cloned()
@@ -166,6 +186,20 @@ impl AvroCodec {
             }
             Err(error) => Err(CodecError::Poison(error.to_string())),
         }
+    }
+
+    /// As [`AvroCodec::decode`], the value as JSON ([`crate::cdc::avro_json`]).
+    ///
+    /// # Errors
+    /// As [`AvroCodec::decode`].
+    pub async fn decode_json(
+        &self,
+        bytes: Option<&[u8]>,
+    ) -> Result<Option<serde_json::Value>, CodecError> {
+        if let Some(known) = self.decode_known_json(bytes) {
+            return known;
+        }
+        Ok(self.decode(bytes).await?.map(avro_json::into_json))
     }
 
     /// Encodes an output value for `topic`: Avro is registered under `<topic>-value` (once; the

@@ -110,9 +110,10 @@ impl<P: Processor> TestDriver<P> {
         self.handle(&record, None)
     }
 
-    /// Pipes a record of an Avro topic as the runner hands it over after resolving it through the
-    /// registry: the generic Avro key and value. (The raw bytes of such a record are not kept, so
-    /// its dead letter, if any, carries no value.)
+    /// Pipes a record of an Avro topic resolved through the registry, as the generic Avro key and
+    /// value (the runner reads a CDC topic's straight into the JSON they make, the task reads
+    /// these into the same). (The raw bytes of such a record are not kept, so its dead letter, if
+    /// any, carries no value.)
     ///
     /// # Errors
     /// When the processor fails fatally.
@@ -123,7 +124,22 @@ impl<P: Processor> TestDriver<P> {
         value: Option<Avro>,
     ) -> Result<(), FatalError> {
         let record = self.raw(topic, None, None);
-        self.handle(&record, Some(AvroResolved { key, value }))
+        self.handle(&record, Some(AvroResolved::Generic { key, value }))
+    }
+
+    /// Pipes a record of an Avro CDC topic as the runner hands it over: key and value read as
+    /// JSON ([`crate::cdc::avro_json::read`]).
+    ///
+    /// # Errors
+    /// When the processor fails fatally.
+    pub fn pipe_avro_json(
+        &mut self,
+        topic: &str,
+        key: Option<serde_json::Value>,
+        value: Option<serde_json::Value>,
+    ) -> Result<(), FatalError> {
+        let record = self.raw(topic, None, None);
+        self.handle(&record, Some(AvroResolved::Cdc { key, value }))
     }
 
     /// Pipes bytes the registry could not resolve (bad magic byte, unknown schema id): they go to

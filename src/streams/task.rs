@@ -57,13 +57,38 @@ pub enum RestoreError {
     Disk(#[from] crate::streams::disk::DiskError),
 }
 
-/// The Avro key and value the runner resolved through the registry for a record of an Avro topic.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct AvroResolved {
-    /// The key, when the topic's keys are Avro too.
-    pub key: Option<Avro>,
-    /// The value (`None` for a tombstone).
-    pub value: Option<Avro>,
+/// What the runner resolved through the registry for a record of an Avro topic.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AvroResolved {
+    /// A CDC topic's key and value as the JSON its envelope readers take, read straight from
+    /// the Avro bodies ([`crate::cdc::avro_json`]).
+    Cdc {
+        /// The key, when the topic's keys are Avro too.
+        key: Option<serde_json::Value>,
+        /// The value (`None` for a tombstone).
+        value: Option<serde_json::Value>,
+    },
+    /// A generic Avro value (`None` for a tombstone): a plain Avro topic's, or a CDC topic's
+    /// value handed over as such (the test driver's), read as JSON when decoded.
+    Generic {
+        /// The key, when the topic's keys are Avro too.
+        key: Option<Avro>,
+        /// The value.
+        value: Option<Avro>,
+    },
+}
+
+impl AvroResolved {
+    /// Key and value as JSON.
+    fn into_json(self) -> (Option<serde_json::Value>, Option<serde_json::Value>) {
+        match self {
+            Self::Cdc { key, value } => (key, value),
+            Self::Generic { key, value } => (
+                key.map(cdc::avro_json::into_json),
+                value.map(cdc::avro_json::into_json),
+            ),
+        }
+    }
 }
 
 /// A processor with its topology and stores.
@@ -391,8 +416,8 @@ fn decode_payload(
         InputFormat::Cdc(cdc_format) => match cdc_format.encoding {
             Encoding::Json => cdc::decode_json_fields(cdc_format.envelope, key, value, fields),
             Encoding::Avro => {
-                let resolved = avro.unwrap_or_default();
-                cdc::decode_avro_fields(cdc_format.envelope, resolved.key, resolved.value, fields)
+                let (key, value) = avro.map(AvroResolved::into_json).unwrap_or_default();
+                cdc::decode_values_fields(cdc_format.envelope, key, value, fields)
             }
         }
         .map(Payload::Cdc),
@@ -400,7 +425,14 @@ fn decode_payload(
             .map(cdc::parse_json_text)
             .transpose()
             .map(Payload::Json),
-        InputFormat::Avro => Ok(Payload::Avro(avro.and_then(|a| a.value))),
+        InputFormat::Avro => match avro {
+            None => Ok(Payload::Avro(None)),
+            Some(AvroResolved::Generic { value, .. }) => Ok(Payload::Avro(value)),
+            Some(AvroResolved::Cdc { .. }) => Err(cdc::DecodeError::Type {
+                field: "value",
+                expected: "a generic Avro value (BUG: resolved as a CDC record)",
+            }),
+        },
     }
 }
 

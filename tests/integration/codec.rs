@@ -7,6 +7,7 @@ use apache_avro::types::Value as Avro;
 use clinic::smoke::unique;
 use clinic::streams::OutValue;
 use clinic::streams::codec::{AvroCodec, CodecError};
+use serde_json::json;
 
 use crate::helpers;
 
@@ -106,6 +107,55 @@ async fn a_schema_seen_before_decodes_without_the_registry_and_checks_the_same()
         "{known_truncated:?}"
     );
     assert_eq!(codec.decode_known(None), Some(Ok(None)));
+}
+
+#[tokio::test]
+async fn a_cdc_value_reads_as_json_known_or_not_and_a_cut_one_is_poison() {
+    let endpoints = helpers::stack(&["registry"]).await;
+    let url = endpoints.schema_registry_url();
+    let bytes = AvroCodec::new(&url)
+        .encode(&unique("codec"), &record("p5"))
+        .await
+        .expect("encodes");
+    let codec = AvroCodec::new(&url);
+    let mut truncated = bytes.clone();
+    truncated.truncate(6);
+
+    let unknown_yet = codec.decode_known_json(Some(&bytes));
+    let first = codec.decode_json(Some(&bytes)).await;
+    let known = codec.decode_known_json(Some(&bytes));
+    let known_truncated = codec.decode_known_json(Some(&truncated));
+
+    assert!(unknown_yet.is_none(), "{unknown_yet:?}");
+    assert_eq!(first, Ok(Some(json!({"_id": "p5", "upload": true}))));
+    assert_eq!(known, Some(first), "read straight as JSON, the same");
+    assert!(
+        matches!(known_truncated, Some(Err(CodecError::Poison(_)))),
+        "{known_truncated:?}"
+    );
+    assert_eq!(codec.decode_known_json(None), Some(Ok(None)));
+}
+
+#[tokio::test]
+async fn a_type_the_json_reader_leaves_out_reads_through_the_generic_value() {
+    const BYTES: &str = r#"{"type": "record", "name": "Blob", "namespace": "clinic.test",
+      "fields": [{"name": "data", "type": "bytes"}]}"#;
+    let endpoints = helpers::stack(&["registry"]).await;
+    let codec = AvroCodec::new(&endpoints.schema_registry_url());
+    let value = OutValue::Avro {
+        schema: Arc::from(BYTES),
+        value: Avro::Record(vec![("data".into(), Avro::Bytes(vec![1, 2]))]),
+    };
+    let bytes = codec
+        .encode(&unique("codec"), &value)
+        .await
+        .expect("encodes");
+
+    let first = codec.decode_json(Some(&bytes)).await;
+    let known = codec.decode_known_json(Some(&bytes));
+
+    assert_eq!(first, Ok(Some(json!({"data": [1, 2]}))));
+    assert_eq!(known, Some(first));
 }
 
 #[tokio::test]

@@ -103,7 +103,8 @@ impl Shop {
 
     /// Resolves a record of an Avro topic through the registry (`None` for other formats),
     /// waiting out registry outages; `within_transaction`: the wait ends at the open
-    /// transaction's budget.
+    /// transaction's budget. A CDC topic's key and value are read as JSON, what its envelope
+    /// readers take.
     pub(super) fn resolve_avro(
         &self,
         format: InputFormat,
@@ -113,12 +114,22 @@ impl Shop {
         if !format.avro_values() {
             return Ok(Retried::Answer(Ok(None)));
         }
+        // A schema seen before needs no registry, nor the async runtime.
+        let (codec, runtime) = (&self.codec, &self.runtime);
+        if !matches!(format, InputFormat::Cdc(_)) {
+            let value = self.registry(within_transaction, || {
+                let bytes = record.value.as_deref();
+                codec
+                    .decode_known(bytes)
+                    .unwrap_or_else(|| runtime.block_on(codec.decode(bytes)))
+            })?;
+            return Ok(value.map(|value| Some(AvroResolved::Generic { key: None, value })));
+        }
         let decode = |bytes: Option<&[u8]>| {
             self.registry(within_transaction, || {
-                // A schema seen before needs no registry, nor the async runtime.
-                self.codec
-                    .decode_known(bytes)
-                    .unwrap_or_else(|| self.runtime.block_on(self.codec.decode(bytes)))
+                codec
+                    .decode_known_json(bytes)
+                    .unwrap_or_else(|| runtime.block_on(codec.decode_json(bytes)))
             })
         };
         let key = if format.avro_keys() {
@@ -127,16 +138,9 @@ impl Shop {
             Retried::Answer(Ok(None))
         };
         let value = decode(record.value.as_deref())?;
-        Ok(match (key, value) {
-            (Retried::Interrupted, _) | (_, Retried::Interrupted) => Retried::Interrupted,
-            (Retried::Stalled, _) | (_, Retried::Stalled) => Retried::Stalled,
-            (Retried::Answer(Err(error)), _) | (_, Retried::Answer(Err(error))) => {
-                Retried::Answer(Err(error))
-            }
-            (Retried::Answer(Ok(key)), Retried::Answer(Ok(value))) => {
-                Retried::Answer(Ok(Some(AvroResolved { key, value })))
-            }
-        })
+        Ok(key
+            .and(value)
+            .map(|(key, value)| Some(AvroResolved::Cdc { key, value })))
     }
 
     /// Runs a registry call until it is not transient, waiting with capped backoff (one WARN per
@@ -189,4 +193,28 @@ pub(super) enum Retried<T> {
     Interrupted,
     /// The wait would outlive the transaction.
     Stalled,
+}
+
+impl<T> Retried<T> {
+    /// The answer's value mapped; the rest as it is.
+    fn map<U>(self, f: impl FnOnce(T) -> U) -> Retried<U> {
+        match self {
+            Self::Answer(answer) => Retried::Answer(answer.map(f)),
+            Self::Interrupted => Retried::Interrupted,
+            Self::Stalled => Retried::Stalled,
+        }
+    }
+
+    /// Both answers, or the first of the two that is not one: an interruption, then a stall,
+    /// then an error.
+    fn and<U>(self, other: Retried<U>) -> Retried<(T, U)> {
+        match (self, other) {
+            (Self::Interrupted, _) | (_, Retried::Interrupted) => Retried::Interrupted,
+            (Self::Stalled, _) | (_, Retried::Stalled) => Retried::Stalled,
+            (Self::Answer(Err(error)), _) | (_, Retried::Answer(Err(error))) => {
+                Retried::Answer(Err(error))
+            }
+            (Self::Answer(Ok(a)), Retried::Answer(Ok(b))) => Retried::Answer(Ok((a, b))),
+        }
+    }
 }
