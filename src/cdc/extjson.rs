@@ -41,11 +41,89 @@ pub enum ExtJsonError {
 /// Appends an ObjectId's canonical Extended JSON, `{"$oid":"<24 hex digits>"}`, as
 /// `into_canonical_extjson` would render it, without building JSON (keys are made per record).
 pub fn push_object_id(out: &mut String, oid: &bson::oid::ObjectId) {
+    out.push_str(r#"{"$oid":""#);
+    out.push_str(std::str::from_utf8(&hex_digits(oid)).expect("BUG: hex digits are ASCII"));
+    out.push_str(r#""}"#);
+}
+
+fn hex_digits(oid: &bson::oid::ObjectId) -> [u8; 24] {
     let mut hex = [0u8; 24];
     hex::encode_to_slice(oid.bytes(), &mut hex).expect("BUG: 12 bytes are 24 hex digits");
-    out.push_str(r#"{"$oid":""#);
-    out.push_str(std::str::from_utf8(&hex).expect("BUG: hex digits are ASCII"));
-    out.push_str(r#""}"#);
+    hex
+}
+
+/// A document as canonical Extended JSON text: what
+/// `serde_json::to_string(&Bson::Document(document).into_canonical_extjson())` writes, written
+/// without building the JSON tree first (every sink record is one: a third of its cost went to
+/// that tree).
+pub fn canonical_text(document: &Document) -> String {
+    let mut out = Vec::with_capacity(256);
+    write_document(&mut out, document);
+    String::from_utf8(out).expect("BUG: JSON text is UTF-8")
+}
+
+fn write_document(out: &mut Vec<u8>, document: &Document) {
+    out.push(b'{');
+    for (n, (key, value)) in document.iter().enumerate() {
+        if n > 0 {
+            out.push(b',');
+        }
+        write_json(out, key.as_str());
+        out.push(b':');
+        write_canonical(out, value);
+    }
+    out.push(b'}');
+}
+
+/// The types documents mostly hold are written here; the rest (doubles among them, whose text
+/// has its own rules) the way `bson` renders them.
+fn write_canonical(out: &mut Vec<u8>, value: &Bson) {
+    use std::io::Write;
+    let written = match value {
+        Bson::Document(document) => {
+            write_document(out, document);
+            Ok(())
+        }
+        Bson::Array(items) => {
+            out.push(b'[');
+            for (n, item) in items.iter().enumerate() {
+                if n > 0 {
+                    out.push(b',');
+                }
+                write_canonical(out, item);
+            }
+            out.push(b']');
+            Ok(())
+        }
+        Bson::String(text) => {
+            write_json(out, text.as_str());
+            Ok(())
+        }
+        Bson::Boolean(b) => write!(out, "{b}"),
+        Bson::Null => write!(out, "null"),
+        Bson::Int32(i) => write!(out, r#"{{"$numberInt":"{i}"}}"#),
+        Bson::Int64(i) => write!(out, r#"{{"$numberLong":"{i}"}}"#),
+        Bson::DateTime(at) => write!(
+            out,
+            r#"{{"$date":{{"$numberLong":"{}"}}}}"#,
+            at.timestamp_millis()
+        ),
+        Bson::ObjectId(oid) => {
+            out.extend_from_slice(br#"{"$oid":""#);
+            out.extend_from_slice(&hex_digits(oid));
+            out.extend_from_slice(br#""}"#);
+            Ok(())
+        }
+        other => {
+            write_json(out, &other.clone().into_canonical_extjson());
+            Ok(())
+        }
+    };
+    written.expect("BUG: writing to memory does not fail");
+}
+
+fn write_json(out: &mut Vec<u8>, value: &(impl serde::Serialize + ?Sized)) {
+    serde_json::to_writer(out, value).expect("BUG: JSON serializes to memory");
 }
 
 /// Parses an Extended JSON text that must hold a document.
@@ -434,7 +512,10 @@ pub fn to_value(document: &Document, dialect: Dialect) -> Value {
 
 /// Renders a document as JSON text in the given dialect.
 pub fn to_string(document: &Document, dialect: Dialect) -> String {
-    to_value(document, dialect).to_string()
+    match dialect {
+        Dialect::Canonical => canonical_text(document),
+        Dialect::Relaxed | Dialect::Legacy => to_value(document, dialect).to_string(),
+    }
 }
 
 /// Renders any BSON value as JSON in the given dialect.
@@ -704,5 +785,34 @@ mod tests {
             parse_document(r#"{"_id": {"$oid": "nothex"}}"#),
             Err(ExtJsonError::ExtJson(_))
         ));
+    }
+
+    #[test]
+    fn canonical_text_is_what_bson_renders_for_every_type() {
+        let document = doc! {
+            "_id": ObjectId::parse_str("65f000000000000000000001").expect("hex"),
+            "text": "quote \" backslash \\ newline \n tab \t é ☃ \u{1}",
+            "i32": -7_i32, "i64": 5_000_000_000_i64, "yes": true, "no": false, "none": null,
+            "doubles": [1.5, 2.0, -0.0, 0.0, 1e300, f64::NAN, f64::INFINITY, -1.25e-7],
+            "dates": [DateTime::from_millis(1_700_000_000_000), DateTime::from_millis(-5)],
+            "nested": {"a": [{"b": {}}, []], "": "empty key", "k\"ey": 1},
+            "ts": bson::Timestamp { time: 1_710_000_000, increment: 3 },
+            "bin": bson::Binary { subtype: bson::spec::BinarySubtype::Generic, bytes: vec![1, 2] },
+            "re": bson::Regex { pattern: "^a".into(), options: "i".into() },
+            "dec": "1.5".parse::<bson::Decimal128>().expect("decimal"),
+            "code": bson::Bson::JavaScriptCode("f()".into()),
+            "min": bson::Bson::MinKey, "max": bson::Bson::MaxKey, "undef": bson::Bson::Undefined,
+        };
+
+        assert_eq!(
+            canonical_text(&document),
+            Bson::Document(document.clone())
+                .into_canonical_extjson()
+                .to_string()
+        );
+        assert_eq!(
+            to_string(&document, Dialect::Canonical),
+            canonical_text(&document)
+        );
     }
 }

@@ -268,6 +268,14 @@ proptest! {
     }
 
     #[test]
+    fn canonical_text_is_what_bson_renders(document in document(false)) {
+        prop_assert_eq!(
+            extjson::canonical_text(&document),
+            Bson::Document(document.clone()).into_canonical_extjson().to_string()
+        );
+    }
+
+    #[test]
     fn debezium_records_round_trip_in_relaxed(event in debezium_event(true)) {
         check_debezium(&CdcRecord::Change(event), Dialect::Relaxed)?;
     }

@@ -213,6 +213,7 @@ impl AvroCodec {
             OutValue::Json(json) => {
                 serde_json::to_vec(json).map_err(|e| CodecError::Fatal(e.to_string()))
             }
+            OutValue::JsonText(text) => Ok(text.as_bytes().to_vec()),
             OutValue::Avro { schema, value } => {
                 let strategy = SubjectNameStrategy::TopicNameStrategyWithSchema(
                     topic.to_owned(),

@@ -273,6 +273,7 @@ impl<P: Processor> TestDriver<P> {
         while let Some(output) = internal.pop_front() {
             let value = output.value.map(|value| match value {
                 OutValue::Json(json) => serde_json::to_vec(&json).expect("BUG: JSON serializes"),
+                OutValue::JsonText(text) => text.into_bytes(),
                 OutValue::Avro { .. } => {
                     panic!("repartition topics carry JSON ({} had Avro)", output.topic)
                 }

@@ -286,7 +286,7 @@ fn remove(
 ) -> Result<(), ProcessError> {
     let id = document.get("_id").cloned().unwrap_or(Bson::Null);
     let archive = model::archive(kind, document, at_ms);
-    ctx.emit(sink_document(kind.archive_topic(), &id, archive))?;
+    ctx.emit(sink_document(kind.archive_topic(), &id, &archive))?;
     ctx.emit(OutputRecord {
         topic: kind.sink().to_owned(),
         key: sink_key(&id),
@@ -382,7 +382,7 @@ fn admins_follow(
     admins.sort();
     let admins: Vec<String> = admins.into_iter().map(|(_, _, user)| user).collect();
     let update = bson::doc! { "_id": clinic_id.clone(), "admins": admins };
-    ctx.emit(sink_document(SINK_CLINICS, clinic_id, update))
+    ctx.emit(sink_document(SINK_CLINICS, clinic_id, &update))
 }
 
 /// Gives every patient and clinician record of `user` the address `email` (`{_id, email,
@@ -412,7 +412,7 @@ fn change_email(
             }
             let id = document.get("_id").cloned().unwrap_or(Bson::Null);
             let update = bson::doc! { "_id": id.clone(), "email": email, "updatedTime": at };
-            ctx.emit(sink_document(kind.sink(), &id, update))?;
+            ctx.emit(sink_document(kind.sink(), &id, &update))?;
             document.insert("email", email);
             document.insert("updatedTime", at);
             ctx.put_document(kind.store(), &key, &document)?;

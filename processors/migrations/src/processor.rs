@@ -525,7 +525,7 @@ fn place(ctx: &mut Context<'_>, next: Move) -> Result<(), ProcessError> {
             let taken = format!("i/{}", model::mrn_index(&migration.clinic_id, mrn));
             ctx.write_raw(PATIENT_STORE, &taken, Vec::new())?;
         }
-        ctx.emit(sink_document(SINK_PATIENTS, &id, patient))?;
+        ctx.emit(sink_document(SINK_PATIENTS, &id, &patient))?;
     }
     ctx.emit(OutputRecord {
         topic: SINK_PERMS.to_owned(),
@@ -602,7 +602,7 @@ fn emit_status(
     reason: Option<&str>,
 ) -> Result<(), ProcessError> {
     let row = model::status_row(status, at_ms, reason);
-    ctx.emit(sink_document(SINK_MIGRATIONS, &migration.id, row))
+    ctx.emit(sink_document(SINK_MIGRATIONS, &migration.id, &row))
 }
 
 fn profile_of(ctx: &Context<'_>, user: &str) -> Result<Option<Profile>, ProcessError> {

@@ -1,12 +1,12 @@
 //! The pure logic: change events in, gatekeeper records out, emitting only when the projection
 //! changes. No I/O.
 
-use bson::Bson;
 use clinic::cdc::{self, CdcRecord, Next};
 use clinic::streams::projection::Kept;
 use clinic::streams::store::table_key;
 use clinic::streams::{
-    Context, Input, InputFormat, OutValue, OutputRecord, Payload, ProcessError, Processor, Topology,
+    Context, Input, InputFormat, OutputRecord, Payload, ProcessError, Processor, Topology,
+    sink_document,
 };
 
 use crate::config::Inputs;
@@ -78,7 +78,8 @@ impl Processor for Permissions {
 }
 
 /// Keeps `store` and `topic` in step with one document's projection. Rows are canonical Extended
-/// JSON (the sinks read them with StringConverter), so `_id` and `clinicId` keep their BSON types.
+/// JSON ([`sink_document`]; the sinks read them with StringConverter), so `_id` and `clinicId`
+/// keep their BSON types.
 fn follow<P: Kept>(
     ctx: &mut Context<'_>,
     record: CdcRecord,
@@ -95,26 +96,20 @@ fn follow<P: Kept>(
         Next::Gone => None,
         Next::Becomes(document) => P::of(&document)?,
     };
-    let output_key = sink_key(&id);
     match (next, stored) {
         (None, None) => Ok(()),
         (None, Some(_)) => {
             ctx.delete(store, &key)?;
             ctx.emit(OutputRecord {
                 topic: topic.to_owned(),
-                key: output_key,
+                key: sink_key(&id),
                 value: None,
             })
         }
         (Some(next), Some(stored)) if next == stored => Ok(()),
         (Some(next), _) => {
             ctx.put_json(store, &key, &next)?;
-            let value = OutValue::Json(Bson::Document(next.to_document()).into_canonical_extjson());
-            ctx.emit(OutputRecord {
-                topic: topic.to_owned(),
-                key: output_key,
-                value: Some(value),
-            })
+            ctx.emit(sink_document(topic, &id, &next.to_document()))
         }
     }
 }

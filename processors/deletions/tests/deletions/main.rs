@@ -128,11 +128,9 @@ fn delete_structured(driver: &mut TestDriver<Deletions>, user: &str) {
 fn archives(records: &[OutputRecord]) -> Vec<Document> {
     records
         .iter()
-        .map(|r| match &r.value {
-            Some(OutValue::Json(value)) => {
-                cdc::extjson::document_from_value(value.clone()).expect("canonical extjson")
-            }
-            other => panic!("archive value {other:?}"),
+        .map(|r| match r.value.as_ref().and_then(OutValue::to_json) {
+            Some(value) => cdc::extjson::document_from_value(value).expect("canonical extjson"),
+            None => panic!("archive value {:?}", r.value),
         })
         .collect()
 }

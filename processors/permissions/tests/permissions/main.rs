@@ -9,8 +9,8 @@ use bson::oid::ObjectId;
 use bson::{Bson, Document, doc};
 use clinic::cdc::extjson::Dialect;
 use clinic::cdc::{self, CdcRecord, ChangeEvent, Encoding, Envelope, Format, Operation};
+use clinic::streams::OutputRecord;
 use clinic::streams::driver::TestDriver;
-use clinic::streams::{OutValue, OutputRecord};
 use clinic_permissions::config::Inputs;
 use clinic_permissions::processor::{
     CLINICIAN_PERMISSIONS, CLINICIANS, PATIENT_PERMISSIONS, PATIENTS, Permissions, sink_key,
@@ -60,12 +60,14 @@ fn pipe(driver: &mut TestDriver<Permissions>, topic: &str, change: &ChangeEvent)
 
 /// The row a record carries, parsed from its canonical Extended JSON (`None`: a tombstone).
 fn row(record: &OutputRecord) -> Option<Document> {
-    record.value.as_ref().map(|v| match v {
-        OutValue::Json(json) => match Bson::try_from(json.clone()).expect("Extended JSON") {
+    record.value.as_ref().map(|v| {
+        let json = v
+            .to_json()
+            .unwrap_or_else(|| panic!("unexpected value {v:?}"));
+        match Bson::try_from(json).expect("Extended JSON") {
             Bson::Document(row) => row,
             other => panic!("not a document: {other:?}"),
-        },
-        other => panic!("unexpected value {other:?}"),
+        }
     })
 }
 
