@@ -209,30 +209,27 @@ impl AvroCodec {
     /// Transient when the registry cannot be reached; fatal when it refuses the schema or the
     /// value does not match it.
     pub async fn encode(&self, topic: &str, value: &OutValue) -> Result<Vec<u8>, CodecError> {
-        match value {
-            OutValue::Json(json) => {
-                serde_json::to_vec(json).map_err(|e| CodecError::Fatal(e.to_string()))
-            }
-            OutValue::JsonText(text) => Ok(text.as_bytes().to_vec()),
-            OutValue::Avro { schema, value } => {
-                let strategy = SubjectNameStrategy::TopicNameStrategyWithSchema(
-                    topic.to_owned(),
-                    false,
-                    SuppliedSchema::new(None, SchemaType::Avro, schema.to_string()),
-                );
-                self.encoder
-                    .encode_value(value.clone(), &strategy)
-                    .await
-                    .map_err(|error| {
-                        if is_transient(&error) {
-                            self.encoder.remove_errors_from_cache();
-                            CodecError::Transient(error.to_string())
-                        } else {
-                            CodecError::Fatal(format!("{topic}: {error}"))
-                        }
-                    })
-            }
-        }
+        let OutValue::Avro { schema, value } = value else {
+            return Ok(value
+                .json_bytes()
+                .expect("BUG: a value that is not Avro is JSON"));
+        };
+        let strategy = SubjectNameStrategy::TopicNameStrategyWithSchema(
+            topic.to_owned(),
+            false,
+            SuppliedSchema::new(None, SchemaType::Avro, schema.to_string()),
+        );
+        self.encoder
+            .encode_value(value.clone(), &strategy)
+            .await
+            .map_err(|error| {
+                if is_transient(&error) {
+                    self.encoder.remove_errors_from_cache();
+                    CodecError::Transient(error.to_string())
+                } else {
+                    CodecError::Fatal(format!("{topic}: {error}"))
+                }
+            })
     }
 }
 

@@ -79,6 +79,16 @@ pub enum OutValue {
 }
 
 impl OutValue {
+    /// The bytes of a JSON value; `None` for Avro, which the registry frames
+    /// ([`super::codec::AvroCodec::encode`]).
+    pub fn json_bytes(&self) -> Option<Vec<u8>> {
+        match self {
+            Self::Json(json) => Some(serde_json::to_vec(json).expect("BUG: JSON serializes")),
+            Self::JsonText(text) => Some(text.as_bytes().to_vec()),
+            Self::Avro { .. } => None,
+        }
+    }
+
     /// The value as JSON (`None` for Avro): what a test reads an output as.
     ///
     /// # Panics

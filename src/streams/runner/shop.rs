@@ -153,7 +153,8 @@ impl Shop {
         attempt: impl Fn() -> Result<T, CodecError>,
     ) -> anyhow::Result<Retried<T>> {
         let settings = self.kafka.settings();
-        let mut delays = self.kafka.backoff();
+        // Built at the first transient error: most calls answer at once.
+        let mut delays = None;
         loop {
             match attempt() {
                 Err(CodecError::Transient(message)) => {
@@ -164,7 +165,10 @@ impl Shop {
                         "the schema registry has been unavailable for {away:?}, longer than streams.max_outage ({:?}): {message}",
                         settings.max_outage
                     );
-                    let delay = delays.next().unwrap_or(settings.max_backoff);
+                    let delay = delays
+                        .get_or_insert_with(|| self.kafka.backoff())
+                        .next()
+                        .unwrap_or(settings.max_backoff);
                     if within_transaction && self.would_outlive_transaction(delay) {
                         return Ok(Retried::Stalled);
                     }
