@@ -12,7 +12,8 @@
 //! until its group's committed offsets reach the end of the input (deletions emits nothing for
 //! inserts, so outputs cannot be the clock); the first output is the first committed record on
 //! any topic the processor writes (outputs and changelogs). The child reports its RSS before the
-//! runner starts, its peak RSS (`VmHWM`) and its CPU time (`/proc/self/stat`), once stopped.
+//! runner starts, its peak RSS (`VmHWM`), its CPU time (`/proc/self/stat`) and its commits
+//! (count, time: from the metrics it records, as a deployed processor does), once stopped.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -116,8 +117,9 @@ async fn prepare(endpoints: &Endpoints, topology: &Topology, prefix: &str, recor
 }
 
 /// Runs the processor in this process until the parent closes its standard input, then prints
-/// when it started (ms since the epoch), its RSS before the runner and at its peak (MiB), and
-/// the CPU time it used (s).
+/// when it started (ms since the epoch), its RSS before the runner and at its peak (MiB), the
+/// CPU time it used (s), and its commits' count and time (s). Metrics are recorded, as in a
+/// deployed processor (whose admin endpoint installs the recorder).
 async fn measure<P, F>(endpoints: &Endpoints, prefix: String, factory: F)
 where
     P: Processor + 'static,
@@ -142,15 +144,25 @@ where
     {
         config.librdkafka.insert(key.into(), value.into());
     }
+    let metrics = clinic::telemetry::prometheus();
     let started = epoch_ms();
     tracing::info!("Starting the runner.");
     runner::run_until(config, factory, stop, Arc::new(Health::default()))
         .await
         .expect("runner stopped cleanly");
+    let rendered = metrics.render();
+    let metric = |name: &str| -> f64 {
+        rendered
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0.0)
+    };
     println!(
-        "{started} {before} {} {}",
+        "{started} {before} {} {} {} {}",
         testkit::peak_rss_mib(),
-        testkit::cpu_seconds_of("self")
+        testkit::cpu_seconds_of("self"),
+        metric("clinic_streams_commit_latency_seconds_count"),
+        metric("clinic_streams_commit_latency_seconds_sum"),
     );
 }
 
@@ -254,6 +266,10 @@ struct Figures {
     cpu_us: f64,
     before: f64,
     peak: f64,
+    /// Transactions committed, and the seconds their commits took (the instances' sums).
+    commits: f64,
+    commit_s: f64,
+    elapsed_s: f64,
 }
 
 /// Runs each measurement in a process of its own, so one's memory does not count in another's;
@@ -293,6 +309,13 @@ async fn parent(records: usize) {
             figures.cpu_us,
             figures.before,
             figures.peak,
+        );
+        println!(
+            "  {:<13} {:.0} commits, {:.1} ms each on average: {:.0}% of the run's wall time",
+            "",
+            figures.commits,
+            1e3 * figures.commit_s / figures.commits.max(1.0),
+            100.0 * figures.commit_s / figures.elapsed_s,
         );
     }
     println!(
@@ -378,10 +401,10 @@ async fn run_one(endpoints: &Endpoints, which: &str, records: usize, instances: 
             .split_whitespace()
             .filter_map(|f| f.parse().ok())
             .collect();
-        let [started, before, peak, cpu] = figures[..] else {
+        let [started, before, peak, cpu, commits, commit_s] = figures[..] else {
             panic!("{which} printed {line:?}");
         };
-        reports.push((started, before, peak, cpu));
+        reports.push((started, before, peak, cpu, commits, commit_s));
     }
     let started = reports.iter().map(|r| r.0).fold(f64::MAX, f64::min);
     let before = reports.iter().map(|r| r.1).fold(0.0, f64::max);
@@ -397,6 +420,9 @@ async fn run_one(endpoints: &Endpoints, which: &str, records: usize, instances: 
         cpu_us: cpu * 1e6 / records as f64,
         before,
         peak,
+        commits: reports.iter().map(|r| r.4).sum(),
+        commit_s: reports.iter().map(|r| r.5).sum(),
+        elapsed_s: elapsed,
     }
 }
 
