@@ -14,7 +14,7 @@ use std::collections::{HashMap, VecDeque};
 use apache_avro::types::Value as Avro;
 
 use super::global::GlobalTables;
-use super::processor::{OutValue, OutputRecord, Processor};
+use super::processor::{OutputRecord, Processor};
 use super::record::{ProducedRecord, RawRecord};
 use super::store::KeyValueStore;
 use super::task::{AvroResolved, FatalError, Outcome, Task, read};
@@ -271,12 +271,10 @@ impl<P: Processor> TestDriver<P> {
     /// Handles records for repartition topics, and those they make, in order.
     fn handle_internal(&mut self, mut internal: VecDeque<OutputRecord>) -> Result<(), FatalError> {
         while let Some(output) = internal.pop_front() {
-            let value = output.value.map(|value| match value {
-                OutValue::Json(json) => serde_json::to_vec(&json).expect("BUG: JSON serializes"),
-                OutValue::JsonText(text) => text.into_bytes(),
-                OutValue::Avro { .. } => {
+            let value = output.value.map(|value| {
+                value.json_bytes().unwrap_or_else(|| {
                     panic!("repartition topics carry JSON ({} had Avro)", output.topic)
-                }
+                })
             });
             let record = self.raw(&output.topic, Some(output.key.into_bytes()), value);
             internal.extend(self.handle_one(&record, None)?);
