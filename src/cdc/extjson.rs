@@ -38,20 +38,6 @@ pub enum ExtJsonError {
     NotADocument(&'static str),
 }
 
-/// Appends an ObjectId's canonical Extended JSON, `{"$oid":"<24 hex digits>"}`, as
-/// `into_canonical_extjson` would render it, without building JSON (keys are made per record).
-pub fn push_object_id(out: &mut String, oid: &bson::oid::ObjectId) {
-    out.push_str(r#"{"$oid":""#);
-    out.push_str(std::str::from_utf8(&hex_digits(oid)).expect("BUG: hex digits are ASCII"));
-    out.push_str(r#""}"#);
-}
-
-fn hex_digits(oid: &bson::oid::ObjectId) -> [u8; 24] {
-    let mut hex = [0u8; 24];
-    hex::encode_to_slice(oid.bytes(), &mut hex).expect("BUG: 12 bytes are 24 hex digits");
-    hex
-}
-
 /// A document as canonical Extended JSON text: what
 /// `serde_json::to_string(&Bson::Document(document).into_canonical_extjson())` writes, written
 /// without building the JSON tree first (every sink record is one: a third of its cost went to
@@ -59,6 +45,14 @@ fn hex_digits(oid: &bson::oid::ObjectId) -> [u8; 24] {
 pub fn canonical_text(document: &Document) -> String {
     let mut out = Vec::with_capacity(256);
     write_document(&mut out, document);
+    String::from_utf8(out).expect("BUG: JSON text is UTF-8")
+}
+
+/// Any value as canonical Extended JSON text, as [`canonical_text`] writes it (store and sink
+/// keys are made of ids per record).
+pub fn canonical_value_text(value: &Bson) -> String {
+    let mut out = Vec::with_capacity(64);
+    write_canonical(&mut out, value);
     String::from_utf8(out).expect("BUG: JSON text is UTF-8")
 }
 
@@ -109,8 +103,10 @@ fn write_canonical(out: &mut Vec<u8>, value: &Bson) {
             at.timestamp_millis()
         ),
         Bson::ObjectId(oid) => {
+            let mut hex = [0u8; 24];
+            hex::encode_to_slice(oid.bytes(), &mut hex).expect("BUG: 12 bytes are 24 hex digits");
             out.extend_from_slice(br#"{"$oid":""#);
-            out.extend_from_slice(&hex_digits(oid));
+            out.extend_from_slice(&hex);
             out.extend_from_slice(br#""}"#);
             Ok(())
         }

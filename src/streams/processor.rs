@@ -520,15 +520,10 @@ fn undeclared(what: &str, name: &str) -> ProcessError {
 /// JSON>}`, which its ProvidedInKeyStrategy reads, so a tombstone can delete
 /// (`connectors/README.md`).
 pub fn sink_key(id: &bson::Bson) -> String {
-    if let bson::Bson::ObjectId(oid) = id {
-        // The usual id, written directly: the same text as below.
-        let mut key = String::with_capacity(42);
-        key.push_str(r#"{"_id":"#);
-        crate::cdc::extjson::push_object_id(&mut key, oid);
-        key.push('}');
-        return key;
-    }
-    serde_json::json!({ "_id": id.clone().into_canonical_extjson() }).to_string()
+    format!(
+        r#"{{"_id":{}}}"#,
+        crate::cdc::extjson::canonical_value_text(id)
+    )
 }
 
 /// A record for a MongoDB sink connector: `document` (canonical Extended JSON, so ObjectIds and

@@ -462,13 +462,7 @@ pub struct StoreWrite {
 /// The store key of a document id: its canonical Extended JSON text, so ids of different BSON
 /// types never collide (`"5"` and `5` differ).
 pub fn table_key(id: &Bson) -> String {
-    if let Bson::ObjectId(oid) = id {
-        // The usual id, written directly: the same text as below.
-        let mut key = String::with_capacity(34);
-        crate::cdc::extjson::push_object_id(&mut key, oid);
-        return key;
-    }
-    id.clone().into_canonical_extjson().to_string()
+    crate::cdc::extjson::canonical_value_text(id)
 }
 
 #[cfg(test)]
