@@ -13,9 +13,10 @@
 //! records is then committed too (under exactly-once the offsets commit in the transaction of
 //! the records they made), so a repartition topic holds it ahead of anything the held record
 //! makes. Then the held records are released in order, after the workers have finished
-//! everything handed to them, and the partitions resume. While the broker cannot be asked (an
-//! outage, which the runner's own clients report), the records stay held and the gate asks again
-//! every 200 ms. A rebalance or rewind clears the gate: the held records were never handed out,
+//! everything handed to them, and the partitions resume. While the broker cannot be asked, the
+//! records stay held and the gate asks again every 200 ms; its questions are where the watchdog
+//! sees them (`Outages::calling`), so one unanswered for 2 s is an outage on `/readyz` even when
+//! the runner's own clients have nothing in flight that would report it. A rebalance or rewind clears the gate: the held records were never handed out,
 //! so they are read again from the committed offsets.
 
 use std::collections::{BTreeSet, VecDeque};
@@ -28,7 +29,7 @@ use rdkafka::message::Message as _;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::worker::Job;
-use crate::streams::kafka::Quiet;
+use crate::streams::kafka::{Outages, Quiet};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the group's committed offsets are read while another instance's partition is
@@ -121,11 +122,12 @@ impl Gate {
         &mut self,
         consumer: &BaseConsumer<C>,
         probe: &BaseConsumer<Q>,
+        outages: &Outages,
     ) -> anyhow::Result<Vec<Job>> {
         if self.held.is_empty() {
             return Ok(Vec::new());
         }
-        match self.caught_up(consumer, probe) {
+        match self.caught_up(consumer, probe, outages) {
             Ok(true) => {}
             Ok(false) => {
                 if self.nagged.elapsed() >= NAG {
@@ -156,16 +158,17 @@ impl Gate {
         &mut self,
         consumer: &BaseConsumer<C>,
         probe: &BaseConsumer<Q>,
+        outages: &Outages,
     ) -> anyhow::Result<bool> {
         if Instant::now() < self.retry_at {
             return Ok(false);
         }
         let mut targets = match self.targets.take() {
             Some(targets) => targets,
-            None => self.ends_of_others(consumer, probe)?,
+            None => self.ends_of_others(consumer, probe, outages)?,
         };
         // Kept whatever happens: a failure asks again for what is left.
-        let narrowed = self.narrow(consumer, &mut targets);
+        let narrowed = self.narrow(consumer, outages, &mut targets);
         let done = targets.is_empty();
         self.targets = Some(targets);
         narrowed.map(|()| done)
@@ -176,6 +179,7 @@ impl Gate {
     fn narrow<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
+        outages: &Outages,
         targets: &mut Vec<Target>,
     ) -> anyhow::Result<()> {
         let position = consumer.position().context("reading positions")?;
@@ -195,8 +199,10 @@ impl Gate {
         for target in targets.iter().filter(|t| !t.local) {
             remote.add_partition(&target.topic, target.partition);
         }
-        let committed = consumer
-            .committed_offsets(remote, TIMEOUT)
+        let committed = outages
+            .calling("reading committed offsets", || {
+                consumer.committed_offsets(remote, TIMEOUT)
+            })
             .context("reading committed offsets")?;
         // Every answer first, then the drop: a failure on the way leaves `targets` whole.
         let reached = targets
@@ -269,6 +275,7 @@ impl Gate {
         &self,
         consumer: &BaseConsumer<C>,
         probe: &BaseConsumer<Q>,
+        outages: &Outages,
     ) -> anyhow::Result<Vec<Target>> {
         let assignment = consumer.assignment().context("reading the assignment")?;
         let mut others = TopicPartitionList::new();
@@ -278,8 +285,10 @@ impl Gate {
             }
         }
         for topic in &self.sources {
-            let metadata = probe
-                .fetch_metadata(Some(topic), TIMEOUT)
+            let metadata = outages
+                .calling("reading partitions", || {
+                    probe.fetch_metadata(Some(topic), TIMEOUT)
+                })
                 .with_context(|| format!("reading the partitions of {topic}"))?;
             for found in metadata.topics().iter().filter(|t| t.name() == topic) {
                 for partition in found.partitions() {
@@ -289,15 +298,19 @@ impl Gate {
                 }
             }
         }
-        let committed = consumer
-            .committed_offsets(others.clone(), TIMEOUT)
+        let committed = outages
+            .calling("reading committed offsets", || {
+                consumer.committed_offsets(others.clone(), TIMEOUT)
+            })
             .context("reading committed offsets")?;
         let position = consumer.position().context("reading positions")?;
         let mut targets = Vec::new();
         for element in others.elements() {
             let (topic, partition) = (element.topic(), element.partition());
-            let (low, high) = probe
-                .fetch_watermarks(topic, partition, TIMEOUT)
+            let (low, high) = outages
+                .calling("reading end offsets", || {
+                    probe.fetch_watermarks(topic, partition, TIMEOUT)
+                })
                 .with_context(|| format!("reading the end of {topic}[{partition}]"))?;
             let local = assignment.find_partition(topic, partition).is_some();
             let offset_of = |list: &TopicPartitionList| match list

@@ -26,6 +26,10 @@ use crate::sync::lock;
 /// waiting for more: a batch is whatever has already arrived.
 const BATCH: usize = 256;
 
+/// How long the lag probe waits for a partition's end offset: past the watchdog's 2 s, so an
+/// unanswered probe is an outage on `/readyz` while the loop waits for it.
+const LAG_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Which workers a piece of work goes to.
 enum Target {
     /// The task of this partition number.
@@ -52,7 +56,9 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
                 }
             }
             self.dispatch(ready)?;
-            let released = self.gate.release(&self.consumer, &self.probe)?;
+            let released = self
+                .gate
+                .release(&self.consumer, &self.probe, self.kafka.outages())?;
             if !released.is_empty() {
                 // Whatever the other inputs' workers still have in hand goes first.
                 lock(&self.shared).drain();
@@ -258,23 +264,64 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
             let Offset::Offset(at) = element.offset() else {
                 continue;
             };
-            if let Ok((_, high)) = self.probe.fetch_watermarks(
-                element.topic(),
-                element.partition(),
-                Duration::from_secs(1),
-            ) {
-                // Also the probe that notices the broker is back while no record flows.
-                self.kafka.outages().up(Dependency::Broker);
-                let lag = (high - at).max(0);
-                ::metrics::gauge!(names::LAG, "topic" => element.topic().to_owned(), "partition" => element.partition().to_string())
-                    .set(lag as f64);
-                if let Some(partitions) = lock(&self.kafka.health().status)
-                    .assigned
-                    .get_mut(element.topic())
-                {
-                    partitions.insert(element.partition(), Some(lag));
-                }
+            // Where the watchdog sees it: a broker that does not answer within 2 s is an outage
+            // (the runner's clients may have nothing in flight that would say so).
+            let answer = self.kafka.outages().calling("reading the lag", || {
+                self.probe
+                    .fetch_watermarks(element.topic(), element.partition(), LAG_TIMEOUT)
+            });
+            let high = match answer {
+                Ok((_, high)) => high,
+                // Asking for each other partition would hold the loop as long again.
+                Err(error) if unanswered(&error) => return,
+                Err(_) => continue,
+            };
+            // Also the probe that notices the broker is back while no record flows.
+            self.kafka.outages().up(Dependency::Broker);
+            let lag = (high - at).max(0);
+            ::metrics::gauge!(names::LAG, "topic" => element.topic().to_owned(), "partition" => element.partition().to_string())
+                .set(lag as f64);
+            if let Some(partitions) = lock(&self.kafka.health().status)
+                .assigned
+                .get_mut(element.topic())
+            {
+                partitions.insert(element.partition(), Some(lag));
             }
         }
+    }
+}
+
+/// Whether a broker request failed for want of an answer (timed out, or no connection), rather
+/// than with the broker's own answer.
+fn unanswered(error: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            Code::OperationTimedOut
+                | Code::RequestTimedOut
+                | Code::AllBrokersDown
+                | Code::BrokerTransportFailure
+                | Code::BrokerNotAvailable
+        )
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::error::KafkaError;
+    use rdkafka::types::RDKafkaErrorCode as Code;
+
+    #[test]
+    fn a_timeout_or_a_lost_connection_is_unanswered_and_an_answer_is_not() {
+        assert!(super::unanswered(&KafkaError::MetadataFetch(
+            Code::OperationTimedOut
+        )));
+        assert!(super::unanswered(&KafkaError::MetadataFetch(
+            Code::AllBrokersDown
+        )));
+        assert!(!super::unanswered(&KafkaError::MetadataFetch(
+            Code::UnknownTopicOrPartition
+        )));
     }
 }

@@ -73,7 +73,11 @@ async fn a_broker_killed_midway_and_restarted_leaves_the_migration_exact() {
         "the processor exited ({during:?}) while the broker was away:\n{}",
         std::fs::read_to_string(&processor.log).unwrap_or_default()
     );
-    assert!(waited, "/readyz never said it waited for the broker");
+    assert!(
+        waited,
+        "/readyz never said it waited for the broker:\n{}",
+        std::fs::read_to_string(&processor.log).unwrap_or_default()
+    );
 
     let brokers = endpoints.kafka_brokers.clone();
     let runs = format!("{}{SINK_MIGRATIONS}", chain.prefix);
