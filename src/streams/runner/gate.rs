@@ -16,8 +16,9 @@
 //! everything handed to them, and the partitions resume. While the broker cannot be asked, the
 //! records stay held and the gate asks again every 200 ms; its questions are where the watchdog
 //! sees them (`Outages::calling`), so one unanswered for 2 s is an outage on `/readyz` even when
-//! the runner's own clients have nothing in flight that would report it. A rebalance or rewind clears the gate: the held records were never handed out,
-//! so they are read again from the committed offsets.
+//! the runner's own clients have nothing in flight that would report it. A rebalance or rewind
+//! clears the gate: the held records were never handed out, so they are read again from the
+//! committed offsets.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
