@@ -100,7 +100,7 @@ pub fn prometheus() -> &'static PrometheusHandle {
         let _ = metrics::set_global_recorder(recorder);
         // A recorder built this way keeps every histogram sample until a scrape folds them
         // (only the exporter's own `install` runs its upkeep): a processor nobody scraped grew
-        // by ~37 bytes per record, its process-latency samples (`docs/operators.md`).
+        // by ~13 bytes per record, its process-latency samples (`docs/operators.md`).
         let upkeep = handle.clone();
         std::thread::Builder::new()
             .name("metrics-upkeep".into())
