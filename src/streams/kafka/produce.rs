@@ -30,7 +30,8 @@ pub const ABORT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Counts failed deliveries, so at-least-once commits only what was delivered; reports the
 /// client's errors as outages; when asked, notes where changelog records landed (the offsets
-/// persistent stores record as their checkpoints).
+/// persistent stores record as their checkpoints; their producer reports every delivery, the
+/// others only failures: `runner::start`).
 pub struct DeliveryCounter {
     failed: AtomicU64,
     health: Arc<Health>,
@@ -211,14 +212,19 @@ pub fn send<C: ProducerContext<DeliveryOpaque = ()>>(
     record: &ProducedRecord,
     partition: Option<i32>,
 ) -> Result<(), KafkaError> {
-    let mut headers = OwnedHeaders::new();
-    for (name, value) in &record.headers {
-        headers = headers.insert(Header {
-            key: name,
-            value: Some(value),
-        });
+    let mut base = BaseRecord::<[u8], [u8]>::to(&record.topic);
+    // Most records carry none: an empty header list would still be a C allocation (and a free
+    // on a librdkafka thread) per record.
+    if !record.headers.is_empty() {
+        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+        for (name, value) in &record.headers {
+            headers = headers.insert(Header {
+                key: name,
+                value: Some(value),
+            });
+        }
+        base = base.headers(headers);
     }
-    let mut base = BaseRecord::<[u8], [u8]>::to(&record.topic).headers(headers);
     if let Some(key) = &record.key {
         base = base.key(key.as_slice());
     }
