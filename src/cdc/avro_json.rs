@@ -30,10 +30,11 @@ pub fn read(reader: &GenericDatumReader<'_>, mut body: &[u8]) -> apache_avro::Av
         .map(|AvroJson(json)| json)
 }
 
-/// JSON deserialized by apache-avro's schema-aware deserializer. Written by hand because
+/// JSON deserialized by apache-avro's schema-aware deserializer (a whole body, or one field of a
+/// record: [`super::mongo::RawChange::read_avro`]). Written by hand because
 /// `serde_json::Value`'s own `Deserialize` asks for a record's field names as strings, which
 /// that deserializer hands out only as identifiers.
-struct AvroJson(Value);
+pub(crate) struct AvroJson(pub(crate) Value);
 
 impl<'de> Deserialize<'de> for AvroJson {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -234,6 +235,26 @@ pub(crate) fn read_through_avro_binary(schema: &str, value: Avro) -> Value {
     json
 }
 
+/// What the runner reads of a body of the connector's change-stream schema written from
+/// `value`: its fields read straight, checked to be the fields of its JSON form.
+#[cfg(test)]
+pub(crate) fn read_change_through_avro_binary(value: Avro) -> super::mongo::RawChange {
+    use super::mongo::{MONGO_CHANGE_STREAM_SCHEMA, RawChange};
+    let schema = apache_avro::Schema::parse_str(MONGO_CHANGE_STREAM_SCHEMA).expect("schema parses");
+    let body = binary(&schema, value);
+    let reader = GenericDatumReader::builder(&schema)
+        .build()
+        .expect("reader");
+    let raw = RawChange::read_avro(&reader, &body).expect("reads");
+    let json = read(&reader, &body).expect("reads as JSON");
+    assert_eq!(
+        raw,
+        RawChange::of_json(json).expect("an object"),
+        "the fields of the JSON form"
+    );
+    raw
+}
+
 #[cfg(test)]
 fn binary(schema: &apache_avro::Schema, value: Avro) -> Vec<u8> {
     apache_avro::writer::datum::GenericDatumWriter::builder(schema)
@@ -311,6 +332,71 @@ mod tests {
             );
         }
         assert!(read(&reader, &body).is_ok());
+    }
+
+    #[test]
+    fn a_change_event_cut_short_anywhere_is_refused_and_its_every_field_reads() {
+        use crate::cdc::mongo::{self, MONGO_CHANGE_STREAM_SCHEMA, RawChange};
+        let schema = Schema::parse_str(MONGO_CHANGE_STREAM_SCHEMA).expect("schema parses");
+        let id = bson::oid::ObjectId::new();
+        let event = crate::cdc::ChangeEvent {
+            operation: crate::cdc::Operation::Update,
+            namespace: Some(crate::cdc::Namespace {
+                db: "clinic".into(),
+                coll: Some("patients".into()),
+            }),
+            document_key: bson::doc! {"_id": id},
+            full_document: Some(
+                bson::doc! {"_id": id, "userId": "u1", "permissions": {"view": {}}},
+            ),
+            updated_fields: bson::doc! {"permissions.view": {}},
+            removed_fields: vec!["permissions.note".into()],
+            truncated_arrays: vec![crate::cdc::TruncatedArray {
+                field: "tags".into(),
+                new_size: 2,
+            }],
+            source: crate::cdc::SourcePosition {
+                resume_token: Some(bson::doc! {"_data": "8263"}),
+                cluster_time: Some(bson::Timestamp {
+                    time: 1_710_000_001,
+                    increment: 1,
+                }),
+                wall_time: Some(bson::DateTime::from_millis(1_710_000_001_000)),
+            },
+        };
+        let Avro::Record(mut fields) =
+            mongo::to_avro(&event, crate::cdc::extjson::Dialect::Canonical)
+        else {
+            panic!("a record");
+        };
+        // The fields the runner reads past hold something too.
+        for (name, value) in &mut fields {
+            match name.as_str() {
+                "fullDocumentBeforeChange" => *value = nullable(Some(string("{}"))),
+                "txnNumber" => *value = nullable(Some(Avro::Long(3))),
+                "lsid" => {
+                    *value = nullable(Some(record(vec![
+                        ("id", string("i")),
+                        ("uid", string("u")),
+                    ])));
+                }
+                _ => {}
+            }
+        }
+        let body = binary(&schema, Avro::Record(fields.clone()));
+        let reader = GenericDatumReader::builder(&schema)
+            .build()
+            .expect("reader");
+
+        for len in 0..body.len() {
+            assert!(
+                RawChange::read_avro(&reader, &body[..len]).is_err(),
+                "{len} of {} bytes",
+                body.len()
+            );
+        }
+        let raw = read_change_through_avro_binary(Avro::Record(fields));
+        assert_eq!(raw.decode(None).expect("decodes"), event);
     }
 
     #[test]

@@ -21,7 +21,15 @@ pub(crate) fn take_str(
     map: &mut Object,
     field: &'static str,
 ) -> Result<Option<String>, DecodeError> {
-    match take(map, field) {
+    string(take(map, field), field)
+}
+
+/// A field's value (absent or null: `None`) as a string.
+pub(crate) fn string(
+    value: Option<Value>,
+    field: &'static str,
+) -> Result<Option<String>, DecodeError> {
+    match value {
         None => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
         Some(_) => Err(DecodeError::Type {
@@ -35,7 +43,15 @@ pub(crate) fn take_object(
     map: &mut Object,
     field: &'static str,
 ) -> Result<Option<Object>, DecodeError> {
-    match take(map, field) {
+    object(take(map, field), field)
+}
+
+/// A field's value (absent or null: `None`) as an object.
+pub(crate) fn object(
+    value: Option<Value>,
+    field: &'static str,
+) -> Result<Option<Object>, DecodeError> {
+    match value {
         None => Ok(None),
         Some(Value::Object(o)) => Ok(Some(o)),
         Some(_) => Err(DecodeError::Type {
@@ -50,17 +66,17 @@ pub(crate) fn take_document(
     map: &mut Object,
     field: &'static str,
 ) -> Result<Option<Document>, DecodeError> {
-    take_document_fields(map, field, None)
+    document_fields(take(map, field), field, None)
 }
 
-/// As [`take_document`], keeping only the top-level `fields` of the sub-document (all when
-/// `None`).
-pub(crate) fn take_document_fields(
-    map: &mut Object,
+/// A field's value (absent or null: `None`) as a sub-document, given as an object or as a
+/// string of Extended JSON, keeping only its top-level `fields` (all when `None`).
+pub(crate) fn document_fields(
+    value: Option<Value>,
     field: &'static str,
     fields: Option<&[&str]>,
 ) -> Result<Option<Document>, DecodeError> {
-    let parsed = match take(map, field) {
+    let parsed = match value {
         None => return Ok(None),
         Some(Value::String(text)) => extjson::parse_document_fields(&text, fields),
         Some(value @ Value::Object(_)) => extjson::document_from_value_fields(value, fields),
@@ -133,7 +149,12 @@ pub(crate) type UpdateDescription = (Document, Vec<String>, Vec<TruncatedArray>)
 /// `truncatedArrays`; all empty when absent (every operation but an update). Both envelopes
 /// shape it alike, except that Debezium names an array's new length `size`.
 pub(crate) fn take_update_description(map: &mut Object) -> Result<UpdateDescription, DecodeError> {
-    match take_object(map, "updateDescription")? {
+    update_description(take(map, "updateDescription"))
+}
+
+/// As [`take_update_description`], of the field's value (absent or null: `None`).
+pub(crate) fn update_description(value: Option<Value>) -> Result<UpdateDescription, DecodeError> {
+    match object(value, "updateDescription")? {
         None => Ok((Document::new(), Vec::new(), Vec::new())),
         Some(mut update) => Ok((
             take_document(&mut update, "updatedFields")?.unwrap_or_default(),
@@ -172,12 +193,12 @@ fn take_truncated_arrays(update: &mut Object) -> Result<Vec<TruncatedArray>, Dec
     }
 }
 
-/// `clusterTime`: `{"$timestamp": …}` as an object or a string.
-pub(crate) fn take_timestamp(
-    map: &mut Object,
+/// `clusterTime`: `{"$timestamp": …}` as an object or a string (absent or null: `None`).
+pub(crate) fn timestamp(
+    value: Option<Value>,
     field: &'static str,
 ) -> Result<Option<Timestamp>, DecodeError> {
-    match take(map, field) {
+    match value {
         None => Ok(None),
         Some(value) => match bson_of(value, field, true)? {
             Bson::Timestamp(ts) => Ok(Some(ts)),
@@ -194,7 +215,15 @@ pub(crate) fn take_datetime(
     map: &mut Object,
     field: &'static str,
 ) -> Result<Option<DateTime>, DecodeError> {
-    match take(map, field) {
+    datetime(take(map, field), field)
+}
+
+/// As [`take_datetime`], of the field's value (absent or null: `None`).
+pub(crate) fn datetime(
+    value: Option<Value>,
+    field: &'static str,
+) -> Result<Option<DateTime>, DecodeError> {
+    match value {
         None => Ok(None),
         Some(Value::Number(n)) => {
             n.as_i64()

@@ -189,10 +189,16 @@ fn avro_update_with_null_full_document_and_json_string_fields_decodes() {
     ]);
     // Read as the runner reads a known schema's records (the generic value's reading checked
     // the same by the helper).
-    let read = avro_json::read_through_avro_binary(mongo::MONGO_CHANGE_STREAM_SCHEMA, value);
+    let read =
+        avro_json::read_through_avro_binary(mongo::MONGO_CHANGE_STREAM_SCHEMA, value.clone());
+    let straight = avro_json::read_change_through_avro_binary(value);
 
     let event = change(
         decode_values_fields(Envelope::MongoChangeStream, None, Some(read), None).expect("decodes"),
+    );
+    assert_eq!(
+        straight.decode(None).expect("read straight, decodes"),
+        event
     );
 
     assert_eq!(event.operation, Operation::Update);

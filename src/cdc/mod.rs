@@ -4,7 +4,7 @@
 //!
 //! | form | producer | decode with |
 //! |---|---|---|
-//! | Avro, default change-stream schema (sub-documents as JSON strings) | MongoDB source connector, `output.format.value=schema` | registry → [`avro_json::read`] → [`mongo::decode`] |
+//! | Avro, default change-stream schema (sub-documents as JSON strings) | MongoDB source connector, `output.format.value=schema` | registry → [`mongo::RawChange::read_avro`] → [`mongo::RawChange::decode`] (or [`avro_json::read`] → [`mongo::decode`]) |
 //! | JSON text | MongoDB source connector, `json` + StringConverter | [`parse_json_text`] → [`mongo::decode`] |
 //! | JSON string literal holding the JSON text | `json` + JsonConverter (existing Tidepool deployments) | same: [`parse_json_text`] unwraps it |
 //! | Debezium envelope, Avro or JSON, tombstones | Debezium MongoDB connector | [`debezium::decode`] |
@@ -104,6 +104,35 @@ pub fn decode_avro(
         value.cloned().map(avro_json::into_json),
         None,
     )
+}
+
+/// A CDC record's value read from Avro: as JSON ([`avro_json`]), or, for the MongoDB envelope
+/// of a writer schema seen before, its fields read straight from the body
+/// ([`mongo::RawChange::read_avro`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum AvroValue {
+    /// The value as JSON.
+    Json(serde_json::Value),
+    /// A MongoDB change event's fields.
+    Change(Box<mongo::RawChange>),
+}
+
+/// As [`decode_values_fields`], of a value read from Avro.
+///
+/// # Errors
+/// As [`decode_values_fields`].
+pub fn decode_avro_value_fields(
+    envelope: Envelope,
+    key: Option<serde_json::Value>,
+    value: Option<AvroValue>,
+    fields: Option<&[&str]>,
+) -> Result<CdcRecord, DecodeError> {
+    match value {
+        // Read as the MongoDB envelope's by construction.
+        Some(AvroValue::Change(raw)) => Ok(CdcRecord::Change(raw.decode(fields)?)),
+        Some(AvroValue::Json(value)) => decode_values_fields(envelope, key, Some(value), fields),
+        None => decode_values_fields(envelope, key, None, fields),
+    }
 }
 
 /// Decodes a record from its key and value as JSON (parsed JSON text, or Avro read as JSON by

@@ -8,11 +8,14 @@
 //! JSON text, and JsonConverter double-encodes that text as a JSON string literal; both are read
 //! by [`super::fields::parse_json_text`] and decoded here.
 
+use std::fmt;
+
 use apache_avro::types::Value as Avro;
 use bson::{Bson, Document};
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::{Map, Value, json};
 
-use super::avro_json::{nullable, record, string};
+use super::avro_json::{AvroJson, nullable, record, string};
 use super::error::DecodeError;
 use super::event::{ChangeEvent, Namespace, Operation, SourcePosition};
 use super::extjson::{self, Dialect};
@@ -62,48 +65,205 @@ pub fn decode(value: Value) -> Result<ChangeEvent, DecodeError> {
 /// # Errors
 /// As [`decode`].
 pub fn decode_fields(value: Value, fields: Option<&[&str]>) -> Result<ChangeEvent, DecodeError> {
-    let mut event = into_object(value, "change event")?;
-    let operation = Operation::from_mongo(
-        &fields::take_str(&mut event, "operationType")?
-            .ok_or(DecodeError::Missing("operationType"))?,
-    );
-    let document_key = match fields::take_document(&mut event, "documentKey")? {
-        Some(key) => key,
-        None if matches!(operation, Operation::Other(_)) => Document::new(),
-        None => return Err(DecodeError::Missing("documentKey")),
-    };
-    let full_document = fields::take_document_fields(&mut event, "fullDocument", fields)?;
-    let (updated_fields, removed_fields, truncated_arrays) =
-        fields::take_update_description(&mut event)?;
-    let namespace = match fields::take_object(&mut event, "ns")? {
-        None => None,
-        Some(mut ns) => Some(Namespace {
-            db: fields::take_str(&mut ns, "db")?.ok_or(DecodeError::Missing("ns.db"))?,
-            coll: fields::take_str(&mut ns, "coll")?,
-        }),
-    };
-    let source = SourcePosition {
-        resume_token: fields::take_document(&mut event, "_id")?.filter(|token| !token.is_empty()),
-        cluster_time: fields::take_timestamp(&mut event, "clusterTime")?,
-        wall_time: fields::take_datetime(&mut event, "wallTime")?,
-    };
-    // The connector's copy of existing documents (`startup.mode=copy_existing`, or a connector
-    // re-created with `copy.existing`) mimics inserts, marked by `_id.copyingData`: a snapshot
-    // read, as Debezium's `op = r`. Tables take it as an insert; nothing treats it as new.
-    let operation = match operation {
-        Operation::Insert if is_copy(source.resume_token.as_ref()) => Operation::Snapshot,
-        other => other,
-    };
-    Ok(ChangeEvent {
-        operation,
-        namespace,
-        document_key,
-        full_document,
-        updated_fields,
-        removed_fields,
-        truncated_arrays,
-        source,
-    })
+    RawChange::of_json(value)?.decode(fields)
+}
+
+/// A change event's top-level fields as JSON, not yet read (a sub-document an object or a
+/// string of Extended JSON; absent and null fields `None`): taken out of the event's JSON form
+/// ([`RawChange::of_json`]), or read straight from an Avro body ([`RawChange::read_avro`])
+/// without the JSON map in between, whose keys would be allocated and hashed only to be taken
+/// out again.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RawChange {
+    operation_type: Option<Value>,
+    document_key: Option<Value>,
+    full_document: Option<Value>,
+    update_description: Option<Value>,
+    ns: Option<Value>,
+    resume_token: Option<Value>,
+    cluster_time: Option<Value>,
+    wall_time: Option<Value>,
+}
+
+/// Reads a change event's record into a [`RawChange`]: the fields it takes as JSON
+/// ([`AvroJson`]), the others (`fullDocumentBeforeChange`, `to`, `txnNumber`, `lsid`, …) read
+/// and dropped. By hand, as a map: apache-avro's deserializer checks a derived struct's name
+/// against the record's, and writers name it as they like.
+struct RawChangeVisitor;
+
+impl<'de> Visitor<'de> for RawChangeVisitor {
+    type Value = RawChange;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a MongoDB change event")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut fields: A) -> Result<RawChange, A::Error> {
+        let mut raw = RawChange::default();
+        while let Some(Field(field)) = fields.next_key()? {
+            let slot = match field {
+                Some(FieldName::OperationType) => &mut raw.operation_type,
+                Some(FieldName::DocumentKey) => &mut raw.document_key,
+                Some(FieldName::FullDocument) => &mut raw.full_document,
+                Some(FieldName::UpdateDescription) => &mut raw.update_description,
+                Some(FieldName::Ns) => &mut raw.ns,
+                Some(FieldName::ResumeToken) => &mut raw.resume_token,
+                Some(FieldName::ClusterTime) => &mut raw.cluster_time,
+                Some(FieldName::WallTime) => &mut raw.wall_time,
+                None => {
+                    // Read and dropped: apache-avro's deserializer takes `IgnoredAny` for no
+                    // record (it asks a record's field names as identifiers).
+                    fields.next_value::<AvroJson>()?;
+                    continue;
+                }
+            };
+            let AvroJson(value) = fields.next_value()?;
+            *slot = Some(value).filter(|v| !v.is_null());
+        }
+        Ok(raw)
+    }
+}
+
+/// A [`RawChange`] read from Avro ([`RawChangeVisitor`]).
+struct AvroRawChange(RawChange);
+
+impl<'de> Deserialize<'de> for AvroRawChange {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer
+            .deserialize_any(RawChangeVisitor)
+            .map(AvroRawChange)
+    }
+}
+
+/// The fields [`RawChange`] keeps.
+enum FieldName {
+    OperationType,
+    DocumentKey,
+    FullDocument,
+    UpdateDescription,
+    Ns,
+    ResumeToken,
+    ClusterTime,
+    WallTime,
+}
+
+/// A record field's name: one [`RawChange`] keeps, or `None`.
+struct Field(Option<FieldName>);
+
+impl<'de> Deserialize<'de> for Field {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct FieldVisitor;
+        impl Visitor<'_> for FieldVisitor {
+            type Value = Field;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a field name")
+            }
+
+            fn visit_str<E>(self, name: &str) -> Result<Field, E> {
+                Ok(Field(match name {
+                    "operationType" => Some(FieldName::OperationType),
+                    "documentKey" => Some(FieldName::DocumentKey),
+                    "fullDocument" => Some(FieldName::FullDocument),
+                    "updateDescription" => Some(FieldName::UpdateDescription),
+                    "ns" => Some(FieldName::Ns),
+                    "_id" => Some(FieldName::ResumeToken),
+                    "clusterTime" => Some(FieldName::ClusterTime),
+                    "wallTime" => Some(FieldName::WallTime),
+                    _ => None,
+                }))
+            }
+        }
+        deserializer.deserialize_identifier(FieldVisitor)
+    }
+}
+
+impl RawChange {
+    /// The fields of a change event's JSON form.
+    ///
+    /// # Errors
+    /// When it is not an object.
+    pub fn of_json(value: Value) -> Result<Self, DecodeError> {
+        let mut event = into_object(value, "change event")?;
+        let mut take = |field| fields::take(&mut event, field);
+        Ok(Self {
+            operation_type: take("operationType"),
+            document_key: take("documentKey"),
+            full_document: take("fullDocument"),
+            update_description: take("updateDescription"),
+            ns: take("ns"),
+            resume_token: take("_id"),
+            cluster_time: take("clusterTime"),
+            wall_time: take("wallTime"),
+        })
+    }
+
+    /// Reads an Avro change event's body written with `reader`'s writer schema: the fields
+    /// [`RawChange::of_json`] takes from the JSON [`super::avro_json::read`] makes of it, the
+    /// same values (the golden and property tests compare the two).
+    ///
+    /// # Errors
+    /// As [`super::avro_json::read`]; also where the body is not a record or a map (read it
+    /// through [`super::avro_json::read`] for the answer or its error).
+    pub fn read_avro(
+        reader: &apache_avro::reader::datum::GenericDatumReader<'_>,
+        mut body: &[u8],
+    ) -> apache_avro::AvroResult<Self> {
+        reader
+            .read_deser::<AvroRawChange>(&mut body)
+            .map(|AvroRawChange(raw)| raw)
+    }
+
+    /// The change event, keeping only the top-level `fields` of `fullDocument` (all when
+    /// `None`).
+    ///
+    /// # Errors
+    /// As [`decode`].
+    pub fn decode(self, fields: Option<&[&str]>) -> Result<ChangeEvent, DecodeError> {
+        let operation = Operation::from_mongo(
+            &fields::string(self.operation_type, "operationType")?
+                .ok_or(DecodeError::Missing("operationType"))?,
+        );
+        let document_key = match fields::document_fields(self.document_key, "documentKey", None)? {
+            Some(key) => key,
+            None if matches!(operation, Operation::Other(_)) => Document::new(),
+            None => return Err(DecodeError::Missing("documentKey")),
+        };
+        let full_document = fields::document_fields(self.full_document, "fullDocument", fields)?;
+        let (updated_fields, removed_fields, truncated_arrays) =
+            fields::update_description(self.update_description)?;
+        let namespace = match fields::object(self.ns, "ns")? {
+            None => None,
+            Some(mut ns) => Some(Namespace {
+                db: fields::take_str(&mut ns, "db")?.ok_or(DecodeError::Missing("ns.db"))?,
+                coll: fields::take_str(&mut ns, "coll")?,
+            }),
+        };
+        let source = SourcePosition {
+            resume_token: fields::document_fields(self.resume_token, "_id", None)?
+                .filter(|token| !token.is_empty()),
+            cluster_time: fields::timestamp(self.cluster_time, "clusterTime")?,
+            wall_time: fields::datetime(self.wall_time, "wallTime")?,
+        };
+        // The connector's copy of existing documents (`startup.mode=copy_existing`, or a
+        // connector re-created with `copy.existing`) mimics inserts, marked by
+        // `_id.copyingData`: a snapshot read, as Debezium's `op = r`. Tables take it as an
+        // insert; nothing treats it as new.
+        let operation = match operation {
+            Operation::Insert if is_copy(source.resume_token.as_ref()) => Operation::Snapshot,
+            other => other,
+        };
+        Ok(ChangeEvent {
+            operation,
+            namespace,
+            document_key,
+            full_document,
+            updated_fields,
+            removed_fields,
+            truncated_arrays,
+            source,
+        })
+    }
 }
 
 /// Whether a resume token is the copy-existing mark the connector puts in its `_id`

@@ -207,6 +207,11 @@ fn check_mongo(event: &ChangeEvent, dialect: Dialect) -> Result<(), TestCaseErro
             .expect("avro read as JSON"),
         &expected
     );
+    let raw = avro_json::read_change_through_avro_binary(mongo::to_avro(event, dialect));
+    prop_assert_eq!(
+        &CdcRecord::Change(raw.decode(None).expect("avro read straight")),
+        &expected
+    );
     Ok(())
 }
 

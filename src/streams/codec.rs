@@ -18,7 +18,8 @@ use schema_registry_converter::schema_registry_common::{
 };
 
 use super::processor::OutValue;
-use crate::cdc::avro_json;
+use crate::cdc::mongo::RawChange;
+use crate::cdc::{AvroValue, avro_json};
 
 /// A codec failure, by what the runtime does about it.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -92,6 +93,16 @@ impl WriterSchema {
     /// that reader refuses goes through the generic value, for its answer or its poison.
     fn read_json(&self, body: &[u8]) -> Result<serde_json::Value, CodecError> {
         avro_json::read(&self.reader, body).or_else(|_| self.read(body).map(avro_json::into_json))
+    }
+
+    /// Reads a CDC record's Avro body: a MongoDB change event's fields straight
+    /// ([`RawChange::read_avro`]), or, where that reader refuses the body, as JSON
+    /// ([`WriterSchema::read_json`]) for the answer or its poison.
+    fn read_change(&self, body: &[u8]) -> Result<AvroValue, CodecError> {
+        match RawChange::read_avro(&self.reader, body) {
+            Ok(raw) => Ok(AvroValue::Change(Box::new(raw))),
+            Err(_) => self.read_json(body).map(AvroValue::Json),
+        }
     }
 
     /// apache-avro 0.22's datum reader returns nulls instead of failing when the bytes end
@@ -186,6 +197,19 @@ impl AvroCodec {
             }
             Err(error) => Err(CodecError::Poison(error.to_string())),
         }
+    }
+
+    /// As [`AvroCodec::decode_known_json`], for a topic of MongoDB change events: their fields
+    /// read straight from the body ([`RawChange::read_avro`]) where it can.
+    pub fn decode_known_change(
+        &self,
+        bytes: Option<&[u8]>,
+    ) -> Option<Result<Option<AvroValue>, CodecError>> {
+        let Some(bytes) = bytes else {
+            return Some(Ok(None));
+        };
+        let (id, body) = framed(bytes).ok()?;
+        Some(self.known(id)?.read_change(body).map(Some))
     }
 
     /// As [`AvroCodec::decode`], the value as JSON ([`crate::cdc::avro_json`]).

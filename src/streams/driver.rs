@@ -139,6 +139,7 @@ impl<P: Processor> TestDriver<P> {
         value: Option<serde_json::Value>,
     ) -> Result<(), FatalError> {
         let record = self.raw(topic, None, None);
+        let value = value.map(crate::cdc::AvroValue::Json);
         self.handle(&record, Some(AvroResolved::Cdc { key, value }))
     }
 

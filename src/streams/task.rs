@@ -66,7 +66,7 @@ pub enum AvroResolved {
         /// The key, when the topic's keys are Avro too.
         key: Option<serde_json::Value>,
         /// The value (`None` for a tombstone).
-        value: Option<serde_json::Value>,
+        value: Option<cdc::AvroValue>,
     },
     /// A generic Avro value (`None` for a tombstone): a plain Avro topic's, or a CDC topic's
     /// value handed over as such (the test driver's), read as JSON when decoded.
@@ -79,13 +79,13 @@ pub enum AvroResolved {
 }
 
 impl AvroResolved {
-    /// Key and value as JSON.
-    fn into_json(self) -> (Option<serde_json::Value>, Option<serde_json::Value>) {
+    /// Key and value as the envelope readers take them.
+    fn into_values(self) -> (Option<serde_json::Value>, Option<cdc::AvroValue>) {
         match self {
             Self::Cdc { key, value } => (key, value),
             Self::Generic { key, value } => (
                 key.map(cdc::avro_json::into_json),
-                value.map(cdc::avro_json::into_json),
+                value.map(|value| cdc::AvroValue::Json(cdc::avro_json::into_json(value))),
             ),
         }
     }
@@ -416,8 +416,8 @@ fn decode_payload(
         InputFormat::Cdc(cdc_format) => match cdc_format.encoding {
             Encoding::Json => cdc::decode_json_fields(cdc_format.envelope, key, value, fields),
             Encoding::Avro => {
-                let (key, value) = avro.map(AvroResolved::into_json).unwrap_or_default();
-                cdc::decode_values_fields(cdc_format.envelope, key, value, fields)
+                let (key, value) = avro.map(AvroResolved::into_values).unwrap_or_default();
+                cdc::decode_avro_value_fields(cdc_format.envelope, key, value, fields)
             }
         }
         .map(Payload::Cdc),

@@ -26,6 +26,11 @@ impl InputFormat {
         }
     }
 
+    /// Whether this is a topic of the MongoDB connector's change events.
+    pub fn mongo_change_stream(self) -> bool {
+        matches!(self, Self::Cdc(format) if format.envelope == cdc::Envelope::MongoChangeStream)
+    }
+
     /// Whether keys are too (Debezium's Avro keys; the MongoDB connector's keys are JSON).
     pub fn avro_keys(self) -> bool {
         matches!(self, Self::Cdc(format) if format.encoding == cdc::Encoding::Avro && format.envelope == cdc::Envelope::Debezium)

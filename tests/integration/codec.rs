@@ -4,6 +4,8 @@
 use std::sync::Arc;
 
 use apache_avro::types::Value as Avro;
+use clinic::cdc::extjson::Dialect;
+use clinic::cdc::{self, AvroValue, Operation, mongo};
 use clinic::smoke::unique;
 use clinic::streams::OutValue;
 use clinic::streams::codec::{AvroCodec, CodecError};
@@ -134,6 +136,70 @@ async fn a_cdc_value_reads_as_json_known_or_not_and_a_cut_one_is_poison() {
         "{known_truncated:?}"
     );
     assert_eq!(codec.decode_known_json(None), Some(Ok(None)));
+}
+
+#[tokio::test]
+async fn a_known_change_events_fields_are_read_straight_and_decode_as_its_json_does() {
+    let endpoints = helpers::stack(&["registry"]).await;
+    let url = endpoints.schema_registry_url();
+    let id = bson::oid::ObjectId::new();
+    let event = clinic::testkit::change(
+        Operation::Insert,
+        "patients",
+        id,
+        Some(bson::doc! {"_id": id, "userId": "u1"}),
+    );
+    let value = OutValue::Avro {
+        schema: Arc::from(mongo::MONGO_CHANGE_STREAM_SCHEMA),
+        value: mongo::to_avro(&event, Dialect::Canonical),
+    };
+    let bytes = AvroCodec::new(&url)
+        .encode(&unique("codec"), &value)
+        .await
+        .expect("encodes");
+    let other = AvroCodec::new(&url)
+        .encode(&unique("codec"), &record("p6"))
+        .await
+        .expect("encodes");
+    let codec = AvroCodec::new(&url);
+    let mut truncated = bytes.clone();
+    truncated.truncate(bytes.len() / 2);
+
+    let unknown_yet = codec.decode_known_change(Some(&bytes));
+    let json = codec.decode_json(Some(&bytes)).await.expect("decodes");
+    let known = codec.decode_known_change(Some(&bytes));
+    let known_truncated = codec.decode_known_change(Some(&truncated));
+    codec.decode_json(Some(&other)).await.expect("decodes");
+    let not_a_change = codec.decode_known_change(Some(&other));
+
+    assert!(unknown_yet.is_none(), "{unknown_yet:?}");
+    let Some(Ok(Some(AvroValue::Change(raw)))) = known else {
+        panic!("read straight: {known:?}");
+    };
+    assert_eq!(raw.decode(None).expect("decodes"), event);
+    assert_eq!(
+        mongo::decode(json.expect("a value")).expect("decodes"),
+        event
+    );
+    assert!(
+        matches!(known_truncated, Some(Err(CodecError::Poison(_)))),
+        "{known_truncated:?}"
+    );
+    // Another record reads as a change event without its fields, poison as its JSON is.
+    let Some(Ok(Some(not_a_change))) = not_a_change else {
+        panic!("{not_a_change:?}");
+    };
+    let decoded = cdc::decode_avro_value_fields(
+        cdc::Envelope::MongoChangeStream,
+        None,
+        Some(not_a_change),
+        None,
+    );
+    assert!(
+        matches!(decoded, Err(cdc::DecodeError::Missing("operationType"))),
+        "{decoded:?}"
+    );
+    assert_eq!(codec.decode_known_change(None), Some(Ok(None)));
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::cdc::AvroValue;
 use crate::streams::codec::{AvroCodec, CodecError};
 use crate::streams::kafka::{Dependency, Kafka, Producer};
 use crate::streams::metrics as names;
@@ -137,7 +138,18 @@ impl Shop {
         } else {
             Retried::Answer(Ok(None))
         };
-        let value = decode(record.value.as_deref())?;
+        let bytes = record.value.as_deref();
+        let value = if format.mongo_change_stream() {
+            self.registry(within_transaction, || {
+                codec.decode_known_change(bytes).unwrap_or_else(|| {
+                    runtime
+                        .block_on(codec.decode_json(bytes))
+                        .map(|value| value.map(AvroValue::Json))
+                })
+            })?
+        } else {
+            decode(bytes)?.map(|value| value.map(AvroValue::Json))
+        };
         Ok(key
             .and(value)
             .map(|(key, value)| Some(AvroResolved::Cdc { key, value })))
