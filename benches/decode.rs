@@ -4,8 +4,8 @@
 //! first record), the change event decoded from it (the whole `fullDocument`, and only
 //! permissions' three fields), the change event's fields read straight from the body (as the
 //! runner reads a known schema's MongoDB change events) and decoded, and the permissions task's
-//! whole handling of the record read as JSON (decode, projection, store and changelog, output). Each
-//! figure is the best of five passes over `<records>` patient inserts (default 20,000) with
+//! whole handling of the record read as JSON (decode, projection, store and changelog, output).
+//! Each figure is the best of five passes over `<records>` patient inserts (default 20,000) with
 //! the `canonical` dialect the source connector's `ExtendedJson` formatter writes; one thread,
 //! no I/O, so runs compare to a few percent where the processors bench swings by ten.
 //!

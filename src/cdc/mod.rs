@@ -127,12 +127,13 @@ pub fn decode_avro_value_fields(
     value: Option<AvroValue>,
     fields: Option<&[&str]>,
 ) -> Result<CdcRecord, DecodeError> {
-    match value {
+    let value = match value {
         // Read as the MongoDB envelope's by construction.
-        Some(AvroValue::Change(raw)) => Ok(CdcRecord::Change(raw.decode(fields)?)),
-        Some(AvroValue::Json(value)) => decode_values_fields(envelope, key, Some(value), fields),
-        None => decode_values_fields(envelope, key, None, fields),
-    }
+        Some(AvroValue::Change(raw)) => return Ok(CdcRecord::Change(raw.decode(fields)?)),
+        Some(AvroValue::Json(value)) => Some(value),
+        None => None,
+    };
+    decode_values_fields(envelope, key, value, fields)
 }
 
 /// Decodes a record from its key and value as JSON (parsed JSON text, or Avro read as JSON by
