@@ -188,22 +188,38 @@ impl Kafka {
 ///
 /// Written here because rust-rdkafka 0.39's `BaseProducer::flush` polls in slices that each last
 /// their full 100 ms, even when the reports arrived at once: every flush, and so every commit,
-/// took at least 100 ms (measured: commits went from ~103 ms to a few ms).
+/// took at least 100 ms (measured: commits went from ~103 ms to a few ms). Nor does it wait in
+/// `BaseProducer::poll` with a timeout: that poll runs until its deadline and asks librdkafka
+/// for the time left in whole milliseconds, so its last millisecond is a busy loop, and a poll
+/// of 1 ms is nothing else (on one core the spin kept the librdkafka thread that reads the
+/// broker's answers from the CPU: a sixth of the loop thread's time was clock reads).
 pub fn flush<C: ProducerContext>(
     producer: &BaseProducer<C>,
     timeout: Duration,
 ) -> Result<(), KafkaError> {
     let deadline = Instant::now() + timeout;
-    while producer.in_flight_count() > 0 {
+    loop {
+        let before = producer.in_flight_count();
+        if before == 0 {
+            return Ok(());
+        }
+        // Serves one event of reports, if one is there.
+        producer.poll(Duration::ZERO);
+        if producer.in_flight_count() < before {
+            continue;
+        }
         if Instant::now() >= deadline {
             return Err(KafkaError::Flush(
                 rdkafka::types::RDKafkaErrorCode::OperationTimedOut,
             ));
         }
-        producer.poll(Duration::from_millis(1));
+        std::thread::sleep(WAIT_STEP);
     }
-    Ok(())
 }
+
+/// How long a wait for the producer ([`flush`], a full queue in [`send`]) sleeps before it
+/// looks again.
+const WAIT_STEP: Duration = Duration::from_micros(200);
 
 /// Queues `record` (to `partition`, or the partitioner's choice), waiting while the producer's
 /// queue is full.
@@ -241,7 +257,9 @@ pub fn send<C: ProducerContext<DeliveryOpaque = ()>>(
                 KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
                 back,
             )) => {
-                producer.poll(Duration::from_millis(1));
+                // Room is made as the broker answers; failures' reports need serving.
+                producer.poll(Duration::ZERO);
+                std::thread::sleep(WAIT_STEP);
                 base = back;
             }
             Err((error, _)) => return Err(error),

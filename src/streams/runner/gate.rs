@@ -97,7 +97,7 @@ impl Gate {
         consumer: &BaseConsumer<C>,
         job: Job,
     ) -> anyhow::Result<Option<Job>> {
-        if !self.gated.contains(&job.prefixed_topic) {
+        if !self.gated.contains(&*job.prefixed_topic) {
             return Ok(Some(job));
         }
         if self.held.is_empty() {
@@ -107,7 +107,7 @@ impl Gate {
             self.since = Instant::now();
             self.nagged = self.since;
         }
-        let partition = (job.prefixed_topic.clone(), job.record.partition);
+        let partition = (job.prefixed_topic.to_string(), job.record.partition);
         if self.paused.insert(partition.clone()) {
             let mut list = TopicPartitionList::new();
             list.add_partition(&partition.0, partition.1);

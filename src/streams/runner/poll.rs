@@ -112,6 +112,8 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
     /// offsets by whoever is assigned their partition.
     fn take_batch(&mut self, batch: &mut Vec<Job>) -> anyhow::Result<()> {
         let mut wait = Duration::from_millis(50);
+        // The batch's topics, each allocated once.
+        let mut topics: Vec<Arc<str>> = Vec::new();
         while batch.len() < BATCH {
             let polled = self.consumer.poll(wait);
             wait = Duration::ZERO;
@@ -127,9 +129,17 @@ impl<P: Processor + 'static, F: Fn() -> P> Runner<P, F> {
                     if !topology.repartitions.is_empty() {
                         record.topic = topology.processor_topic(&record.topic).into_owned();
                     }
+                    let topic = message.topic();
+                    let prefixed_topic = match topics.iter().find(|t| ***t == *topic) {
+                        Some(known) => Arc::clone(known),
+                        None => {
+                            topics.push(Arc::from(topic));
+                            Arc::clone(&topics[topics.len() - 1])
+                        }
+                    };
                     batch.push(Job {
                         record,
-                        prefixed_topic: message.topic().to_owned(),
+                        prefixed_topic,
                     });
                 }
                 Some(Err(error)) => {

@@ -116,15 +116,20 @@ impl Shared {
     }
 
     pub(super) fn record(&mut self, event: Event) {
-        self.in_flight -= 1;
+        self.in_flight -= match &event {
+            Event::Done { jobs, .. } => *jobs,
+            _ => 1,
+        };
         match event {
-            Event::Done(Some(position)) => {
-                self.pending.insert(
-                    (position.prefixed_topic, position.partition),
-                    position.next_offset,
-                );
+            Event::Done { positions, .. } => {
+                for position in positions {
+                    self.pending.insert(
+                        (position.prefixed_topic.to_string(), position.partition),
+                        position.next_offset,
+                    );
+                }
             }
-            Event::Done(None) | Event::Skipped => {}
+            Event::Skipped => {}
             Event::Interrupted => self.interrupted = true,
             Event::Stalled => self.doom(Cause::Stall),
             Event::Fatal(error) => {

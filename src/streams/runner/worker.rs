@@ -19,10 +19,11 @@ use crate::streams::record::{ProducedRecord, RawRecord};
 use crate::streams::task::{AvroResolved, Outcome, Task};
 use crate::sync::lock;
 
-/// A record to handle, with its (prefixed) source topic.
+/// A record to handle, with its (prefixed) source topic (shared by the records of a batch: an
+/// allocation per record saved).
 pub(super) struct Job {
     pub(super) record: RawRecord,
-    pub(super) prefixed_topic: String,
+    pub(super) prefixed_topic: Arc<str>,
 }
 
 /// What a worker is given to do, in order.
@@ -50,15 +51,20 @@ pub(super) type ChangelogOffsets =
 
 /// Where a handled record ends: the next offset to commit for its input partition.
 pub(super) struct Position {
-    pub(super) prefixed_topic: String,
+    pub(super) prefixed_topic: Arc<str>,
     pub(super) partition: i32,
     pub(super) next_offset: i64,
 }
 
-/// What a worker reports for each job.
+/// What a worker reports: jobs handled, a batch at a time, and each job that was not.
 pub(super) enum Event {
-    /// Handled; the record's offset may be committed (`None` for work that no record caused).
-    Done(Option<Position>),
+    /// `jobs` jobs handled, in order; `positions`: where their records end (the last per input
+    /// partition), offsets that may be committed. One report per batch, not per record: a
+    /// channel send and the loop's bookkeeping per record were a cost of their own.
+    Done {
+        jobs: usize,
+        positions: Vec<Position>,
+    },
     /// Not handled because shutdown interrupted a retry (nor will later ones of this worker be).
     Interrupted,
     /// Not handled: a transient fault outlasted the transaction's budget, or producing failed.
@@ -104,7 +110,8 @@ impl Worker {
         })
     }
 
-    /// Queues records, reported back one by one (waits while the worker's queue is full).
+    /// Queues records, reported back together once handled (waits while the worker's queue is
+    /// full).
     pub(super) fn send(&self, jobs: Vec<Job>) -> anyhow::Result<()> {
         self.queue(Work::Records(jobs))
     }
@@ -156,18 +163,27 @@ fn work<P: Processor>(
     // only reported back, and the runner stops or rewinds.
     let mut stopped: Option<Event> = None;
     let mut last_report = Instant::now();
+    let mut done = Tally::default();
     while let Ok(work) = queue.recv() {
-        let sent = match work {
-            Work::Records(jobs) => jobs.into_iter().all(|job| {
-                let event = report(&mut stopped, || handle(&mut task, shop, job));
-                events.send(event).is_ok()
-            }),
-            Work::Task(work) => {
-                let event = report(&mut stopped, || perform(partition, &mut task, shop, work));
-                events.send(event).is_ok()
-            }
+        let mut sent = true;
+        let mut tally = |result: Result<Option<Position>, Event>| match result {
+            Ok(position) => done.add(position),
+            // In order: what was handled before it first.
+            Err(event) => sent &= done.report(events) && events.send(event).is_ok(),
         };
-        if !sent {
+        match work {
+            Work::Records(jobs) => {
+                for job in jobs {
+                    tally(report(&mut stopped, || handle(&mut task, shop, job)));
+                }
+            }
+            Work::Task(work) => {
+                tally(report(&mut stopped, || {
+                    perform(partition, &mut task, shop, work)
+                }));
+            }
+        }
+        if !(sent && done.report(events)) {
             return;
         }
         if last_report.elapsed() >= Duration::from_secs(5) {
@@ -180,31 +196,66 @@ fn work<P: Processor>(
     }
 }
 
-/// The report of one job: what `run` made of it, or, once a job was interrupted or stalled,
-/// what later ones are reported as (without running them).
-fn report(stopped: &mut Option<Event>, run: impl FnOnce() -> anyhow::Result<Handled>) -> Event {
+/// Jobs handled and not yet reported, with where their records end.
+#[derive(Default)]
+struct Tally {
+    jobs: usize,
+    positions: Vec<Position>,
+}
+
+impl Tally {
+    fn add(&mut self, position: Option<Position>) {
+        self.jobs += 1;
+        let Some(position) = position else {
+            return;
+        };
+        match self.positions.iter_mut().find(|p| {
+            p.partition == position.partition && p.prefixed_topic == position.prefixed_topic
+        }) {
+            Some(last) => last.next_offset = position.next_offset,
+            None => self.positions.push(position),
+        }
+    }
+
+    /// Reports what was tallied, if anything; `false` when the runner is gone.
+    fn report(&mut self, events: &Sender<Event>) -> bool {
+        if self.jobs == 0 {
+            return true;
+        }
+        let Self { jobs, positions } = std::mem::take(self);
+        events.send(Event::Done { jobs, positions }).is_ok()
+    }
+}
+
+/// What `run` made of one job: handled (with where its record ends, if a record brought it),
+/// or the event to report instead; once a job was interrupted or stalled, what later ones are
+/// reported as (without running them).
+fn report(
+    stopped: &mut Option<Event>,
+    run: impl FnOnce() -> anyhow::Result<Handled>,
+) -> Result<Option<Position>, Event> {
     match stopped {
-        Some(Event::Interrupted) => Event::Interrupted,
-        Some(_) => Event::Skipped,
+        Some(Event::Interrupted) => Err(Event::Interrupted),
+        Some(_) => Err(Event::Skipped),
         None => match run() {
-            Ok(Handled::Done(event)) => event,
+            Ok(Handled::Done(position)) => Ok(position),
             Ok(Handled::Interrupted) => {
                 *stopped = Some(Event::Interrupted);
-                Event::Interrupted
+                Err(Event::Interrupted)
             }
             Ok(Handled::Stalled) => {
                 *stopped = Some(Event::Stalled);
-                Event::Stalled
+                Err(Event::Stalled)
             }
-            Err(error) => Event::Fatal(error),
+            Err(error) => Err(Event::Fatal(error)),
         },
     }
 }
 
 /// What became of one job.
 enum Handled {
-    /// Handled; report this.
-    Done(Event),
+    /// Handled; where its record ends (`None` for work that no record brought).
+    Done(Option<Position>),
     /// Shutdown interrupted a retry.
     Interrupted,
     /// Given up: a transient fault outlasted the transaction, or producing failed.
@@ -228,7 +279,7 @@ fn perform<P: Processor>(
                 offsets.get(&changelog)?.get(&partition).copied()
             })
             .context("flushing the stores to disk after a commit")?;
-            return Ok(Handled::Done(Event::Done(None)));
+            return Ok(Handled::Done(None));
         }
     };
     let outcome = outcome.map_err(|fatal| {
@@ -238,7 +289,7 @@ fn perform<P: Processor>(
     if let Some(unhandled) = produce(shop, outcome, partition)? {
         return Ok(unhandled);
     }
-    Ok(Handled::Done(Event::Done(None)))
+    Ok(Handled::Done(None))
 }
 
 /// Handles one record: decode, process, produce.
@@ -283,11 +334,11 @@ fn handle<P: Processor>(task: &mut Task<P>, shop: &Shop, job: Job) -> anyhow::Re
         static PROCESS_LATENCY: ::metrics::Histogram = ::metrics::histogram!(names::PROCESS_LATENCY);
     }
     PROCESS_LATENCY.with(|latency| latency.record(started.elapsed().as_secs_f64()));
-    Ok(Handled::Done(Event::Done(Some(Position {
+    Ok(Handled::Done(Some(Position {
         prefixed_topic,
         partition: record.partition,
         next_offset: record.offset + 1,
-    }))))
+    })))
 }
 
 fn handled<P: Processor>(
