@@ -86,8 +86,7 @@ impl Shop {
             // Per-topic counters by metric name, cached per thread: building labels per record
             // costs allocations, and one cache shared by the workers a lock, that the hot path
             // does not need. A list, not a map: a worker counts a handful of topics, and
-            // comparing a few short names costs less than hashing two keys with SipHash (1-2% of
-            // the workers' time in permissions, `docs/processors.md`).
+            // comparing a few short names costs less than hashing two keys with SipHash.
             static COUNTERS: RefCell<Vec<(&'static str, String, ::metrics::Counter)>> =
                 RefCell::default();
         }

@@ -413,3 +413,50 @@ fn produce(shop: &Shop, outcome: Outcome, partition: i32) -> anyhow::Result<Opti
     }
     Ok(None)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(topic: &Arc<str>, partition: i32, next_offset: i64) -> Option<Position> {
+        Some(Position {
+            prefixed_topic: Arc::clone(topic),
+            partition,
+            next_offset,
+        })
+    }
+
+    #[test]
+    fn a_batch_is_reported_once_with_every_job_and_the_last_offset_of_each_input_partition() {
+        let (patients, clinicians): (Arc<str>, Arc<str>) =
+            (Arc::from("clinic.patients"), Arc::from("clinic.clinicians"));
+        let (events, reports) = std::sync::mpsc::channel();
+        let mut done = Tally::default();
+        assert!(done.report(&events), "nothing tallied, nothing to send");
+        assert!(reports.try_recv().is_err());
+        done.add(at(&patients, 0, 11));
+        done.add(at(&clinicians, 0, 5));
+        // Work no record brought counts as a job, with no offset.
+        done.add(None);
+        done.add(at(&patients, 0, 12));
+        assert!(done.report(&events));
+        let Ok(Event::Done { jobs, positions }) = reports.try_recv() else {
+            panic!("one report for the batch");
+        };
+        assert_eq!(jobs, 4);
+        let positions: Vec<(&str, i32, i64)> = positions
+            .iter()
+            .map(|p| (&*p.prefixed_topic, p.partition, p.next_offset))
+            .collect();
+        assert_eq!(
+            positions,
+            [("clinic.patients", 0, 12), ("clinic.clinicians", 0, 5)]
+        );
+        assert!(reports.try_recv().is_err(), "one report, not one per job");
+        assert!(done.report(&events), "the tally starts over");
+        assert!(reports.try_recv().is_err());
+        drop(reports);
+        done.add(None);
+        assert!(!done.report(&events), "the runner is gone");
+    }
+}
